@@ -1,0 +1,201 @@
+"""The `medft` command: one subcommand per stage, each a thin call into the library.
+
+Heavy imports (torch, transformers) happen inside the handlers, so `medft --help`
+answers at once. A `MedftError` is printed as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from medft.errors import MedftError
+
+Handler = Callable[[argparse.Namespace], None]
+
+
+# prepare -------------------------------------------------------------------------------------
+
+
+def add_common_prepare_options(parser: argparse.ArgumentParser, val_size: float) -> None:
+    parser.add_argument("--output", required=True, type=Path, help="folder to write to")
+    parser.add_argument(
+        "--val-size", type=float, default=val_size, help=f"validation fraction (default {val_size})"
+    )
+    parser.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="resize so the shorter side is N (aspect kept, never upscaled); "
+        "default: store the original encoded bytes",
+    )
+    parser.add_argument(
+        "--num-proc", type=int, help="processes reading images (default: all cores)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing prepared dataset"
+    )
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also push to this Hub dataset")
+    parser.add_argument("--private", action="store_true", help="make the pushed dataset private")
+
+
+def add_test_size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--test-size", type=float, default=0.15, help="test fraction (default 0.15)"
+    )
+
+
+def add_prepare_parser(subparsers: argparse._SubParsersAction) -> None:
+    prepare = subparsers.add_parser(
+        "prepare", help="convert a dataset on disk into a Hugging Face DatasetDict"
+    )
+    sources = prepare.add_subparsers(dest="source_type", required=True, metavar="SOURCE")
+
+    brain = sources.add_parser("brain-tumor-44c", help="Kaggle Brain Tumor MRI Images 44 Classes")
+    brain.add_argument("--source", required=True, type=Path, help="the unzipped download")
+    brain.add_argument("--task", choices=("multiclass", "binary"), default="multiclass")
+    add_common_prepare_options(brain, val_size=0.15)
+    add_test_size(brain)
+
+    nih = sources.add_parser("chestxray14", help="NIH ChestX-ray14 (Kaggle or NIH layout)")
+    nih.add_argument("--source", required=True, type=Path, help="folder with images_001 ...")
+    nih.add_argument("--views", choices=("PA", "AP"), help="keep only this view position")
+    add_common_prepare_options(nih, val_size=0.1)
+
+    folder = sources.add_parser(
+        "folder", help="class-per-subfolder images, optionally in train/ val/ test/"
+    )
+    folder.add_argument("--source", required=True, type=Path)
+    add_common_prepare_options(folder, val_size=0.15)
+    add_test_size(folder)
+
+    table = sources.add_parser("csv", help="a CSV of image paths and labels")
+    table.add_argument("--csv", dest="csv_path", required=True, type=Path)
+    table.add_argument("--image-root", type=Path, help="paths are relative to this (CSV's folder)")
+    table.add_argument("--image-column", default="image")
+    table.add_argument("--label-column", default="label")
+    table.add_argument("--label-separator", help="multi-label: labels split on this, e.g. '|'")
+    table.add_argument("--negative-label", help="multi-label value meaning none, e.g. 'No Finding'")
+    table.add_argument("--split-column", help="column of train / val / test")
+    table.add_argument("--group-column", help="keep each value (e.g. a patient) in one split")
+    table.add_argument(
+        "--metadata-columns", nargs="+", default=[], help="other columns to keep as text"
+    )
+    add_common_prepare_options(table, val_size=0.15)
+    add_test_size(table)
+    prepare.set_defaults(handler=run_prepare)
+
+
+PREPARE_ONLY = ("output", "image_size", "num_proc", "overwrite", "push_to_hub", "private")
+
+
+def run_prepare(args: argparse.Namespace) -> None:
+    from medft.data.prepare import prepare_dataset
+    from medft.data.report import format_summary
+
+    options = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in (*PREPARE_ONLY, "command", "handler", "source_type")
+    }
+    report = prepare_dataset(
+        args.source_type,
+        args.output,
+        image_size=args.image_size,
+        num_proc=args.num_proc,
+        overwrite=args.overwrite,
+        **options,
+    )
+    print(format_summary(report, args.output))
+    if args.push_to_hub:
+        from medft.data.hub import push_dataset
+
+        url = push_dataset(args.output, args.push_to_hub, private=args.private or None)
+        print(f"pushed to {url}")
+
+
+# synthesize ----------------------------------------------------------------------------------
+
+
+def add_synthesize_parser(subparsers: argparse._SubParsersAction) -> None:
+    synthesize = subparsers.add_parser(
+        "synthesize", help="write a small fake dataset in a reference layout (for tests, demos)"
+    )
+    kinds = synthesize.add_subparsers(dest="kind", required=True, metavar="DATASET")
+    brain = kinds.add_parser("brain-tumor-44c", help="44 class folders of fake MRI slices")
+    brain.add_argument("output", type=Path)
+    brain.add_argument("--per-class", type=int, default=12)
+    brain.add_argument("--image-size", type=int, default=96)
+    brain.add_argument("--seed", type=int, default=0)
+    brain.add_argument(
+        "--include-bad-files", action="store_true", help="add empty, truncated and non-image files"
+    )
+    nih = kinds.add_parser("chestxray14", help="NIH layout of fake radiographs")
+    nih.add_argument("output", type=Path)
+    nih.add_argument("--patients", dest="n_patients", type=int, default=40)
+    nih.add_argument("--image-size", type=int, default=128)
+    nih.add_argument("--seed", type=int, default=0)
+    nih.add_argument("--num-proc", type=int, default=1)
+    synthesize.set_defaults(handler=run_synthesize)
+
+
+def run_synthesize(args: argparse.Namespace) -> None:
+    from medft.data.synthetic import SYNTHESIZERS
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "kind")}
+    root = SYNTHESIZERS[args.kind](**options)
+    n_files = sum(1 for path in root.rglob("*") if path.is_file())
+    print(f"Wrote a synthetic {args.kind} dataset to {root} ({n_files} files).")
+
+
+# demo ----------------------------------------------------------------------------------------
+
+
+def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser("demo", help="synthesize a brain-layout dataset and prepare it")
+    demo.add_argument("--output", type=Path, default=Path("medft-demo"))
+    demo.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    from medft.data.prepare import prepare_dataset
+    from medft.data.report import format_summary
+    from medft.data.synthetic import SYNTHESIZERS
+
+    raw = SYNTHESIZERS["brain-tumor-44c"](args.output / "raw", include_bad_files=True)
+    dataset = args.output / "dataset"
+    report = prepare_dataset("brain-tumor-44c", dataset, source=raw, overwrite=True)
+    print(format_summary(report, dataset))
+
+
+# entry point ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medft",
+        description="Fine-tune image classifiers for medical imaging on the Hugging Face stack.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (add_prepare_parser, add_synthesize_parser, add_demo_parser):
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except MedftError as error:
+        print(f"medft: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medft: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""A CSV of image paths and labels: single- or multi-label, optional split and group columns.
+
+Paths are relative to ``image_root`` (default: the CSV's folder) unless absolute.
+With a split column its values (train / val / validation / test, any case) are
+kept; missing splits are carved from train. With a group column (for example a
+patient id) every group stays in one carved split.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+from datasets import Value
+
+from medft.data.files import open_text, require_file
+from medft.data.listing import Example, SourceListing
+from medft.data.splits import SPLITS, assign_splits, canonical_split, groups_in_several_splits
+from medft.errors import MedftError
+
+RESERVED_COLUMNS = ("image", "label", "labels", "image_id")
+
+
+def read_rows(csv_path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    with open_text(csv_path) as handle:
+        reader = csv.DictReader(handle)
+        header = [name for name in reader.fieldnames or [] if name]
+        missing = [name for name in required if name not in header]
+        if missing:
+            raise MedftError(
+                f"{csv_path} has no column {missing[0]!r}; its columns are "
+                f"{', '.join(repr(h) for h in header)}. "
+                "Name the right one with the matching option."
+            )
+        return [row for row in reader if any((value or "").strip() for value in row.values())]
+
+
+def parse_labels(
+    value: str, separator: str | None, negative_label: str | None, where: str
+) -> list[str]:
+    names = [name.strip() for name in value.split(separator)] if separator else [value.strip()]
+    names = [name for name in names if name and name != negative_label]
+    if not names and not separator:
+        raise MedftError(f"{where} has an empty label; fill it in or remove the row.")
+    return names
+
+
+def list_csv(
+    csv_path: str | Path,
+    *,
+    image_root: str | Path | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
+    label_separator: str | None = None,
+    negative_label: str | None = None,
+    split_column: str | None = None,
+    group_column: str | None = None,
+    metadata_columns: Sequence[str] = (),
+    val_size: float = 0.15,
+    test_size: float = 0.15,
+    seed: int = 42,
+) -> SourceListing:
+    csv_path = require_file(csv_path, "--csv")
+    image_root = Path(image_root).expanduser() if image_root else csv_path.parent
+    kept_columns = [c for c in (group_column, *metadata_columns) if c]
+    for column in kept_columns:
+        if column in RESERVED_COLUMNS:
+            raise MedftError(f"metadata column {column!r} clashes with a column medft writes.")
+    optional = [c for c in (split_column, group_column) if c]
+    rows = read_rows(csv_path, [image_column, label_column, *optional, *metadata_columns])
+    multi_label = label_separator is not None
+
+    row_labels = []
+    for line, row in enumerate(rows, start=2):
+        where = f"{csv_path}, line {line} ({row[image_column]})"
+        row_labels.append(parse_labels(row[label_column], label_separator, negative_label, where))
+    label_names = sorted({name for names in row_labels for name in names})
+    index_of = {name: index for index, name in enumerate(label_names)}
+    if len(label_names) < 2 and not multi_label:
+        raise MedftError(f"{csv_path}: column {label_column!r} has fewer than two classes.")
+
+    given = []
+    for line, row in enumerate(rows, start=2):
+        value = row[split_column].strip() if split_column else ""
+        split = canonical_split(value) if value else None
+        if value and split is None:
+            raise MedftError(
+                f"{csv_path}, line {line}: split {value!r} in column {split_column!r} is not "
+                "one of train / val / validation / test."
+            )
+        given.append(split)
+    groups = [row[group_column] for row in rows] if group_column else None
+    single_labels = None if multi_label else [index_of[names[0]] for names in row_labels]
+    assigned = assign_splits(
+        given,
+        {"validation": val_size, "test": test_size},
+        labels=single_labels,
+        groups=groups,
+        seed=seed,
+    )
+
+    listing = SourceListing(
+        source_type="csv",
+        source=str(csv_path.resolve()),
+        label_names=label_names,
+        multi_label=multi_label,
+        splits={},
+        metadata_features={"image_id": Value("string")}
+        | {column: Value("string") for column in kept_columns},
+    )
+    for row, names, split in zip(rows, row_labels, assigned):
+        image_id = row[image_column].strip()
+        path = Path(image_id).expanduser()
+        path = path if path.is_absolute() else image_root / path
+        if not path.is_file():
+            listing.skip(image_id, f"listed in {csv_path.name} but not found at {path}", split)
+            continue
+        indices = [index_of[name] for name in names]
+        label = sorted(indices) if multi_label else indices[0]
+        metadata = {"image_id": image_id} | {column: row[column] for column in kept_columns}
+        listing.splits[split].append(Example(path, label, metadata))
+
+    if group_column:
+        by_split = {split: [g for g, s in zip(groups, assigned) if s == split] for split in SPLITS}
+        shared = groups_in_several_splits(by_split)
+        listing.notes[f"{group_column}_values_in_two_splits"] = len(shared)
+    listing.notes["csv_rows"] = len(rows)
+    return listing

@@ -1,0 +1,103 @@
+"""Finding image files in a folder tree, and telling them from the clutter beside them."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+from collections import Counter
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from medft.errors import MedftError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+SYSTEM_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def ignore_reason(path: Path) -> str:
+    """Why a file is passed over, as a short category for the report."""
+    if path.name.lower() in SYSTEM_FILES:
+        return f"system file ({path.name})"
+    if path.name.startswith("._"):
+        return "macOS resource fork (._*)"
+    if path.name.startswith("."):
+        return "hidden file"
+    return f"not an image extension ({path.suffix.lower() or 'none'})"
+
+
+def scan_images(folder: Path, ignored: Counter[str]) -> list[Path]:
+    """Image files under ``folder``, recursively and sorted; others counted in ``ignored``."""
+    images = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(root) / name
+            if is_image_file(path):
+                images.append(path)
+            else:
+                ignored[ignore_reason(path)] += 1
+    return images
+
+
+def list_subfolders(folder: Path) -> list[Path]:
+    """Visible subfolders of ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def count_loose_files(folder: Path, ignored: Counter[str], where: str) -> None:
+    """Count files sitting beside class folders (they belong to no class)."""
+    for path in folder.iterdir():
+        if path.is_file():
+            reason = f"image outside a class folder ({where})" if is_image_file(path) else None
+            ignored[reason or ignore_reason(path)] += 1
+
+
+def require_folder(path: str | Path, what: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise MedftError(f"{what} {path} does not exist; check the path.")
+    if not path.is_dir():
+        raise MedftError(f"{what} {path} is not a folder.")
+    return path
+
+
+def require_file(path: str | Path, what: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MedftError(f"{what} {path} does not exist or is not a file; check the path.")
+    return path
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """A text file (or .gz) with any BOM stripped and any line ending, for the csv module."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return path.open(encoding="utf-8-sig", newline="")
+
+
+def content_hashes(paths: list[Path]) -> list[str]:
+    """SHA-1 of each file's bytes, so byte-identical copies can be kept in one split."""
+    return [
+        hashlib.sha1(path.read_bytes()).hexdigest()
+        for path in tqdm(paths, desc="Hashing files", unit="file", leave=False)
+    ]
+
+
+def duplicate_notes(hashes: list[str], labels: list[int]) -> dict[str, int]:
+    """How many groups of byte-identical files there are, and how many span two classes."""
+    labels_of: dict[str, set[int]] = {}
+    for digest, label in zip(hashes, labels):
+        labels_of.setdefault(digest, set()).add(label)
+    copies = Counter(hashes)
+    groups = [digest for digest, n in copies.items() if n > 1]
+    return {
+        "byte_identical_groups": len(groups),
+        "byte_identical_groups_across_classes": sum(1 for d in groups if len(labels_of[d]) > 1),
+    }

@@ -1,0 +1,97 @@
+"""Any image folder: one subfolder per class, or train/ val/ test/ folders that hold them.
+
+Splits given as folders are kept as given; a missing validation or test split
+is carved from train, stratified by class, with byte-identical files kept
+together so a copy cannot leak from train into evaluation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from datasets import Value
+
+from medft.data.files import (
+    content_hashes,
+    count_loose_files,
+    duplicate_notes,
+    list_subfolders,
+    require_folder,
+    scan_images,
+)
+from medft.data.listing import Example, SourceListing
+from medft.data.splits import assign_splits, canonical_split, groups_in_several_splits
+from medft.errors import MedftError
+
+
+def split_folders(root: Path) -> dict[str, Path] | None:
+    """{'train': root/Training, ...} when every subfolder names a split, else None."""
+    subfolders = list_subfolders(root)
+    if not subfolders or not all(canonical_split(folder.name) for folder in subfolders):
+        return None
+    folders: dict[str, Path] = {}
+    for folder in subfolders:
+        split = canonical_split(folder.name)
+        if split in folders:
+            raise MedftError(
+                f"{root} has two folders for the {split} split: "
+                f"'{folders[split].name}' and '{folder.name}'. Merge or remove one."
+            )
+        folders[split] = folder
+    if "train" not in folders:
+        raise MedftError(f"{root} has split folders but no train/ folder; add one.")
+    return folders
+
+
+def list_image_folder(
+    source: str | Path, *, val_size: float = 0.15, test_size: float = 0.15, seed: int = 42
+) -> SourceListing:
+    root = require_folder(source, "--source")
+    given = split_folders(root) or {None: root}
+    ignored: Counter[str] = Counter()
+    class_names = sorted({c.name for folder in given.values() for c in list_subfolders(folder)})
+    if len(class_names) < 2:
+        found = f"only '{class_names[0]}'" if class_names else "none"
+        raise MedftError(
+            f"{root}: found {found} as class folder(s); `medft prepare folder` needs one "
+            "subfolder per class (at least two), optionally inside train/ val/ test/ folders."
+        )
+
+    paths, labels, given_splits = [], [], []
+    for split, folder in given.items():
+        count_loose_files(folder, ignored, where=folder.name if split else "dataset root")
+        for class_folder in list_subfolders(folder):
+            images = scan_images(class_folder, ignored)
+            paths += images
+            labels += [class_names.index(class_folder.name)] * len(images)
+            given_splits += [split] * len(images)
+
+    hashes = content_hashes(paths)
+    assigned = assign_splits(
+        given_splits,
+        {"validation": val_size, "test": test_size},
+        labels=labels,
+        groups=hashes,
+        seed=seed,
+    )
+    splits: dict[str, list[Example]] = {}
+    for path, label, split in zip(paths, labels, assigned):
+        metadata = {"image_id": path.relative_to(root).as_posix()}
+        splits.setdefault(split, []).append(Example(path, label, metadata))
+
+    notes = duplicate_notes(hashes, labels)
+    if None not in given:
+        notes["splits_given_as_folders"] = ", ".join(folder.name for folder in given.values())
+        by_split = {s: [hashes[i] for i, g in enumerate(given_splits) if g == s] for s in given}
+        notes["identical_files_in_two_given_splits"] = len(groups_in_several_splits(by_split))
+    return SourceListing(
+        source_type="folder",
+        source=str(root.resolve()),
+        label_names=class_names,
+        multi_label=False,
+        splits=splits,
+        metadata_features={"image_id": Value("string")},
+        ignored=ignored,
+        notes=notes,
+    )

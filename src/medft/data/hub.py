@@ -1,0 +1,125 @@
+"""Push a prepared dataset to the Hugging Face Hub with a dataset card that says how it was made.
+
+The card goes up first; `DatasetDict.push_to_hub` then merges its own metadata
+(features, splits, data files) into that card instead of writing a bare one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from datasets import load_from_disk
+from huggingface_hub import DatasetCard, DatasetCardData, HfApi
+
+from medft.data.report import REPORT_NAME, read_report
+from medft.errors import MedftError
+
+ORIGINS = {
+    "brain-tumor-44c": {
+        "pretty_name": "Brain Tumor MRI Images 44 Classes",
+        "license": "unknown",
+        "about": (
+            "T1, T1C+ and T2 MRI slices of 14 tumour types and normal brains, from the Kaggle "
+            "dataset [fernando2rad/brain-tumor-mri-images-44c]"
+            "(https://www.kaggle.com/datasets/fernando2rad/brain-tumor-mri-images-44c). "
+            "No licence is stated there; check the source before redistributing."
+        ),
+    },
+    "chestxray14": {
+        "pretty_name": "NIH ChestX-ray14",
+        "license": "other",
+        "about": (
+            "Frontal chest radiographs with 14 text-mined findings, from the NIH Clinical Center "
+            "(Wang et al., *ChestX-ray8*, CVPR 2017). The test split is NIH's official "
+            "`test_list.txt`; validation is carved from `train_val_list.txt` by patient."
+        ),
+    },
+}
+CITATION = {
+    "chestxray14": (
+        "@inproceedings{wang2017chestxray,\n"
+        "  title={ChestX-ray8: Hospital-scale Chest X-ray Database and Benchmarks on "
+        "Weakly-Supervised Classification and Localization of Common Thorax Diseases},\n"
+        "  author={Wang, Xiaosong and Peng, Yifan and Lu, Le and Lu, Zhiyong and "
+        "Bagheri, Mohammadhadi and Summers, Ronald M},\n"
+        "  booktitle={CVPR},\n  year={2017}\n}"
+    ),
+}
+
+
+def size_category(n: int) -> str:
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if n < bound:
+            return name
+    return "100K<n<1M"
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def dataset_card(report: dict[str, Any], repo_id: str) -> DatasetCard:
+    """A dataset card built from a ``prepare_report.json``."""
+    origin = ORIGINS.get(report["source_type"], {})
+    splits = list(report["counts"])
+    total = sum(report["counts"].values())
+    data = DatasetCardData(
+        pretty_name=origin.get("pretty_name", repo_id.split("/")[-1]),
+        license=origin.get("license", "unknown"),
+        task_categories=["image-classification"],
+        size_categories=size_category(total),
+        tags=["medical", "medft", report["source_type"], report["task"]],
+    )
+    class_rows = [
+        [name, *(report["class_counts"][split][name] for split in splits)]
+        for name in report["class_counts"][splits[0]]
+    ]
+    options = ", ".join(f"`{key}={value}`" for key, value in report["options"].items())
+    multi_label = report["task"] == "multilabel"
+    label_kind = "`labels` (a list of class ids)" if multi_label else "`label` (a class id)"
+    command = f"medft prepare {report['source_type']}"
+    sections = [
+        f"# {data.pretty_name}",
+        origin.get("about", f"Images from `{report['source']}`, prepared with medft."),
+        "## How it was prepared",
+        f"`{command}` (medft {report['medft_version']}) with {options}. "
+        f"Task: **{report['task']}**, {len(report['label_names'])} classes, "
+        f"labels as {label_kind}. "
+        f"{report['skipped_count']} unreadable or missing files were skipped and "
+        f"{report['ignored_count']} non-image files ignored; `{REPORT_NAME}` lists each one.",
+        "## Splits",
+        markdown_table(["split", "images"], [[s, report["counts"][s]] for s in splits]),
+        "## Classes",
+        markdown_table(["class", *splits], class_rows),
+        "## Use",
+        f'```python\nfrom datasets import load_dataset\n\nds = load_dataset("{repo_id}")\n```',
+        "## Not for clinical use",
+        "This dataset is for research and education. Models trained on it are not medical "
+        "devices and must not be used to diagnose or treat patients.",
+    ]
+    if report["source_type"] in CITATION:
+        sections += ["## Citation", f"```bibtex\n{CITATION[report['source_type']]}\n```"]
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+
+
+def push_dataset(
+    folder: str | Path, repo_id: str, *, private: bool | None = None, token: str | None = None
+) -> str:
+    """Upload a prepared dataset folder, its card and its report; returns the dataset URL."""
+    report = read_report(folder)
+    if report is None:
+        raise MedftError(f"{folder} has no {REPORT_NAME}; push a folder written by medft prepare.")
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    dataset_card(report, repo_id).push_to_hub(repo_id, token=token, repo_type="dataset")
+    load_from_disk(str(folder)).push_to_hub(repo_id, private=private, token=token)
+    api.upload_file(
+        path_or_fileobj=str(Path(folder) / REPORT_NAME),
+        path_in_repo=REPORT_NAME,
+        repo_id=repo_id,
+        repo_type="dataset",
+    )
+    return str(url)

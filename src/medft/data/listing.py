@@ -1,0 +1,70 @@
+"""What a source reader hands the writer: examples per split, label names, what it passed over.
+
+A source module (brain, NIH, folder, CSV) only looks at file names and label
+tables; it never decodes an image. Decoding, checking and storing happen once,
+in `medft.data.writer`, for every source alike.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import ClassLabel, Features, Image, List, Value
+
+from medft.data.splits import SPLITS
+
+
+@dataclass
+class Example:
+    path: Path
+    label: int | list[int]
+    metadata: dict[str, Any]
+
+
+@dataclass
+class Skipped:
+    file: str
+    reason: str
+    split: str | None = None
+
+
+@dataclass
+class SourceListing:
+    """Everything known about a source before its images are read."""
+
+    source_type: str
+    source: str
+    label_names: list[str]
+    multi_label: bool
+    splits: dict[str, list[Example]]
+    metadata_features: dict[str, Value]
+    skipped: list[Skipped] = field(default_factory=list)
+    ignored: Counter[str] = field(default_factory=Counter)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.splits = {split: self.splits.get(split, []) for split in SPLITS}
+
+    @property
+    def task(self) -> str:
+        if self.multi_label:
+            return "multilabel"
+        return "binary" if len(self.label_names) == 2 else "multiclass"
+
+    @property
+    def label_column(self) -> str:
+        return "labels" if self.multi_label else "label"
+
+    def features(self) -> Features:
+        class_label = ClassLabel(names=self.label_names)
+        label = List(class_label) if self.multi_label else class_label
+        return Features({"image": Image(), self.label_column: label, **self.metadata_features})
+
+    def skip(self, file: str, reason: str, split: str | None = None) -> None:
+        self.skipped.append(Skipped(file, reason, split))
+
+    def num_examples(self) -> int:
+        return sum(len(examples) for examples in self.splits.values())

@@ -1,0 +1,58 @@
+"""`prepare_dataset`: one front door over the source readers and the writer."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from medft.data.brain_tumor import list_brain_tumor_44c
+from medft.data.chestxray14 import list_chestxray14
+from medft.data.csv_table import list_csv
+from medft.data.folder import list_image_folder
+from medft.data.listing import SourceListing
+from medft.data.writer import check_output_folder, write_dataset
+from medft.errors import MedftError
+
+SOURCES: dict[str, Callable[..., SourceListing]] = {
+    "brain-tumor-44c": list_brain_tumor_44c,
+    "chestxray14": list_chestxray14,
+    "folder": list_image_folder,
+    "csv": list_csv,
+}
+
+
+def prepare_dataset(
+    source_type: str,
+    output: str | Path,
+    *,
+    image_size: int | None = None,
+    num_proc: int | None = None,
+    overwrite: bool = False,
+    **source_options: Any,
+) -> dict[str, Any]:
+    """List a source, read its images and save a `DatasetDict` to ``output``; returns the report.
+
+    ``source_options`` go to the source's reader (``source=``, ``task=``,
+    ``val_size=``, ...; see `SOURCES`).
+    """
+    if source_type not in SOURCES:
+        raise MedftError(f"unknown source '{source_type}'; choose one of {', '.join(SOURCES)}.")
+    if image_size is not None and image_size < 8:
+        raise MedftError(f"--image-size must be at least 8 pixels, got {image_size}.")
+    check_output_folder(Path(output).expanduser().resolve(), overwrite)  # fail before the listing
+    reader = SOURCES[source_type]
+    bound = inspect.signature(reader).bind(**source_options)
+    bound.apply_defaults()
+    listing = reader(**bound.arguments)
+    options = {key: str(v) if isinstance(v, Path) else v for key, v in bound.arguments.items()}
+    options |= {"image_size": image_size}
+    return write_dataset(
+        listing,
+        output,
+        image_size=image_size,
+        num_proc=num_proc,
+        overwrite=overwrite,
+        options=options,
+    )

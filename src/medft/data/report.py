@@ -1,0 +1,100 @@
+"""`prepare_report.json` and the one-screen summary printed at the end of `medft prepare`."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from datasets import DatasetDict
+
+from medft.data.listing import SourceListing
+
+REPORT_NAME = "prepare_report.json"
+NO_FINDING = "(no finding)"
+SKIPPED_SHOWN = 5
+
+
+def class_counts(listing: SourceListing, dataset: DatasetDict) -> dict[str, dict[str, int]]:
+    """Images per class per split; for multi-label, positives per finding plus empty rows."""
+    counts = {}
+    names = list(listing.label_names)
+    for split, part in dataset.items():
+        values = part.data.column(listing.label_column).to_pylist()
+        if listing.multi_label:
+            counter = Counter(names[index] for labels in values for index in labels)
+            counter[NO_FINDING] = sum(1 for labels in values if not labels)
+        else:
+            counter = Counter(names[index] for index in values)
+        rows = names + [NO_FINDING] if listing.multi_label else names
+        counts[split] = {name: counter[name] for name in rows}
+    return counts
+
+
+def build_report(
+    listing: SourceListing, dataset: DatasetDict, stats: Counter[str], options: dict[str, Any]
+) -> dict[str, Any]:
+    from medft import __version__
+
+    return {
+        "medft_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source_type": listing.source_type,
+        "source": listing.source,
+        "task": listing.task,
+        "options": options,
+        "label_column": listing.label_column,
+        "label_names": listing.label_names,
+        "counts": {split: part.num_rows for split, part in dataset.items()},
+        "class_counts": class_counts(listing, dataset),
+        "image_modes": {key[5:]: n for key, n in sorted(stats.items()) if key.startswith("mode ")},
+        "reencoded": stats["reencoded"],
+        "skipped_count": len(listing.skipped),
+        "skipped": [vars(skipped) for skipped in listing.skipped],
+        "ignored_count": sum(listing.ignored.values()),
+        "ignored": dict(sorted(listing.ignored.items())),
+        "notes": listing.notes,
+    }
+
+
+def write_report(report: dict[str, Any], folder: Path) -> Path:
+    path = Path(folder) / REPORT_NAME
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return path
+
+
+def read_report(folder: str | Path) -> dict[str, Any] | None:
+    path = Path(folder) / REPORT_NAME
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def format_summary(report: dict[str, Any], output: str | Path) -> str:
+    """Counts per split and class, what was skipped or ignored, and any notes; fits one screen."""
+    splits = list(report["counts"])
+    n_classes = len(report["label_names"])
+    lines = [
+        f"Prepared {report['source_type']} ({report['task']}, {n_classes} classes) -> {output}",
+        "",
+    ]
+    width = max(len(name) for name in [*report["class_counts"][splits[0]], "class", "total"])
+    header = "  ".join(f"{split:>10}" for split in splits)
+    lines.append(f"{'class':<{width}}  {header}")
+    for name in report["class_counts"][splits[0]]:
+        row = "  ".join(f"{report['class_counts'][split][name]:>10}" for split in splits)
+        lines.append(f"{name:<{width}}  {row}")
+    total = "  ".join(f"{report['counts'][split]:>10}" for split in splits)
+    lines += [f"{'total':<{width}}  {total}", ""]
+
+    lines.append(f"skipped: {report['skipped_count']} unreadable or missing file(s)")
+    reasons = Counter(item["reason"].split(":")[0] for item in report["skipped"])
+    lines += [f"  {count:>6}  {reason}" for reason, count in reasons.most_common()]
+    for item in report["skipped"][:SKIPPED_SHOWN]:
+        lines.append(f"          e.g. {item['file']}: {item['reason']}")
+    lines.append(f"ignored: {report['ignored_count']} file(s) that are not images")
+    lines += [f"  {count:>6}  {reason}" for reason, count in report["ignored"].items()]
+    for key, value in report["notes"].items():
+        lines.append(f"{key.replace('_', ' ')}: {value}")
+    lines.append(f"report: {Path(output) / REPORT_NAME}")
+    return "\n".join(lines)

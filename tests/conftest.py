@@ -1,0 +1,46 @@
+"""Shared fixtures: generated datasets in the real on-disk layouts, built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medft.data.prepare import prepare_dataset
+from medft.data.synthetic import synthesize_brain_tumor_44c, synthesize_chestxray14
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def brain_raw(tmp_path_factory) -> Path:
+    """The 44 class folders with 6 scans each, quirks and three bad files."""
+    root = tmp_path_factory.mktemp("brain_raw")
+    return synthesize_brain_tumor_44c(root, per_class=6, image_size=40, include_bad_files=True)
+
+
+@pytest.fixture(scope="session")
+def brain_multiclass(brain_raw, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("prepared") / "brain44"
+    prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=2)
+    return output
+
+
+@pytest.fixture(scope="session")
+def brain_binary(brain_raw, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("prepared") / "brain2"
+    prepare_dataset("brain-tumor-44c", output, source=brain_raw, task="binary", num_proc=1)
+    return output
+
+
+@pytest.fixture(scope="session")
+def nih_raw(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("nih_raw")
+    return synthesize_chestxray14(root, n_patients=30, image_size=48)
+
+
+@pytest.fixture(scope="session")
+def nih_prepared(nih_raw, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("prepared") / "cxr14"
+    prepare_dataset("chestxray14", output, source=nih_raw, num_proc=1)
+    return output

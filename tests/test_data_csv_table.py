@@ -1,0 +1,90 @@
+import pytest
+from datasets import load_from_disk
+from PIL import Image
+
+from medft.data.csv_table import list_csv
+from medft.data.prepare import prepare_dataset
+from medft.data.splits import groups_in_several_splits
+from medft.errors import MedftError
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(40):
+        Image.new("L", (12, 12), i * 5).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def write_csv(path, header, rows, bom=False, crlf=False):
+    end = "\r\n" if crlf else "\n"
+    text = end.join([header, *rows]) + end
+    path.write_bytes((("\ufeff" if bom else "") + text).encode())
+    return path
+
+
+def test_single_label_with_group_column(tmp_path, image_dir):
+    rows = [f"{i:02d}.png,{'nodule' if i % 2 else 'clear'},p{i // 4}" for i in range(40)]
+    csv_path = write_csv(tmp_path / "labels.csv", "path,finding,patient", rows, bom=True, crlf=True)
+    output = tmp_path / "out"
+    prepare_dataset(
+        "csv",
+        output,
+        csv_path=csv_path,
+        image_root=image_dir,
+        image_column="path",
+        label_column="finding",
+        group_column="patient",
+        val_size=0.2,
+        test_size=0.2,
+        num_proc=1,
+    )
+    dataset = load_from_disk(str(output))
+    assert dataset["train"].features["label"].names == ["clear", "nodule"]
+    patients = {split: dataset[split]["patient"] for split in dataset}
+    assert groups_in_several_splits(patients) == set()
+    assert sum(len(dataset[s]) for s in dataset) == 40
+
+
+def test_multi_label_with_separator_and_negative_label(tmp_path, image_dir):
+    labels = ["Mass|Nodule", "No Finding", "Effusion", "Mass"] * 10
+    rows = [f"imgs/{i:02d}.png,{label}" for i, label in enumerate(labels)]
+    csv_path = write_csv(tmp_path / "t.csv", "image,label", rows)
+    listing = list_csv(csv_path, label_separator="|", negative_label="No Finding")
+    assert listing.multi_label and listing.label_names == ["Effusion", "Mass", "Nodule"]
+    by_id = {e.metadata["image_id"]: e.label for ex in listing.splits.values() for e in ex}
+    assert by_id["imgs/00.png"] == [1, 2] and by_id["imgs/01.png"] == []
+
+
+def test_split_column_is_kept_and_missing_validation_carved(tmp_path, image_dir):
+    rows = [
+        f"{i:02d}.png,{'a' if i % 2 else 'b'},{'test' if i < 10 else 'Train'}" for i in range(40)
+    ]
+    csv_path = write_csv(tmp_path / "t.csv", "image,label,split", rows)
+    listing = list_csv(csv_path, image_root=image_dir, split_column="split", val_size=0.2)
+    counts = {split: len(examples) for split, examples in listing.splits.items()}
+    assert counts == {"train": 24, "validation": 6, "test": 10}
+
+
+def test_missing_image_is_reported(tmp_path, image_dir):
+    rows = ["00.png,a", "01.png,b", "gone.png,a", "02.png,b"]
+    listing = list_csv(write_csv(tmp_path / "t.csv", "image,label", rows), image_root=image_dir)
+    assert [s.file for s in listing.skipped] == ["gone.png"]
+    assert "not found" in listing.skipped[0].reason
+
+
+def test_bad_columns_values_and_labels_are_named(tmp_path, image_dir):
+    path = write_csv(tmp_path / "t.csv", "file,label", ["00.png,a"])
+    with pytest.raises(MedftError, match="no column 'image'; its columns are 'file', 'label'"):
+        list_csv(path, image_root=image_dir)
+    path = write_csv(
+        tmp_path / "s.csv", "image,label,split", ["00.png,a,train", "01.png,b,holdout"]
+    )
+    with pytest.raises(MedftError, match="line 3: split 'holdout'"):
+        list_csv(path, image_root=image_dir, split_column="split")
+    path = write_csv(tmp_path / "e.csv", "image,label", ["00.png,a", "01.png,"])
+    with pytest.raises(MedftError, match="line 3 .*empty label"):
+        list_csv(path, image_root=image_dir)
+    with pytest.raises(MedftError, match="does not exist"):
+        list_csv(tmp_path / "none.csv")

@@ -1,0 +1,56 @@
+"""What `--push-to-hub` would upload: the Hub is out of reach here, so its client is faked."""
+
+import pytest
+from datasets import DatasetDict
+from huggingface_hub import DatasetCard, HfApi
+
+from medft.data.hub import dataset_card, push_dataset
+from medft.data.report import read_report
+from medft.errors import MedftError
+
+
+def test_card_describes_the_prepared_dataset(nih_prepared):
+    card = dataset_card(read_report(nih_prepared), "me/cxr14")
+    assert card.data.task_categories == ["image-classification"]
+    assert {"medical", "chestxray14", "multilabel"} <= set(card.data.tags)
+    assert card.data.pretty_name == "NIH ChestX-ray14"
+    text = card.text
+    assert "| Pleural_Thickening |" in text and 'load_dataset("me/cxr14")' in text
+    assert "not for clinical use" in text.lower() and "@inproceedings{wang2017" in text
+    counts = read_report(nih_prepared)["counts"]
+    assert f"| test | {counts['test']} |" in text
+
+
+def test_push_uploads_card_then_data_then_report(brain_multiclass, monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        HfApi,
+        "create_repo",
+        lambda self, repo_id, **kw: (
+            calls.append(("repo", repo_id, kw)) or f"https://huggingface.co/datasets/{repo_id}"
+        ),
+    )
+    monkeypatch.setattr(
+        DatasetCard,
+        "push_to_hub",
+        lambda self, repo_id, **kw: calls.append(("card", str(self), kw)),
+    )
+    monkeypatch.setattr(
+        DatasetDict, "push_to_hub", lambda self, repo_id, **kw: calls.append(("data", self, kw))
+    )
+    monkeypatch.setattr(
+        HfApi, "upload_file", lambda self, **kw: calls.append(("file", kw["path_in_repo"], kw))
+    )
+    url = push_dataset(brain_multiclass, "me/brain44", private=True)
+    assert url == "https://huggingface.co/datasets/me/brain44"
+    assert [call[0] for call in calls] == ["repo", "card", "data", "file"]
+    assert calls[0][2]["repo_type"] == "dataset" and calls[0][2]["private"] is True
+    assert "Brain Tumor MRI Images 44 Classes" in calls[1][1]
+    assert calls[1][2]["repo_type"] == "dataset"
+    assert list(calls[2][1]) == ["train", "validation", "test"]
+    assert calls[3][1] == "prepare_report.json"
+
+
+def test_push_needs_a_prepared_folder(tmp_path):
+    with pytest.raises(MedftError, match="no prepare_report.json"):
+        push_dataset(tmp_path, "me/x")

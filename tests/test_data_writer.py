@@ -1,0 +1,79 @@
+import pytest
+from datasets import load_from_disk
+
+from medft.data.brain_tumor import list_brain_tumor_44c
+from medft.data.prepare import prepare_dataset
+from medft.data.report import format_summary, read_report
+from medft.data.writer import write_dataset
+from medft.errors import MedftError
+
+
+def test_parallel_and_serial_runs_write_the_same_dataset(brain_multiclass, brain_raw, tmp_path):
+    serial = tmp_path / "serial"
+    prepare_dataset("brain-tumor-44c", serial, source=brain_raw, num_proc=1)
+    a, b = load_from_disk(str(brain_multiclass)), load_from_disk(str(serial))
+    for split in a:
+        assert a[split]["image_id"] == b[split]["image_id"]
+        assert a[split]["label"] == b[split]["label"]
+        assert (
+            a[split].data.column("image").to_pylist() == b[split].data.column("image").to_pylist()
+        )
+
+
+def test_original_bytes_are_stored_without_re_encoding(brain_multiclass, brain_raw):
+    dataset = load_from_disk(str(brain_multiclass))
+    stored = dataset["train"].data.column("image").to_pylist()
+    ids = dataset["train"]["image_id"]
+    for image, image_id in list(zip(stored, ids))[:25]:
+        assert image["bytes"] == (brain_raw / image_id).read_bytes()
+
+
+def test_existing_output_needs_overwrite_and_overwrite_replaces(brain_raw, tmp_path):
+    output = tmp_path / "out"
+    prepare_dataset("brain-tumor-44c", output, source=brain_raw, task="binary", num_proc=1)
+    with pytest.raises(MedftError, match="already holds files.*--overwrite"):
+        prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1)
+    prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1, overwrite=True)
+    assert len(load_from_disk(str(output))["train"].features["label"].names) == 44
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging left behind
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_dataset(brain_raw, tmp_path):
+    (tmp_path / "thesis.tex").write_text("years of work")
+    with pytest.raises(MedftError, match="not a prepared dataset"):
+        prepare_dataset("brain-tumor-44c", tmp_path, source=brain_raw, overwrite=True)
+    assert (tmp_path / "thesis.tex").exists()
+
+
+def test_output_that_is_a_file_and_empty_listing(brain_raw, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MedftError, match="is a file"):
+        prepare_dataset("brain-tumor-44c", tmp_path / "file", source=brain_raw)
+    listing = list_brain_tumor_44c(brain_raw)
+    listing.splits = {split: [] for split in listing.splits}
+    with pytest.raises(MedftError, match="No images found"):
+        write_dataset(listing, tmp_path / "empty")
+
+
+def test_report_and_summary(brain_multiclass):
+    report = read_report(brain_multiclass)
+    assert report["source_type"] == "brain-tumor-44c" and report["task"] == "multiclass"
+    assert set(report["options"]) >= {"source", "task", "val_size", "test_size", "seed"}
+    assert report["class_counts"]["train"]["Astrocitoma T1"] > 0
+    summary = format_summary(report, brain_multiclass)
+    assert "Astrocitoma T1C+" in summary and "skipped: 3" in summary
+    assert "ignored: 2" in summary and len(summary.splitlines()) < 70
+
+
+def test_large_splits_are_written_as_several_shards(
+    brain_raw, brain_multiclass, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("medft.data.writer.SHARD_BYTES", 20_000)
+    output = tmp_path / "sharded"
+    prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1)
+    shards = sorted(p.name for p in (output / "train").glob("*.arrow"))
+    assert len(shards) > 3 and shards[0] == f"data-00000-of-{len(shards):05d}.arrow"
+    sharded, single = load_from_disk(str(output)), load_from_disk(str(brain_multiclass))
+    for split in single:
+        assert sharded[split]["image_id"] == single[split]["image_id"]
+    assert sharded["test"][3]["image"].size == single["test"][3]["image"].size
