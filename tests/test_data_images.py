@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medft.data.images import read_image, scale_to_8bit, shorter_side_size
+from medft.data.images import ImageOptions, read_image, scale_to_8bit, shorter_side_size
 
 
 def saved(tmp_path, image: Image.Image, name: str, **save_args) -> str:
@@ -57,12 +57,20 @@ def test_rgba_is_flattened_onto_black(tmp_path):
     assert flat.getpixel((5, 5)) == (200, 100, 50)
 
 
+def test_opaque_alpha_keeps_the_original_bytes_unless_resized(tmp_path):
+    path = saved(tmp_path, gradient("RGBA"), "opaque.png")
+    result = read_image(path)
+    assert result.data == Path(path).read_bytes() and not result.reencoded
+    assert result.source_mode == "RGBA"
+    assert decoded(read_image(path, ImageOptions(image_size=16))).mode == "RGB"
+
+
 def test_palette_with_transparency_and_grey_alpha(tmp_path):
     palette = Image.new("P", (8, 8), 1)
     palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     palette.info["transparency"] = 0
     assert decoded(read_image(saved(tmp_path, palette, "p.png", transparency=0))).mode == "RGB"
-    grey_alpha = Image.new("LA", (8, 8), (120, 255))
+    grey_alpha = Image.new("LA", (8, 8), (120, 128))  # half transparent: flattened
     assert decoded(read_image(saved(tmp_path, grey_alpha, "la.png"))).mode == "L"
 
 
@@ -84,9 +92,9 @@ def test_exif_orientation_is_applied(tmp_path):
 
 def test_resize_keeps_aspect_and_never_upscales(tmp_path):
     big = saved(tmp_path, gradient("L", size=(400, 200)), "big.jpg", quality=95)
-    assert decoded(read_image(big, image_size=64)).size == (128, 64)
+    assert decoded(read_image(big, ImageOptions(image_size=64))).size == (128, 64)
     small = saved(tmp_path, gradient("L", size=(40, 30)), "small.png")
-    result = read_image(small, image_size=64)
+    result = read_image(small, ImageOptions(image_size=64))
     assert decoded(result).size == (40, 30) and not result.reencoded
     assert shorter_side_size((1024, 1024), 256) == (256, 256)
 
@@ -114,3 +122,11 @@ def test_truncated_image_is_reported(tmp_path):
 
 def test_missing_file_is_reported(tmp_path):
     assert read_image(str(tmp_path / "nope.png")).error.startswith("cannot read file")
+
+
+def test_png_compression_of_re_encoded_images(tmp_path):
+    path = saved(tmp_path, gradient("L", size=(400, 300)), "big.png")
+    stored = read_image(path, ImageOptions(image_size=64))
+    small = read_image(path, ImageOptions(image_size=64, png_compression=9))
+    assert decoded(stored).tobytes() == decoded(small).tobytes()  # lossless either way
+    assert len(small.data) < len(stored.data) / 4

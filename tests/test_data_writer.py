@@ -68,7 +68,7 @@ def test_report_and_summary(brain_multiclass):
 def test_large_splits_are_written_as_several_shards(
     brain_raw, brain_multiclass, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr("medft.data.writer.SHARD_BYTES", 20_000)
+    monkeypatch.setattr("medft.data.writer.MAX_CHUNK", 20)
     output = tmp_path / "sharded"
     prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1)
     shards = sorted(p.name for p in (output / "train").glob("*.arrow"))

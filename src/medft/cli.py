@@ -32,6 +32,13 @@ def add_common_prepare_options(parser: argparse.ArgumentParser, val_size: float)
         "default: store the original encoded bytes",
     )
     parser.add_argument(
+        "--png-compression",
+        type=int,
+        default=0,
+        help="zlib level (0-9) for images medft re-encodes (resized, rotated, 16-bit...); "
+        "0, the default, is fastest to write and to decode each epoch, 1-9 are smaller",
+    )
+    parser.add_argument(
         "--num-proc", type=int, help="processes reading images (default: all cores)"
     )
     parser.add_argument(
@@ -88,7 +95,9 @@ def add_prepare_parser(subparsers: argparse._SubParsersAction) -> None:
     prepare.set_defaults(handler=run_prepare)
 
 
-PREPARE_ONLY = ("output", "image_size", "num_proc", "overwrite", "push_to_hub", "private")
+PREPARE_ONLY = (
+    "output", "image_size", "png_compression", "num_proc", "overwrite", "push_to_hub", "private",
+)  # fmt: skip
 
 
 def run_prepare(args: argparse.Namespace) -> None:
@@ -104,6 +113,7 @@ def run_prepare(args: argparse.Namespace) -> None:
         args.source_type,
         args.output,
         image_size=args.image_size,
+        png_compression=args.png_compression,
         num_proc=args.num_proc,
         overwrite=args.overwrite,
         **options,
@@ -150,24 +160,54 @@ def run_synthesize(args: argparse.Namespace) -> None:
     print(f"Wrote a synthetic {args.kind} dataset to {root} ({n_files} files).")
 
 
+# train ---------------------------------------------------------------------------------------
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="fine-tune from a recipe in this process "
+        "(for several processes: accelerate launch src/finetune.py RECIPE)",
+        description="Fine-tune from a recipe. Any --key value after the recipe overrides it.",
+        allow_abbrev=False,
+    )
+    train.add_argument("recipe", type=Path, help="a recipe YAML (see recipes/)")
+    train.set_defaults(handler=run_train, takes_recipe_overrides=True)
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from medft.config import parse_recipe
+    from medft.reporting import format_run_summary
+    from medft.training import train
+
+    data_args, model_args, training_args = parse_recipe(args.recipe, args.overrides)
+    test_metrics = train(data_args, model_args, training_args)
+    if training_args.process_index == 0:
+        print(format_run_summary(training_args.output_dir, test_metrics))
+
+
 # demo ----------------------------------------------------------------------------------------
 
 
 def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser("demo", help="synthesize a brain-layout dataset and prepare it")
-    demo.add_argument("--output", type=Path, default=Path("medft-demo"))
-    demo.set_defaults(handler=run_demo)
+    demo = subparsers.add_parser(
+        "demo",
+        help="generate a brain-layout dataset, prepare it and fine-tune a small model",
+        description="The whole job on generated data. Any --key value of a recipe "
+        "overrides recipes/demo.yaml.",
+        allow_abbrev=False,
+    )
+    demo.add_argument("--output", type=Path, default=Path("medft-demo"), help="working folder")
+    demo.add_argument("--per-class", type=int, default=20, help="generated scans per class")
+    demo.set_defaults(handler=run_demo, takes_recipe_overrides=True)
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    from medft.data.prepare import prepare_dataset
-    from medft.data.report import format_summary
-    from medft.data.synthetic import SYNTHESIZERS
+    from medft.demo import run_demo as demo
+    from medft.reporting import format_run_summary
 
-    raw = SYNTHESIZERS["brain-tumor-44c"](args.output / "raw", include_bad_files=True)
-    dataset = args.output / "dataset"
-    report = prepare_dataset("brain-tumor-44c", dataset, source=raw, overwrite=True)
-    print(format_summary(report, dataset))
+    test_metrics = demo(args.output, per_class=args.per_class, overrides=args.overrides)
+    print(format_run_summary(args.output / "model", test_metrics))
 
 
 # entry point ---------------------------------------------------------------------------------
@@ -176,16 +216,22 @@ def run_demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medft",
+        allow_abbrev=False,
         description="Fine-tune image classifiers for medical imaging on the Hugging Face stack.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_prepare_parser, add_synthesize_parser, add_demo_parser):
+    for add in (add_prepare_parser, add_synthesize_parser, add_train_parser, add_demo_parser):
         add(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, overrides = parser.parse_known_args(argv)
+    if getattr(args, "takes_recipe_overrides", False):
+        args.overrides = overrides
+    elif overrides:
+        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     try:
         args.handler(args)
     except MedftError as error:

@@ -11,6 +11,7 @@ from medft.data.brain_tumor import list_brain_tumor_44c
 from medft.data.chestxray14 import list_chestxray14
 from medft.data.csv_table import list_csv
 from medft.data.folder import list_image_folder
+from medft.data.images import ImageOptions
 from medft.data.listing import SourceListing
 from medft.data.writer import check_output_folder, write_dataset
 from medft.errors import MedftError
@@ -28,6 +29,7 @@ def prepare_dataset(
     output: str | Path,
     *,
     image_size: int | None = None,
+    png_compression: int = 0,
     num_proc: int | None = None,
     overwrite: bool = False,
     **source_options: Any,
@@ -41,17 +43,19 @@ def prepare_dataset(
         raise MedftError(f"unknown source '{source_type}'; choose one of {', '.join(SOURCES)}.")
     if image_size is not None and image_size < 8:
         raise MedftError(f"--image-size must be at least 8 pixels, got {image_size}.")
+    if not 0 <= png_compression <= 9:
+        raise MedftError(f"--png-compression must be 0-9, got {png_compression}.")
     check_output_folder(Path(output).expanduser().resolve(), overwrite)  # fail before the listing
     reader = SOURCES[source_type]
     bound = inspect.signature(reader).bind(**source_options)
     bound.apply_defaults()
     listing = reader(**bound.arguments)
     options = {key: str(v) if isinstance(v, Path) else v for key, v in bound.arguments.items()}
-    options |= {"image_size": image_size}
+    options |= {"image_size": image_size, "png_compression": png_compression}
     return write_dataset(
         listing,
         output,
-        image_size=image_size,
+        image_options=ImageOptions(image_size, png_compression),
         num_proc=num_proc,
         overwrite=overwrite,
         options=options,

@@ -153,21 +153,25 @@ def finding_anchor(index: int, size: int) -> tuple[float, float, float]:
 
 def chest_radiograph(seed: int, findings: tuple[int, ...], size: int, noise: float) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
-    image = 150 + 40 * y + rng.uniform(-10, 10)
+    y = (np.arange(size, dtype=np.float32) / size)[:, None]
+    x = (np.arange(size, dtype=np.float32) / size)[None, :]
+    image = 150 + 40 * y + rng.uniform(-10, 10) + np.zeros_like(x)
     for cx in (0.3, 0.7):  # lungs are dark
         image -= 90 * (((x - cx) / 0.17) ** 2 + ((y - 0.5) / 0.34) ** 2 < 1)
-    grid_y, grid_x = np.mgrid[0:size, 0:size]
     for index in findings:
         ax, ay, radius = finding_anchor(index, size)
-        image += 110 * (np.hypot(grid_x - ax, grid_y - ay) < radius)
-    return np.clip(image + rng.normal(0, noise, (size, size)), 0, 255).astype(np.uint8)
+        top, left = int(ay - radius), int(ax - radius)
+        box = image[top : int(ay + radius) + 1, left : int(ax + radius) + 1]
+        by, bx = np.ogrid[top : top + box.shape[0], left : left + box.shape[1]]
+        box += 110 * (np.hypot(bx - ax, by - ay) < radius)
+    image += rng.standard_normal((size, size), dtype=np.float32) * noise
+    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def write_radiograph(task: tuple[str, int, tuple[int, ...], int, float, bool]) -> None:
     path, seed, findings, size, noise, rgba = task
     image = Image.fromarray(chest_radiograph(seed, findings, size, noise), mode="L")
-    (image.convert("RGBA") if rgba else image).save(path, format="PNG", compress_level=6)
+    (image.convert("RGBA") if rgba else image).save(path, format="PNG", compress_level=1)
 
 
 def nih_rows(n_patients: int, max_follow_ups: int, seed: int):

@@ -1,12 +1,13 @@
-"""Turn a `SourceListing` into a `DatasetDict` on disk, streaming, in parallel, losing nothing.
+"""Turn a `SourceListing` into a `DatasetDict` on disk, in parallel, streaming, losing nothing.
 
-Worker processes read and check the images (`medft.data.images.read_image`);
-the main process writes each result straight into the Arrow shards of the
-final `save_to_disk` layout, so memory holds one write batch, not the dataset,
-and every image is written once. Files that cannot be read are listed in
-the report with their reason. The finished dataset is moved into place only
-when complete, so an interrupted run never leaves a half-written dataset that
-looks whole.
+Each split is cut into chunks of consecutive examples. A worker process reads
+and checks the images of one chunk (`medft.data.images.read_image`) and writes
+them straight into one Arrow shard of the final `save_to_disk` layout, so image
+bytes are read once, written once, never pass between processes, and memory
+holds one write batch per worker. The main process only counts progress and
+collects what was skipped, and why. The dataset is moved into place when
+complete, so an interrupted run never leaves a half-written dataset that looks
+whole.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import multiprocessing
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,14 @@ from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import generate_random_fingerprint
 from tqdm.auto import tqdm
 
-from medft.data.images import ImageResult, read_image
+from medft.data.images import STORE_AS_IS, ImageOptions, read_image
 from medft.data.listing import SourceListing
 from medft.data.report import build_report, write_report
 from medft.errors import MedftError
 
 DATASET_MARKERS = ("dataset_dict.json", "prepare_report.json")
-READ_CHUNK_SIZE = 8
-SHARD_BYTES = 500 * 2**20  # the shard size `save_to_disk` uses by default
+MAX_CHUNK = 256  # images per shard at most: ~100 MB of full-size chest X-rays
+CHUNKS_PER_WORKER = 8  # enough chunks that workers finish together on small datasets
 
 
 def check_output_folder(output: Path, overwrite: bool) -> None:
@@ -53,110 +54,122 @@ def check_output_folder(output: Path, overwrite: bool) -> None:
         )
 
 
-def image_reader(num_proc: int) -> tuple[Callable[..., Iterator[ImageResult]], Callable[[], None]]:
-    """An ordered ``imap(read_image, paths)`` over ``num_proc`` processes, and its closer."""
+@dataclass
+class Chunk:
+    """Consecutive examples of one split, written by one worker into one Arrow shard."""
+
+    split: str
+    index: int
+    path: Path
+    features: Features
+    label_column: str
+    image_options: ImageOptions
+    examples: list[tuple[str, Any, dict[str, Any]]]  # (file path, label, metadata)
+
+
+@dataclass
+class ChunkResult:
+    split: str
+    index: int
+    written: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (image_id, reason)
+    stats: Counter[str] = field(default_factory=Counter)
+
+
+def write_chunk(chunk: Chunk) -> ChunkResult:
+    """Read, check and write the images of one chunk (runs in a worker process)."""
+    result = ChunkResult(chunk.split, chunk.index)
+    with ArrowWriter(features=chunk.features, path=str(chunk.path)) as writer:
+        for path, label, metadata in chunk.examples:
+            image_id = metadata.get("image_id", path)
+            image = read_image(path, chunk.image_options)
+            if image.error:
+                result.skipped.append((image_id, image.error))
+                continue
+            result.stats[f"mode {image.source_mode}"] += 1
+            result.stats["reencoded"] += image.reencoded
+            row = {
+                "image": {"bytes": image.data, "path": image_id},
+                chunk.label_column: label,
+                **metadata,
+            }
+            writer.write(chunk.features.encode_example(row))
+            result.written += 1
+        writer.finalize()
+    return result
+
+
+def chunks_of(listing: SourceListing, folder: Path, options: ImageOptions, num_proc: int):
+    """Every split cut into chunks, small enough to keep all ``num_proc`` workers busy."""
+    total = listing.num_examples()
+    size = max(1, min(MAX_CHUNK, -(-total // (num_proc * CHUNKS_PER_WORKER))))
+    features = listing.features()
+    for split, examples in listing.splits.items():
+        (folder / split).mkdir(parents=True)
+        for index, start in enumerate(range(0, max(len(examples), 1), size)):
+            part = examples[start : start + size]
+            yield Chunk(
+                split=split,
+                index=index,
+                path=folder / split / f"chunk-{index:05d}.arrow",
+                features=features,
+                label_column=listing.label_column,
+                image_options=options,
+                examples=[(str(e.path), e.label, e.metadata) for e in part],
+            )
+
+
+def run_chunks(chunks: list[Chunk], num_proc: int) -> Iterator[ChunkResult]:
+    """Write the chunks, in parallel when ``num_proc`` > 1, as they finish."""
     if num_proc <= 1:
-        return (lambda function, paths: map(function, paths)), (lambda: None)
-    pool = multiprocessing.get_context("spawn").Pool(num_proc)
-
-    def read_all(function: Callable[[str], ImageResult], paths: list[str]) -> Iterator[ImageResult]:
-        return pool.imap(function, paths, chunksize=READ_CHUNK_SIZE)
-
-    def close() -> None:
-        pool.terminate()
-        pool.join()
-
-    return read_all, close
+        yield from map(write_chunk, chunks)
+        return
+    with multiprocessing.get_context("spawn").Pool(min(num_proc, len(chunks))) as pool:
+        yield from pool.imap_unordered(write_chunk, chunks)
 
 
-class ShardedSplitWriter:
-    """Arrow shards of about ``SHARD_BYTES`` each in ``folder``, named as `save_to_disk` names them.
-
-    Writing the final files directly (rather than staging a dataset and calling
-    `save_to_disk`) reads every image once and writes it once, and keeps memory
-    flat: `save_to_disk` would re-read a memory-mapped copy of the whole split.
-    """
-
-    def __init__(self, folder: Path, features: Features) -> None:
-        self.folder, self.features = folder, features
-        self.paths: list[Path] = []
-        self.writer: ArrowWriter | None = None
-        self.shard_bytes = 0
-        folder.mkdir(parents=True)
-
-    def open_shard(self) -> ArrowWriter:
-        path = self.folder / f"shard-{len(self.paths):05d}.arrow"
-        self.paths.append(path)
-        self.shard_bytes = 0
-        return ArrowWriter(features=self.features, path=str(path))
-
-    def write(self, row: dict[str, Any], size: int) -> None:
-        if self.writer is None or self.shard_bytes + size > SHARD_BYTES:
-            self.close_shard()
-            self.writer = self.open_shard()
-        self.writer.write(self.features.encode_example(row))
-        self.shard_bytes += size
-
-    def close_shard(self) -> None:
-        if self.writer is not None:
-            self.writer.finalize()
-            self.writer = None
-
-    def finish(self, split: str) -> None:
-        """Name the shards data-0000i-of-0000n.arrow and write the split's state and info."""
-        if not self.paths:
-            self.writer = self.open_shard()  # an empty split still gets a schema-only shard
-        self.close_shard()
-        names = [f"data-{i:05d}-of-{len(self.paths):05d}.arrow" for i in range(len(self.paths))]
-        for path, name in zip(self.paths, names):
-            path.rename(self.folder / name)
-        state = {
-            "_data_files": [{"filename": name} for name in names],
-            "_fingerprint": generate_random_fingerprint(),
-            "_format_columns": None,
-            "_format_kwargs": {},
-            "_format_type": None,
-            "_output_all_columns": False,
-            "_split": split,
-        }
-        (self.folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
-        DatasetInfo(features=self.features).write_to_directory(str(self.folder))
+def finish_split(folder: Path, split: str, features: Features) -> None:
+    """Name the shards data-0000i-of-0000n.arrow and write the split's state and info,
+    as `Dataset.save_to_disk` would."""
+    shards = sorted(folder.glob("chunk-*.arrow"))
+    names = [f"data-{i:05d}-of-{len(shards):05d}.arrow" for i in range(len(shards))]
+    for shard, name in zip(shards, names):
+        shard.rename(folder / name)
+    state = {
+        "_data_files": [{"filename": name} for name in names],
+        "_fingerprint": generate_random_fingerprint(),
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": split,
+    }
+    (folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+    DatasetInfo(features=features).write_to_directory(str(folder))
 
 
-def write_split(
-    listing: SourceListing,
-    split: str,
-    folder: Path,
-    read_all: Callable[..., Iterator[ImageResult]],
-    image_size: int | None,
-    progress: tqdm,
-    stats: Counter[str],
-) -> None:
-    examples = listing.splits[split]
-    results = read_all(partial(read_image, image_size=image_size), [str(e.path) for e in examples])
-    shards = ShardedSplitWriter(folder, listing.features())
-    for example, result in zip(examples, results):
-        progress.update()
-        image_id = example.metadata.get("image_id", str(example.path))
-        if result.error:
-            listing.skip(image_id, result.error, split)
-            continue
-        stats[f"mode {result.source_mode}"] += 1
-        stats["reencoded"] += result.reencoded
-        row = {
-            "image": {"bytes": result.data, "path": image_id},
-            listing.label_column: example.label,
-            **example.metadata,
-        }
-        shards.write(row, size=len(result.data))
-    shards.finish(split)
+def collect(
+    results: Iterable[ChunkResult], listing: SourceListing, progress: Callable[[int], Any]
+) -> Counter[str]:
+    """Count progress as chunks finish; record skipped files in listing order."""
+    stats: Counter[str] = Counter()
+    finished = []
+    for result in results:
+        progress(result.written + len(result.skipped))
+        stats.update(result.stats)
+        finished.append(result)
+    order = {split: rank for rank, split in enumerate(listing.splits)}
+    for result in sorted(finished, key=lambda r: (order[r.split], r.index)):
+        for image_id, reason in result.skipped:
+            listing.skip(image_id, reason, result.split)
+    return stats
 
 
 def write_dataset(
     listing: SourceListing,
     output: str | Path,
     *,
-    image_size: int | None = None,
+    image_options: ImageOptions = STORE_AS_IS,
     num_proc: int | None = None,
     overwrite: bool = False,
     options: dict[str, Any] | None = None,
@@ -172,17 +185,12 @@ def write_dataset(
     num_proc = num_proc or os.cpu_count() or 1
     partial_output = output.parent / f".{output.name}.medft-partial"
     shutil.rmtree(partial_output, ignore_errors=True)
-    partial_output.mkdir(parents=True)
 
-    stats: Counter[str] = Counter()
-    read_all, close = image_reader(num_proc)
-    try:
-        with tqdm(total=listing.num_examples(), desc="Reading images", unit="img") as progress:
-            for split in listing.splits:
-                folder = partial_output / split
-                write_split(listing, split, folder, read_all, image_size, progress, stats)
-    finally:
-        close()
+    chunks = list(chunks_of(listing, partial_output, image_options, num_proc))
+    with tqdm(total=listing.num_examples(), desc="Reading images", unit="img") as bar:
+        stats = collect(run_chunks(chunks, num_proc), listing, bar.update)
+    for split in listing.splits:
+        finish_split(partial_output / split, split, listing.features())
     (partial_output / "dataset_dict.json").write_text(json.dumps({"splits": list(listing.splits)}))
 
     report = build_report(listing, load_from_disk(str(partial_output)), stats, options or {})

@@ -1,0 +1,1 @@
+"""The recipes, importable as `medft.recipes` so that an installed medft can read them."""

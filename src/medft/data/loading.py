@@ -1,0 +1,109 @@
+"""Load the dataset a recipe names, and read the task (labels, single / multi-label) off it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import ClassLabel, DatasetDict, Image, List, Sequence, load_dataset, load_from_disk
+
+from medft.errors import MedftError
+
+PROBLEM_TYPES = {True: "multi_label_classification", False: "single_label_classification"}
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a model must predict: the label names, and one label or several per image."""
+
+    label_names: list[str]
+    multi_label: bool
+    image_column: str = "image"
+    label_column: str = "label"
+
+    @property
+    def task(self) -> str:
+        if self.multi_label:
+            return "multilabel"
+        return "binary" if len(self.label_names) == 2 else "multiclass"
+
+    @property
+    def problem_type(self) -> str:
+        return PROBLEM_TYPES[self.multi_label]
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: index for index, name in enumerate(self.label_names)}
+
+    @property
+    def main_metric(self) -> str:
+        return "mean_auroc" if self.multi_label else "macro_f1"
+
+
+def read_dataset(name: str, config: str | None = None) -> DatasetDict:
+    """A folder written by `medft prepare` (or `save_to_disk`), or a Hub dataset id."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "dataset_dict.json").is_file():
+            raise MedftError(
+                f"dataset_name {path} is not a prepared dataset (no dataset_dict.json); "
+                "convert it first with `medft prepare folder --source ...` or `medft prepare csv`."
+            )
+        return load_from_disk(str(path))
+    try:
+        return load_dataset(name, config)
+    except Exception as error:  # the Hub client raises many types; all mean "cannot load it"
+        raise MedftError(
+            f"dataset_name '{name}' is neither a local folder nor a loadable Hub dataset "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]})."
+        ) from None
+
+
+def task_of(
+    dataset: DatasetDict, split: str, image_column: str, label_column: str | None
+) -> TaskInfo:
+    features = dataset[split].features
+    if image_column not in features or not isinstance(features[image_column], Image):
+        raise MedftError(
+            f"the dataset has no image column '{image_column}' (columns: {', '.join(features)}); "
+            "set image_column in the recipe."
+        )
+    candidates = [label_column] if label_column else ["labels", "label"]
+    for column in candidates:
+        feature = features.get(column)
+        if isinstance(feature, ClassLabel):
+            return TaskInfo(feature.names, False, image_column, column)
+        if isinstance(feature, (List, Sequence)) and isinstance(feature.feature, ClassLabel):
+            return TaskInfo(feature.feature.names, True, image_column, column)
+    raise MedftError(
+        f"found no label column {' or '.join(repr(c) for c in candidates)} holding a ClassLabel "
+        f"(or a list of them) among {', '.join(features)}; set label_column, or prepare the "
+        "data with `medft prepare`."
+    )
+
+
+def load_training_data(
+    name: str,
+    *,
+    config: str | None = None,
+    splits: tuple[str, ...] = ("train", "validation", "test"),
+    image_column: str = "image",
+    label_column: str | None = None,
+) -> tuple[DatasetDict, TaskInfo]:
+    """The dataset's ``splits`` (the first two required, the rest optional) and its task."""
+    dataset = read_dataset(name, config)
+    required, optional = splits[:2], [s for s in splits[2:] if s]
+    missing = [split for split in required if split not in dataset]
+    if missing:
+        raise MedftError(
+            f"dataset {name} has no split(s) {', '.join(missing)} (it has {', '.join(dataset)}); "
+            "set train_split / eval_split in the recipe."
+        )
+    kept = DatasetDict(
+        {split: dataset[split] for split in [*required, *optional] if split in dataset}
+    )
+    return kept, task_of(kept, required[0], image_column, label_column)

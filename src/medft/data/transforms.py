@@ -1,0 +1,127 @@
+"""Image transforms for training and evaluation, built from the model's own image processor.
+
+Evaluation runs the processor itself, the very preprocessing that
+`pipeline("image-classification")` applies to the saved model, so validation
+and test numbers are what users will get. Training uses torchvision v2 with the
+processor's input size, mean, std and interpolation. Greyscale scans become
+three identical channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import InterpolationMode
+
+from medft.data.loading import TaskInfo
+
+PIL_TO_TORCHVISION = {
+    Image.Resampling.NEAREST: InterpolationMode.NEAREST,
+    Image.Resampling.BILINEAR: InterpolationMode.BILINEAR,
+    Image.Resampling.BICUBIC: InterpolationMode.BICUBIC,
+    Image.Resampling.LANCZOS: InterpolationMode.LANCZOS,
+    Image.Resampling.BOX: InterpolationMode.BOX,
+    Image.Resampling.HAMMING: InterpolationMode.HAMMING,
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: input height and width, normalisation, resampling."""
+
+    size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: InterpolationMode = InterpolationMode.BICUBIC
+
+
+def input_spec(processor: Any) -> InputSpec:
+    """The input a transformers or timm (`TimmWrapperImageProcessor`) processor produces."""
+    if hasattr(processor, "data_config"):  # timm
+        config = processor.data_config
+        return InputSpec(
+            size=tuple(config["input_size"][1:]),
+            mean=tuple(config["mean"]),
+            std=tuple(config["std"]),
+            interpolation=InterpolationMode(config.get("interpolation", "bicubic")),
+        )
+    size = processor.crop_size if getattr(processor, "do_center_crop", False) else processor.size
+    if size.get("height"):
+        height, width = size["height"], size["width"]
+    else:
+        height = width = size["shortest_edge"]
+    resample = Image.Resampling(int(getattr(processor, "resample", Image.Resampling.BICUBIC)))
+    return InputSpec(
+        size=(height, width),
+        mean=tuple(processor.image_mean),
+        std=tuple(processor.image_std),
+        interpolation=PIL_TO_TORCHVISION[resample],
+    )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def train_transform(spec: InputSpec) -> v2.Compose:
+    """A random crop of most of the image at the model's input size, then normalise."""
+    return v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.RandomResizedCrop(spec.size, scale=(0.8, 1.0), interpolation=spec.interpolation),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(spec.mean, spec.std),
+        ]
+    )
+
+
+def eval_pixels(processor: Any) -> Callable[[list[Image.Image]], torch.Tensor]:
+    """The processor's own preprocessing, as used by `pipeline()`, on a list of images."""
+
+    def pixels(images: list[Image.Image]) -> torch.Tensor:
+        return processor(images=images, return_tensors="pt")["pixel_values"]
+
+    return pixels
+
+
+def train_pixels(spec: InputSpec) -> Callable[[list[Image.Image]], torch.Tensor]:
+    transform = train_transform(spec)
+
+    def pixels(images: list[Image.Image]) -> torch.Tensor:
+        return torch.stack([transform(image) for image in images])
+
+    return pixels
+
+
+def label_tensor(value: int | list[int], task: TaskInfo) -> torch.Tensor:
+    """A class index, or for multi-label a multi-hot float vector (what BCE-with-logits takes)."""
+    if not task.multi_label:
+        return torch.tensor(value, dtype=torch.long)
+    target = torch.zeros(len(task.label_names), dtype=torch.float32)
+    target[list(value)] = 1.0
+    return target
+
+
+def batch_transform(
+    pixels: Callable[[list[Image.Image]], torch.Tensor], task: TaskInfo
+) -> Callable[[dict[str, list]], dict[str, Any]]:
+    """A `Dataset.with_transform` function: image and label columns -> model inputs."""
+
+    def transform(batch: dict[str, list]) -> dict[str, Any]:
+        images = [to_rgb(image) for image in batch[task.image_column]]
+        labels = [label_tensor(value, task) for value in batch[task.label_column]]
+        return {"pixel_values": list(pixels(images)), "labels": labels}
+
+    return transform
+
+
+def collate(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {
+        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        "labels": torch.stack([example["labels"] for example in examples]),
+    }

@@ -1,0 +1,100 @@
+"""Classification metrics for each task type, computed with scikit-learn on probabilities.
+
+`task_metrics` is what the Trainer reports at every evaluation; the same
+functions score the test split, so the training logs, `test_results.json` and
+the model card agree.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from scipy.special import expit, softmax
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    recall_score,
+    roc_auc_score,
+)
+from transformers import EvalPrediction
+
+from medft.data.loading import TaskInfo
+
+
+def probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Softmax over classes, or an independent sigmoid per label (what `pipeline()` reports)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return expit(logits) if multi_label else softmax(logits, axis=-1)
+
+
+def auroc_or_none(targets: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC, or None when the targets hold a single class (AUROC is undefined then)."""
+    if len(np.unique(targets)) < 2:
+        return None
+    return float(roc_auc_score(targets, scores))
+
+
+def single_label_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    predicted = probs.argmax(axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (UndefinedMetricWarning, UserWarning))
+        return {
+            "accuracy": float(accuracy_score(labels, predicted)),
+            "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+            "macro_f1": float(f1_score(labels, predicted, average="macro", zero_division=0)),
+        }
+
+
+def binary_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Single-label metrics plus AUROC, sensitivity and specificity; class 1 is positive."""
+    metrics = single_label_metrics(probs, labels)
+    predicted = probs.argmax(axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        recall = recall_score(labels, predicted, labels=[0, 1], average=None, zero_division=0)
+    metrics["sensitivity"], metrics["specificity"] = float(recall[1]), float(recall[0])
+    auroc = auroc_or_none(labels, probs[:, 1])
+    if auroc is not None:
+        metrics["auroc"] = auroc
+    return metrics
+
+
+def multilabel_metrics(
+    probs: np.ndarray, targets: np.ndarray, label_names: list[str], threshold: float = 0.5
+) -> dict[str, float]:
+    """Per-finding and mean AUROC (over findings with both classes present), F1 at a threshold."""
+    targets = targets.astype(int)
+    metrics: dict[str, float] = {}
+    for index, name in enumerate(label_names):
+        auroc = auroc_or_none(targets[:, index], probs[:, index])
+        if auroc is not None:
+            metrics[f"auroc_{name}"] = auroc
+    per_finding = [value for key, value in metrics.items() if key.startswith("auroc_")]
+    metrics["mean_auroc"] = float(np.mean(per_finding)) if per_finding else float("nan")
+    predicted = (probs >= threshold).astype(int)
+    metrics["macro_f1"] = float(f1_score(targets, predicted, average="macro", zero_division=0))
+    metrics["micro_f1"] = float(f1_score(targets, predicted, average="micro", zero_division=0))
+    return metrics
+
+
+def metrics_for(task: TaskInfo, probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    if task.multi_label:
+        return multilabel_metrics(probs, labels, task.label_names)
+    if task.task == "binary":
+        return binary_metrics(probs, labels)
+    return single_label_metrics(probs, labels)
+
+
+def task_metrics(task: TaskInfo) -> Callable[[EvalPrediction], dict[str, float]]:
+    """The Trainer's `compute_metrics` for this task."""
+
+    def compute(prediction: EvalPrediction) -> dict[str, float]:
+        logits = prediction.predictions
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        return metrics_for(task, probabilities(logits, task.multi_label), prediction.label_ids)
+
+    return compute

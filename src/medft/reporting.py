@@ -1,0 +1,176 @@
+"""What a finished run shows people: training curves as a PNG, and the model card README.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+from huggingface_hub import ModelCard, ModelCardData  # noqa: E402
+
+from medft.data.loading import TaskInfo  # noqa: E402
+
+CURVES_NAME = "training_curves.png"
+HYPERPARAMETERS = (
+    "learning_rate", "num_train_epochs", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "optim", "lr_scheduler_type", "warmup_steps", "weight_decay",
+    "fp16", "bf16", "seed",
+)  # fmt: skip
+
+
+def series(log_history: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of one logged quantity."""
+    points = [
+        (entry["epoch"], entry[key]) for entry in log_history if key in entry and "epoch" in entry
+    ]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_training_curves(log_history: list[dict[str, Any]], metric: str, path: Path) -> Path:
+    """Loss and the main metric per epoch, train and validation, side by side."""
+    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    panels = (
+        (loss_axis, "loss", ("loss", "train (augmented)"), ("eval_loss", "validation")),
+        (
+            metric_axis,
+            metric,
+            (f"train_{metric}", "train (sample)"),
+            (f"eval_{metric}", "validation"),
+        ),
+    )
+    for axis, title, *lines in panels:
+        for key, label in lines:
+            epochs, values = series(log_history, key)
+            if values:
+                axis.plot(epochs, values, marker="o", label=label)
+        axis.set(title=title.replace("_", " "), xlabel="epoch")
+        if axis is metric_axis:
+            axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+@dataclass
+class CardFacts:
+    """What the model card says about one training run."""
+
+    model_name_or_path: str
+    base_model: str | None  # the Hub id of the pretrained weights; None for random init
+    dataset_name: str
+    task: TaskInfo
+    split_sizes: dict[str, int]
+    hyperparameters: dict[str, Any]
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    validation_metrics: dict[str, float] = field(default_factory=dict)
+    image_size: tuple[int, int] | None = None
+    repo_id: str | None = None
+    extra_tags: list[str] = field(default_factory=list)
+
+
+def hub_id(name: str) -> str | None:
+    """A Hub id worth linking as base_model / dataset, or None for local paths and model types."""
+    if Path(name).expanduser().exists() or "/" not in name or name.startswith(("/", ".")):
+        return None
+    return name
+
+
+def metrics_table(metrics: dict[str, float], prefix: str) -> str:
+    rows = [
+        f"| {key.removeprefix(prefix + '_').replace('_', ' ')} | {value:.4f} |"
+        for key, value in metrics.items()
+        if key.startswith(prefix + "_") and isinstance(value, float)
+        and not key.endswith(("runtime", "per_second", "loss"))
+    ]  # fmt: skip
+    return "\n".join(["| metric | value |", "|---|---|", *rows]) if rows else "(not evaluated)"
+
+
+def model_card(facts: CardFacts) -> ModelCard:
+    base = facts.base_model
+    data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=["medft", "medical", "image-classification", facts.task.task, *facts.extra_tags],
+        base_model=base,
+        datasets=[hub_id(facts.dataset_name)] if hub_id(facts.dataset_name) else None,
+        metrics=["accuracy", "f1", "roc_auc"],
+    )
+    start = (
+        f"fine-tuned from [`{base}`](https://huggingface.co/{base})"
+        if base
+        else f"trained from random initialisation (`{facts.model_name_or_path}` architecture)"
+    )
+    kind = {
+        "multilabel": "multi-label (an independent sigmoid score per finding)",
+        "binary": "binary (softmax over two classes)",
+        "multiclass": f"{len(facts.task.label_names)}-class (softmax)",
+    }[facts.task.task]
+    labels = ", ".join(f"`{label}`" for label in facts.task.label_names)
+    splits = ", ".join(f"{split}: {n:,}" for split, n in facts.split_sizes.items())
+    settings = "\n".join(f"| {key} | {value} |" for key, value in facts.hyperparameters.items())
+    size = f"{facts.image_size[0]}x{facts.image_size[1]}" if facts.image_size else "the model's"
+    usage = (
+        "```python\nfrom transformers import pipeline\n\n"
+        f'classifier = pipeline("image-classification", model="{facts.repo_id or "PATH"}")\n'
+        f'classifier("scan.png", top_k={min(5, len(facts.task.label_names))})\n```'
+    )
+    sections = [
+        f"# {facts.repo_id or Path(facts.model_name_or_path).name} for {facts.task.task} "
+        "medical image classification",
+        f"An image classifier {start} with [medft](https://github.com/medft/medft) on "
+        f"`{facts.dataset_name}`: {kind}.",
+        "> **Not for clinical use.** This model is a research artefact. It is not a medical "
+        "device, has not been validated prospectively, and must not be used to diagnose, "
+        "triage or treat patients.",
+        "## Labels",
+        labels,
+        "## Data",
+        f"Dataset `{facts.dataset_name}`; images per split: {splits}. Inputs are {size} pixels, "
+        "greyscale scans repeated to three channels.",
+        "## Results on the test split",
+        metrics_table(facts.test_metrics, "test"),
+        "## Best validation epoch",
+        metrics_table(facts.validation_metrics, "eval"),
+        "## Training curves",
+        f"![Loss and main metric per epoch]({CURVES_NAME})",
+        "## Training hyper-parameters",
+        "| setting | value |\n|---|---|\n" + settings,
+        "## How to use",
+        usage,
+        "## Intended use and limitations",
+        f"Intended for research on {facts.task.task} classification of images like those in "
+        f"`{facts.dataset_name}`. Scores are not calibrated probabilities unless checked with "
+        "`medft evaluate`. Performance on other scanners, sites, populations or image "
+        "preparations is unknown; labels of public datasets can be noisy (NIH ChestX-ray14's "
+        "are text-mined).",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+
+
+def format_run_summary(output_dir: str | Path, test_metrics: dict[str, float]) -> str:
+    """Test metrics, where the model is, and the Python that classifies an image with it."""
+    shown = {
+        key.removeprefix("test_"): value
+        for key, value in test_metrics.items()
+        if not key.startswith("test_auroc_")
+        and not key.endswith(("runtime", "per_second", "loss", "epoch"))
+    }
+    lines = ["", "Test metrics:" if shown else "No test split: see eval_results.json."]
+    lines += [f"  {key:<20} {value:.4f}" for key, value in shown.items()]
+    lines += [
+        f"Model saved to {output_dir} (model card: README.md, curves: {CURVES_NAME}).",
+        "Classify an image with it:",
+        "",
+        "    from transformers import pipeline",
+        f'    classifier = pipeline("image-classification", model="{output_dir}")',
+        '    print(classifier("scan.png"))',
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""Metrics on small fixed predictions, against values worked out by hand (see the comments)."""
+
+import numpy as np
+import pytest
+from transformers import EvalPrediction
+
+from medft.data.loading import TaskInfo
+from medft.metrics import (
+    binary_metrics,
+    multilabel_metrics,
+    probabilities,
+    single_label_metrics,
+    task_metrics,
+)
+
+
+def test_single_label():
+    labels = np.array([0, 1, 2, 2])
+    probs = np.eye(3)[[0, 2, 2, 2]]  # predicts 0, 2, 2, 2
+    metrics = single_label_metrics(probs, labels)
+    assert metrics["accuracy"] == pytest.approx(3 / 4)
+    assert metrics["balanced_accuracy"] == pytest.approx((1 + 0 + 1) / 3)  # recall per class
+    assert metrics["macro_f1"] == pytest.approx((1 + 0 + 0.8) / 3)  # F1 of class 2: P 2/3, R 1
+
+
+def test_binary_auroc_sensitivity_specificity():
+    labels = np.array([0, 0, 1, 1, 1])
+    positive = np.array([0.1, 0.6, 0.7, 0.4, 0.9])
+    metrics = binary_metrics(np.stack([1 - positive, positive], axis=1), labels)
+    assert metrics["sensitivity"] == pytest.approx(2 / 3)  # 0.7 and 0.9 of three tumours
+    assert metrics["specificity"] == pytest.approx(1 / 2)  # 0.1 of two normals
+    assert metrics["auroc"] == pytest.approx(5 / 6)  # 5 of 6 positive-negative pairs ordered
+
+
+def test_multilabel_per_finding_and_mean_auroc_and_f1():
+    targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    probs = np.array([[0.9, 0.3], [0.2, 0.8], [0.6, 0.4], [0.4, 0.5]])
+    metrics = multilabel_metrics(probs, targets, ["Mass", "Nodule"])
+    assert metrics["auroc_Mass"] == pytest.approx(1.0)
+    assert metrics["auroc_Nodule"] == pytest.approx(3 / 4)
+    assert metrics["mean_auroc"] == pytest.approx(0.875)
+    assert metrics["macro_f1"] == pytest.approx((1.0 + 0.5) / 2)
+    assert metrics["micro_f1"] == pytest.approx(6 / 8)  # TP 3, FP 1, FN 1
+
+
+def test_a_finding_with_one_class_has_no_auroc():
+    targets = np.array([[1, 0], [0, 0], [1, 0]])
+    metrics = multilabel_metrics(np.full((3, 2), 0.5), targets, ["Mass", "Hernia"])
+    assert "auroc_Hernia" not in metrics and "auroc_Mass" in metrics
+
+
+def test_probabilities_are_softmax_or_sigmoid():
+    logits = np.array([[0.0, np.log(3.0)]])
+    assert probabilities(logits, multi_label=False) == pytest.approx(np.array([[0.25, 0.75]]))
+    assert probabilities(logits, multi_label=True) == pytest.approx(np.array([[0.5, 0.75]]))
+
+
+def test_trainer_hook_picks_the_metrics_of_the_task():
+    binary = TaskInfo(["normal", "tumor"], multi_label=False)
+    prediction = EvalPrediction(
+        predictions=np.array([[2.0, 0.0], [0.0, 2.0]]), label_ids=np.array([0, 1])
+    )
+    assert task_metrics(binary)(prediction)["auroc"] == 1.0
+    multi = TaskInfo(["a", "b"], multi_label=True, label_column="labels")
+    prediction = EvalPrediction(
+        predictions=np.array([[2.0, -2.0], [-2.0, 2.0]]), label_ids=np.eye(2)
+    )
+    assert task_metrics(multi)(prediction)["mean_auroc"] == 1.0
+    assert multi.main_metric == "mean_auroc" and binary.main_metric == "macro_f1"

@@ -1,0 +1,148 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import HfApi
+from PIL import Image
+from transformers import pipeline
+
+from medft.config import parse_recipe
+from medft.data.loading import load_training_data
+from medft.training import files_to_push, train
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).parents[1]
+DATASETS = {
+    "binary": "brain_binary",
+    "multiclass": "brain_multiclass",
+    "multilabel": "nih_prepared",
+}
+
+
+def run_recipe(recipe: str, dataset: Path, output: Path, *overrides: str) -> dict[str, float]:
+    arguments = parse_recipe(
+        FIXTURES / recipe,
+        ["--dataset_name", str(dataset), "--output_dir", str(output), *overrides],
+    )
+    return train(*arguments)
+
+
+def check_pipeline_serves(output: Path, dataset: Path) -> None:
+    """Plain pipeline() loads the folder, knows the labels, and scores with the right function."""
+    _, task = load_training_data(str(dataset))
+    classifier = pipeline("image-classification", model=str(output))
+    scan = Image.new("L", (48, 40), 90)
+    scores = {s["label"]: s["score"] for s in classifier(scan, top_k=len(task.label_names))}
+    assert set(scores) == set(task.label_names)
+    inputs = classifier.image_processor(images=scan.convert("RGB"), return_tensors="pt")
+    with torch.no_grad():
+        logits = classifier.model(**inputs).logits[0]
+    expected = logits.sigmoid() if task.multi_label else logits.softmax(-1)
+    for index, name in enumerate(task.label_names):
+        assert scores[name] == pytest.approx(expected[index].item(), abs=1e-5)
+    if not task.multi_label:
+        assert sum(scores.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("recipe", ["tiny_vit.yaml", "tiny_timm.yaml"])
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_trains_end_to_end_and_pipeline_serves_it(request, tmp_path, recipe, task):
+    dataset = request.getfixturevalue(DATASETS[task])
+    output = tmp_path / "model"
+    test_metrics = run_recipe(recipe, dataset, output)
+
+    expected = {
+        "multilabel": "test_mean_auroc",
+        "binary": "test_auroc",
+        "multiclass": "test_macro_f1",
+    }
+    assert expected[task] in test_metrics
+    for name in ("model.safetensors", "config.json", "README.md", "training_curves.png",
+                 "test_results.json", "eval_results.json", "all_results.json"):  # fmt: skip
+        assert (output / name).is_file(), name
+    config = json.loads((output / "config.json").read_text())
+    assert config["problem_type"] == (
+        "multi_label_classification" if task == "multilabel" else "single_label_classification"
+    )
+    if recipe == "tiny_timm.yaml":
+        assert config["pretrained_cfg"]["input_size"] == [3, 32, 32]  # the processor's settings
+    check_pipeline_serves(output, dataset)
+
+
+def test_best_epoch_is_chosen_by_the_task_metric(brain_multiclass, tmp_path):
+    output = tmp_path / "model"
+    run_recipe("tiny_timm.yaml", brain_multiclass, output, "--num_train_epochs", "2")
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"].startswith(str(output / "checkpoint-"))
+    logged = [e for e in state["log_history"] if "eval_macro_f1" in e]
+    assert state["best_metric"] == max(e["eval_macro_f1"] for e in logged)
+    assert any("train_macro_f1" in e for e in state["log_history"])  # the curves' train sample
+    card = (output / "README.md").read_text()
+    assert "Not for clinical use" in card and "## Results on the test split" in card
+
+
+def test_push_uploads_the_model_card_and_plots_not_checkpoints(brain_binary, tmp_path, monkeypatch):
+    calls = {}
+    monkeypatch.setattr(
+        HfApi, "create_repo", lambda self, repo_id, **kw: f"https://hf.co/{repo_id}"
+    )
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.update(kw))
+    output = tmp_path / "model"
+    run_recipe("tiny_vit.yaml", brain_binary, output, "--push_to_hub", "true",
+               "--hub_model_id", "me/brain-vit")  # fmt: skip
+    assert calls["repo_id"] == "me/brain-vit"
+    uploaded = calls["allow_patterns"]
+    assert uploaded == files_to_push(output)
+    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md",
+            "training_curves.png", "test_results.json"} <= set(uploaded)  # fmt: skip
+    assert not any(name.startswith("checkpoint-") for name in uploaded)
+    assert "me/brain-vit" in (output / "README.md").read_text()
+
+
+def medft_train(recipe: str, dataset: Path, output: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "medft.cli", "train", str(FIXTURES / recipe),
+            "--dataset_name", str(dataset), "--output_dir", str(output), *extra]  # fmt: skip
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(brain_binary, tmp_path):
+    output = tmp_path / "model"
+    command = medft_train("tiny_timm.yaml", brain_binary, output, "--num_train_epochs", "6")
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list(output.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
+        assert first.poll() is None, "the first run ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the checkpoint's files land
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = sorted(int(p.name.split("-")[1]) for p in output.glob("checkpoint-*"))
+    assert not (output / "test_results.json").exists()
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"Resuming from {output / 'checkpoint-'}" in second.stdout
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["epoch"] == 6 and state["global_step"] > killed_at[0]
+    assert (output / "test_results.json").is_file()
+
+
+def test_two_processes_on_the_cpu_through_accelerate(brain_binary, tmp_path):
+    output = tmp_path / "model"
+    command = [sys.executable, "-m", "accelerate.commands.launch",
+               "--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml"),
+               str(REPO / "src" / "finetune.py"), str(FIXTURES / "tiny_vit.yaml"),
+               "--dataset_name", str(brain_binary), "--output_dir", str(output)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((output / "trainer_state.json").read_text())
+    steps_one_process = -(-json.loads((brain_binary / "prepare_report.json").read_text())[
+        "counts"]["train"] // 16)  # fmt: skip
+    assert state["global_step"] == -(-steps_one_process // 2)  # two processes share each epoch
+    check_pipeline_serves(output, brain_binary)
