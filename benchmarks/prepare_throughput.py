@@ -3,7 +3,8 @@
     python benchmarks/prepare_throughput.py --images 20000 --num-proc 2
 
 Generates the images once (in --workdir, reused by later runs), warms the page
-cache, then times three things at the same process count:
+cache, then times these at the same process count, ``--repeats`` times each,
+interleaved, and reports the medians (a shared machine drifts by 10% or more):
 
 - decode only: Pillow opens and fully decodes every file in a process pool, nothing else;
 - `medft prepare chestxray14` storing the original bytes;
@@ -22,6 +23,7 @@ import contextlib
 import multiprocessing
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,15 @@ REAL_NIH_PNG_NOISE = 0.7  # gives ~380 KB PNGs, the real dataset's average (42 G
 def decode(path: str) -> None:
     with Image.open(path) as image:
         image.load()
+
+
+def decode_rate(files: list[str], num_proc: int) -> float:
+    """Images per second of decoding alone, in a pool of ``num_proc`` processes."""
+    start = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(num_proc) as pool:
+        for _ in pool.imap(decode, files, chunksize=8):
+            pass
+    return len(files) / (time.perf_counter() - start)
 
 
 def tree_rss(process: psutil.Process) -> int:
@@ -99,6 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--num-proc", type=int, default=os.cpu_count())
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved runs of each row")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "medft-bench")
     args = parser.parse_args()
 
@@ -107,34 +119,41 @@ def main() -> None:
     for path in files:  # warm the page cache so every run reads from memory alike
         Path(path).read_bytes()
 
-    start = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(args.num_proc) as pool:
-        for _ in pool.imap(decode, files, chunksize=8):
-            pass
-    floor_rate = len(files) / (time.perf_counter() - start)
-
-    rows = [("decode only (Pillow, no writing)", floor_rate, None)]
     source = args.workdir / f"nih-{args.images}"
     output = args.workdir / "prepared"
     medft = [sys.executable, "-m", "medft.cli", "prepare", "chestxray14", "--source", str(source)]
     medft += ["--output", str(output), "--num-proc", str(args.num_proc), "--overwrite"]
-    for label, extra in (
-        ("medft prepare", []),
-        ("medft prepare --image-size 256", ["--image-size", "256"]),
-    ):
-        seconds, peak = run_and_watch([*medft, *extra])
-        rows.append((label, len(files) / seconds, peak))
-        shutil.rmtree(output)
+    runs = {
+        "decode only (Pillow, no writing)": None,
+        "medft prepare": [],
+        "medft prepare --image-size 256": ["--image-size", "256"],
+    }
+    rates: dict[str, list[float]] = {label: [] for label in runs}
+    peaks: dict[str, int] = {}
+    for _ in range(args.repeats):  # interleaved, so drift of the machine hits every row alike
+        for label, extra in runs.items():
+            if extra is None:
+                rates[label].append(decode_rate(files, args.num_proc))
+                continue
+            seconds, peak = run_and_watch([*medft, *extra])
+            rates[label].append(len(files) / seconds)
+            peaks[label] = max(peaks.get(label, 0), peak)
+            shutil.rmtree(output)
+    floor_rate = statistics.median(rates["decode only (Pillow, no writing)"])
+    rows = [(label, values, peaks.get(label)) for label, values in rates.items()]
 
     cpu = f"{os.cpu_count()} cores"
     print(
         f"\n{len(files)} PNGs, 1024x1024, {mean_kb:.0f} KB mean; {args.num_proc} processes; {cpu}\n"
     )
+    print(f"median of {args.repeats} interleaved runs (range in brackets)\n")
     print("| run | images/s | vs decode only | peak RSS |")
     print("|---|---|---|---|")
-    for label, rate, peak in rows:
+    for label, values, peak in rows:
+        rate = statistics.median(values)
+        spread = f" ({min(values):,.0f}-{max(values):,.0f})" if len(values) > 1 else ""
         rss = f"{peak / 2**20:,.0f} MB" if peak else "-"
-        print(f"| {label} | {rate:,.1f} | {rate / floor_rate:.2f}x | {rss} |")
+        print(f"| {label} | {rate:,.1f}{spread} | {rate / floor_rate:.2f}x | {rss} |")
 
 
 if __name__ == "__main__":

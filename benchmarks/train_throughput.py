@@ -64,9 +64,10 @@ def bare_run(dataset: Path, epochs: int, workers: int) -> float:
     data_args, model_args, args = parse_recipe(values=values)
     set_seed(args.seed)
     data, task = load_training_data(str(dataset))
-    model, processor = build_model(model_args, task)
+    built = build_model(model_args, task)
+    model, processor = built.model, built.processor
     train_set = data["train"]
-    train_set.set_transform(batch_transform(train_pixels(input_spec(processor)), task))
+    train_set.set_transform(batch_transform(train_pixels(input_spec(processor), data_args), task))
     loader = DataLoader(train_set, batch_size=args.per_device_train_batch_size, shuffle=True,
                         collate_fn=collate, num_workers=workers, drop_last=False)  # fmt: skip
     optimizer_class, optimizer_settings = Trainer.get_optimizer_cls_and_kwargs(args, model)

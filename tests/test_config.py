@@ -4,7 +4,8 @@ import pytest
 
 from medft.config import parse_recipe, read_recipe_file
 from medft.errors import MedftError
-from medft.modeling import timm_architecture
+from medft.modeling.backbones import check_timm_arguments, timm_architecture
+from medft.modeling.heads import timm_head_settings
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -25,8 +26,10 @@ def test_every_recipe_exists_as_the_issue_lists_them():
 def test_every_recipe_parses_and_names_a_real_model(recipe):
     data_args, model_args, training_args = parse_recipe(recipe)
     assert data_args.dataset_name and training_args.output_dir
-    if model_args.is_timm:
-        timm_architecture(model_args.model_name_or_path)  # raises for an unknown architecture
+    if model_args.is_timm:  # architecture, tag and settings, checked offline on the meta device
+        architecture, _, _ = timm_architecture(model_args.model_name_or_path)
+        settings = dict(model_args.config_overrides or {}) | timm_head_settings(model_args)
+        check_timm_arguments(architecture, settings)
     else:
         assert model_args.model_name_or_path.count("/") == 1  # a Hub id
     if "chestxray14" in recipe.stem:

@@ -186,6 +186,64 @@ def run_train(args: argparse.Namespace) -> None:
         print(format_run_summary(training_args.output_dir, test_metrics))
 
 
+# show-augmentations ---------------------------------------------------------------------------
+
+
+def add_show_augmentations_parser(subparsers: argparse._SubParsersAction) -> None:
+    show = subparsers.add_parser(
+        "show-augmentations",
+        help="save a grid of augmented training images, as the model sees them",
+        description="Any --key value after the recipe overrides it.",
+        allow_abbrev=False,
+    )
+    show.add_argument("recipe", type=Path)
+    show.add_argument("--output", type=Path, default=Path("augmentations.png"))
+    show.add_argument("--images", type=int, default=5, help="training images, one per row")
+    show.add_argument("--versions", type=int, default=6, help="augmented draws per image")
+    show.set_defaults(handler=run_show_augmentations, takes_recipe_overrides=True)
+
+
+def run_show_augmentations(args: argparse.Namespace) -> None:
+    from medft.config import parse_recipe
+    from medft.data.preview import augmentation_grid
+
+    overrides = args.overrides
+    if "--output_dir" not in overrides:
+        overrides = [*overrides, "--output_dir", "unused"]  # a recipe key the grid does not use
+    data_args, model_args, _ = parse_recipe(args.recipe, overrides)
+    path = augmentation_grid(
+        data_args, model_args, args.output, images=args.images, versions=args.versions
+    )
+    print(f"Wrote {path}")
+
+
+# search ----------------------------------------------------------------------------------------
+
+
+def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
+    search = subparsers.add_parser(
+        "search",
+        help="hyper-parameter search over the recipe's search_space (Optuna, one process)",
+        description="Trials run as one process, pruned by Optuna's median rule after each "
+        "evaluation. Writes trials.csv and best_recipe.yaml to the recipe's output_dir. "
+        "Any --key value after the recipe overrides it.",
+        allow_abbrev=False,
+    )
+    search.add_argument("recipe", type=Path)
+    search.add_argument("--n-trials", type=int, default=10)
+    search.set_defaults(handler=run_search, takes_recipe_overrides=True)
+
+
+def run_search(args: argparse.Namespace) -> None:
+    from medft.search import format_trials, search
+
+    result = search(args.recipe, args.overrides, args.n_trials)
+    print(format_trials(result.trials, result.main_metric))
+    print(f"\nBest: {result.best}")
+    print(f"Trials: {result.table_path}\nBest recipe: {result.recipe_path}")
+    print(f"Train it: medft train {result.recipe_path}")
+
+
 # demo ----------------------------------------------------------------------------------------
 
 
@@ -220,7 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune image classifiers for medical imaging on the Hugging Face stack.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_prepare_parser, add_synthesize_parser, add_train_parser, add_demo_parser):
+    for add in (
+        add_prepare_parser,
+        add_synthesize_parser,
+        add_train_parser,
+        add_show_augmentations_parser,
+        add_search_parser,
+        add_demo_parser,
+    ):
         add(subparsers)
     return parser
 

@@ -13,6 +13,7 @@ that `TrainingArguments` rejects.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import json
@@ -24,11 +25,28 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser, IntervalStrategy, TrainingArguments
 
 from medft.errors import MedftError
 
 AUTO = "auto"
+EXPONENTIAL = "exponential"
+FREEZE_MODES = ("none", "backbone", "partial")
+AUTO_AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment")
+
+
+def check_probability(*names: str, values: Any) -> None:
+    for name in names:
+        value = getattr(values, name)
+        if not 0 <= value <= 1:
+            raise MedftError(f"{name} must be a probability in [0, 1], got {value}.")
+
+
+def check_range(name: str, bounds: list[float], low: float, high: float | None) -> None:
+    if len(bounds) != 2 or bounds[0] > bounds[1] or bounds[0] <= low:
+        raise MedftError(f"{name} must be [low, high] with {low} < low <= high, got {bounds}.")
+    if high is not None and bounds[1] > high:
+        raise MedftError(f"{name} must not go above {high}, got {bounds}.")
 
 
 def accelerator_available() -> bool:
@@ -79,7 +97,64 @@ class DataArguments:
         default=None, metadata={"help": "Use only this many validation and test images."}
     )
 
+    # augmentation (training images only) -----------------------------------------------------
+    crop_scale: list[float] = field(
+        default_factory=lambda: [0.8, 1.0],
+        metadata={"help": "RandomResizedCrop area range; [1.0, 1.0] turns cropping off."},
+    )
+    crop_ratio: list[float] = field(
+        default_factory=lambda: [0.75, 1.3333],
+        metadata={"help": "RandomResizedCrop aspect-ratio range."},
+    )
+    horizontal_flip: float = field(
+        default=0.0,
+        metadata={"help": "Probability of a left-right flip (keep 0 for chest X-rays: anatomy)."},
+    )
+    vertical_flip: float = field(default=0.0, metadata={"help": "Probability of an up-down flip."})
+    rotation_degrees: float = field(
+        default=0.0, metadata={"help": "Random rotation within +/- this many degrees."}
+    )
+    zoom: float = field(
+        default=0.0,
+        metadata={"help": "Random zoom in or out by up to this fraction (Keras RandomZoom)."},
+    )
+    brightness: float = field(default=0.0, metadata={"help": "Brightness jitter strength."})
+    contrast: float = field(default=0.0, metadata={"help": "Contrast jitter strength."})
+    auto_augment: str = field(
+        default="none",
+        metadata={"help": "Learned policy on top: none | randaugment | trivialaugment."},
+    )
+    randaugment_magnitude: int = field(default=9, metadata={"help": "RandAugment magnitude."})
+    random_erasing: float = field(
+        default=0.0, metadata={"help": "Probability of erasing a random rectangle."}
+    )
+    mixup_alpha: float = field(
+        default=0.0, metadata={"help": "MixUp Beta(alpha, alpha); 0 turns it off."}
+    )
+    cutmix_alpha: float = field(
+        default=0.0, metadata={"help": "CutMix Beta(alpha, alpha); 0 turns it off."}
+    )
+    mix_probability: float = field(
+        default=1.0, metadata={"help": "Share of batches mixed when mixup or cutmix is on."}
+    )
+
     def __post_init__(self) -> None:
+        check_probability(
+            "horizontal_flip", "vertical_flip", "random_erasing", "mix_probability", values=self
+        )
+        check_range("crop_scale", self.crop_scale, low=0.0, high=1.0)
+        check_range("crop_ratio", self.crop_ratio, low=0.0, high=None)
+        if self.auto_augment not in AUTO_AUGMENT_POLICIES:
+            raise MedftError(
+                f"auto_augment must be one of {', '.join(AUTO_AUGMENT_POLICIES)}, "
+                f"got '{self.auto_augment}'."
+            )
+        for name in ("rotation_degrees", "zoom", "brightness", "contrast", "mixup_alpha",
+                     "cutmix_alpha"):  # fmt: skip
+            if getattr(self, name) < 0:
+                raise MedftError(f"{name} must not be negative, got {getattr(self, name)}.")
+        if self.zoom >= 1:
+            raise MedftError(f"zoom must be below 1 (a fraction), got {self.zoom}.")
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -119,6 +194,59 @@ class ModelArguments:
             "for random weights and for CNNs, not for pretrained transformers."
         },
     )
+    # freezing ---------------------------------------------------------------------------------
+    freeze: str = field(
+        default="none",
+        metadata={
+            "help": "What stays fixed: none | backbone (only the head trains) | partial (the "
+            "head and the top `unfreeze_last_n` backbone blocks train)."
+        },
+    )
+    unfreeze_last_n: int = field(
+        default=0,
+        metadata={
+            "help": "With freeze: partial, how many of the backbone's own blocks (ViT encoder "
+            "layers; ResNet / ConvNeXt stages; EfficientNet blocks) train, counted from the top."
+        },
+    )
+    gradual_unfreeze_epochs: int = field(
+        default=0,
+        metadata={"help": "Every this many epochs, unfreeze one more block, top down (0: never)."},
+    )
+    # head -------------------------------------------------------------------------------------
+    head_dropout: float = field(
+        default=0.0, metadata={"help": "Dropout on the features entering the classifier."}
+    )
+    head_hidden_sizes: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "An MLP head's hidden layer, e.g. [512]. Only timm architectures that build "
+            "one themselves (`head_hidden_size`: ConvNeXt, ...) can save and reload it with plain "
+            "pipeline(); anything else is refused rather than saved broken."
+        },
+    )
+    drop_path_rate: float | None = field(
+        default=None, metadata={"help": "Stochastic depth rate, for backbones that have it."}
+    )
+    # LoRA -------------------------------------------------------------------------------------
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains the weights themselves."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout inside LoRA layers."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Module names LoRA adapts; default per family (the query and value "
+            "projections of transformers ViT-like models, qkv for timm ViTs, convolutions and "
+            "linear layers for CNNs)."
+        },
+    )
+    save_adapter_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Save (and push) only the LoRA adapter, loadable with peft, instead of the "
+            "merged model that plain pipeline() loads."
+        },
+    )
     model_revision: str = field(default="main", metadata={"help": "Hub revision to load."})
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow model code from the Hub (off: it runs as you)."}
@@ -134,6 +262,35 @@ class ModelArguments:
             raise MedftError("config_overrides must be a mapping of setting: value.")
         if self.image_size is not None and self.image_size < 8:
             raise MedftError(f"image_size must be at least 8, got {self.image_size}.")
+        if self.freeze not in FREEZE_MODES:
+            raise MedftError(
+                f"freeze must be one of {', '.join(FREEZE_MODES)}, got '{self.freeze}'."
+            )
+        if self.freeze == "partial" and self.unfreeze_last_n < 1:
+            raise MedftError("freeze: partial needs unfreeze_last_n (how many top blocks train).")
+        if self.unfreeze_last_n and self.freeze != "partial":
+            raise MedftError("unfreeze_last_n only applies with freeze: partial.")
+        if self.gradual_unfreeze_epochs and self.freeze == "none":
+            raise MedftError("gradual_unfreeze_epochs needs freeze: backbone or partial.")
+        if self.lora_r < 0 or (self.lora_r and self.freeze != "none"):
+            raise MedftError(
+                "lora_r > 0 already keeps the backbone frozen; leave freeze at none with LoRA."
+            )
+        if self.save_adapter_only and not self.lora_r:
+            raise MedftError("save_adapter_only needs LoRA (lora_r > 0).")
+        check_probability("head_dropout", "lora_dropout", values=self)
+        if self.head_hidden_sizes is not None:
+            if not self.is_timm:
+                raise MedftError(
+                    "head_hidden_sizes: a transformers model's config cannot describe an MLP head, "
+                    "so pipeline() would reload the model without it; use head_dropout, or a timm "
+                    "backbone with its own MLP head (e.g. timm/convnext_small)."
+                )
+            if len(self.head_hidden_sizes) != 1:
+                raise MedftError(
+                    f"head_hidden_sizes {self.head_hidden_sizes}: only one hidden layer can be "
+                    "saved so that plain pipeline() reloads it (timm's head_hidden_size)."
+                )
 
     @property
     def is_timm(self) -> bool:
@@ -169,6 +326,58 @@ class MedftTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept false: the image column is read by the transforms."}
     )
+    label_names: list[str] | None = field(
+        default_factory=lambda: ["labels"], metadata={"help": "The batch key holding the labels."}
+    )
+    layer_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Layer-wise learning-rate decay (timm / MAE fine-tuning): block i of n gets "
+            "lr * layer_decay^(n - i); the head gets lr. E.g. 0.75."
+        },
+    )
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={
+            "help": "Any schedule of transformers (linear, cosine, cosine_with_restarts, "
+            "polynomial, constant, constant_with_warmup, inverse_sqrt, reduce_lr_on_plateau, "
+            "cosine_with_min_lr, warmup_stable_decay, ...) or exponential."
+        },
+    )
+    lr_decay_rate: float = field(
+        default=0.96,
+        metadata={"help": "lr_scheduler_type: exponential multiplies the rate by this ..."},
+    )
+    lr_decay_steps: int = field(
+        default=1000, metadata={"help": "... every this many optimizer steps (after warmup)."}
+    )
+    lr_decay_staircase: bool = field(
+        default=False, metadata={"help": "Decay in steps rather than continuously."}
+    )
+    class_weighting: str = field(
+        default="none",
+        metadata={
+            "help": "none | balanced: weight the loss by inverse class frequency (cross-entropy "
+            "class weights; for multi-label, BCE pos_weight = negatives / positives per finding)."
+        },
+    )
+    sampler: str = field(
+        default="random", metadata={"help": "random | weighted (oversample rare classes)."}
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without improvement of the metric."},
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "The smallest change that counts as an improvement."}
+    )
+    search_space: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "For `medft search`: key -> {type: float|int|categorical, low, high, log, "
+            "choices}. A JSON string on the command line."
+        },
+    )
     train_metrics_samples: int = field(
         default=1000,
         metadata={
@@ -176,6 +385,37 @@ class MedftTrainingArguments(TrainingArguments):
             "so the curves show train and validation metrics; 0 turns it off."
         },
     )
+
+    def __post_init__(self) -> None:
+        if self.class_weighting not in ("none", "balanced"):
+            raise MedftError(
+                f"class_weighting must be none or balanced, got '{self.class_weighting}'."
+            )
+        if self.sampler not in ("random", "weighted"):
+            raise MedftError(f"sampler must be random or weighted, got '{self.sampler}'.")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise MedftError(f"layer_decay must be in (0, 1], got {self.layer_decay}.")
+        if not 0 < self.lr_decay_rate <= 1 or self.lr_decay_steps < 1:
+            raise MedftError("lr_decay_rate must be in (0, 1] and lr_decay_steps at least 1.")
+        if isinstance(self.search_space, str):
+            try:
+                self.search_space = json.loads(self.search_space)
+            except json.JSONDecodeError as error:
+                raise MedftError(f"search_space is not valid JSON: {error}.") from None
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise MedftError("early_stopping_patience must be at least 1.")
+            if self.eval_strategy in ("no", IntervalStrategy.NO) or not self.load_best_model_at_end:
+                raise MedftError(
+                    "early_stopping_patience needs evaluations and load_best_model_at_end: true "
+                    "(set eval_strategy and save_strategy to the same value, e.g. epoch)."
+                )
+        self.exponential_decay = self.lr_scheduler_type == EXPONENTIAL
+        if self.exponential_decay:  # TrainingArguments accepts only its own schedule names
+            self.lr_scheduler_type = "constant"
+        super().__post_init__()
+        if self.exponential_decay:
+            self.lr_scheduler_type = EXPONENTIAL
 
 
 RECIPE_DATACLASSES = (DataArguments, ModelArguments, MedftTrainingArguments)
@@ -334,3 +574,11 @@ def parse_recipe(
         hint = closest_key(flag, list(field_types()))
         raise MedftError(f"unknown command-line option '{unknown[0]}'{hint}.")
     return tuple(parsed)  # type: ignore[return-value]
+
+
+def overridden_values(overrides: list[str]) -> dict[str, Any]:
+    """Only the keys given on the command line, with their parsed values."""
+    parser = RecipeParser()
+    for action in parser._actions:
+        action.default, action.required = argparse.SUPPRESS, False
+    return vars(parser.parse_known_args(overrides)[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 from huggingface_hub import ModelCard, ModelCardData  # noqa: E402
 
+from medft.config import DataArguments, MedftTrainingArguments, ModelArguments  # noqa: E402
 from medft.data.loading import TaskInfo  # noqa: E402
 
 CURVES_NAME = "training_curves.png"
@@ -20,6 +22,41 @@ HYPERPARAMETERS = (
     "gradient_accumulation_steps", "optim", "lr_scheduler_type", "warmup_steps", "weight_decay",
     "fp16", "bf16", "seed",
 )  # fmt: skip
+TECHNIQUES = {
+    ModelArguments: (
+        "freeze", "unfreeze_last_n", "gradual_unfreeze_epochs", "head_dropout",
+        "head_hidden_sizes", "drop_path_rate", "lora_r", "lora_alpha", "lora_dropout",
+        "lora_target_modules", "image_size",
+    ),
+    DataArguments: (
+        "crop_scale", "crop_ratio", "horizontal_flip", "vertical_flip", "rotation_degrees", "zoom",
+        "brightness", "contrast", "auto_augment", "randaugment_magnitude", "random_erasing",
+        "mixup_alpha", "cutmix_alpha", "mix_probability",
+    ),
+    MedftTrainingArguments: (
+        "layer_decay", "lr_decay_rate", "lr_decay_steps", "lr_decay_staircase",
+        "class_weighting", "sampler", "early_stopping_patience", "label_smoothing_factor",
+    ),
+}  # fmt: skip
+
+
+def default_of(cls: type, key: str) -> Any:
+    item = next(f for f in dataclasses.fields(cls) if f.name == key)
+    if item.default_factory is not dataclasses.MISSING:
+        return item.default_factory()
+    return item.default
+
+
+def card_settings(
+    model_args: ModelArguments, data_args: DataArguments, args: MedftTrainingArguments
+) -> dict[str, Any]:
+    """The core hyper-parameters, plus every technique set to something other than its default."""
+    settings = {key: getattr(args, key) for key in HYPERPARAMETERS}
+    for values in (model_args, data_args, args):
+        for key in TECHNIQUES[type(values)]:
+            if getattr(values, key) != default_of(type(values), key):
+                settings[key] = getattr(values, key)
+    return settings
 
 
 def series(log_history: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:

@@ -10,52 +10,47 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import transformers
 from datasets import Dataset
 from huggingface_hub import HfApi
-from transformers import Trainer, set_seed
+from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from medft.config import AUTO, DataArguments, MedftTrainingArguments, ModelArguments
 from medft.data.loading import TaskInfo, load_training_data
-from medft.data.transforms import batch_transform, collate, eval_pixels, input_spec, train_pixels
+from medft.data.mixing import BatchMixer
+from medft.data.transforms import (
+    InputSpec,
+    batch_transform,
+    collate,
+    eval_pixels,
+    input_spec,
+    train_pixels,
+)
 from medft.errors import MedftError
+from medft.losses import build_loss, multi_hot, sampling_weights
 from medft.metrics import task_metrics
-from medft.modeling import base_model_id, build_model
+from medft.modeling import BuiltModel, base_model_id, build_model
+from medft.modeling.freezing import GradualUnfreezing, parameter_table
+from medft.modeling.lora import merged
 from medft.reporting import (
     CURVES_NAME,
-    HYPERPARAMETERS,
     CardFacts,
+    card_settings,
     model_card,
     plot_training_curves,
 )
+from medft.trainer import MedftTrainer
 
 logger = logging.getLogger("medft")
-NOT_PUSHED = ("checkpoint-*", "runs/*", "*.pt")
-
-
-class MedftTrainer(Trainer):
-    """A `Trainer` that, after each periodic evaluation, also scores a fixed training sample.
-
-    The sample goes through the evaluation transforms, so the curves compare
-    train and validation on equal terms; its metrics are logged as ``train_*``.
-    """
-
-    def __init__(self, *args: Any, train_probe: Dataset | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.train_probe = train_probe
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        if eval_dataset is None and self.train_probe is not None:
-            probe = self.predict(self.train_probe, ignore_keys, metric_key_prefix="train")
-            skip = ("_loss", "_runtime", "_per_second")
-            self.log({k: v for k, v in probe.metrics.items() if not k.endswith(skip)})
-        return metrics
+NOT_PUSHED = ("checkpoint-", "runs", "run-")  # checkpoints, logs, search trials
 
 
 def setup_logging(args: MedftTrainingArguments) -> None:
@@ -100,9 +95,7 @@ def files_to_push(output_dir: str | Path) -> list[str]:
     return sorted(
         path.relative_to(root).as_posix()
         for path in root.rglob("*")
-        if path.is_file()
-        and not any(path.relative_to(root).match(pattern) for pattern in NOT_PUSHED)
-        and not path.relative_to(root).parts[0].startswith(("checkpoint-", "runs"))
+        if path.is_file() and not path.relative_to(root).parts[0].startswith(NOT_PUSHED)
     )
 
 
@@ -119,6 +112,135 @@ def push_model(output_dir: str | Path, repo_id: str, *, private: bool | None, to
     return url
 
 
+@dataclass
+class TrainingData:
+    """The splits a run uses, and what they hold."""
+
+    task: TaskInfo
+    train_set: Dataset
+    eval_sets: dict[str, Dataset]  # validation first, then test if present
+    train_probe: Dataset | None
+    train_labels: list
+
+    @property
+    def validation(self) -> Dataset:
+        return next(iter(self.eval_sets.values()))
+
+    def split_sizes(self) -> dict[str, int]:
+        return {"train": len(self.train_set)} | {s: len(d) for s, d in self.eval_sets.items()}
+
+
+def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> TrainingData:
+    splits = (data_args.train_split, data_args.eval_split, data_args.test_split)
+    dataset, task = load_training_data(
+        data_args.dataset_name,
+        config=data_args.dataset_config,
+        splits=splits,
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+    )
+    train_set = limit(dataset[data_args.train_split], data_args.max_train_samples, args.seed)
+    eval_sets = {
+        split: limit(dataset[split], data_args.max_eval_samples, args.seed)
+        for split in splits[1:]
+        if split in dataset
+    }
+    probe = limit(train_set, args.train_metrics_samples, args.seed)
+    logger.info(
+        "Task: %s, %d labels; %d training images", task.task, len(task.label_names), len(train_set)
+    )
+    return TrainingData(
+        task,
+        train_set,
+        eval_sets,
+        probe if args.train_metrics_samples else None,
+        list(train_set[task.label_column]),
+    )
+
+
+def set_transforms(data: TrainingData, processor: Any, data_args: DataArguments) -> InputSpec:
+    """Augmented training images; every other split preprocessed as `pipeline()` will."""
+    spec = input_spec(processor)
+    data.train_set.set_transform(batch_transform(train_pixels(spec, data_args), data.task))
+    for part in [*data.eval_sets.values(), *([data.train_probe] if data.train_probe else [])]:
+        part.set_transform(batch_transform(eval_pixels(processor), data.task))
+    return spec
+
+
+def check_combinations(model_args: ModelArguments, args: MedftTrainingArguments) -> None:
+    """Combinations of techniques that cannot work together, refused before any training."""
+    if model_args.lora_r and args.layer_decay is not None:
+        raise MedftError("layer_decay with LoRA: the adapters have no depth; use one or the other.")
+
+
+def technique_callbacks(model_args: ModelArguments, args: MedftTrainingArguments, layout):
+    callbacks: list[TrainerCallback] = []
+    if args.early_stopping_patience:
+        callbacks.append(
+            EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold)
+        )
+    if model_args.gradual_unfreeze_epochs:
+        callbacks.append(GradualUnfreezing(layout, model_args))
+    return callbacks
+
+
+def build_trainer(
+    data: TrainingData,
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    args: MedftTrainingArguments,
+    built: BuiltModel,
+    model_init: Callable[[Any], Any] | None = None,
+) -> MedftTrainer:
+    """The Trainer with the loss, mixing, sampling and callbacks the recipe asks for.
+
+    With ``model_init`` (hyper-parameter search) each trial builds its own model;
+    ``built`` then only provides the processor and the block layout.
+    """
+    task = data.task
+    mixer = None
+    if data_args.mixup_alpha or data_args.cutmix_alpha:
+        mixer = BatchMixer(
+            task,
+            args.per_device_train_batch_size,
+            data_args.mixup_alpha,
+            data_args.cutmix_alpha,
+            data_args.mix_probability,
+        )
+    weights = None
+    if args.sampler == "weighted":
+        labels = data.train_labels
+        array = multi_hot(labels, len(task.label_names)) if task.multi_label else np.asarray(labels)
+        weights = sampling_weights(array, task.multi_label)
+    return MedftTrainer(
+        model=None if model_init else built.model,
+        model_init=model_init,
+        args=resolve_best_metric(args, task),
+        train_dataset=data.train_set,
+        eval_dataset=data.validation,
+        data_collator=collate,
+        compute_metrics=task_metrics(task),
+        processing_class=None if model_args.is_timm else built.processor,
+        callbacks=technique_callbacks(model_args, args, built.layout),
+        loss=build_loss(task, data.train_labels, args.class_weighting, args.label_smoothing_factor),
+        layout=built.layout,
+        mixer=mixer,
+        sample_weights=weights,
+        all_parameters_in_optimizer=bool(model_args.gradual_unfreeze_epochs),
+        train_probe=data.train_probe,
+    )
+
+
+def save_model(trainer: MedftTrainer, built: BuiltModel, model_args: ModelArguments, output: str):
+    """The final model: plain weights, LoRA merged into them, or (if asked) the adapter alone."""
+    if built.uses_lora and not model_args.save_adapter_only:
+        merged(trainer.model).save_pretrained(output)
+        if trainer.processing_class is not None:
+            trainer.processing_class.save_pretrained(output)
+    else:
+        trainer.save_model(output)
+
+
 def train(
     data_args: DataArguments, model_args: ModelArguments, training_args: MedftTrainingArguments
 ) -> dict[str, float]:
@@ -128,6 +250,7 @@ def train(
     ############################
     setup_logging(training_args)
     set_seed(training_args.seed)
+    check_combinations(model_args, training_args)
     push_to = training_args.hub_model_id or Path(training_args.output_dir).name
     push_to = push_to if training_args.push_to_hub else None
     training_args = dataclasses.replace(training_args, push_to_hub=False)  # medft pushes once
@@ -139,69 +262,25 @@ def train(
     if checkpoint:
         logger.info("Resuming from %s", checkpoint)
 
-    ###############
-    # Load data
-    ###############
-    splits = (data_args.train_split, data_args.eval_split, data_args.test_split)
-    dataset, task = load_training_data(
-        data_args.dataset_name,
-        config=data_args.dataset_config,
-        splits=splits,
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-    )
-    train_set = limit(
-        dataset[data_args.train_split], data_args.max_train_samples, training_args.seed
-    )
-    eval_sets = {
-        split: limit(dataset[split], data_args.max_eval_samples, training_args.seed)
-        for split in splits[1:]
-        if split in dataset
-    }
-    probe_size = training_args.train_metrics_samples
-    train_probe = limit(train_set, probe_size, training_args.seed) if probe_size else None
-    logger.info(
-        "Task: %s, %d labels; %d training images", task.task, len(task.label_names), len(train_set)
-    )
-
-    ################
-    # Load model
-    ################
-    model, processor = build_model(model_args, task)
-    if training_args.gradient_checkpointing and not model.supports_gradient_checkpointing:
+    ##############################
+    # Load data, model, transforms
+    ##############################
+    data = load_data(data_args, training_args)
+    built = build_model(model_args, data.task)
+    if training_args.gradient_checkpointing and not built.model.supports_gradient_checkpointing:
         raise MedftError(
             f"{model_args.model_name_or_path} does not support gradient_checkpointing; remove it."
         )
-
-    ##################
-    # Transforms
-    ##################
-    spec = input_spec(processor)
-    train_set.set_transform(batch_transform(train_pixels(spec), task))
-    for part in [*eval_sets.values(), *([train_probe] if train_probe else [])]:
-        part.set_transform(batch_transform(eval_pixels(processor), task))
-
-    ########################
-    # Initialize the Trainer
-    ########################
-    training_args = resolve_best_metric(training_args, task)
-    trainer = MedftTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_set,
-        eval_dataset=eval_sets[data_args.eval_split],
-        data_collator=collate,
-        compute_metrics=task_metrics(task),
-        processing_class=None if model_args.is_timm else processor,
-        train_probe=train_probe,
-    )
+    if not built.uses_lora:
+        logger.info("Parameters per block:\n%s", parameter_table(built.model, built.layout))
+    spec = set_transforms(data, built.processor, data_args)
 
     ###############
     # Training loop
     ###############
+    trainer = build_trainer(data, data_args, model_args, training_args, built)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     history = list(trainer.state.log_history)  # per-epoch logs, before the final evaluations
-    trainer.save_model(training_args.output_dir)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
@@ -209,32 +288,35 @@ def train(
     ##########
     # Evaluate
     ##########
-    validation_metrics = trainer.evaluate(eval_sets[data_args.eval_split], metric_key_prefix="eval")
+    validation_metrics = trainer.evaluate(data.validation, metric_key_prefix="eval")
     trainer.save_metrics("eval", validation_metrics)
     test_metrics: dict[str, float] = {}
-    if data_args.test_split in eval_sets:
-        test_metrics = trainer.evaluate(eval_sets[data_args.test_split], metric_key_prefix="test")
+    if data_args.test_split in data.eval_sets:
+        test_metrics = trainer.evaluate(
+            data.eval_sets[data_args.test_split], metric_key_prefix="test"
+        )
         trainer.log_metrics("test", test_metrics)
         trainer.save_metrics("test", test_metrics)
+    save_model(trainer, built, model_args, training_args.output_dir)
 
     ###########################
     # Save the curves and card
     ###########################
     if trainer.is_world_process_zero():
         output = Path(training_args.output_dir)
-        plot_training_curves(history, task.main_metric, output / CURVES_NAME)
+        plot_training_curves(history, data.task.main_metric, output / CURVES_NAME)
         facts = CardFacts(
             model_name_or_path=model_args.model_name_or_path,
             base_model=base_model_id(model_args),
             dataset_name=data_args.dataset_name,
-            task=task,
-            split_sizes={"train": len(train_set)} | {s: len(d) for s, d in eval_sets.items()},
-            hyperparameters={key: getattr(training_args, key) for key in HYPERPARAMETERS},
+            task=data.task,
+            split_sizes=data.split_sizes(),
+            hyperparameters=card_settings(model_args, data_args, training_args),
             test_metrics=test_metrics,
             validation_metrics=validation_metrics,
             image_size=spec.size,
             repo_id=push_to,
-            extra_tags=["timm"] if model_args.is_timm else [],
+            extra_tags=["timm"] * model_args.is_timm + ["lora"] * built.uses_lora,
         )
         model_card(facts).save(output / "README.md")
 

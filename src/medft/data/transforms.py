@@ -3,8 +3,8 @@
 Evaluation runs the processor itself, the very preprocessing that
 `pipeline("image-classification")` applies to the saved model, so validation
 and test numbers are what users will get. Training uses torchvision v2 with the
-processor's input size, mean, std and interpolation. Greyscale scans become
-three identical channels.
+processor's input size, mean, std and interpolation, plus the augmentations of
+the recipe (`DataArguments`). Greyscale scans become three identical channels.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
+from medft.config import DataArguments
 from medft.data.loading import TaskInfo
 
 PIL_TO_TORCHVISION = {
@@ -68,16 +69,38 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def train_transform(spec: InputSpec) -> v2.Compose:
-    """A random crop of most of the image at the model's input size, then normalise."""
-    return v2.Compose(
-        [
-            v2.PILToTensor(),
-            v2.RandomResizedCrop(spec.size, scale=(0.8, 1.0), interpolation=spec.interpolation),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(spec.mean, spec.std),
-        ]
-    )
+def train_transform(spec: InputSpec, augment: DataArguments) -> v2.Compose:
+    """Random crop at the model's input size, the augmentations the recipe asks for, normalise.
+
+    Geometric and colour changes work on uint8 pixels (as RandAugment expects);
+    random erasing comes last, on normalised values, as in timm.
+    """
+    steps: list[v2.Transform] = [
+        v2.PILToTensor(),
+        v2.RandomResizedCrop(
+            spec.size,
+            scale=tuple(augment.crop_scale),
+            ratio=tuple(augment.crop_ratio),
+            interpolation=spec.interpolation,
+        ),
+    ]
+    if augment.horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip(augment.horizontal_flip))
+    if augment.vertical_flip:
+        steps.append(v2.RandomVerticalFlip(augment.vertical_flip))
+    if augment.rotation_degrees or augment.zoom:
+        zoom = (1 - augment.zoom, 1 + augment.zoom) if augment.zoom else None
+        steps.append(v2.RandomAffine(degrees=augment.rotation_degrees, scale=zoom))
+    if augment.brightness or augment.contrast:
+        steps.append(v2.ColorJitter(brightness=augment.brightness, contrast=augment.contrast))
+    if augment.auto_augment == "randaugment":
+        steps.append(v2.RandAugment(magnitude=augment.randaugment_magnitude))
+    elif augment.auto_augment == "trivialaugment":
+        steps.append(v2.TrivialAugmentWide())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)]
+    if augment.random_erasing:
+        steps.append(v2.RandomErasing(augment.random_erasing))
+    return v2.Compose(steps)
 
 
 def eval_pixels(processor: Any) -> Callable[[list[Image.Image]], torch.Tensor]:
@@ -89,8 +112,10 @@ def eval_pixels(processor: Any) -> Callable[[list[Image.Image]], torch.Tensor]:
     return pixels
 
 
-def train_pixels(spec: InputSpec) -> Callable[[list[Image.Image]], torch.Tensor]:
-    transform = train_transform(spec)
+def train_pixels(
+    spec: InputSpec, augment: DataArguments
+) -> Callable[[list[Image.Image]], torch.Tensor]:
+    transform = train_transform(spec, augment)
 
     def pixels(images: list[Image.Image]) -> torch.Tensor:
         return torch.stack([transform(image) for image in images])

@@ -1,4 +1,4 @@
-"""`build_model`: a transformers or timm backbone with a classification head sized to the labels.
+"""A transformers or timm backbone with a classification head sized to the labels.
 
 Both families come back as a `PreTrainedModel` whose config carries `id2label`,
 `label2id` and `problem_type`, plus the image processor that preprocesses its
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 from timm.models import PretrainedCfg, get_pretrained_cfg, split_model_name_tag
 from transformers import (
     AutoConfig,
@@ -32,6 +33,7 @@ from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPI
 from medft.config import ModelArguments
 from medft.data.loading import TaskInfo
 from medft.errors import MedftError
+from medft.modeling.heads import set_transformers_drop_path, timm_head_settings
 
 DEFAULT_TIMM_CFG = {  # for architectures that timm ships without pretrained weights
     "input_size": (3, 224, 224),
@@ -61,7 +63,7 @@ def base_model_id(args: ModelArguments) -> str | None:
     return None if Path(name).expanduser().exists() else name
 
 
-def build_model(args: ModelArguments, task: TaskInfo) -> tuple[PreTrainedModel, Any]:
+def build_backbone(args: ModelArguments, task: TaskInfo) -> tuple[PreTrainedModel, Any]:
     """The model to fine-tune and its image processor."""
     if args.is_timm:
         return build_timm_model(args, task)
@@ -111,9 +113,9 @@ def load_error(name: str, error: Exception) -> MedftError:
     )
 
 
-def build_transformers_model(args: ModelArguments, task: TaskInfo) -> tuple[PreTrainedModel, Any]:
+def transformers_config(args: ModelArguments, **settings: Any) -> PretrainedConfig:
+    """The model's config with the recipe's overrides, drop path and input size applied."""
     name, overrides = args.model_name_or_path, dict(args.config_overrides or {})
-    hub = {"revision": args.model_revision, "trust_remote_code": args.trust_remote_code}
     if args.pretrained and is_model_type(name):
         raise MedftError(
             f"model_name_or_path '{name}' is a model type, which has no weights; give a Hub id or "
@@ -121,11 +123,12 @@ def build_transformers_model(args: ModelArguments, task: TaskInfo) -> tuple[PreT
         )
     try:
         if is_model_type(name):
-            config = AutoConfig.for_model(name, **overrides, **label_settings(task))
+            config = AutoConfig.for_model(name, **overrides, **settings)
         else:
-            config = AutoConfig.from_pretrained(name, **hub, **overrides, **label_settings(task))
+            config = AutoConfig.from_pretrained(name, **hub_settings(args), **overrides, **settings)
     except (OSError, ValueError) as error:
         raise load_error(name, error) from None
+    set_transformers_drop_path(config, args)
     if args.image_size and hasattr(config, "image_size"):
         if args.pretrained and config.image_size != args.image_size:
             raise MedftError(
@@ -134,26 +137,45 @@ def build_transformers_model(args: ModelArguments, task: TaskInfo) -> tuple[PreT
                 "drop image_size or use pretrained: false."
             )
         config.image_size = args.image_size
+    return config
 
+
+def transformers_processor(args: ModelArguments, config: PretrainedConfig) -> Any:
+    """The pretrained model's processor, or the standard one of its type, sized to the input."""
+    name = args.model_name_or_path
+    if args.pretrained:
+        try:
+            processor = AutoImageProcessor.from_pretrained(name, **hub_settings(args))
+        except (OSError, ValueError) as error:
+            raise load_error(name, error) from None
+    else:
+        processor = local_processor(name) or default_processor(config)
+    if args.image_size:
+        return resize_processor(processor, args.image_size)
+    if not args.pretrained and isinstance(getattr(config, "image_size", None), int):
+        return resize_processor(processor, config.image_size)  # the config's, not the default
+    return processor
+
+
+def hub_settings(args: ModelArguments) -> dict[str, Any]:
+    return {"revision": args.model_revision, "trust_remote_code": args.trust_remote_code}
+
+
+def build_transformers_model(args: ModelArguments, task: TaskInfo) -> tuple[PreTrainedModel, Any]:
+    config = transformers_config(args, **label_settings(task))
     if args.pretrained:
         try:
             model = AutoModelForImageClassification.from_pretrained(
-                name, config=config, ignore_mismatched_sizes=True, **hub
-            )
-            processor = AutoImageProcessor.from_pretrained(name, **hub)
+                args.model_name_or_path, config=config, ignore_mismatched_sizes=True,
+                **hub_settings(args),
+            )  # fmt: skip
         except (OSError, ValueError) as error:
-            raise load_error(name, error) from None
+            raise load_error(args.model_name_or_path, error) from None
     else:
         model = AutoModelForImageClassification.from_config(
             config, trust_remote_code=args.trust_remote_code
         )
-        processor = local_processor(name) or default_processor(config)
-
-    if args.image_size:
-        processor = resize_processor(processor, args.image_size)
-    elif not args.pretrained and isinstance(getattr(config, "image_size", None), int):
-        processor = resize_processor(processor, config.image_size)  # the config's, not the default
-    return model, processor
+    return model, transformers_processor(args, config)
 
 
 def local_processor(name: str) -> Any | None:
@@ -188,9 +210,28 @@ def timm_architecture(name: str) -> tuple[str, str, PretrainedCfg | None]:
         ) from None
 
 
+def check_timm_arguments(architecture: str, model_args: dict[str, Any]) -> None:
+    """Refuse settings the architecture's constructor does not take, naming them."""
+    if not model_args:
+        return
+    try:
+        with torch.device("meta"):
+            timm.create_model(architecture, pretrained=False, **model_args)
+    except TypeError as error:
+        unknown = [key for key in model_args if f"'{key}'" in str(error)]
+        what = unknown[0] if unknown else ", ".join(model_args)
+        hint = " (an MLP head: try a ConvNeXt)" if what == "head_hidden_size" else ""
+        raise MedftError(
+            f"timm's {architecture} does not take '{what}'{hint}; remove it from the recipe."
+        ) from None
+    except (RuntimeError, NotImplementedError):  # not buildable on "meta": the real build checks
+        return
+
+
 def build_timm_model(args: ModelArguments, task: TaskInfo) -> tuple[PreTrainedModel, Any]:
     architecture, model_name, pretrained_cfg = timm_architecture(args.model_name_or_path)
-    model_args = dict(args.config_overrides or {})
+    model_args = dict(args.config_overrides or {}) | timm_head_settings(args)
+    check_timm_arguments(architecture, model_args)
     if args.pretrained:
         if pretrained_cfg is None or not pretrained_cfg.hf_hub_id:
             raise MedftError(
@@ -227,9 +268,21 @@ def build_timm_model(args: ModelArguments, task: TaskInfo) -> tuple[PreTrainedMo
         # back timm's own (e.g. Kaiming convolutions, zeroed last batch-norm of a block).
         fresh = timm.create_model(architecture, num_classes=config.num_labels, **model_args)
         model.timm_model.load_state_dict(fresh.state_dict())
-    if args.image_size:
-        model.config.pretrained_cfg["input_size"] = (3, args.image_size, args.image_size)
-    processor = TimmWrapperImageProcessor(
-        pretrained_cfg=model.config.pretrained_cfg, architecture=architecture
-    )
-    return model, processor
+    return model, timm_processor(model.config.pretrained_cfg, architecture, args.image_size)
+
+
+def timm_processor(pretrained_cfg: dict, architecture: str, image_size: int | None) -> Any:
+    """TimmWrapper's processor for a pretrained cfg; ``image_size`` is written into the cfg,
+    which the saved config.json carries, so `pipeline()` uses the same size."""
+    if image_size:
+        pretrained_cfg["input_size"] = (3, image_size, image_size)
+    return TimmWrapperImageProcessor(pretrained_cfg=pretrained_cfg, architecture=architecture)
+
+
+def build_processor(args: ModelArguments) -> Any:
+    """Only the image processor a recipe's model would use (no weights are built or loaded)."""
+    if not args.is_timm:
+        return transformers_processor(args, transformers_config(args))
+    architecture, _, pretrained_cfg = timm_architecture(args.model_name_or_path)
+    cfg = pretrained_cfg.to_dict() if pretrained_cfg else dict(DEFAULT_TIMM_CFG)
+    return timm_processor(cfg, architecture, args.image_size)

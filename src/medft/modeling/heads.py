@@ -1,0 +1,55 @@
+"""Head and regularisation settings that a saved model must still reload with plain `pipeline()`.
+
+- ``head_dropout``: a dropout on the classifier's input, added as a forward
+  pre-hook, so the classifier keeps its parameter names and the saved weights
+  load unchanged (dropout is inactive at inference anyway).
+- ``head_hidden_sizes``: only timm architectures that build an MLP head
+  themselves (`head_hidden_size`); the saved config then rebuilds it.
+- ``drop_path_rate``: the backbone's own stochastic depth setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+from medft.config import ModelArguments
+from medft.errors import MedftError
+
+DROP_PATH_ATTRIBUTES = ("drop_path_rate", "drop_connect_rate")  # the second: EfficientNet
+
+
+def timm_head_settings(args: ModelArguments) -> dict[str, Any]:
+    """`timm.create_model` arguments for the head and stochastic depth."""
+    settings: dict[str, Any] = {}
+    if args.head_hidden_sizes:
+        settings["head_hidden_size"] = args.head_hidden_sizes[0]
+    if args.drop_path_rate is not None:
+        settings["drop_path_rate"] = args.drop_path_rate
+    return settings
+
+
+def set_transformers_drop_path(config: PretrainedConfig, args: ModelArguments) -> None:
+    if args.drop_path_rate is None:
+        return
+    attribute = next((a for a in DROP_PATH_ATTRIBUTES if hasattr(config, a)), None)
+    if attribute is None:
+        raise MedftError(
+            f"drop_path_rate: {config.model_type} models have no stochastic depth; remove the key."
+        )
+    setattr(config, attribute, args.drop_path_rate)
+
+
+def add_head_dropout(model: PreTrainedModel, classifier: str, probability: float) -> None:
+    """Dropout on the input of the ``classifier`` module while training."""
+    if not probability:
+        return
+    module = model.get_submodule(classifier)
+
+    def drop_input(layer: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (nn.functional.dropout(inputs[0], probability, layer.training), *inputs[1:])
+
+    module.register_forward_pre_hook(drop_input)

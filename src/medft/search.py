@@ -1,0 +1,169 @@
+"""`medft search`: hyper-parameter search over a recipe's `search_space`, with Optuna.
+
+Runs `Trainer.hyperparameter_search` (Optuna backend, median pruning after each
+evaluation) in one process. Training keys are set on `TrainingArguments` by the
+Trainer; model keys (``lora_r``, ``head_dropout``, ``unfreeze_last_n``, ...) are
+applied when each trial builds its model. Writes every trial to ``trials.csv``
+and the best one as a ready-to-run recipe.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from transformers import set_seed
+
+from medft.config import (
+    DataArguments,
+    ModelArguments,
+    check_value,
+    field_types,
+    overridden_values,
+    parse_recipe,
+    read_recipe_file,
+)
+from medft.errors import MedftError
+from medft.modeling import build_model
+from medft.training import build_trainer, load_data, set_transforms, setup_logging
+
+logger = logging.getLogger("medft")
+KINDS = ("float", "int", "categorical")
+
+
+@dataclasses.dataclass
+class SearchResult:
+    main_metric: str
+    trials: list[dict[str, Any]]
+    best: dict[str, Any]
+    table_path: Path
+    recipe_path: Path
+
+
+def fields_of(cls: type) -> set[str]:
+    return {item.name for item in dataclasses.fields(cls)}
+
+
+def check_space(space: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The search space, checked: known keys, known kinds, bounds or choices present."""
+    if not space:
+        raise MedftError("the recipe has no search_space; add one (see `medft search --help`).")
+    known = field_types()
+    for key, spec in space.items():
+        if key not in known:
+            raise MedftError(f"search_space: unknown key '{key}'.")
+        if key in fields_of(DataArguments):
+            raise MedftError(f"search_space: '{key}' is a data key; only model and training keys.")
+        if not isinstance(spec, dict) or spec.get("type") not in KINDS:
+            raise MedftError(f"search_space.{key} needs type: one of {', '.join(KINDS)}.")
+        needed = ("choices",) if spec["type"] == "categorical" else ("low", "high")
+        missing = [name for name in needed if name not in spec]
+        if missing:
+            raise MedftError(f"search_space.{key} ({spec['type']}) needs {', '.join(missing)}.")
+    return space
+
+
+def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    values = {}
+    for key, spec in space.items():
+        if spec["type"] == "float":
+            values[key] = trial.suggest_float(
+                key, spec["low"], spec["high"], log=spec.get("log", False)
+            )
+        elif spec["type"] == "int":
+            values[key] = trial.suggest_int(
+                key, spec["low"], spec["high"], log=spec.get("log", False)
+            )
+        else:
+            values[key] = trial.suggest_categorical(key, spec["choices"])
+    return values
+
+
+def model_settings(params: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if key in fields_of(ModelArguments)}
+
+
+def write_trials(study: optuna.Study, path: Path) -> list[dict[str, Any]]:
+    rows = [
+        {"trial": t.number, "state": t.state.name.lower(), "objective": t.value, **t.params}
+        for t in study.trials
+    ]
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def best_recipe(recipe: str | Path, overrides: dict[str, Any], best: dict[str, Any], output: Path):
+    """The original recipe with the best trial's values, writing to its own output_dir."""
+    values = read_recipe_file(recipe) | overrides | best
+    values.pop("search_space", None)
+    values["output_dir"] = str(output / "best")
+    for key, value in values.items():
+        check_value(key, field_types()[key][0], value)
+    path = output / "best_recipe.yaml"
+    header = f"# The best trial of `medft search {recipe}`; run it with medft train {path}\n"
+    path.write_text(header + yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+def format_trials(rows: list[dict[str, Any]], main_metric: str) -> str:
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    width = {key: max(len(key), *(len(f"{row.get(key, '')!s:.8}") for row in rows)) for key in keys}
+    header = "  ".join(f"{key.replace('objective', main_metric):<{width[key]}}" for key in keys)
+    lines = [header]
+    for row in rows:
+        cells = []
+        for key in keys:
+            value = row.get(key, "")
+            text = f"{value:.4g}" if isinstance(value, float) else str(value)
+            cells.append(f"{text:<{width[key]}}")
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def search(recipe: str | Path, overrides: list[str], n_trials: int) -> SearchResult:
+    data_args, model_args, training_args = parse_recipe(recipe, overrides)
+    space = check_space(training_args.search_space)
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+    output = Path(training_args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+
+    data = load_data(data_args, training_args)
+    built = build_model(model_args, data.task)
+    set_transforms(data, built.processor, data_args)
+
+    def model_init(trial: optuna.Trial | None):
+        settings = model_settings(trial.params if trial is not None else {})
+        return build_model(dataclasses.replace(model_args, **settings), data.task).model
+
+    trainer = build_trainer(data, data_args, model_args, training_args, built, model_init)
+    storage = f"sqlite:///{(output / 'search.db').resolve()}"
+    objective_key = f"eval_{data.task.main_metric}"
+    trainer.hyperparameter_search(
+        direction="maximize",
+        backend="optuna",
+        hp_space=lambda trial: suggest(trial, space),
+        n_trials=n_trials,
+        compute_objective=lambda metrics: metrics[objective_key],
+        study_name=output.name,
+        storage=storage,
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=training_args.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
+    study = optuna.load_study(study_name=output.name, storage=storage)
+    rows = write_trials(study, output / "trials.csv")
+    given = overridden_values(overrides)
+    best_path = best_recipe(recipe, given, study.best_trial.params, output)
+    return SearchResult(
+        data.task.main_metric, rows, study.best_trial.params, output / "trials.csv", best_path
+    )

@@ -1,0 +1,101 @@
+"""`MedftTrainer`: the transformers `Trainer` with the fine-tuning techniques medft offers.
+
+Each override is one technique: `compute_loss` (class-weighted or smoothed
+loss, MixUp / CutMix, frozen batch norms kept in eval mode), `create_optimizer`
+(layer-wise learning-rate decay, and room for gradual unfreezing),
+`create_scheduler` (exponential decay), `_get_train_sampler` (oversampling),
+`evaluate` (a training sample scored beside validation, for the curves).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from datasets import Dataset
+from torch.utils.data import WeightedRandomSampler
+from transformers import Trainer
+
+from medft.data.mixing import BatchMixer
+from medft.losses import ClassificationLoss
+from medft.modeling.freezing import keep_frozen_norms_in_eval
+from medft.modeling.layout import BlockLayout
+from medft.optim import exponential_decay, parameter_groups
+
+
+class MedftTrainer(Trainer):
+    def __init__(
+        self,
+        *args: Any,
+        loss: ClassificationLoss,
+        layout: BlockLayout,
+        mixer: BatchMixer | None = None,
+        sample_weights: torch.Tensor | None = None,
+        all_parameters_in_optimizer: bool = False,
+        train_probe: Dataset | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss, self.layout, self.mixer = loss, layout, mixer
+        self.sample_weights = sample_weights
+        self.all_parameters_in_optimizer = all_parameters_in_optimizer
+        self.train_probe = train_probe
+        self.model_accepts_loss_kwargs = False  # compute_loss returns a per-batch mean
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        pixel_values = inputs["pixel_values"]
+        if model.training:
+            keep_frozen_norms_in_eval(model)
+            if self.mixer is not None:
+                pixel_values, labels = self.mixer(pixel_values, labels)
+        outputs = model(pixel_values=pixel_values)
+        loss = self.loss(outputs.logits, labels)
+        return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self, model=None):
+        """Layer-wise learning rates, and every parameter held from the start when blocks will
+        be unfrozen during training; otherwise the Trainer's own optimizer."""
+        decay = self.args.layer_decay
+        if self.optimizer is not None or (decay is None and not self.all_parameters_in_optimizer):
+            return super().create_optimizer(model)
+        model = self.model if model is None else model
+        groups = parameter_groups(
+            model.named_parameters(),
+            self.layout,
+            learning_rate=self.args.learning_rate,
+            weight_decay=self.args.weight_decay,
+            decayed=set(self.get_decay_parameter_names(model)),
+            layer_decay=decay or 1.0,
+        )
+        optimizer_class, settings = self.get_optimizer_cls_and_kwargs(self.args, model)
+        self.optimizer = optimizer_class(groups, **settings)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None and self.args.exponential_decay:
+            self.lr_scheduler = exponential_decay(
+                optimizer or self.optimizer,
+                warmup_steps=self.args.get_warmup_steps(num_training_steps),
+                decay_rate=self.args.lr_decay_rate,
+                decay_steps=self.args.lr_decay_steps,
+                staircase=self.args.lr_decay_staircase,
+            )
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.sample_weights is None:
+            return super()._get_train_sampler(train_dataset)
+        generator = torch.Generator().manual_seed(self.args.seed)
+        return WeightedRandomSampler(
+            self.sample_weights, len(self.sample_weights), replacement=True, generator=generator
+        )
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if eval_dataset is None and self.train_probe is not None:
+            probe = self.predict(self.train_probe, ignore_keys, metric_key_prefix="train")
+            skip = ("_loss", "_runtime", "_per_second")
+            self.log({k: v for k, v in probe.metrics.items() if not k.endswith(skip)})
+        return metrics

@@ -1,0 +1,50 @@
+"""Small models and recipes shared by the modeling and technique tests."""
+
+from pathlib import Path
+
+from transformers import AutoModelForImageClassification, set_seed
+
+from medft.config import ModelArguments, parse_recipe
+from medft.data.loading import TaskInfo
+from medft.modeling import build_model
+from medft.training import train
+
+FIXTURES = Path(__file__).parent / "fixtures"
+THREE = TaskInfo(["benign", "malignant", "normal"], multi_label=False)
+FINDINGS = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")
+TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "intermediate_size": 64, "patch_size": 8}  # fmt: skip
+
+
+def tiny_vit(**settings) -> ModelArguments:
+    return ModelArguments(
+        "vit", pretrained=False, config_overrides=TINY_VIT, image_size=32, **settings
+    )
+
+
+def tiny_timm(name: str = "timm/resnet18", **settings) -> ModelArguments:
+    return ModelArguments(name, pretrained=False, image_size=32, **settings)
+
+
+def run_recipe(recipe: str, dataset: Path, output: Path, *overrides: str) -> dict[str, float]:
+    arguments = parse_recipe(
+        FIXTURES / recipe,
+        ["--dataset_name", str(dataset), "--output_dir", str(output), *overrides],
+    )
+    return train(*arguments)
+
+
+def initial_and_trained(recipe: str, dataset: Path, output: Path, *overrides: str):
+    """The model's weights as `train()` starts them (same seed) and as it saved them."""
+    data_args, model_args, args = parse_recipe(
+        FIXTURES / recipe,
+        ["--dataset_name", str(dataset), "--output_dir", str(output), *overrides],
+    )
+    train(data_args, model_args, args)
+    set_seed(args.seed)
+    from medft.data.loading import load_training_data
+
+    _, task = load_training_data(str(dataset))
+    initial = {k: v.clone() for k, v in build_model(model_args, task).model.state_dict().items()}
+    trained = AutoModelForImageClassification.from_pretrained(output).state_dict()
+    return initial, trained  # both with module names (files may keep legacy checkpoint names)

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from medft.config import DataArguments
+from medft.data.transforms import InputSpec, train_transform
+from medft.errors import MedftError
+
+SPEC = InputSpec(size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+def augment(**settings) -> DataArguments:
+    return DataArguments("data", **settings)
+
+
+def picture() -> Image.Image:
+    pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+    pixels[:, :16] = 200  # bright left half: a flip moves it
+    return Image.fromarray(pixels)
+
+
+def kinds(transform: v2.Compose) -> list[str]:
+    return [type(step).__name__ for step in transform.transforms]
+
+
+def test_default_training_transform_only_crops():
+    assert kinds(train_transform(SPEC, augment())) == [
+        "PILToTensor", "RandomResizedCrop", "ToDtype", "Normalize",
+    ]  # fmt: skip
+
+
+def test_every_augmentation_key_adds_its_transform_in_order():
+    transform = train_transform(
+        SPEC,
+        augment(horizontal_flip=0.5, vertical_flip=0.5, rotation_degrees=10, zoom=0.2,
+                brightness=0.2, contrast=0.2, auto_augment="randaugment", random_erasing=0.25),
+    )  # fmt: skip
+    assert kinds(transform) == [
+        "PILToTensor", "RandomResizedCrop", "RandomHorizontalFlip", "RandomVerticalFlip",
+        "RandomAffine", "ColorJitter", "RandAugment", "ToDtype", "Normalize", "RandomErasing",
+    ]  # fmt: skip
+    affine = transform.transforms[4]
+    assert affine.degrees == [-10.0, 10.0] and affine.scale == (0.8, 1.2)
+    assert "TrivialAugmentWide" in kinds(
+        train_transform(SPEC, augment(auto_augment="trivialaugment"))
+    )
+
+
+def test_flip_really_flips():
+    no_crop = {"crop_scale": [1.0, 1.0], "crop_ratio": [1.0, 1.0]}
+    plain = train_transform(SPEC, augment(**no_crop))(picture())
+    flipped = train_transform(SPEC, augment(horizontal_flip=1.0, **no_crop))(picture())
+    assert torch.equal(flipped, plain.flip(-1))
+    assert plain[:, :, :8].mean() > plain[:, :, 24:].mean()
+
+
+def test_augmentation_values_are_checked():
+    with pytest.raises(MedftError, match="horizontal_flip must be a probability"):
+        augment(horizontal_flip=2)
+    with pytest.raises(MedftError, match="crop_scale must be"):
+        augment(crop_scale=[0.9, 0.5])
+    with pytest.raises(MedftError, match="auto_augment must be one of"):
+        augment(auto_augment="augmix")
+    with pytest.raises(MedftError, match="zoom must be below 1"):
+        augment(zoom=1.5)

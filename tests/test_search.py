@@ -1,0 +1,57 @@
+import csv
+
+import pytest
+import yaml
+
+from medft.cli import main
+from medft.config import parse_recipe
+from medft.errors import MedftError
+from medft.search import check_space
+
+SPACE = {
+    "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    "head_dropout": {"type": "float", "low": 0.0, "high": 0.5},
+    "lr_scheduler_type": {"type": "categorical", "choices": ["linear", "cosine"]},
+}
+
+
+def test_a_three_trial_search_writes_a_ready_to_run_best_recipe(brain_binary, tmp_path, capsys):
+    recipe = tmp_path / "search.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {"model_name_or_path": "timm/resnet18", "pretrained": False, "image_size": 32,
+             "num_train_epochs": 1, "per_device_train_batch_size": 32,
+             "dataloader_num_workers": 0, "train_metrics_samples": 0, "search_space": SPACE}
+        )
+    )  # fmt: skip
+    output = tmp_path / "search"
+    code = main(["search", str(recipe), "--n-trials", "3", "--dataset_name", str(brain_binary),
+                 "--output_dir", str(output)])  # fmt: skip
+    assert code == 0
+    rows = list(csv.DictReader((output / "trials.csv").open()))
+    assert [row["trial"] for row in rows] == ["0", "1", "2"]
+    assert {"learning_rate", "head_dropout", "lr_scheduler_type", "objective"} <= set(rows[0])
+    printed = capsys.readouterr().out
+    assert "macro_f1" in printed and "best_recipe.yaml" in printed
+
+    data_args, model_args, args = parse_recipe(output / "best_recipe.yaml")
+    assert data_args.dataset_name == str(brain_binary)
+    assert args.output_dir == str(output / "best") and args.search_space is None
+    assert 1e-4 <= args.learning_rate <= 1e-2 and 0 <= model_args.head_dropout <= 0.5
+    best = min(rows, key=lambda row: -float(row["objective"] or "nan"))
+    assert float(best["learning_rate"]) == pytest.approx(args.learning_rate)
+
+
+@pytest.mark.parametrize(
+    "space,message",
+    [
+        (None, "has no search_space"),
+        ({"learning_rte": {"type": "float", "low": 0, "high": 1}}, "unknown key 'learning_rte'"),
+        ({"horizontal_flip": {"type": "float", "low": 0, "high": 1}}, "is a data key"),
+        ({"learning_rate": {"type": "uniform"}}, "needs type: one of"),
+        ({"lora_r": {"type": "int", "low": 2}}, "needs high"),
+    ],
+)
+def test_search_spaces_are_checked(space, message):
+    with pytest.raises(MedftError, match=message):
+        check_space(space)

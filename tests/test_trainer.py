@@ -1,0 +1,89 @@
+"""The techniques reach the Trainer: loss weights, sampler, mixing, optimizer groups, callbacks."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import WeightedRandomSampler
+from transformers import EarlyStoppingCallback
+
+from medft.config import parse_recipe
+from medft.errors import MedftError
+from medft.modeling import build_model
+from medft.modeling.freezing import GradualUnfreezing
+from medft.training import build_trainer, load_data, set_transforms
+from tests.helpers import FIXTURES, run_recipe
+
+
+def trainer_for(dataset, tmp_path, recipe="tiny_timm.yaml", *overrides):
+    data_args, model_args, args = parse_recipe(
+        FIXTURES / recipe,
+        ["--dataset_name", str(dataset), "--output_dir", str(tmp_path), *overrides],
+    )
+    data = load_data(data_args, args)
+    built = build_model(model_args, data.task)
+    set_transforms(data, built.processor, data_args)
+    return build_trainer(data, data_args, model_args, args, built)
+
+
+def test_defaults_change_nothing(brain_binary, tmp_path):
+    trainer = trainer_for(brain_binary, tmp_path)
+    assert trainer.loss.weights is None and trainer.mixer is None
+    assert not isinstance(trainer._get_train_sampler(), WeightedRandomSampler)
+    assert not any(isinstance(c, EarlyStoppingCallback) for c in trainer.callback_handler.callbacks)
+
+
+def test_techniques_are_wired_into_the_trainer(brain_binary, tmp_path):
+    trainer = trainer_for(
+        brain_binary, tmp_path, "tiny_timm.yaml",
+        "--class_weighting", "balanced", "--sampler", "weighted", "--mixup_alpha", "0.2",
+        "--early_stopping_patience", "2", "--layer_decay", "0.5", "--freeze", "backbone",
+        "--gradual_unfreeze_epochs", "1",
+    )  # fmt: skip
+    labels = torch.tensor(trainer.train_dataset.with_format(None)["label"])
+    counts = torch.bincount(labels)
+    assert trainer.loss.weights.tolist() == pytest.approx((len(labels) / (2 * counts)).tolist())
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, WeightedRandomSampler)
+    assert trainer.mixer is not None
+    callbacks = {type(c) for c in trainer.callback_handler.callbacks}
+    assert {EarlyStoppingCallback, GradualUnfreezing} <= callbacks
+    optimizer = trainer.create_optimizer()
+    held = sum(len(group["params"]) for group in optimizer.param_groups)
+    assert held == len(list(trainer.model.parameters()))  # frozen ones too, for unfreezing
+    assert sorted({g["lr"] for g in optimizer.param_groups})[0] == pytest.approx(1e-3 * 0.5**5)
+
+
+def test_lora_and_layer_decay_are_refused_together(brain_binary, tmp_path):
+    with pytest.raises(MedftError, match="layer_decay with LoRA"):
+        run_recipe("tiny_vit.yaml", brain_binary, tmp_path, "--lora_r", "2", "--layer_decay", "0.7")
+
+
+def test_early_stopping_needs_evaluations():
+    with pytest.raises(MedftError, match="early_stopping_patience needs evaluations"):
+        overrides = ["--early_stopping_patience", "2", "--load_best_model_at_end", "false"]
+        parse_recipe(
+            FIXTURES / "tiny_vit.yaml", ["--dataset_name", "d", "--output_dir", "o", *overrides]
+        )
+
+
+def test_early_stopping_stops_when_the_metric_stalls_and_keeps_the_best(
+    brain_binary, tmp_path, monkeypatch
+):
+    scores = iter([0.5, 0.8] + [0.6] * 20)  # improves once, then stalls
+    monkeypatch.setattr(
+        "medft.training.task_metrics", lambda task: lambda prediction: {"macro_f1": next(scores)}
+    )
+    output = tmp_path / "model"
+    run_recipe("tiny_timm.yaml", brain_binary, output, "--num_train_epochs", "8",
+               "--early_stopping_patience", "2", "--train_metrics_samples", "0")  # fmt: skip
+    state = json.loads((output / "trainer_state.json").read_text())
+    steps_per_epoch = state["global_step"] // 4
+    assert state["epoch"] == 4  # best at 2, then two evaluations without improvement
+    best = output / f"checkpoint-{2 * steps_per_epoch}"
+    assert state["best_model_checkpoint"] == str(best)
+    saved, at_best = load_file(output / "model.safetensors"), load_file(best / "model.safetensors")
+    assert all(torch.equal(saved[name], at_best[name]) for name in saved)
+    last = load_file(output / f"checkpoint-{4 * steps_per_epoch}" / "model.safetensors")
+    assert any(not torch.equal(saved[name], last[name]) for name in saved)
