@@ -15,7 +15,7 @@ from pathlib import Path
 from datasets import Value
 
 from medft.data.files import (
-    content_hashes,
+    class_folder_splits,
     count_loose_files,
     duplicate_notes,
     list_subfolders,
@@ -23,7 +23,6 @@ from medft.data.files import (
     scan_images,
 )
 from medft.data.listing import Example, SourceListing
-from medft.data.splits import carve_splits
 from medft.errors import MedftError
 
 TUMOR_TYPES = (
@@ -102,13 +101,8 @@ def list_brain_tumor_44c(
         paths += images
         class_indices += [index] * len(images)
 
-    hashes = content_hashes(paths)
-    split_names = carve_splits(
-        len(paths),
-        {"validation": val_size, "test": test_size},
-        labels=class_indices,
-        groups=hashes,
-        seed=seed,
+    split_names, hashes = class_folder_splits(
+        paths, class_indices, [None] * len(paths), {"validation": val_size, "test": test_size}, seed
     )
     splits: dict[str, list[Example]] = {}
     for path, class_index, split in zip(paths, class_indices, split_names):

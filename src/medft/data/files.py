@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from medft.data.splits import assign_splits
 from medft.errors import MedftError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -101,3 +102,19 @@ def duplicate_notes(hashes: list[str], labels: list[int]) -> dict[str, int]:
         "byte_identical_groups": len(groups),
         "byte_identical_groups_across_classes": sum(1 for d in groups if len(labels_of[d]) > 1),
     }
+
+
+def class_folder_splits(
+    paths: list[Path],
+    labels: list[int],
+    given: list[str | None],
+    sizes: dict[str, float],
+    seed: int,
+) -> tuple[list[str], list[str]]:
+    """(split of each image, content hash of each image) for images found in class folders.
+
+    Splits not given are carved stratified by class, and byte-identical copies are
+    kept in one split, so a copy cannot leak from train into evaluation.
+    """
+    hashes = content_hashes(paths)
+    return assign_splits(given, sizes, labels=labels, groups=hashes, seed=seed), hashes

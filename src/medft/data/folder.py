@@ -13,7 +13,7 @@ from pathlib import Path
 from datasets import Value
 
 from medft.data.files import (
-    content_hashes,
+    class_folder_splits,
     count_loose_files,
     duplicate_notes,
     list_subfolders,
@@ -21,7 +21,7 @@ from medft.data.files import (
     scan_images,
 )
 from medft.data.listing import Example, SourceListing
-from medft.data.splits import assign_splits, canonical_split, groups_in_several_splits
+from medft.data.splits import canonical_split, groups_in_several_splits
 from medft.errors import MedftError
 
 
@@ -67,14 +67,8 @@ def list_image_folder(
             labels += [class_names.index(class_folder.name)] * len(images)
             given_splits += [split] * len(images)
 
-    hashes = content_hashes(paths)
-    assigned = assign_splits(
-        given_splits,
-        {"validation": val_size, "test": test_size},
-        labels=labels,
-        groups=hashes,
-        seed=seed,
-    )
+    sizes = {"validation": val_size, "test": test_size}
+    assigned, hashes = class_folder_splits(paths, labels, given_splits, sizes, seed)
     splits: dict[str, list[Example]] = {}
     for path, label, split in zip(paths, labels, assigned):
         metadata = {"image_id": path.relative_to(root).as_posix()}

@@ -14,6 +14,7 @@ from typing import Any
 
 from datasets import ClassLabel, Features, Image, List, Value
 
+from medft.data.loading import TaskInfo
 from medft.data.splits import SPLITS
 
 
@@ -50,9 +51,7 @@ class SourceListing:
 
     @property
     def task(self) -> str:
-        if self.multi_label:
-            return "multilabel"
-        return "binary" if len(self.label_names) == 2 else "multiclass"
+        return TaskInfo(self.label_names, self.multi_label).task
 
     @property
     def label_column(self) -> str:

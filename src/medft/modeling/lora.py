@@ -2,8 +2,9 @@
 
 The classifier always trains in full (`modules_to_save`). Default targets: the
 query and value projections of transformers attention (``q_proj`` / ``v_proj``,
-or ``query`` / ``value``), the fused ``qkv`` of timm attention, and otherwise the backbone's ungrouped convolutions and linear
-layers (grouped convolutions cannot be merged back, so they are left out).
+or ``query`` / ``value``), the fused ``qkv`` of timm attention, and otherwise the
+backbone's ungrouped convolutions and linear layers (grouped convolutions cannot
+be merged back, so they are left out).
 """
 
 from __future__ import annotations
