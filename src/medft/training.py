@@ -145,7 +145,8 @@ def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> Trainin
         for split in splits[1:]
         if split in dataset
     }
-    probe = limit(train_set, args.train_metrics_samples, args.seed)
+    probe_size = args.train_metrics_samples
+    probe = limit(train_set, probe_size, args.seed) if probe_size else None
     logger.info(
         "Task: %s, %d labels; %d training images", task.task, len(task.label_names), len(train_set)
     )
@@ -153,7 +154,7 @@ def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> Trainin
         task,
         train_set,
         eval_sets,
-        probe if args.train_metrics_samples else None,
+        probe,
         list(train_set[task.label_column]),
     )
 
