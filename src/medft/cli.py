@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from medft.errors import MedftError
-
-Handler = Callable[[argparse.Namespace], None]
-
 
 # prepare -------------------------------------------------------------------------------------
 
