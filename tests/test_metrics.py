@@ -6,6 +6,7 @@ from transformers import EvalPrediction
 
 from medft.data.loading import TaskInfo
 from medft.metrics import (
+    auprc_or_none,
     binary_metrics,
     multilabel_metrics,
     probabilities,
@@ -32,6 +33,22 @@ def test_binary_auroc_sensitivity_specificity():
     assert metrics["auroc"] == pytest.approx(5 / 6)  # 5 of 6 positive-negative pairs ordered
 
 
+def test_binary_sensitivity_and_specificity_at_a_threshold():
+    labels = np.array([0, 0, 1, 1, 1])
+    positive = np.array([0.1, 0.6, 0.7, 0.4, 0.9])
+    metrics = binary_metrics(np.stack([1 - positive, positive], axis=1), labels, threshold=0.35)
+    assert metrics["sensitivity"] == 1.0  # 0.7, 0.4 and 0.9 reach 0.35
+    assert metrics["specificity"] == pytest.approx(1 / 2)  # 0.6 does too
+    assert metrics["accuracy"] == pytest.approx(3 / 5)  # still the top class
+
+
+def test_auprc_is_average_precision_and_undefined_for_one_class():
+    # ranked 0.9 (tumour), 0.7 (tumour), 0.6, 0.4 (tumour), 0.1: precision 1, 1, 3/4 at each tumour
+    targets, scores = np.array([0, 0, 1, 1, 1]), np.array([0.1, 0.6, 0.7, 0.4, 0.9])
+    assert auprc_or_none(targets, scores) == pytest.approx((1 + 1 + 3 / 4) / 3)
+    assert auprc_or_none(np.ones(3), np.array([0.1, 0.5, 0.9])) is None
+
+
 def test_multilabel_per_finding_and_mean_auroc_and_f1():
     targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
     probs = np.array([[0.9, 0.3], [0.2, 0.8], [0.6, 0.4], [0.4, 0.5]])
@@ -47,6 +64,14 @@ def test_a_finding_with_one_class_has_no_auroc():
     targets = np.array([[1, 0], [0, 0], [1, 0]])
     metrics = multilabel_metrics(np.full((3, 2), 0.5), targets, ["Mass", "Hernia"])
     assert "auroc_Hernia" not in metrics and "auroc_Mass" in metrics
+
+
+def test_multilabel_f1_with_one_threshold_per_finding():
+    targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    probs = np.array([[0.9, 0.3], [0.2, 0.8], [0.6, 0.4], [0.4, 0.5]])
+    metrics = multilabel_metrics(probs, targets, ["Mass", "Nodule"], np.array([0.6, 0.4]))
+    assert metrics["macro_f1"] == pytest.approx((1.0 + 0.8) / 2)  # Nodule: P 2/3, R 1
+    assert metrics["micro_f1"] == pytest.approx(8 / 9)  # TP 4, FP 1, FN 0
 
 
 def test_probabilities_are_softmax_or_sigmoid():
