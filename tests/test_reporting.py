@@ -1,17 +1,6 @@
-from PIL import Image
-
 from medft.data.loading import TaskInfo
-from medft.reporting import CardFacts, format_run_summary, model_card, plot_training_curves
+from medft.reporting import CardFacts, format_run_summary, model_card
 
-HISTORY = [
-    {"epoch": 1.0, "loss": 1.2},
-    {"epoch": 1.0, "eval_loss": 1.0, "eval_macro_f1": 0.4},
-    {"epoch": 1.0, "train_macro_f1": 0.45},
-    {"epoch": 2.0, "loss": 0.8},
-    {"epoch": 2.0, "eval_loss": 0.9, "eval_macro_f1": 0.6},
-    {"epoch": 2.0, "train_macro_f1": 0.7},
-    {"epoch": 2.0, "train_loss": 1.0, "train_runtime": 3.0},
-]
 TASK = TaskInfo(["normal", "tumor"], multi_label=False)
 
 
@@ -29,12 +18,6 @@ def facts(**changes):
         repo_id="me/brain",
     )
     return CardFacts(**(values | changes))
-
-
-def test_training_curves_are_a_png(tmp_path):
-    path = plot_training_curves(HISTORY, "macro_f1", tmp_path / "curves.png")
-    with Image.open(path) as image:
-        assert image.format == "PNG" and image.width > 800
 
 
 def test_model_card_says_what_a_user_needs():

@@ -1,4 +1,4 @@
-"""What a finished run shows people: training curves as a PNG, and the model card README.md."""
+"""What a finished run shows people: the model card README.md and the run summary."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from huggingface_hub import ModelCard, ModelCardData
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
-from huggingface_hub import ModelCard, ModelCardData  # noqa: E402
+from medft.config import DataArguments, MedftTrainingArguments, ModelArguments
+from medft.data.loading import TaskInfo
+from medft.plots import (
+    CURVES_NAME,
+    plot_training_curves,  # noqa: F401  (its first home; still importable from here)
+)
 
-from medft.config import DataArguments, MedftTrainingArguments, ModelArguments  # noqa: E402
-from medft.data.loading import TaskInfo  # noqa: E402
-
-CURVES_NAME = "training_curves.png"
 HYPERPARAMETERS = (
     "learning_rate", "num_train_epochs", "per_device_train_batch_size",
     "gradient_accumulation_steps", "optim", "lr_scheduler_type", "warmup_steps", "weight_decay",
@@ -57,42 +56,6 @@ def card_settings(
             if getattr(values, key) != default_of(type(values), key):
                 settings[key] = getattr(values, key)
     return settings
-
-
-def series(log_history: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    """(epochs, values) of one logged quantity."""
-    points = [
-        (entry["epoch"], entry[key]) for entry in log_history if key in entry and "epoch" in entry
-    ]
-    return [p[0] for p in points], [p[1] for p in points]
-
-
-def plot_training_curves(log_history: list[dict[str, Any]], metric: str, path: Path) -> Path:
-    """Loss and the main metric per epoch, train and validation, side by side."""
-    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    panels = (
-        (loss_axis, "loss", ("loss", "train (augmented)"), ("eval_loss", "validation")),
-        (
-            metric_axis,
-            metric,
-            (f"train_{metric}", "train (sample)"),
-            (f"eval_{metric}", "validation"),
-        ),
-    )
-    for axis, title, *lines in panels:
-        for key, label in lines:
-            epochs, values = series(log_history, key)
-            if values:
-                axis.plot(epochs, values, marker="o", label=label)
-        axis.set(title=title.replace("_", " "), xlabel="epoch")
-        if axis is metric_axis:
-            axis.set_ylim(0, 1.02)
-        axis.grid(alpha=0.3)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
 
 
 @dataclass

@@ -1,0 +1,265 @@
+"""Every figure medft draws, as PNG files: training curves, confusion matrix, ROC and
+precision-recall curves, reliability diagram, and saliency explanations.
+
+Functions take plain arrays and numbers worked out elsewhere (`medft.evaluation`,
+`medft.explain`) and only draw; each returns the path it wrote.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+from medft.calibration import Reliability  # noqa: E402
+
+CURVES_NAME = "training_curves.png"
+CONFUSION_NAME = "confusion_matrix.png"
+ROC_NAME = "roc_curves.png"
+PR_NAME = "pr_curves.png"
+RELIABILITY_NAME = "reliability_diagram.png"
+DPI = 100
+COUNTS_UP_TO = 20  # classes; above this the confusion matrix shows colours only
+
+
+def save(figure: plt.Figure, path: Path) -> Path:
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+    return path
+
+
+# training -------------------------------------------------------------------------------------
+
+
+def series(log_history: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of one logged quantity."""
+    points = [
+        (entry["epoch"], entry[key]) for entry in log_history if key in entry and "epoch" in entry
+    ]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_training_curves(log_history: list[dict[str, Any]], metric: str, path: Path) -> Path:
+    """Loss and the main metric per epoch, train and validation, side by side."""
+    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    panels = (
+        (loss_axis, "loss", ("loss", "train (augmented)"), ("eval_loss", "validation")),
+        (
+            metric_axis,
+            metric,
+            (f"train_{metric}", "train (sample)"),
+            (f"eval_{metric}", "validation"),
+        ),
+    )
+    for axis, title, *lines in panels:
+        for key, label in lines:
+            epochs, values = series(log_history, key)
+            if values:
+                axis.plot(epochs, values, marker="o", label=label)
+        axis.set(title=title.replace("_", " "), xlabel="epoch")
+        if axis is metric_axis:
+            axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend()
+    return save(figure, path)
+
+
+# evaluation -----------------------------------------------------------------------------------
+
+
+def plot_confusion_matrix(
+    matrix: np.ndarray, label_names: list[str], path: Path, show_counts: bool | None = None
+) -> Path:
+    """Rows are true classes, coloured by the share of that class's images in each column, so
+    rare classes read as clearly as common ones; the figure and fonts scale with the classes."""
+    matrix = np.asarray(matrix)
+    n = len(label_names)
+    show_counts = n <= COUNTS_UP_TO if show_counts is None else show_counts
+    totals = matrix.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(totals > 0, matrix / totals, np.nan)
+    side = min(max(4.5, 1.5 + 0.3 * n), 20)
+    font = 9 if n <= 12 else 6
+    figure, axis = plt.subplots(figsize=(side + 1.2, side), constrained_layout=True)
+    colours = plt.get_cmap("Blues").with_extremes(bad="lightgrey")  # no images of the class
+    image = axis.imshow(shares, cmap=colours, vmin=0, vmax=1)
+    colorbar = figure.colorbar(image, ax=axis, shrink=0.6)
+    colorbar.set_label("share of the true class's images")
+    axis.set_xticks(range(n), label_names, rotation=90, fontsize=font)
+    axis.set_yticks(range(n), label_names, fontsize=font)
+    axis.set(xlabel="predicted class", ylabel="true class")
+    empty = "; grey: no images of the class" if (totals == 0).any() else ""
+    axis.set_title(
+        f"Confusion matrix ({int(matrix.sum())} images; rows normalised{empty})", fontsize=10
+    )
+    if show_counts:
+        for row, column in zip(*np.nonzero(matrix)):
+            dark = shares[row, column] > 0.6
+            axis.text(column, row, int(matrix[row, column]), ha="center", va="center",
+                      fontsize=font, color="white" if dark else "black")  # fmt: skip
+    return save(figure, path)
+
+
+@dataclass
+class CurvePanel:
+    """One two-class problem to draw: the positive class, one finding, or all classes one-vs-rest.
+
+    ``auroc`` and ``auprc`` are the report's numbers, so the plot and metrics.json agree."""
+
+    title: str
+    targets: np.ndarray
+    scores: np.ndarray
+    threshold: float | None = None
+    auroc: float | None = None
+    auprc: float | None = None
+
+
+def grid(panels: int, size: float = 3.2) -> tuple[plt.Figure, list[plt.Axes]]:
+    columns = min(panels, 4)
+    rows = math.ceil(panels / columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(size * columns, size * rows), squeeze=False,
+        constrained_layout=True,
+    )  # fmt: skip
+    axes = list(axes.ravel())
+    for spare in axes[panels:]:
+        spare.axis("off")
+    return figure, axes[:panels]
+
+
+def operating_point(panel: CurvePanel) -> tuple[float, float, float] | None:
+    """(false positive rate, sensitivity, precision) when positive means score >= threshold."""
+    if panel.threshold is None:
+        return None
+    called = panel.scores >= panel.threshold
+    positives = panel.targets == 1
+    if positives.all() or not positives.any():
+        return None
+    precision = positives[called].mean() if called.any() else 1.0
+    return called[~positives].mean(), called[positives].mean(), precision
+
+
+def two_classes(panel: CurvePanel) -> bool:
+    return len(np.unique(panel.targets)) == 2
+
+
+def plot_roc_curves(panels: list[CurvePanel], path: Path, title: str = "ROC") -> Path:
+    """Sensitivity against 1 - specificity, one panel per problem, the threshold marked."""
+    figure, axes = grid(len(panels))
+    for axis, panel in zip(axes, panels):
+        axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        if two_classes(panel):
+            false_positive_rate, true_positive_rate, _ = roc_curve(panel.targets, panel.scores)
+            axis.plot(false_positive_rate, true_positive_rate, linewidth=1.5)
+        point = operating_point(panel)
+        if point:
+            axis.plot(point[0], point[1], "o", color="crimson",
+                      label=f"threshold {panel.threshold:.3f}")  # fmt: skip
+            axis.legend(loc="lower right", fontsize=7)
+        area = "undefined (one class)" if panel.auroc is None else f"{panel.auroc:.3f}"
+        axis.set_title(f"{panel.title}\nAUROC {area}", fontsize=9)
+        axis.set(xlim=(0, 1), ylim=(0, 1.02), aspect="equal")
+        axis.set_xlabel("1 - specificity", fontsize=8)
+        axis.set_ylabel("sensitivity", fontsize=8)
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    return save(figure, path)
+
+
+def plot_pr_curves(panels: list[CurvePanel], path: Path, title: str = "Precision-recall") -> Path:
+    """Precision against recall, one panel per problem, with the prevalence as the baseline."""
+    figure, axes = grid(len(panels))
+    for axis, panel in zip(axes, panels):
+        prevalence = float(np.mean(panel.targets == 1))
+        axis.axhline(prevalence, color="grey", linestyle=":", linewidth=1)
+        if two_classes(panel):
+            precision, recall, _ = precision_recall_curve(panel.targets, panel.scores)
+            axis.plot(recall, precision, linewidth=1.5, drawstyle="steps-post")
+        point = operating_point(panel)
+        if point:
+            axis.plot(point[1], point[2], "o", color="crimson",
+                      label=f"threshold {panel.threshold:.3f}")  # fmt: skip
+            axis.legend(loc="lower left", fontsize=7)
+        area = "undefined (one class)" if panel.auprc is None else f"{panel.auprc:.3f}"
+        axis.set_title(f"{panel.title}\nAUPRC {area}, prevalence {prevalence:.2f}", fontsize=9)
+        axis.set(xlim=(0, 1), ylim=(0, 1.02), aspect="equal")
+        axis.set_xlabel("recall (sensitivity)", fontsize=8)
+        axis.set_ylabel("precision", fontsize=8)
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    return save(figure, path)
+
+
+def plot_reliability(bins: Reliability, path: Path, multi_label: bool) -> Path:
+    """Share that came true per bin, its gap to the bin's mean score, and the bin counts."""
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]},
+        constrained_layout=True,
+    )  # fmt: skip
+    width = np.diff(bins.edges)
+    filled = bins.counts > 0
+    left = bins.edges[:-1][filled]
+    top.bar(left, bins.fraction_true[filled], width=width[filled], align="edge",
+            edgecolor="navy", color="cornflowerblue", label="observed")  # fmt: skip
+    gap = bins.mean_score[filled] - bins.fraction_true[filled]
+    top.bar(left, gap, bottom=bins.fraction_true[filled], width=width[filled], align="edge",
+            color="none", edgecolor="crimson", hatch="//", label="gap to mean score")  # fmt: skip
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    top.set(xlim=(0, 1), ylim=(0, 1.02))
+    top.set_ylabel("fraction positive" if multi_label else "accuracy")
+    top.set_title(f"Reliability: ECE {bins.ece:.3f} ({len(bins.counts)} bins)", fontsize=10)
+    top.legend(loc="upper left", fontsize=8)
+    top.grid(alpha=0.3)
+    bottom.bar(bins.edges[:-1], bins.counts, width=width, align="edge", color="grey")
+    bottom.set_ylabel("scores in bin")
+    bottom.set_xlabel(
+        "predicted probability (every finding)" if multi_label
+        else "confidence (top-class probability)"
+    )  # fmt: skip
+    return save(figure, path)
+
+
+# explanations ---------------------------------------------------------------------------------
+
+
+def plot_explanation(
+    original: Image.Image,
+    overlay: np.ndarray,
+    scores: list[tuple[str, float]],
+    target: str,
+    title: str,
+    path: Path,
+) -> Path:
+    """The image, the saliency map over what the model saw, and the top scores (target in red)."""
+    figure, (left, middle, right) = plt.subplots(
+        1, 3, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1, 1.1]},
+        constrained_layout=True,
+    )  # fmt: skip
+    left.imshow(original, cmap="gray" if original.mode == "L" else None)
+    left.set_title("image", fontsize=9)
+    middle.imshow(overlay)
+    middle.set_title(f"saliency for '{target}'", fontsize=9)
+    for axis in (left, middle):
+        axis.axis("off")
+    names = [name for name, _ in scores][::-1]
+    values = [value for _, value in scores][::-1]
+    colours = ["crimson" if name == target else "steelblue" for name in names]
+    right.barh(range(len(names)), values, color=colours)
+    right.set_yticks(range(len(names)), names, fontsize=8)
+    right.set_xlim(0, 1)
+    right.set_xlabel("score", fontsize=8)
+    for row, value in enumerate(values):
+        right.text(min(value + 0.02, 0.85), row, f"{value:.3f}", va="center", fontsize=8)
+    right.set_title("predicted", fontsize=9)
+    figure.suptitle(title, fontsize=10)
+    return save(figure, path)
