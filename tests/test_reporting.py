@@ -1,4 +1,11 @@
+import json
+
+import numpy as np
+from huggingface_hub import ModelCard
+
+from medft.data.chestxray14 import FINDINGS as NIH_FINDINGS
 from medft.data.loading import TaskInfo
+from medft.evaluation import EvaluationOptions, SplitScores, evaluate_scores
 from medft.reporting import CardFacts, format_run_summary, model_card
 
 TASK = TaskInfo(["normal", "tumor"], multi_label=False)
@@ -45,3 +52,52 @@ def test_run_summary_shows_metrics_and_how_to_use():
     summary = format_run_summary("outputs/x", {"test_accuracy": 0.9, "test_loss": 0.2})
     assert "accuracy             0.9000" in summary and "loss" not in summary.split("Model")[0]
     assert 'pipeline("image-classification", model="outputs/x")' in summary
+
+
+def binary_report(**changes) -> dict:
+    positive = np.array([0.1, 0.4, 0.6, 0.35, 0.7, 0.9])
+    scores = SplitScores(np.stack([1 - positive, positive], 1), np.array([0, 0, 0, 1, 1, 1]))
+    report = evaluate_scores(
+        TASK, scores, split="test", tuning=scores, tuning_split="validation",
+        options=EvaluationOptions(resamples=50),
+    )  # fmt: skip
+    return report | {"files": ["roc_curves.png", "reliability_diagram.png"]} | changes
+
+
+def test_card_shows_the_evaluation_and_gives_the_hub_a_model_index():
+    report = binary_report()
+    card = model_card(facts(evaluation=report))
+    text = card.text
+    auroc = report["confidence_intervals"]["auroc"]
+    assert f"| auroc | {7 / 9:.4f} | {auroc['low']:.4f} - {auroc['high']:.4f} |" in text
+    assert "bootstrap over 50 resamples of images" in text
+    assert "thresholds.json" in text and "expected calibration error" in text
+    assert "![ROC curves](roc_curves.png)" in text and "confusion_matrix.png" not in text
+    results = card.data.to_dict()["model-index"][0]["results"]
+    by_type = {metric["type"]: metric for result in results for metric in result["metrics"]}
+    assert by_type["roc_auc"]["value"] == round(7 / 9, 4)
+    assert "95% CI" in by_type["roc_auc"]["name"]
+    assert {"roc_auc", "average_precision", "recall", "specificity", "accuracy"} <= set(by_type)
+    assert results[0]["dataset"]["split"] == "test"
+    assert ModelCard(str(card)).data.eval_results  # the metadata block reads back
+
+
+def test_nih_card_marks_chexnet_as_a_different_split():
+    task = TaskInfo(list(NIH_FINDINGS), multi_label=True, label_column="labels")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, (40, 14))
+    scores = SplitScores(np.clip(labels * 0.5 + rng.random((40, 14)) * 0.5, 0, 1), labels)
+    report = evaluate_scores(task, scores, split="test", tuning=scores,
+                             options=EvaluationOptions(resamples=20))  # fmt: skip
+    text = model_card(facts(task=task, evaluation=report)).text
+    assert "CheXNet AUROC*" in text and "| Hernia |" in text and "0.9164" in text
+    assert "different split" in text
+
+
+def test_run_summary_shows_the_evaluation_when_there_is_one(tmp_path):
+    report = binary_report()
+    (tmp_path / "metrics.json").write_text(json.dumps(report))
+    summary = format_run_summary(tmp_path, {"test_accuracy": 0.1234})
+    assert "Test metrics:" in summary and "auroc" in summary and "95% CI" in summary
+    assert "0.1234" not in summary  # the evaluation's numbers, not the Trainer's
+    assert f"medft predict --model {tmp_path}" in summary

@@ -64,8 +64,18 @@ def test_trains_end_to_end_and_pipeline_serves_it(request, tmp_path, recipe, tas
     }
     assert expected[task] in test_metrics
     for name in ("model.safetensors", "config.json", "README.md", "training_curves.png",
-                 "test_results.json", "eval_results.json", "all_results.json"):  # fmt: skip
+                 "test_results.json", "eval_results.json", "all_results.json", "metrics.json",
+                 "roc_curves.png", "pr_curves.png", "reliability_diagram.png"):  # fmt: skip
         assert (output / name).is_file(), name
+    assert (output / "confusion_matrix.png").is_file() == (task != "multilabel")
+    assert (output / "thresholds.json").is_file() == (task != "multiclass")  # for medft predict
+    report = json.loads((output / "metrics.json").read_text())
+    main_metric = expected[task].removeprefix("test_")
+    assert report["split"] == "test" and report["metrics"][main_metric] == pytest.approx(
+        test_metrics[expected[task]]
+    )  # the Trainer's test metric and the evaluation's agree
+    card = (output / "README.md").read_text()
+    assert "model-index" in card and "95% CI" in card
     config = json.loads((output / "config.json").read_text())
     assert config["problem_type"] == (
         "multi_label_classification" if task == "multilabel" else "single_label_classification"
@@ -145,4 +155,8 @@ def test_two_processes_on_the_cpu_through_accelerate(brain_binary, tmp_path):
     steps_one_process = -(-json.loads((brain_binary / "prepare_report.json").read_text())[
         "counts"]["train"] // 16)  # fmt: skip
     assert state["global_step"] == -(-steps_one_process // 2)  # two processes share each epoch
+    report = json.loads((output / "metrics.json").read_text())  # gathered from both processes
+    test_results = json.loads((output / "test_results.json").read_text())
+    assert report["images"] == len(load_training_data(str(brain_binary))[0]["test"])
+    assert report["metrics"]["auroc"] == pytest.approx(test_results["test_auroc"])
     check_pipeline_serves(output, brain_binary)

@@ -33,6 +33,7 @@ AUTO = "auto"
 EXPONENTIAL = "exponential"
 FREEZE_MODES = ("none", "backbone", "partial")
 AUTO_AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment")
+THRESHOLD_METHODS = ("auto", "youden", "f1")
 
 
 def check_probability(*names: str, values: Any) -> None:
@@ -385,6 +386,22 @@ class MedftTrainingArguments(TrainingArguments):
             "so the curves show train and validation metrics; 0 turns it off."
         },
     )
+    # evaluation after training (what `medft evaluate` does) ---------------------------------
+    bootstrap_resamples: int = field(
+        default=1000,
+        metadata={
+            "help": "Bootstrap resamples for the 95% confidence intervals of the final "
+            "evaluation (of patients when the data has patient_id); 0 turns them off."
+        },
+    )
+    threshold_method: str = field(
+        default="auto",
+        metadata={
+            "help": "How the final evaluation tunes decision thresholds on the validation split: "
+            "youden | f1 | auto (youden for binary, f1 per finding for multi-label). Saved as "
+            "thresholds.json, which `medft predict` applies."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.class_weighting not in ("none", "balanced"):
@@ -393,6 +410,13 @@ class MedftTrainingArguments(TrainingArguments):
             )
         if self.sampler not in ("random", "weighted"):
             raise MedftError(f"sampler must be random or weighted, got '{self.sampler}'.")
+        if self.threshold_method not in THRESHOLD_METHODS:
+            raise MedftError(
+                f"threshold_method must be one of {', '.join(THRESHOLD_METHODS)}, "
+                f"got '{self.threshold_method}'."
+            )
+        if self.bootstrap_resamples < 0:
+            raise MedftError(f"bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}.")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise MedftError(f"layer_decay must be in (0, 1], got {self.layer_decay}.")
         if not 0 < self.lr_decay_rate <= 1 or self.lr_decay_steps < 1:

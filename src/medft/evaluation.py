@@ -3,6 +3,7 @@
 `evaluate_scores` turns a split's probabilities (and the validation split's, to
 tune thresholds on) into the content of `metrics.json`; `write_evaluation`
 saves it with `thresholds.json` (the tuned decision thresholds) and the plots.
+The trainer calls both after training, so the model card shows these numbers.
 Every metric comes from scikit-learn (through `medft.metrics` where the Trainer
 uses it too).
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from datasets import Dataset
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     confusion_matrix,
@@ -35,6 +37,7 @@ from medft.metrics import (
     auroc_or_none,
     binary_metrics,
     multilabel_metrics,
+    probabilities,
     single_label_metrics,
 )
 from medft.plots import (
@@ -424,3 +427,21 @@ def finding_table(report: dict[str, Any]) -> list[str]:
     if chexnet:
         lines.append(f"  * {CHEXNET_NOTE}")
     return lines
+
+
+# a split's scores, from the Trainer or from a saved model -------------------------------------
+
+
+def patient_ids(dataset: Dataset) -> np.ndarray | None:
+    """The split's `patient_id` column (read past any transform), or None if it has none."""
+    if "patient_id" not in dataset.column_names:
+        return None
+    return np.asarray(list(dataset.with_format(None)["patient_id"]))
+
+
+def scores_from_logits(
+    task: TaskInfo, logits: np.ndarray, labels: np.ndarray, dataset: Dataset
+) -> SplitScores:
+    """A split's scores from the Trainer's predictions on it (same order as ``dataset``)."""
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return SplitScores(probabilities(logits, task.multi_label), labels, patient_ids(dataset))

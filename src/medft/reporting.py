@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from medft.config import DataArguments, MedftTrainingArguments, ModelArguments
 from medft.data.loading import TaskInfo
+from medft.evaluation import CHEXNET_NOTE, METRICS_NAME, headline
 from medft.plots import (
+    CONFUSION_NAME,
     CURVES_NAME,
+    PR_NAME,
+    RELIABILITY_NAME,
+    ROC_NAME,
     plot_training_curves,  # noqa: F401  (its first home; still importable from here)
 )
 
@@ -70,6 +76,7 @@ class CardFacts:
     hyperparameters: dict[str, Any]
     test_metrics: dict[str, float] = field(default_factory=dict)
     validation_metrics: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None  # metrics.json of the test (else validation) split
     image_size: tuple[int, int] | None = None
     repo_id: str | None = None
     extra_tags: list[str] = field(default_factory=list)
@@ -92,6 +99,102 @@ def metrics_table(metrics: dict[str, float], prefix: str) -> str:
     return "\n".join(["| metric | value |", "|---|---|", *rows]) if rows else "(not evaluated)"
 
 
+# Hub metric ids (and configurations) of the headline metrics, for the card's model-index.
+HUB_METRICS = {
+    "accuracy": ("accuracy", None), "balanced_accuracy": ("balanced_accuracy", None),
+    "macro_f1": ("f1", "macro"), "micro_f1": ("f1", "micro"), "auroc": ("roc_auc", None),
+    "mean_auroc": ("roc_auc", "macro"), "micro_auroc": ("roc_auc", "micro"),
+    "auprc": ("average_precision", None), "sensitivity": ("recall", None),
+    "specificity": ("specificity", None),
+}  # fmt: skip
+
+
+def eval_results(facts: CardFacts) -> list[EvalResult] | None:
+    """The evaluation's headline metrics as the Hub's model-index entries."""
+    if not facts.evaluation:
+        return None
+    results = []
+    for name, value, interval in headline(facts.evaluation):
+        metric_type, config = HUB_METRICS[name]
+        ci = f" (95% CI {interval['low']:.4f}-{interval['high']:.4f})" if interval else ""
+        results.append(
+            EvalResult(
+                task_type="image-classification",
+                dataset_type=hub_id(facts.dataset_name) or Path(facts.dataset_name).name,
+                dataset_name=Path(facts.dataset_name).name,
+                dataset_split=facts.evaluation["split"],
+                metric_type=metric_type,
+                metric_config=config,
+                metric_value=round(value, 4),
+                metric_name=f"{name.replace('_', ' ')}{ci}",
+            )
+        )
+    return results
+
+
+def evaluation_section(report: dict[str, Any]) -> list[str]:
+    """The card's results: headline metrics with intervals, thresholds, calibration, findings,
+    and the evaluation's figures (the same numbers `medft evaluate` writes to metrics.json)."""
+    boot = report["bootstrap"]
+    patients = f" of {report['patients']} patients" if report["patients"] else ""
+    rows = [
+        f"| {name.replace('_', ' ')} | {value:.4f} | "
+        + (f"{interval['low']:.4f} - {interval['high']:.4f} |" if interval else "- |")
+        for name, value, interval in headline(report)
+    ]
+    lines = [
+        f"## Results on the {report['split']} split",
+        f"{report['images']:,} images{patients}, evaluated as `medft evaluate` does. "
+        f"Intervals: 95% percentile bootstrap over {boot['resamples']} resamples of "
+        f"{boot['unit']}s (seed {boot['seed']}).",
+        "\n".join(["| metric | value | 95% CI |", "|---|---|---|", *rows]),
+    ]
+    thresholds = report["thresholds"]
+    if thresholds:
+        how = thresholds["method"] + (
+            f", tuned on the {thresholds['tuned_on']} split" if thresholds["tuned_on"] else ""
+        )
+    if thresholds and report["task"] == "binary":
+        ((positive, value),) = thresholds["values"].items()
+        lines.append(
+            f"Sensitivity and specificity call `{positive}` when its score is at least "
+            f"{value:.4f} ({how}); `thresholds.json` holds it for `medft predict`."
+        )
+    if "per_finding" in report:
+        chexnet = {r["finding"]: r["chexnet_auroc"] for r in
+                   report.get("chexnet_comparison", {}).get("rows", [])}  # fmt: skip
+        intervals = report["confidence_intervals"]
+        header = "| finding | AUROC | 95% CI | threshold | F1 |" + (
+            " CheXNet AUROC* |" * bool(chexnet)
+        )
+        table = [header, "|---" * (5 + bool(chexnet)) + "|"]
+        for name, row in report["per_finding"].items():
+            interval = intervals.get(f"auroc_{name}")
+            auroc = "-" if row["auroc"] is None else f"{row['auroc']:.4f}"
+            ci = f"{interval['low']:.3f} - {interval['high']:.3f}" if interval else "-"
+            cells = f"| {name} | {auroc} | {ci} | {row['threshold']:.3f} | {row['f1']:.3f} |"
+            table.append(cells + (f" {chexnet[name]:.4f} |" if chexnet else ""))
+        lines.append("\n".join(table))
+        lines.append(
+            f"Per-finding thresholds: {how} (`thresholds.json`, applied by `medft predict`)."
+            + (f" \\* {CHEXNET_NOTE}" if chexnet else "")
+        )
+    calibration = report["calibration"]
+    lines.append(
+        f"Calibration: expected calibration error {calibration['ece']:.4f} "
+        f"({calibration['bins']} equal-width bins of the {calibration['scored']})."
+    )
+    figures = {
+        CONFUSION_NAME: "Confusion matrix",
+        ROC_NAME: "ROC curves",
+        PR_NAME: "Precision-recall curves",
+        RELIABILITY_NAME: "Reliability diagram",
+    }
+    shown = [f"![{title}]({name})" for name, title in figures.items()
+             if name in report.get("files", [])]  # fmt: skip
+    return lines + ([" ".join(shown)] if shown else [])
+
+
 def model_card(facts: CardFacts) -> ModelCard:
     base = facts.base_model
     data = ModelCardData(
@@ -101,6 +204,8 @@ def model_card(facts: CardFacts) -> ModelCard:
         base_model=base,
         datasets=[hub_id(facts.dataset_name)] if hub_id(facts.dataset_name) else None,
         metrics=["accuracy", "f1", "roc_auc"],
+        model_name=facts.repo_id or Path(facts.model_name_or_path).name,
+        eval_results=eval_results(facts),
     )
     start = (
         f"fine-tuned from [`{base}`](https://huggingface.co/{base})"
@@ -134,8 +239,11 @@ def model_card(facts: CardFacts) -> ModelCard:
         "## Data",
         f"Dataset `{facts.dataset_name}`; images per split: {splits}. Inputs are {size} pixels, "
         "greyscale scans repeated to three channels.",
-        "## Results on the test split",
-        metrics_table(facts.test_metrics, "test"),
+        *(
+            evaluation_section(facts.evaluation)
+            if facts.evaluation
+            else ["## Results on the test split", metrics_table(facts.test_metrics, "test")]
+        ),
         "## Best validation epoch",
         metrics_table(facts.validation_metrics, "eval"),
         "## Training curves",
@@ -154,23 +262,43 @@ def model_card(facts: CardFacts) -> ModelCard:
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
 
 
+def headline_lines(report: dict[str, Any]) -> list[str]:
+    """The evaluation's headline metrics with their 95% intervals, one per line."""
+    return [
+        f"  {name:<20} {value:.4f}"
+        + (f"  (95% CI {interval['low']:.4f} - {interval['high']:.4f})" if interval else "")
+        for name, value, interval in headline(report)
+    ]
+
+
 def format_run_summary(output_dir: str | Path, test_metrics: dict[str, float]) -> str:
-    """Test metrics, where the model is, and the Python that classifies an image with it."""
-    shown = {
-        key.removeprefix("test_"): value
-        for key, value in test_metrics.items()
-        if not key.startswith("test_auroc_")
-        and not key.endswith(("runtime", "per_second", "loss", "epoch"))
-    }
-    lines = ["", "Test metrics:" if shown else "No test split: see eval_results.json."]
-    lines += [f"  {key:<20} {value:.4f}" for key, value in shown.items()]
+    """The evaluation's headline metrics (with intervals, as the card shows them; else the
+    Trainer's test metrics), where the model is, and how to use it."""
+    metrics_path = Path(output_dir) / METRICS_NAME
+    if metrics_path.is_file():
+        report = json.loads(metrics_path.read_text())
+        split = report["split"]
+        title = "Test metrics:" if split == "test" else f"No test split; {split} metrics:"
+        lines = ["", title, *headline_lines(report)]
+    else:
+        shown = {
+            key.removeprefix("test_"): value
+            for key, value in test_metrics.items()
+            if not key.startswith("test_auroc_")
+            and not key.endswith(("runtime", "per_second", "loss", "epoch"))
+        }
+        lines = ["", "Test metrics:" if shown else "No test split: see eval_results.json."]
+        lines += [f"  {key:<20} {value:.4f}" for key, value in shown.items()]
     lines += [
-        f"Model saved to {output_dir} (model card: README.md, curves: {CURVES_NAME}).",
+        f"Model saved to {output_dir} (model card: README.md, curves: {CURVES_NAME}"
+        + (f"; evaluation: {METRICS_NAME} and plots)." if metrics_path.is_file() else ")."),
         "Classify an image with it:",
         "",
         "    from transformers import pipeline",
         f'    classifier = pipeline("image-classification", model="{output_dir}")',
         '    print(classifier("scan.png"))',
+        "",
+        f"or a folder of them: medft predict --model {output_dir} FOLDER --output predictions.csv",
         "",
     ]
     return "\n".join(lines)

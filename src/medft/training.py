@@ -35,18 +35,20 @@ from medft.data.transforms import (
     train_pixels,
 )
 from medft.errors import MedftError
+from medft.evaluation import (
+    EvaluationOptions,
+    evaluate_scores,
+    format_evaluation,
+    scores_from_logits,
+    write_evaluation,
+)
 from medft.losses import build_loss, multi_hot, sampling_weights
 from medft.metrics import task_metrics
 from medft.modeling import BuiltModel, base_model_id, build_model
 from medft.modeling.freezing import GradualUnfreezing, parameter_table
 from medft.modeling.lora import merged
-from medft.reporting import (
-    CURVES_NAME,
-    CardFacts,
-    card_settings,
-    model_card,
-    plot_training_curves,
-)
+from medft.plots import CURVES_NAME, plot_training_curves
+from medft.reporting import CardFacts, card_settings, model_card
 from medft.trainer import MedftTrainer
 
 logger = logging.getLogger("medft")
@@ -289,15 +291,22 @@ def train(
     ##########
     # Evaluate
     ##########
-    validation_metrics = trainer.evaluate(data.validation, metric_key_prefix="eval")
+    validation = trainer.predict(data.validation, metric_key_prefix="eval")
+    validation_metrics = validation.metrics
     trainer.save_metrics("eval", validation_metrics)
+    tuning = scores_from_logits(
+        data.task, validation.predictions, validation.label_ids, data.validation
+    )
     test_metrics: dict[str, float] = {}
+    evaluated_split, evaluated = data_args.eval_split, tuning
     if data_args.test_split in data.eval_sets:
-        test_metrics = trainer.evaluate(
-            data.eval_sets[data_args.test_split], metric_key_prefix="test"
-        )
+        test_set = data.eval_sets[data_args.test_split]
+        test = trainer.predict(test_set, metric_key_prefix="test")
+        test_metrics = test.metrics
         trainer.log_metrics("test", test_metrics)
         trainer.save_metrics("test", test_metrics)
+        evaluated_split = data_args.test_split
+        evaluated = scores_from_logits(data.task, test.predictions, test.label_ids, test_set)
     save_model(trainer, built, model_args, training_args.output_dir)
 
     ###########################
@@ -306,6 +315,21 @@ def train(
     if trainer.is_world_process_zero():
         output = Path(training_args.output_dir)
         plot_training_curves(history, data.task.main_metric, output / CURVES_NAME)
+        report = evaluate_scores(
+            data.task,
+            evaluated,
+            split=evaluated_split,
+            tuning=tuning,
+            tuning_split=data_args.eval_split,
+            options=EvaluationOptions(
+                resamples=training_args.bootstrap_resamples,
+                threshold_method=training_args.threshold_method,
+                progress=not training_args.disable_tqdm,
+            ),
+        )
+        report = {"model": str(output), "dataset": data_args.dataset_name, **report}
+        write_evaluation(report, data.task, evaluated, output)
+        logger.info("Evaluation:\n%s", format_evaluation(report, output))
         facts = CardFacts(
             model_name_or_path=model_args.model_name_or_path,
             base_model=base_model_id(model_args),
@@ -315,6 +339,7 @@ def train(
             hyperparameters=card_settings(model_args, data_args, training_args),
             test_metrics=test_metrics,
             validation_metrics=validation_metrics,
+            evaluation=report,
             image_size=spec.size,
             repo_id=push_to,
             extra_tags=["timm"] * model_args.is_timm + ["lora"] * built.uses_lora,
