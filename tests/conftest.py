@@ -44,3 +44,24 @@ def nih_prepared(nih_raw, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("prepared") / "cxr14"
     prepare_dataset("chestxray14", output, source=nih_raw, num_proc=1)
     return output
+
+
+@pytest.fixture(scope="session")
+def trained_binary(brain_binary, tmp_path_factory) -> Path:
+    """A two-layer ViT trained for one epoch on the binary brain data, as `medft train` saves
+    it (with metrics.json, thresholds.json and the plots of the evaluation after training)."""
+    from tests.helpers import run_recipe
+
+    output = tmp_path_factory.mktemp("trained") / "binary_vit"
+    run_recipe("tiny_vit.yaml", brain_binary, output)
+    return output
+
+
+@pytest.fixture(scope="session")
+def trained_multilabel(nih_prepared, tmp_path_factory) -> Path:
+    """timm's ResNet-18 trained for one epoch on the generated NIH data."""
+    from tests.helpers import run_recipe
+
+    output = tmp_path_factory.mktemp("trained") / "multilabel_resnet"
+    run_recipe("tiny_timm.yaml", nih_prepared, output)
+    return output

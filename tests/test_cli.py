@@ -1,6 +1,8 @@
+import json
 import subprocess
 import sys
 
+import pytest
 from datasets import load_from_disk
 
 from medft.cli import main
@@ -38,3 +40,44 @@ def test_console_script_is_installed():
         [sys.executable, "-m", "medft.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "prepare" in result.stdout and "synthesize" in result.stdout
+
+
+def test_evaluate_reports_the_numbers_of_the_training_run(
+    trained_binary, brain_binary, tmp_path, capsys
+):
+    code = main(["evaluate", "--model", str(trained_binary), "--dataset", str(brain_binary),
+                 "--output", str(tmp_path), "--bootstrap", "100"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "95% CI (100 image resamples)" in printed and "youden, tuned on validation" in printed
+    ours = json.loads((tmp_path / "metrics.json").read_text())
+    trained = json.loads((trained_binary / "metrics.json").read_text())
+    assert ours["metrics"] == pytest.approx(trained["metrics"], abs=1e-6)
+    assert ours["thresholds"]["values"] == pytest.approx(trained["thresholds"]["values"], abs=1e-6)
+    for name, interval in trained["confidence_intervals"].items():
+        assert ours["confidence_intervals"][name] == pytest.approx(interval, abs=1e-6), name
+    card = (trained_binary / "README.md").read_text()
+    assert f"| auroc | {ours['metrics']['auroc']:.4f} |" in card
+    assert "model-index" in card
+
+
+def test_predict_prints_a_one_screen_summary(trained_multilabel, nih_raw, tmp_path, capsys):
+    images = [str(p) for p in sorted(nih_raw.glob("images_00*/images/*.png"))[:3]]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n")
+    output = tmp_path / "predictions.csv"
+    code = main(["predict", "--model", str(trained_multilabel), *images, str(broken),
+                 "--output", str(output), "--num-workers", "0"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Scored 4 image(s)" in printed and "unreadable: 1" in printed
+    assert str(broken) in printed and output.is_file()
+
+
+def test_evaluating_on_data_with_other_labels_is_a_one_line_error(
+    trained_binary, nih_prepared, capsys
+):
+    code = main(["evaluate", "--model", str(trained_binary), "--dataset", str(nih_prepared)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "predicts binary labels normal, tumor" in err[0]

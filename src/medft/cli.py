@@ -241,6 +241,115 @@ def run_search(args: argparse.Namespace) -> None:
     print(f"Train it: medft train {result.recipe_path}")
 
 
+# evaluate ------------------------------------------------------------------------------------
+
+
+def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="metrics with 95%% CIs, tuned thresholds, calibration and plots for a saved model",
+        description="Score a split with a saved model, tune decision thresholds on the "
+        "validation split, and write metrics.json, thresholds.json and PNG plots.",
+    )
+    evaluate.add_argument("--model", required=True, type=Path, help="a medft train output_dir")
+    evaluate.add_argument("--dataset", required=True, help="a prepared dataset folder")
+    evaluate.add_argument("--split", default="test", help="split to evaluate (default test)")
+    evaluate.add_argument(
+        "--tune-split",
+        default="validation",
+        help="split the thresholds are tuned on (default validation); without it, the model "
+        "folder's thresholds.json, else 0.5",
+    )
+    evaluate.add_argument(
+        "--output",
+        type=Path,
+        help="folder for the results (default: the model folder, where medft predict finds "
+        "thresholds.json)",
+    )
+    evaluate.add_argument(
+        "--threshold-method",
+        default="auto",
+        help="youden | f1 | auto (default: youden for binary, f1 per finding for multi-label)",
+    )
+    evaluate.add_argument(
+        "--threshold", type=float, help="binary: use this probability threshold, not a tuned one"
+    )
+    evaluate.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000; 0: none)"
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    evaluate.add_argument("--bins", type=int, default=15, help="calibration bins (default 15)")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--num-workers", type=int, default=2, help="image-decoding processes")
+    evaluate.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from medft.evaluation import EvaluationOptions, evaluate_model, format_evaluation
+
+    options = EvaluationOptions(
+        resamples=args.bootstrap,
+        seed=args.seed,
+        threshold_method=args.threshold_method,
+        threshold=args.threshold,
+        bins=args.bins,
+        progress=True,
+    )
+    report, _ = evaluate_model(
+        args.model,
+        args.dataset,
+        split=args.split,
+        tuning_split=args.tune_split,
+        output=args.output,
+        options=options,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+    )
+    print(format_evaluation(report, args.output or args.model))
+
+
+# predict -------------------------------------------------------------------------------------
+
+
+def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
+    predict = subparsers.add_parser(
+        "predict",
+        help="score images with a saved model into a CSV (batched, GPU when present)",
+        description="INPUT: image files, folders (searched recursively), or prepared datasets "
+        "(a folder with dataset_dict.json; --split picks the split). Unreadable files get a "
+        "row with the reason.",
+    )
+    predict.add_argument("--model", required=True, type=Path, help="a medft train output_dir")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT")
+    predict.add_argument("--output", type=Path, default=Path("predictions.csv"))
+    predict.add_argument("--split", default="test", help="split of dataset inputs (default test)")
+    predict.add_argument("--top-k", type=int, default=5, help="single-label: labels per row")
+    predict.add_argument(
+        "--thresholds",
+        type=Path,
+        help="thresholds.json to apply (default: the model folder's, from medft evaluate)",
+    )
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--num-workers", type=int, default=2, help="image-decoding processes")
+    predict.set_defaults(handler=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from medft.prediction import format_prediction_summary, predict
+
+    summary = predict(
+        args.model,
+        args.inputs,
+        args.output,
+        split=args.split,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        thresholds_path=args.thresholds,
+    )
+    print(format_prediction_summary(summary))
+
+
 # demo ----------------------------------------------------------------------------------------
 
 
@@ -281,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_train_parser,
         add_show_augmentations_parser,
         add_search_parser,
+        add_evaluate_parser,
+        add_predict_parser,
         add_demo_parser,
     ):
         add(subparsers)

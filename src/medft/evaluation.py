@@ -2,10 +2,10 @@
 
 `evaluate_scores` turns a split's probabilities (and the validation split's, to
 tune thresholds on) into the content of `metrics.json`; `write_evaluation`
-saves it with `thresholds.json` (the tuned decision thresholds) and the plots.
-The trainer calls both after training, so the model card shows these numbers.
-Every metric comes from scikit-learn (through `medft.metrics` where the Trainer
-uses it too).
+saves it with `thresholds.json` (which `medft predict` reads) and the plots.
+The trainer calls both after training and `medft evaluate` calls them on a saved
+model, so the model card and the command report the same numbers. Every metric
+comes from scikit-learn (through `medft.metrics` where the Trainer uses it too).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from sklearn.preprocessing import label_binarize
 from medft.bootstrap import CONFIDENCE, DEFAULT_RESAMPLES, Resampler, bootstrap_intervals
 from medft.calibration import DEFAULT_BINS, reliability
 from medft.config import THRESHOLD_METHODS
-from medft.data.loading import TaskInfo
+from medft.data.loading import TaskInfo, read_dataset, task_of
 from medft.errors import MedftError
+from medft.losses import multi_hot
 from medft.metrics import (
     auprc_or_none,
     auroc_or_none,
@@ -51,12 +52,14 @@ from medft.plots import (
     plot_reliability,
     plot_roc_curves,
 )
+from medft.prediction import ImageReader, load_classifier, saved_task, score_images
 from medft.thresholds import (
     DEFAULT_THRESHOLD,
     THRESHOLDS_NAME,
     Thresholds,
     cutoffs,
     fixed_thresholds,
+    load_thresholds,
     save_thresholds,
     tune_thresholds,
 )
@@ -439,9 +442,80 @@ def patient_ids(dataset: Dataset) -> np.ndarray | None:
     return np.asarray(list(dataset.with_format(None)["patient_id"]))
 
 
+def label_array(task: TaskInfo, labels: list) -> np.ndarray:
+    """Class indices, or multi-hot rows for multi-label tasks."""
+    return multi_hot(labels, len(task.label_names)) if task.multi_label else np.asarray(labels)
+
+
 def scores_from_logits(
     task: TaskInfo, logits: np.ndarray, labels: np.ndarray, dataset: Dataset
 ) -> SplitScores:
     """A split's scores from the Trainer's predictions on it (same order as ``dataset``)."""
     logits = logits[0] if isinstance(logits, tuple) else logits
     return SplitScores(probabilities(logits, task.multi_label), labels, patient_ids(dataset))
+
+
+def score_split(
+    classifier: Any, dataset: Dataset, task: TaskInfo, batch_size: int, num_workers: int
+) -> tuple[SplitScores, dict[str, str]]:
+    """A saved model's scores on one split; images that cannot be read are left out and
+    returned as {image: reason}."""
+    reader = ImageReader(classifier.processor, splits=[dataset], image_column=task.image_column)
+    probs, errors = score_images(classifier, reader, batch_size=batch_size, num_workers=num_workers)
+    keep = np.array([row not in errors for row in range(len(dataset))], dtype=bool)
+    labels = label_array(task, list(dataset[task.label_column]))
+    patients = patient_ids(dataset)
+    ids = list(dataset["image_id"]) if "image_id" in dataset.column_names else None
+    unreadable = {str(ids[row] if ids else row): reason for row, reason in errors.items()}
+    scores = SplitScores(probs[keep], labels[keep], None if patients is None else patients[keep])
+    return scores, unreadable
+
+
+def evaluate_model(
+    model: str | Path,
+    dataset_name: str,
+    *,
+    split: str = "test",
+    tuning_split: str = "validation",
+    output: str | Path | None = None,
+    options: EvaluationOptions | None = None,
+    batch_size: int = 64,
+    num_workers: int = 2,
+) -> tuple[dict[str, Any], list[Path]]:
+    """`medft evaluate`: score ``split`` with a saved model, tune thresholds on
+    ``tuning_split``, and write metrics.json, thresholds.json and the plots to ``output``
+    (default: the model folder, where `medft predict` finds the thresholds)."""
+    predicted = saved_task(model)
+    dataset = read_dataset(dataset_name)
+    if split not in dataset:
+        raise MedftError(
+            f"dataset {dataset_name} has no split '{split}' (it has {', '.join(dataset)}); "
+            "choose one with --split."
+        )
+    task = task_of(dataset, split, "image", None)
+    if (task.label_names, task.multi_label) != (predicted.label_names, predicted.multi_label):
+        raise MedftError(
+            f"the model in {model} predicts {predicted.task} labels "
+            f"{', '.join(predicted.label_names)}, but {dataset_name} has {task.task} "
+            f"labels {', '.join(task.label_names)}; evaluate it on the data it was trained for."
+        )
+    classifier = load_classifier(model)
+    scores, unreadable = score_split(classifier, dataset[split], task, batch_size, num_workers)
+    tuning, stored = None, None
+    if tuning_split == split:
+        tuning = scores
+    elif tuning_split in dataset:
+        tuning, _ = score_split(classifier, dataset[tuning_split], task, batch_size, num_workers)
+    elif (Path(model) / THRESHOLDS_NAME).is_file() and task.task != "multiclass":
+        stored = load_thresholds(Path(model) / THRESHOLDS_NAME, task)
+    report = evaluate_scores(
+        task,
+        scores,
+        split=split,
+        tuning=tuning,
+        tuning_split=tuning_split,
+        stored=stored,
+        options=options,
+    )
+    report = {"model": str(model), "dataset": dataset_name, **report, "unreadable": unreadable}
+    return report, write_evaluation(report, task, scores, output or model)

@@ -1,0 +1,98 @@
+"""`medft predict` on trained test models: batched scores equal pipeline()'s, bad files get rows."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import load_from_disk
+from transformers import pipeline
+
+from medft.data.files import is_image_file
+from medft.data.loading import TaskInfo
+from medft.errors import MedftError
+from medft.prediction import collect_inputs, format_prediction_summary, predict, prediction_rows
+
+BAD_FILES = ("empty.jpg", "notes.jpg", "truncated.jpeg")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_single_label_rows_match_pipeline_and_bad_files_do_not_stop_the_run(
+    trained_binary, brain_raw, tmp_path
+):
+    folder = brain_raw / "Glioblastoma T2"  # scans, three broken files and a Thumbs.db-free mix
+    missing = tmp_path / "missing.png"
+    output = tmp_path / "predictions.csv"
+    summary = predict(trained_binary, [folder, missing], output, num_workers=1, progress=False)
+
+    rows = read_rows(output)
+    scans = [p for p in folder.iterdir() if is_image_file(p) and p.name not in BAD_FILES]
+    assert len(rows) == len(scans) + len(BAD_FILES) + 1 == summary.images
+    errors = {Path(row["path"]).name: row["error"] for row in rows if row["error"]}
+    assert set(errors) == {*BAD_FILES, "missing.png"} and set(summary.errors) == {
+        str(folder / name) for name in BAD_FILES
+    } | {str(missing)}
+    assert "truncated" in errors["truncated.jpeg"] and "no such file" in errors["missing.png"]
+
+    classifier = pipeline("image-classification", model=str(trained_binary))
+    threshold = json.loads((trained_binary / "thresholds.json").read_text())["values"]["tumor"]
+    for row in (row for row in rows if not row["error"]):
+        expected = {s["label"]: s["score"] for s in classifier(row["path"], top_k=2)}
+        assert row["label_1"] == max(expected, key=expected.get)
+        assert float(row["score_1"]) == pytest.approx(expected[row["label_1"]], abs=1e-5)
+        assert float(row["score_2"]) == pytest.approx(expected[row["label_2"]], abs=1e-5)
+        assert row["decision"] == ("tumor" if expected["tumor"] >= threshold else "normal")
+    text = format_prediction_summary(summary)
+    assert "unreadable: 4" in text and "tuned on validation" in text and str(output) in text
+
+
+def test_multilabel_rows_flag_each_finding_at_its_stored_threshold(
+    trained_multilabel, nih_prepared, tmp_path
+):
+    output = tmp_path / "predictions.csv"
+    summary = predict(trained_multilabel, [nih_prepared], output, num_workers=0, progress=False)
+    rows = read_rows(output)
+    test = load_from_disk(str(nih_prepared))["test"]
+    assert len(rows) == len(test) and not summary.errors
+    assert rows[0]["path"] == f"{nih_prepared}:test:{test[0]['image_id']}"
+    thresholds = json.loads((trained_multilabel / "thresholds.json").read_text())["values"]
+    for row in rows:
+        flagged = {name for name, cut in thresholds.items() if float(row[name]) >= cut}
+        assert set(filter(None, row["findings"].split(";"))) == flagged
+    classifier = pipeline("image-classification", model=str(trained_multilabel))
+    expected = {s["label"]: s["score"] for s in classifier(test[0]["image"], top_k=14)}
+    assert {name: float(rows[0][name]) for name in expected} == pytest.approx(expected, abs=1e-5)
+
+
+def test_rows_hold_the_top_k_labels_and_the_reason_a_file_failed():
+    four = TaskInfo(["a", "b", "c", "d"], multi_label=False)
+    probs = np.array([[0.1, 0.2, 0.3, 0.4], [np.nan] * 4])
+    header, rows = prediction_rows(four, ["x.png", "bad.png"], probs, {1: "OSError: broken"}, 3, {})
+    assert header == ["path", "error", "label_1", "score_1", "label_2", "score_2", "label_3",
+                      "score_3"]  # fmt: skip
+    assert rows == [
+        ["x.png", "", "d", "0.400000", "c", "0.300000", "b", "0.200000"],
+        ["bad.png", "OSError: broken", "", "", "", "", "", ""],
+    ]
+
+
+def test_inputs_are_files_folders_and_prepared_splits(brain_raw, brain_binary, tmp_path):
+    found = collect_inputs([brain_raw / "Meningioma T1C+", brain_binary], split="validation")
+    assert found.ignored["system file (Thumbs.db)"] == 1
+    validation = load_from_disk(str(brain_binary))["validation"]
+    assert len(found.names) == len(found.files) + len(validation)
+    with pytest.raises(MedftError, match="has no split 'tset'"):
+        collect_inputs([brain_binary], split="tset")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MedftError, match="found no images"):
+        collect_inputs([tmp_path / "empty"])
+
+
+def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
+    with pytest.raises(MedftError, match="is not a saved model"):
+        predict(tmp_path, [tmp_path], tmp_path / "p.csv")
