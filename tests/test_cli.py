@@ -61,7 +61,8 @@ def test_evaluate_reports_the_numbers_of_the_training_run(
     assert "model-index" in card
 
 
-def test_predict_prints_a_one_screen_summary(trained_multilabel, nih_raw, tmp_path, capsys):
+def test_predict_and_explain_print_one_screen_summaries(trained_multilabel, nih_raw, tmp_path,
+                                                         capsys):  # fmt: skip
     images = [str(p) for p in sorted(nih_raw.glob("images_00*/images/*.png"))[:3]]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n")
@@ -72,6 +73,12 @@ def test_predict_prints_a_one_screen_summary(trained_multilabel, nih_raw, tmp_pa
     printed = capsys.readouterr().out
     assert "Scored 4 image(s)" in printed and "unreadable: 1" in printed
     assert str(broken) in printed and output.is_file()
+    code = main(["explain", "--model", str(trained_multilabel), *images, str(broken),
+                 "--output", str(tmp_path / "maps")])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Explained 3 image(s) (Grad-CAM on timm_model.layer3)" in printed
+    assert len(list((tmp_path / "maps").glob("*.png"))) == 3
 
 
 def test_evaluating_on_data_with_other_labels_is_a_one_line_error(

@@ -350,6 +350,29 @@ def run_predict(args: argparse.Namespace) -> None:
     print(format_prediction_summary(summary))
 
 
+# explain -------------------------------------------------------------------------------------
+
+
+def add_explain_parser(subparsers: argparse._SubParsersAction) -> None:
+    explain = subparsers.add_parser(
+        "explain",
+        help="saliency maps (Grad-CAM) of a saved model's predictions, one PNG per image",
+    )
+    explain.add_argument("--model", required=True, type=Path, help="a medft train output_dir")
+    explain.add_argument("images", nargs="+", metavar="IMAGE", help="files or folders")
+    explain.add_argument("--output", required=True, type=Path, help="folder for the PNGs")
+    explain.add_argument("--target", help="label to explain (default: the top prediction)")
+    explain.add_argument("--top-k", type=int, default=5, help="scores shown per image")
+    explain.set_defaults(handler=run_explain)
+
+
+def run_explain(args: argparse.Namespace) -> None:
+    from medft.explain import explain, format_explain_summary
+
+    summary = explain(args.model, args.images, args.output, target=args.target, top_k=args.top_k)
+    print(format_explain_summary(summary, args.output))
+
+
 # demo ----------------------------------------------------------------------------------------
 
 
@@ -392,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_search_parser,
         add_evaluate_parser,
         add_predict_parser,
+        add_explain_parser,
         add_demo_parser,
     ):
         add(subparsers)

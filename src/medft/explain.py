@@ -1,0 +1,257 @@
+"""Saliency maps for `medft explain`: which parts of an image drove a prediction.
+
+Grad-CAM from pytorch-grad-cam. For CNNs it weighs the last feature map that is
+still a spatial grid; for vision transformers it weighs the patch tokens going
+into the last block's attention (the block's first norm; class and register
+tokens dropped, the rest laid back on the patch grid), the recipe
+pytorch-grad-cam gives for ViTs: later layers' patch tokens get no gradient,
+since only the class token reaches the head. Both transformers models and timm
+models (through TimmWrapper) are handled; the layers are found from the
+forward pass and medft's block layout, not from per-model names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+from tqdm.auto import tqdm
+
+from medft.data.transforms import input_spec
+from medft.errors import MedftError
+from medft.metrics import probabilities
+from medft.modeling.layout import block_layout
+from medft.plots import plot_explanation
+from medft.prediction import (
+    DEFAULT_TOP_K,
+    Classifier,
+    ImageReader,
+    collect_inputs,
+    load_classifier,
+    short_reason,
+)
+
+
+class LogitsOnly(nn.Module):
+    """A transformers model as pytorch-grad-cam calls it: pixels in, logits out."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+@dataclass
+class CamLayer:
+    """Where Grad-CAM looks: the layer, its name, and how its output becomes (B, C, H, W)."""
+
+    module: nn.Module
+    name: str
+    reshape: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def description(self) -> str:
+        grid = "the patch-token grid of " if self.reshape else ""
+        return f"Grad-CAM on {grid}{self.name}"
+
+
+def output_shapes(model: nn.Module, pixel_values: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Module name -> output shape, in the order the modules' forward passes finish (for a
+    module returning a tuple, its first tensor's shape)."""
+    finished: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str, output) -> None:
+        if isinstance(output, (tuple, list)) and output:
+            output = output[0]
+        if isinstance(output, torch.Tensor):
+            finished.pop(name, None)  # a module run twice counts where it last finished
+            finished[name] = tuple(output.shape)
+
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, output, name=name: record(name, output))
+        for name, module in model.named_modules()
+        if name
+    ]
+    try:
+        with torch.no_grad():
+            model(pixel_values=pixel_values)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return finished
+
+
+def shared_prefix(names: list[str]) -> str:
+    """The module path that parameter ``names`` share (a.b.0.norm.weight, a.b.0.fc.bias: a.b.0)."""
+    parts = [name.split(".")[:-1] for name in names]
+    shared = []
+    for pieces in zip(*parts):
+        if len(set(pieces)) > 1:
+            break
+        shared.append(pieces[0])
+    return ".".join(shared)
+
+
+def last_block(model: nn.Module) -> str:
+    """The module name of the model's last block (medft's block layout; timm groups the last
+    block with the final norm, so its name follows the block before it)."""
+    blocks = block_layout(model).blocks
+    if len(blocks) == 1:
+        return shared_prefix(blocks[0][1])
+    depth = len(shared_prefix(blocks[-2][1]).split("."))
+    return ".".join(blocks[-1][1][0].split(".")[:depth])
+
+
+def token_grid(tokens: int, grid: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(B, tokens, C) -> (B, C, height, width), dropping the leading class / register tokens."""
+    height, width = grid
+    prefix = tokens - height * width
+
+    def reshape(output: torch.Tensor) -> torch.Tensor:
+        patches = output[:, prefix:, :]
+        return patches.reshape(output.size(0), height, width, -1).permute(0, 3, 1, 2)
+
+    return reshape
+
+
+def is_spatial(shape: tuple[int, ...]) -> bool:
+    """A (B, C, H, W) feature map larger than 1x1."""
+    return len(shape) == 4 and min(shape[2:]) > 1
+
+
+def cam_layer(model: nn.Module, pixel_values: torch.Tensor) -> CamLayer:
+    """The layer to explain: the last block's first norm for ViT-like models (tokens), else
+    the last module whose output is still a spatial map larger than 1x1 (CNNs)."""
+    if str(getattr(getattr(model, "timm_model", None), "output_fmt", "")) == "NHWC":
+        raise MedftError(
+            f"{model.config.architecture} keeps its feature maps channels-last (windowed "
+            "attention); explain supports CNNs and ViT-like models."
+        )
+    shapes = output_shapes(model, pixel_values)
+    block = last_block(model)
+    if len(shapes.get(block, ())) == 3:  # tokens: (B, N, C)
+        norms = [name for name, module in model.get_submodule(block).named_modules()
+                 if isinstance(module, nn.LayerNorm)]  # fmt: skip
+        name = f"{block}.{norms[0]}" if norms else None
+        # the patch grid: the last feature map before the image became tokens
+        order = list(shapes)
+        first_tokens = next(i for i, n in enumerate(order) if len(shapes[n]) == 3)
+        grids = [shapes[n][2:] for n in order[:first_tokens] if is_spatial(shapes[n])]
+        if name is None or not grids:
+            raise MedftError(f"cannot find the patch grid of {type(model).__name__} to explain.")
+        tokens, grid = shapes[name][1], grids[-1]
+        if tokens < grid[0] * grid[1]:
+            raise MedftError(
+                f"{type(model).__name__}: {tokens} tokens do not cover the {grid[0]}x{grid[1]} "
+                "patch grid (windowed or merged tokens); explain supports ViT-like models and CNNs."
+            )
+        return CamLayer(model.get_submodule(name), name, token_grid(tokens, grid))
+    spatial = [name for name, shape in shapes.items() if is_spatial(shape)]
+    if not spatial:
+        raise MedftError(f"{type(model).__name__} has no spatial feature map to explain.")
+    return CamLayer(model.get_submodule(spatial[-1]), spatial[-1])
+
+
+def model_view(pixel_values: torch.Tensor, processor) -> np.ndarray:
+    """The preprocessed image as the model saw it (normalisation undone), HxWx3 in [0, 1]."""
+    spec = input_spec(processor)
+    mean = torch.tensor(spec.mean).view(-1, 1, 1)
+    std = torch.tensor(spec.std).view(-1, 1, 1)
+    return (pixel_values.cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def file_stem(name: str, taken: Counter[str]) -> str:
+    """A file name for an image's explanation, unique within one run."""
+    stem = re.sub(r"[^\w.-]+", "_", Path(name.rsplit(":", 1)[-1]).stem) or "image"
+    taken[stem] += 1
+    return stem if taken[stem] == 1 else f"{stem}_{taken[stem]}"
+
+
+@dataclass
+class ExplainSummary:
+    method: str = ""
+    written: list[Path] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # image -> reason
+
+
+def explain_image(
+    classifier: Classifier,
+    cam: GradCAM,
+    pixels: torch.Tensor,
+    target: str | None,
+    top_k: int,
+) -> tuple[np.ndarray, list[tuple[str, float]], str]:
+    """The heat map over the model's view of one image, its top scores, and the label explained."""
+    labels = classifier.task.label_names
+    with torch.no_grad():
+        logits = classifier.model(pixel_values=pixels.to(classifier.device)).logits
+    scores = probabilities(logits.float().cpu().numpy(), classifier.task.multi_label)[0]
+    index = labels.index(target) if target else int(np.argmax(scores))
+    heat = cam(input_tensor=pixels, targets=[ClassifierOutputTarget(index)])[0]
+    overlay = show_cam_on_image(model_view(pixels[0], classifier.processor), heat, use_rgb=True)
+    top = np.argsort(-scores, kind="stable")[:top_k]
+    return overlay, [(labels[i], float(scores[i])) for i in top], labels[index]
+
+
+def explain(
+    model: str | Path,
+    images: Sequence[str | Path],
+    output: str | Path,
+    *,
+    target: str | None = None,
+    top_k: int = DEFAULT_TOP_K,
+    split: str = "test",
+    progress: bool = True,
+) -> ExplainSummary:
+    """One PNG per image in ``output``: the image, the saliency map for ``target`` (default:
+    the top prediction) over what the model saw, and the top-k labels and scores."""
+    classifier = load_classifier(model)
+    labels = classifier.task.label_names
+    if target is not None and target not in labels:
+        raise MedftError(f"--target '{target}' is not a label of this model ({', '.join(labels)}).")
+    found = collect_inputs(images, split)
+    reader = ImageReader(classifier.processor, found.files, found.splits)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    summary, taken, layer, cam = ExplainSummary(), Counter(), None, None
+    try:
+        for index, name in enumerate(tqdm(found.names, desc="explaining", disable=not progress)):
+            try:
+                image = reader.open(index)
+                pixels = classifier.processor(images=image, return_tensors="pt")["pixel_values"]
+            except Exception as error:  # an unreadable file is reported, and the run goes on
+                summary.errors[name] = short_reason(error)
+                continue
+            if cam is None:
+                layer = cam_layer(classifier.model, pixels.to(classifier.device))
+                summary.method = layer.description
+                cam = GradCAM(LogitsOnly(classifier.model), [layer.module], layer.reshape)
+            overlay, scores, explained = explain_image(classifier, cam, pixels, target, top_k)
+            path = output / f"{file_stem(name, taken)}.png"
+            title = f"{name}\n{summary.method}"
+            summary.written.append(plot_explanation(image, overlay, scores, explained, title, path))
+    finally:
+        if cam is not None:
+            cam.activations_and_grads.release()
+    return summary
+
+
+def format_explain_summary(summary: ExplainSummary, output: str | Path) -> str:
+    lines = [
+        f"Explained {len(summary.written)} image(s) ({summary.method or 'no readable image'}).",
+        f"unreadable: {len(summary.errors)}",
+        *(f"  {name}: {reason}" for name, reason in summary.errors.items()),
+        f"Wrote one PNG per image to {output}",
+    ]
+    return "\n".join(lines)
