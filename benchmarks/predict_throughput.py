@@ -1,0 +1,113 @@
+"""Images/s of `medft predict` against a plain loop of `pipeline()` calls on the same images.
+
+    python benchmarks/predict_throughput.py --images 512 --repeats 3
+
+Both score the same image files with the same saved model (by default a randomly
+initialised timm ResNet-18 at 224x224, saved as `medft train` saves it) on the
+same device: medft with its batched, multi-worker loader (`medft.prediction`,
+what `medft predict` runs, CSV written), the baseline with one
+`pipeline("image-classification")` call per image, as the transformers docs show.
+The model is loaded before the clock starts for both. The two alternate,
+`--repeats` times each, and the table reports the median. Bar: medft >= 2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import pipeline
+
+from medft.config import ModelArguments
+from medft.data.brain_tumor import CLASSES
+from medft.data.loading import TaskInfo
+from medft.data.synthetic import brain_scan
+from medft.modeling import build_model
+from medft.prediction import predict
+
+
+def write_images(folder: Path, count: int, size: int) -> list[Path]:
+    """``count`` generated brain scans as JPEG files, like a folder a user would score."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"scan_{index:05d}.jpg"
+        brain_scan(index, CLASSES[index % len(CLASSES)], size).save(path, quality=92)
+        paths.append(path)
+    return paths
+
+
+def save_model(folder: Path, architecture: str, image_size: int) -> Path:
+    """A randomly initialised classifier over the 44 brain classes, saved like `medft train`."""
+    args = ModelArguments(architecture, pretrained=False, image_size=image_size)
+    built = build_model(args, TaskInfo(list(CLASSES), multi_label=False))
+    built.model.save_pretrained(folder)
+    if not args.is_timm:  # timm keeps its preprocessing in config.json
+        built.processor.save_pretrained(folder)
+    return folder
+
+
+def medft_run(model: Path, images: list[Path], output: Path, batch: int, workers: int) -> float:
+    start = time.perf_counter()
+    predict(model, images, output, batch_size=batch, num_workers=workers, progress=False)
+    return len(images) / (time.perf_counter() - start)
+
+
+def pipeline_run(classifier, images: list[Path]) -> float:
+    start = time.perf_counter()
+    for path in images:
+        classifier(str(path), top_k=5)
+    return len(images) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=512, help="image files to score")
+    parser.add_argument("--image-px", type=int, default=256, help="side of the generated files")
+    parser.add_argument("--model", default="timm/resnet18", help="architecture, random weights")
+    parser.add_argument("--input-size", type=int, default=224, help="the model's input side")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="medft's decoding processes")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="medft-predict-bench-"))
+    images = write_images(work / "images", args.images, args.image_px)
+    model = save_model(work / "model", args.model, args.input_size)
+    device = 0 if torch.cuda.is_available() else -1
+    classifier = pipeline("image-classification", model=str(model), device=device)
+    medft_run(model, images[: args.batch_size], work / "warmup.csv", args.batch_size, 0)
+    pipeline_run(classifier, images[:8])
+
+    rates: dict[str, list[float]] = {"pipeline() per image": [], "medft predict": []}
+    for repeat in range(args.repeats):
+        rates["pipeline() per image"].append(pipeline_run(classifier, images))
+        output = work / f"predictions-{repeat}.csv"
+        rates["medft predict"].append(
+            medft_run(model, images, output, args.batch_size, args.workers)
+        )
+        print({name: [round(r, 1) for r in values] for name, values in rates.items()}, flush=True)
+
+    baseline = statistics.median(rates["pipeline() per image"])
+    where = torch.cuda.get_device_name() if device == 0 else "CPU"
+    setup = (
+        f"{args.model} (random init), {args.input_size}x{args.input_size} inputs, {args.images} "
+        f"JPEG files of {args.image_px}x{args.image_px} px, batch {args.batch_size}, "
+        f"{args.workers} loader workers, {where}, torch threads {torch.get_num_threads()}, "
+        f"{os.cpu_count()} cores; median of {args.repeats}"
+    )
+    print(f"\n{setup}\n")
+    print("| run | images/s | vs pipeline() |")
+    print("|---|---|---|")
+    for name, values in rates.items():
+        rate = statistics.median(values)
+        print(f"| {name} | {rate:.1f} | {rate / baseline:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
