@@ -35,6 +35,5 @@ def test_layout_orders_every_parameter_into_stem_blocks_neck_head(args, blocks, 
 
 
 def test_module_prefix():
-    names = ["timm_model.layer1.0.conv1.weight", "timm_model.layer1.1.bn2.bias"]
-    assert module_prefix(names, "x") == "layer1"
-    assert module_prefix(["a.weight", "b.weight"], "fallback") == "fallback"
+    assert module_prefix(["layer1.0.conv1.weight", "layer1.1.bn2.bias"]) == "layer1"
+    assert module_prefix(["a.weight", "b.weight"]) == ""

@@ -232,7 +232,12 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_search(args: argparse.Namespace) -> None:
-    from medft.search import format_trials, search
+    try:
+        from medft.search import format_trials, search
+    except ModuleNotFoundError as error:
+        if error.name != "optuna":
+            raise
+        raise MedftError("medft search needs Optuna: pip install 'medft[search]'.") from None
 
     result = search(args.recipe, args.overrides, args.n_trials)
     print(format_trials(result.trials, result.main_metric))

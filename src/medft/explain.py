@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from medft.data.transforms import input_spec
 from medft.errors import MedftError
 from medft.metrics import probabilities
-from medft.modeling.layout import block_layout
+from medft.modeling.layout import block_layout, module_prefix
 from medft.plots import plot_explanation
 from medft.prediction import (
     DEFAULT_TOP_K,
@@ -92,24 +92,13 @@ def output_shapes(model: nn.Module, pixel_values: torch.Tensor) -> dict[str, tup
     return finished
 
 
-def shared_prefix(names: list[str]) -> str:
-    """The module path that parameter ``names`` share (a.b.0.norm.weight, a.b.0.fc.bias: a.b.0)."""
-    parts = [name.split(".")[:-1] for name in names]
-    shared = []
-    for pieces in zip(*parts):
-        if len(set(pieces)) > 1:
-            break
-        shared.append(pieces[0])
-    return ".".join(shared)
-
-
 def last_block(model: nn.Module) -> str:
     """The module name of the model's last block (medft's block layout; timm groups the last
     block with the final norm, so its name follows the block before it)."""
     blocks = block_layout(model).blocks
     if len(blocks) == 1:
-        return shared_prefix(blocks[0][1])
-    depth = len(shared_prefix(blocks[-2][1]).split("."))
+        return module_prefix(blocks[0][1])
+    depth = len(module_prefix(blocks[-2][1]).split("."))
     return ".".join(blocks[-1][1][0].split(".")[:depth])
 
 

@@ -61,19 +61,23 @@ def timm_layout(model: PreTrainedModel) -> BlockLayout:
     if not head:  # the classifier sat in no group of its own
         neck = []
         head = [n for n, _ in model.named_parameters() if n.startswith(head_module + ".")]
-    names = [module_prefix(block, f"group {i}") for i, block in enumerate(blocks, start=1)]
+    names = [
+        module_prefix([n.removeprefix("timm_model.") for n in block]) or f"group {i}"
+        for i, block in enumerate(blocks, start=1)
+    ]
     return BlockLayout(prefixed[0], list(zip(names, blocks)), neck, head, head_module)
 
 
-def module_prefix(parameters: list[str], fallback: str) -> str:
-    """The module path the ``parameters`` share (timm_model.layer1.0.conv1.weight -> layer1)."""
-    parts = [name.removeprefix("timm_model.").split(".")[:-1] for name in parameters]
+def module_prefix(parameters: list[str]) -> str:
+    """The module path the ``parameters`` share (layer1.0.conv1.weight, layer1.1.bn2.bias ->
+    layer1); empty when they share none."""
+    parts = [name.split(".")[:-1] for name in parameters]
     shared = []
     for pieces in zip(*parts):
         if len(set(pieces)) > 1:
             break
         shared.append(pieces[0])
-    return ".".join(shared) or fallback
+    return ".".join(shared)
 
 
 def transformers_layout(model: PreTrainedModel) -> BlockLayout:
