@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from datasets import load_from_disk
 from transformers import pipeline
 
@@ -67,6 +68,32 @@ def test_multilabel_rows_flag_each_finding_at_its_stored_threshold(
     classifier = pipeline("image-classification", model=str(trained_multilabel))
     expected = {s["label"]: s["score"] for s in classifier(test[0]["image"], top_k=14)}
     assert {name: float(rows[0][name]) for name in expected} == pytest.approx(expected, abs=1e-5)
+
+
+def test_bf16_keeps_the_fp32_ranking_and_fp16_needs_a_gpu(
+    trained_multilabel, nih_prepared, tmp_path
+):
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        output = tmp_path / f"{precision}.csv"
+        predict(
+            trained_multilabel,
+            [nih_prepared],
+            output,
+            num_workers=0,
+            precision=precision,
+            progress=False,
+        )
+        scores[precision] = [
+            [float(row[name]) for name in row if name not in ("path", "findings", "error")]
+            for row in read_rows(output)
+        ]
+    assert np.asarray(scores["bf16"]) == pytest.approx(np.asarray(scores["fp32"]), abs=0.02)
+    if not torch.cuda.is_available():
+        with pytest.raises(MedftError, match="fp16 needs a GPU"):
+            predict(trained_multilabel, [nih_prepared], tmp_path / "x.csv", precision="fp16")
+    with pytest.raises(MedftError, match="must be one of fp32, bf16, fp16"):
+        predict(trained_multilabel, [nih_prepared], tmp_path / "x.csv", precision="int8")
 
 
 def test_rows_hold_the_top_k_labels_and_the_reason_a_file_failed():
