@@ -153,6 +153,15 @@ def two_classes(panel: CurvePanel) -> bool:
     return len(np.unique(panel.targets)) == 2
 
 
+def label_unit_square(axis: plt.Axes, title: str, x_label: str, y_label: str) -> None:
+    """Title, axis labels and grid of a curve drawn on [0, 1] x [0, 1]."""
+    axis.set_title(title, fontsize=9)
+    axis.set(xlim=(0, 1), ylim=(0, 1.02), aspect="equal")
+    axis.set_xlabel(x_label, fontsize=8)
+    axis.set_ylabel(y_label, fontsize=8)
+    axis.grid(alpha=0.3)
+
+
 def plot_roc_curves(panels: list[CurvePanel], path: Path, title: str = "ROC") -> Path:
     """Sensitivity against 1 - specificity, one panel per problem, the threshold marked."""
     figure, axes = grid(len(panels))
@@ -167,11 +176,7 @@ def plot_roc_curves(panels: list[CurvePanel], path: Path, title: str = "ROC") ->
                       label=f"threshold {panel.threshold:.3f}")  # fmt: skip
             axis.legend(loc="lower right", fontsize=7)
         area = "undefined (one class)" if panel.auroc is None else f"{panel.auroc:.3f}"
-        axis.set_title(f"{panel.title}\nAUROC {area}", fontsize=9)
-        axis.set(xlim=(0, 1), ylim=(0, 1.02), aspect="equal")
-        axis.set_xlabel("1 - specificity", fontsize=8)
-        axis.set_ylabel("sensitivity", fontsize=8)
-        axis.grid(alpha=0.3)
+        label_unit_square(axis, f"{panel.title}\nAUROC {area}", "1 - specificity", "sensitivity")
     figure.suptitle(title)
     return save(figure, path)
 
@@ -191,11 +196,8 @@ def plot_pr_curves(panels: list[CurvePanel], path: Path, title: str = "Precision
                       label=f"threshold {panel.threshold:.3f}")  # fmt: skip
             axis.legend(loc="lower left", fontsize=7)
         area = "undefined (one class)" if panel.auprc is None else f"{panel.auprc:.3f}"
-        axis.set_title(f"{panel.title}\nAUPRC {area}, prevalence {prevalence:.2f}", fontsize=9)
-        axis.set(xlim=(0, 1), ylim=(0, 1.02), aspect="equal")
-        axis.set_xlabel("recall (sensitivity)", fontsize=8)
-        axis.set_ylabel("precision", fontsize=8)
-        axis.grid(alpha=0.3)
+        title = f"{panel.title}\nAUPRC {area}, prevalence {prevalence:.2f}"
+        label_unit_square(axis, title, "recall (sensitivity)", "precision")
     figure.suptitle(title)
     return save(figure, path)
 

@@ -93,7 +93,7 @@ def load_classifier(
     fastest in (1.5x on a 2-core Xeon for a ResNet at 224 px) with the same fp32
     arithmetic. ``precision`` bf16 or fp16 computes in half precision (autocast):
     faster again where the hardware has it, at the cost of scores that differ
-    from fp32's in the third or fourth digit.
+    from fp32's in the second or third digit.
     """
     if precision not in PRECISIONS:
         raise MedftError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'.")
