@@ -8,6 +8,7 @@ from medft.data.brain_tumor import BINARY_LABELS, CLASSES, list_brain_tumor_44c
 from medft.data.prepare import prepare_dataset
 from medft.data.report import read_report
 from medft.errors import MedftError
+from tests.conftest import SHARED_DATA
 
 
 def test_the_44_class_names_are_the_datasets_own():
@@ -127,3 +128,21 @@ def test_pre_resize_shrinks_the_shorter_side(brain_raw, tmp_path):
     sizes = {min(dataset["train"][i]["image"].size) for i in range(20)}
     assert sizes == {24}
     assert read_report(output)["options"]["image_size"] == 24
+
+
+REAL_SAMPLE = SHARED_DATA / "brain-tumor-44c-sample"
+
+
+@pytest.mark.skipif(not REAL_SAMPLE.exists(), reason="the real brain sample is not beside the repo")
+def test_real_brain_sample_gives_1266_images_in_44_classes(tmp_path):
+    report = prepare_dataset("brain-tumor-44c", tmp_path / "real", source=REAL_SAMPLE, num_proc=2)
+    assert report["counts"] == {"train": 924, "validation": 171, "test": 171}
+    data = load_from_disk(str(tmp_path / "real"))
+    assert data["train"].features["label"].names == CLASSES
+    assert {label for split in data.values() for label in split["label"]} == set(range(44))
+    binary = prepare_dataset(
+        "brain-tumor-44c", tmp_path / "binary", source=REAL_SAMPLE, task="binary", num_proc=2
+    )
+    assert binary["counts"] == report["counts"]
+    normal = Counter(load_from_disk(str(tmp_path / "binary"))["train"]["label"])[0]
+    assert normal == 44
