@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate.commands.config.config_args import load_config_from_file
+from accelerate.utils import DistributedType
 from huggingface_hub import HfApi
 from PIL import Image
 from transformers import pipeline
@@ -159,4 +161,38 @@ def test_two_processes_on_the_cpu_through_accelerate(brain_binary, tmp_path):
     test_results = json.loads((output / "test_results.json").read_text())
     assert report["images"] == len(load_training_data(str(brain_binary))[0]["test"])
     assert report["metrics"]["auroc"] == pytest.approx(test_results["test_auroc"])
+    check_pipeline_serves(output, brain_binary)
+
+
+ACCELERATE_CONFIGS = {  # file: (distributed type, processes, mixed precision, on the CPU)
+    "cpu.yaml": (DistributedType.NO, 1, "no", True),
+    "multi_cpu.yaml": (DistributedType.MULTI_GPU, 2, "no", True),  # torchrun over gloo
+    "single_gpu.yaml": (DistributedType.NO, 1, "no", False),
+    "multi_gpu_fp16.yaml": (DistributedType.MULTI_GPU, 2, "fp16", False),
+    "fsdp.yaml": (DistributedType.FSDP, 2, "bf16", False),
+    "deepspeed_zero2.yaml": (DistributedType.DEEPSPEED, 2, "bf16", False),
+}
+
+
+def test_accelerate_configs_load_as_their_names_say():
+    assert sorted(path.name for path in (REPO / "accelerate_configs").glob("*.yaml")) == sorted(
+        ACCELERATE_CONFIGS
+    )
+    for name, expected in ACCELERATE_CONFIGS.items():
+        config = load_config_from_file(str(REPO / "accelerate_configs" / name))
+        loaded = (config.distributed_type, config.num_processes, config.mixed_precision,
+                  config.use_cpu)  # fmt: skip
+        assert loaded == expected, name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_training_on_a_gpu(precision, brain_binary, tmp_path):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    output = tmp_path / "model"
+    command = medft_train("tiny_timm.yaml", brain_binary, output, f"--{precision}", "true")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((output / "train_results.json").read_text())["train_samples_per_second"] > 0
     check_pipeline_serves(output, brain_binary)
