@@ -196,8 +196,8 @@ def plot_pr_curves(panels: list[CurvePanel], path: Path, title: str = "Precision
                       label=f"threshold {panel.threshold:.3f}")  # fmt: skip
             axis.legend(loc="lower left", fontsize=7)
         area = "undefined (one class)" if panel.auprc is None else f"{panel.auprc:.3f}"
-        title = f"{panel.title}\nAUPRC {area}, prevalence {prevalence:.2f}"
-        label_unit_square(axis, title, "recall (sensitivity)", "precision")
+        panel_title = f"{panel.title}\nAUPRC {area}, prevalence {prevalence:.2f}"
+        label_unit_square(axis, panel_title, "recall (sensitivity)", "precision")
     figure.suptitle(title)
     return save(figure, path)
 

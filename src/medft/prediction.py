@@ -90,7 +90,7 @@ def load_classifier(
     """The model and image processor in ``folder`` (the output_dir of `medft train`).
 
     Weights are laid out channels-last, which oneDNN and cuDNN run convolutions
-    fastest in (1.5x on a 2-core Xeon for a ResNet at 224 px) with the same fp32
+    fastest in (1.26x for a ResNet-18 at 224 px on a 2-core Xeon) with the same fp32
     arithmetic. ``precision`` bf16 or fp16 computes in half precision (autocast):
     faster again where the hardware has it, at the cost of scores that differ
     from fp32's in the second or third digit.
