@@ -34,7 +34,7 @@ from transformers.image_utils import load_image
 
 from medft.data.files import scan_images
 from medft.data.loading import TaskInfo, read_dataset
-from medft.errors import MedftError
+from medft.errors import MedftError, first_line
 from medft.metrics import probabilities
 from medft.thresholds import (
     DEFAULT_THRESHOLD,
@@ -77,8 +77,7 @@ def saved_task(folder: str | Path) -> TaskInfo:
     try:
         config = AutoConfig.from_pretrained(folder)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0][:300]
-        raise MedftError(f"cannot read the model config in {folder}: {first_line}") from None
+        raise MedftError(f"cannot read the model config in {folder}: {first_line(error)}") from None
     multi_label = config.problem_type == "multi_label_classification"
     labels = [config.id2label[index] for index in range(config.num_labels)]
     return TaskInfo(labels, multi_label, label_column="labels" if multi_label else "label")
@@ -102,8 +101,7 @@ def load_classifier(
         model = AutoModelForImageClassification.from_pretrained(folder)
         processor = AutoImageProcessor.from_pretrained(folder)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0][:300]
-        raise MedftError(f"cannot load the model in {folder}: {first_line}") from None
+        raise MedftError(f"cannot load the model in {folder}: {first_line(error)}") from None
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if precision == "fp16" and chosen.type == "cpu":
         raise MedftError("--precision fp16 needs a GPU; on a CPU use bf16 or fp32.")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from datasets import ClassLabel, DatasetDict, Image, List, Sequence, load_dataset, load_from_disk
 
-from medft.errors import MedftError
+from medft.errors import MedftError, first_line
 
 PROBLEM_TYPES = {True: "multi_label_classification", False: "single_label_classification"}
 
@@ -59,7 +59,7 @@ def read_dataset(name: str, config: str | None = None) -> DatasetDict:
     except Exception as error:  # the Hub client raises many types; all mean "cannot load it"
         raise MedftError(
             f"dataset_name '{name}' is neither a local folder nor a loadable Hub dataset "
-            f"({type(error).__name__}: {str(error).splitlines()[0][:200]})."
+            f"({type(error).__name__}: {first_line(error, 200)})."
         ) from None
 
 

@@ -32,7 +32,7 @@ from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPI
 
 from medft.config import ModelArguments
 from medft.data.loading import TaskInfo
-from medft.errors import MedftError
+from medft.errors import MedftError, first_line
 from medft.modeling.heads import set_transformers_drop_path, timm_head_settings
 
 DEFAULT_TIMM_CFG = {  # for architectures that timm ships without pretrained weights
@@ -106,10 +106,10 @@ def default_processor(config: PretrainedConfig) -> Any:
 
 
 def load_error(name: str, error: Exception) -> MedftError:
-    first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
     return MedftError(
-        f"cannot load model '{name}' ({type(error).__name__}: {first_line}). Check the name, "
-        "your network and `huggingface-cli login`; use pretrained: false to build it offline."
+        f"cannot load model '{name}' ({type(error).__name__}: {first_line(error)}). "
+        "Check the name, your network and `huggingface-cli login`; "
+        "use pretrained: false to build it offline."
     )
 
 
