@@ -6,7 +6,7 @@ import yaml
 from medft.cli import main
 from medft.config import parse_recipe
 from medft.errors import MedftError
-from medft.search import check_space
+from medft.search import check_space, search
 
 SPACE = {
     "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
@@ -55,3 +55,17 @@ def test_a_three_trial_search_writes_a_ready_to_run_best_recipe(brain_binary, tm
 def test_search_spaces_are_checked(space, message):
     with pytest.raises(MedftError, match=message):
         check_space(space)
+
+
+def test_a_trial_that_would_combine_lora_with_layer_decay_is_refused(brain_binary, tmp_path):
+    recipe = tmp_path / "search.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {"model_name_or_path": "timm/resnet18", "pretrained": False, "image_size": 32,
+             "layer_decay": 0.7, "dataloader_num_workers": 0, "train_metrics_samples": 0,
+             "dataset_name": str(brain_binary), "output_dir": str(tmp_path / "search"),
+             "search_space": {"lora_r": {"type": "int", "low": 2, "high": 4}}}
+        )
+    )  # fmt: skip
+    with pytest.raises(MedftError, match="layer_decay with LoRA"):
+        search(recipe, [], n_trials=1)

@@ -597,7 +597,15 @@ def parse_recipe(
         flag = unknown[0].lstrip("-").replace("-", "_")
         hint = closest_key(flag, list(field_types()))
         raise MedftError(f"unknown command-line option '{unknown[0]}'{hint}.")
-    return tuple(parsed)  # type: ignore[return-value]
+    data_args, model_args, training_args = parsed
+    check_combinations(model_args.lora_r, training_args.layer_decay)
+    return data_args, model_args, training_args
+
+
+def check_combinations(lora_r: int, layer_decay: float | None) -> None:
+    """Techniques that cannot work together, refused before anything is built."""
+    if lora_r and layer_decay is not None:
+        raise MedftError("layer_decay with LoRA: the adapters have no depth; use one or the other.")
 
 
 def overridden_values(overrides: list[str]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from transformers import set_seed
 from medft.config import (
     DataArguments,
     ModelArguments,
+    check_combinations,
     check_value,
     field_types,
     overridden_values,
@@ -142,8 +143,12 @@ def search(recipe: str | Path, overrides: list[str], n_trials: int) -> SearchRes
     set_transforms(data, built.processor, data_args)
 
     def model_init(trial: optuna.Trial | None):
-        settings = model_settings(trial.params if trial is not None else {})
-        return build_model(dataclasses.replace(model_args, **settings), data.task).model
+        # transformers 5 builds the model before it asks the trial for its values, so ask
+        # here; Optuna gives a trial the same value each time a name is suggested again.
+        params = suggest(trial, space) if trial is not None else {}
+        trial_args = dataclasses.replace(model_args, **model_settings(params))
+        check_combinations(trial_args.lora_r, params.get("layer_decay", training_args.layer_decay))
+        return build_model(trial_args, data.task).model
 
     trainer = build_trainer(data, data_args, model_args, training_args, built, model_init)
     storage = f"sqlite:///{(output / 'search.db').resolve()}"

@@ -170,12 +170,6 @@ def set_transforms(data: TrainingData, processor: Any, data_args: DataArguments)
     return spec
 
 
-def check_combinations(model_args: ModelArguments, args: MedftTrainingArguments) -> None:
-    """Combinations of techniques that cannot work together, refused before any training."""
-    if model_args.lora_r and args.layer_decay is not None:
-        raise MedftError("layer_decay with LoRA: the adapters have no depth; use one or the other.")
-
-
 def technique_callbacks(model_args: ModelArguments, args: MedftTrainingArguments, layout):
     callbacks: list[TrainerCallback] = []
     if args.early_stopping_patience:
@@ -253,7 +247,6 @@ def train(
     ############################
     setup_logging(training_args)
     set_seed(training_args.seed)
-    check_combinations(model_args, training_args)
     push_to = training_args.hub_model_id or Path(training_args.output_dir).name
     push_to = push_to if training_args.push_to_hub else None
     training_args = dataclasses.replace(training_args, push_to_hub=False)  # medft pushes once
