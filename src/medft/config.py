@@ -434,12 +434,17 @@ class MedftTrainingArguments(TrainingArguments):
                     "early_stopping_patience needs evaluations and load_best_model_at_end: true "
                     "(set eval_strategy and save_strategy to the same value, e.g. epoch)."
                 )
-        self.exponential_decay = self.lr_scheduler_type == EXPONENTIAL
-        if self.exponential_decay:  # TrainingArguments accepts only its own schedule names
+        exponential = self.exponential_decay
+        if exponential:  # TrainingArguments accepts only its own schedule names
             self.lr_scheduler_type = "constant"
         super().__post_init__()
-        if self.exponential_decay:
+        if exponential:
             self.lr_scheduler_type = EXPONENTIAL
+
+    @property
+    def exponential_decay(self) -> bool:
+        """Derived, so a search trial that sets lr_scheduler_type switches it too."""
+        return self.lr_scheduler_type == EXPONENTIAL
 
 
 RECIPE_DATACLASSES = (DataArguments, ModelArguments, MedftTrainingArguments)
