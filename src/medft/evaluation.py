@@ -32,7 +32,7 @@ from medft.calibration import DEFAULT_BINS, reliability
 from medft.config import THRESHOLD_METHODS
 from medft.data.loading import TaskInfo, read_dataset, task_of
 from medft.errors import MedftError
-from medft.losses import multi_hot
+from medft.losses import label_array
 from medft.metrics import (
     auprc_or_none,
     auroc_or_none,
@@ -440,11 +440,6 @@ def patient_ids(dataset: Dataset) -> np.ndarray | None:
     if "patient_id" not in dataset.column_names:
         return None
     return np.asarray(list(dataset.with_format(None)["patient_id"]))
-
-
-def label_array(task: TaskInfo, labels: list) -> np.ndarray:
-    """Class indices, or multi-hot rows for multi-label tasks."""
-    return multi_hot(labels, len(task.label_names)) if task.multi_label else np.asarray(labels)
 
 
 def scores_from_logits(

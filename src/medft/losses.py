@@ -54,6 +54,11 @@ def multi_hot(labels: list[list[int]], n_classes: int) -> np.ndarray:
     return targets
 
 
+def label_array(task: TaskInfo, labels: list) -> np.ndarray:
+    """Class indices, or multi-hot rows for multi-label tasks."""
+    return multi_hot(labels, len(task.label_names)) if task.multi_label else np.asarray(labels)
+
+
 class ClassificationLoss:
     """``loss(logits, labels)`` for a task, with the weights and smoothing it was given."""
 
@@ -85,9 +90,7 @@ def build_loss(task: TaskInfo, train_labels: list, weighting: str, label_smoothi
     """The loss for ``class_weighting`` (none | balanced), weights computed on the train split."""
     weights = None
     if weighting == "balanced":
+        labels = label_array(task, train_labels)
         n = len(task.label_names)
-        if task.multi_label:
-            weights = positive_weights(multi_hot(train_labels, n))
-        else:
-            weights = class_weights(np.asarray(train_labels), n)
+        weights = positive_weights(labels) if task.multi_label else class_weights(labels, n)
     return ClassificationLoss(task, weights, label_smoothing)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import transformers
 from datasets import Dataset
 from huggingface_hub import HfApi
@@ -42,7 +41,7 @@ from medft.evaluation import (
     scores_from_logits,
     write_evaluation,
 )
-from medft.losses import build_loss, multi_hot, sampling_weights
+from medft.losses import build_loss, label_array, sampling_weights
 from medft.metrics import task_metrics
 from medft.modeling import BuiltModel, base_model_id, build_model
 from medft.modeling.freezing import GradualUnfreezing, parameter_table
@@ -206,9 +205,7 @@ def build_trainer(
         )
     weights = None
     if args.sampler == "weighted":
-        labels = data.train_labels
-        array = multi_hot(labels, len(task.label_names)) if task.multi_label else np.asarray(labels)
-        weights = sampling_weights(array, task.multi_label)
+        weights = sampling_weights(label_array(task, data.train_labels), task.multi_label)
     return MedftTrainer(
         model=None if model_init else built.model,
         model_init=model_init,
