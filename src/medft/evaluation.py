@@ -52,14 +52,19 @@ from medft.plots import (
     plot_reliability,
     plot_roc_curves,
 )
-from medft.prediction import ImageReader, load_classifier, saved_task, score_images
+from medft.prediction import (
+    ImageReader,
+    load_classifier,
+    saved_task,
+    score_images,
+    thresholds_for,
+)
 from medft.thresholds import (
     DEFAULT_THRESHOLD,
     THRESHOLDS_NAME,
     Thresholds,
     cutoffs,
     fixed_thresholds,
-    load_thresholds,
     save_thresholds,
     tune_thresholds,
 )
@@ -496,13 +501,15 @@ def evaluate_model(
         )
     classifier = load_classifier(model)
     scores, unreadable = score_split(classifier, dataset[split], task, batch_size, num_workers)
+    options = options or EvaluationOptions()
     tuning, stored = None, None
-    if tuning_split == split:
+    needs_thresholds = task.task != "multiclass" and options.threshold is None
+    if needs_thresholds and tuning_split == split:
         tuning = scores
-    elif tuning_split in dataset:
+    elif needs_thresholds and tuning_split in dataset:
         tuning, _ = score_split(classifier, dataset[tuning_split], task, batch_size, num_workers)
-    elif (Path(model) / THRESHOLDS_NAME).is_file() and task.task != "multiclass":
-        stored = load_thresholds(Path(model) / THRESHOLDS_NAME, task)
+    elif needs_thresholds:
+        stored = thresholds_for(classifier, None)
     report = evaluate_scores(
         task,
         scores,
