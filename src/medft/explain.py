@@ -183,14 +183,14 @@ def explain_image(
 ) -> tuple[np.ndarray, list[tuple[str, float]], str]:
     """The heat map over the model's view of one image, its top scores, and the label explained."""
     labels = classifier.task.label_names
-    with torch.no_grad():
-        logits = classifier.model(pixel_values=pixels.to(classifier.device)).logits
-    scores = probabilities(logits.float().cpu().numpy(), classifier.task.multi_label)[0]
-    index = labels.index(target) if target else int(np.argmax(scores))
-    heat = cam(input_tensor=pixels, targets=[ClassifierOutputTarget(index)])[0]
+    targets = [ClassifierOutputTarget(labels.index(target))] if target else None  # None: top logit
+    heat = cam(input_tensor=pixels, targets=targets)[0]
+    logits = cam.outputs.detach().float().cpu().numpy()  # the forward pass Grad-CAM just ran
+    scores = probabilities(logits, classifier.task.multi_label)[0]
+    explained = target or labels[int(np.argmax(logits[0]))]
     overlay = show_cam_on_image(model_view(pixels[0], classifier.processor), heat, use_rgb=True)
     top = np.argsort(-scores, kind="stable")[:top_k]
-    return overlay, [(labels[i], float(scores[i])) for i in top], labels[index]
+    return overlay, [(labels[i], float(scores[i])) for i in top], explained
 
 
 def explain(
