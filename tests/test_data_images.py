@@ -63,6 +63,10 @@ def test_opaque_alpha_keeps_the_original_bytes_unless_resized(tmp_path):
     assert result.data == Path(path).read_bytes() and not result.reencoded
     assert result.source_mode == "RGBA"
     assert decoded(read_image(path, ImageOptions(image_size=16))).mode == "RGB"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated, so re-encoded: then the alpha goes like any other
+    rotated = read_image(saved(tmp_path, gradient("RGBA"), "rotated.png", exif=exif))
+    assert rotated.reencoded and decoded(rotated).mode == "RGB"
 
 
 def test_palette_with_transparency_and_grey_alpha(tmp_path):

@@ -134,7 +134,8 @@ def read_image(path: str | Path, options: ImageOptions = STORE_AS_IS) -> ImageRe
             opened.load()
             orientation = exif_orientation(opened)
             image = ImageOps.exif_transpose(opened) if orientation != 1 else opened
-            image = to_model_mode(image, keep_opaque_alpha=image_size is None)
+            stored_as_is = image_size is None and orientation == 1  # the original bytes
+            image = to_model_mode(image, keep_opaque_alpha=stored_as_is)
             resize = image_size is not None and min(image.size) > image_size
             if resize:
                 target = shorter_side_size(image.size, image_size)
