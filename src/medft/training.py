@@ -197,11 +197,7 @@ def build_trainer(
     mixer = None
     if data_args.mixup_alpha or data_args.cutmix_alpha:
         mixer = BatchMixer(
-            task,
-            args.per_device_train_batch_size,
-            data_args.mixup_alpha,
-            data_args.cutmix_alpha,
-            data_args.mix_probability,
+            task, data_args.mixup_alpha, data_args.cutmix_alpha, data_args.mix_probability
         )
     weights = None
     if args.sampler == "weighted":

@@ -22,7 +22,6 @@ class BatchMixer:
     def __init__(
         self,
         task: TaskInfo,
-        batch_size: int,
         mixup_alpha: float,
         cutmix_alpha: float,
         probability: float = 1.0,
@@ -35,7 +34,6 @@ class BatchMixer:
             switch_prob=0.5,
             mode="batch",
             label_smoothing=0.0,  # smoothing belongs to the loss (label_smoothing_factor)
-            num_classes=batch_size,
         )
 
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
@@ -49,5 +47,6 @@ class BatchMixer:
         n = len(pixel_values)
         if n % 2:  # timm mixes a batch with its reverse, which needs an even count
             return pixel_values, labels
+        self.mixup.num_classes = n  # the "classes" are the batch's own images
         mixed, matrix = self.mixup(pixel_values, torch.arange(n, device=pixel_values.device))
         return mixed, matrix[:, :n] @ self.targets(labels)

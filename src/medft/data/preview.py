@@ -72,7 +72,7 @@ def augmentation_grid(
     mixing = data_args.mixup_alpha or data_args.cutmix_alpha
     if mixing and len(pictures) > 1:
         batch = torch.stack([d[0] for d in drawn][: len(drawn) // 2 * 2])
-        mixer = BatchMixer(task, len(batch), data_args.mixup_alpha, data_args.cutmix_alpha, 1.0)
+        mixer = BatchMixer(task, data_args.mixup_alpha, data_args.cutmix_alpha, 1.0)
         mixed, _ = mixer(batch.clone(), torch.zeros(len(batch), dtype=torch.long))
         grid.append([*mixed, *[None] * (versions + 1 - len(mixed))])
         titles.append("MixUp / CutMix batch")
