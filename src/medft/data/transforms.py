@@ -114,11 +114,12 @@ def eval_pixels(processor: Any) -> Callable[[list[Image.Image]], torch.Tensor]:
 
 def train_pixels(
     spec: InputSpec, augment: DataArguments
-) -> Callable[[list[Image.Image]], torch.Tensor]:
+) -> Callable[[list[Image.Image]], list[torch.Tensor]]:
+    """Each image augmented on its own (one tensor per image; `collate` stacks the batch)."""
     transform = train_transform(spec, augment)
 
-    def pixels(images: list[Image.Image]) -> torch.Tensor:
-        return torch.stack([transform(image) for image in images])
+    def pixels(images: list[Image.Image]) -> list[torch.Tensor]:
+        return [transform(image) for image in images]
 
     return pixels
 
@@ -133,7 +134,7 @@ def label_tensor(value: int | list[int], task: TaskInfo) -> torch.Tensor:
 
 
 def batch_transform(
-    pixels: Callable[[list[Image.Image]], torch.Tensor], task: TaskInfo
+    pixels: Callable[[list[Image.Image]], torch.Tensor | list[torch.Tensor]], task: TaskInfo
 ) -> Callable[[dict[str, list]], dict[str, Any]]:
     """A `Dataset.with_transform` function: image and label columns -> model inputs."""
 
