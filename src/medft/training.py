@@ -224,9 +224,10 @@ def build_trainer(
 def save_model(trainer: MedftTrainer, built: BuiltModel, model_args: ModelArguments, output: str):
     """The final model: plain weights, LoRA merged into them, or (if asked) the adapter alone."""
     if built.uses_lora and not model_args.save_adapter_only:
-        merged(trainer.model).save_pretrained(output)
-        if trainer.processing_class is not None:
-            trainer.processing_class.save_pretrained(output)
+        if trainer.args.should_save:  # one process writes, as trainer.save_model does
+            merged(trainer.model).save_pretrained(output)
+            if trainer.processing_class is not None:
+                trainer.processing_class.save_pretrained(output)
     else:
         trainer.save_model(output)
 
