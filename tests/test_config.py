@@ -44,6 +44,8 @@ def test_command_line_overrides_the_recipe():
     assert training_args.learning_rate == 3e-4
     assert read_recipe_file(recipe)["learning_rate"] == 1e-3
     assert model_args.config_overrides["hidden_size"] == 32
+    data_args, _, training_args = parse_recipe(recipe, ["--dataset_name=d", "--output-dir=o"])
+    assert (data_args.dataset_name, training_args.output_dir) == ("d", "o")
 
 
 def test_medft_defaults():

@@ -570,6 +570,11 @@ def check_recipe_values(values: dict[str, Any], source: str) -> dict[str, Any]:
     return checked
 
 
+def option_key(option: str) -> str:
+    """The recipe key of a command-line option: ``--output-dir=x`` -> ``output_dir``."""
+    return option.lstrip("-").split("=", 1)[0].replace("-", "_")
+
+
 def parse_recipe(
     recipe: str | Path | None = None,
     overrides: list[str] | None = None,
@@ -580,9 +585,7 @@ def parse_recipe(
     content = read_recipe_file(recipe) if recipe is not None else {}
     content = check_recipe_values({**content, **(values or {})}, source)
     content.setdefault("use_cpu", not accelerator_available())
-    given = set(content) | {
-        o.lstrip("-").replace("-", "_") for o in overrides or [] if o[:2] == "--"
-    }
+    given = set(content) | {option_key(o) for o in overrides or [] if o[:2] == "--"}
     missing = [key for key in required_keys() if key not in given]
     if missing:
         raise MedftError(f"{source}: missing required key(s) {', '.join(missing)}.")
@@ -599,8 +602,7 @@ def parse_recipe(
     except ValueError as error:  # TrainingArguments rejecting a combination of keys
         raise MedftError(f"{source}: {error}".replace("\n", " ")) from None
     if unknown:
-        flag = unknown[0].lstrip("-").replace("-", "_")
-        hint = closest_key(flag, list(field_types()))
+        hint = closest_key(option_key(unknown[0]), list(field_types()))
         raise MedftError(f"unknown command-line option '{unknown[0]}'{hint}.")
     data_args, model_args, training_args = parsed
     check_combinations(model_args.lora_r, training_args.layer_decay)
