@@ -63,7 +63,7 @@ def test_gradual_unfreezing_adds_one_block_every_k_epochs():
 
 def test_trainable_groups_of_partial_freezing():
     layout = build_model(tiny_vit(), THREE).layout
-    assert trainable_groups(layout, "partial", 1) == {"head", "neck", "layers.1"}
+    assert trainable_groups(layout, 1) == {"head", "neck", "layers.1"}
 
 
 @pytest.mark.parametrize(

@@ -77,14 +77,12 @@ def plot_training_curves(log_history: list[dict[str, Any]], metric: str, path: P
 # evaluation -----------------------------------------------------------------------------------
 
 
-def plot_confusion_matrix(
-    matrix: np.ndarray, label_names: list[str], path: Path, show_counts: bool | None = None
-) -> Path:
+def plot_confusion_matrix(matrix: np.ndarray, label_names: list[str], path: Path) -> Path:
     """Rows are true classes, coloured by the share of that class's images in each column, so
     rare classes read as clearly as common ones; the figure and fonts scale with the classes."""
     matrix = np.asarray(matrix)
     n = len(label_names)
-    show_counts = n <= COUNTS_UP_TO if show_counts is None else show_counts
+    show_counts = n <= COUNTS_UP_TO
     totals = matrix.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         shares = np.where(totals > 0, matrix / totals, np.nan)

@@ -19,7 +19,6 @@ from medft.plots import (
     PR_NAME,
     RELIABILITY_NAME,
     ROC_NAME,
-    plot_training_curves,  # noqa: F401  (its first home; still importable from here)
 )
 
 HYPERPARAMETERS = (

@@ -2,7 +2,7 @@
 
 A frozen block is frozen completely: its parameters get no gradient (so they
 stay bit-identical), and its batch-norm layers keep their running statistics
-(`FrozenNormsInEval` puts them in eval mode at every step), as Keras does for a
+(`keep_frozen_norms_in_eval` puts them in eval mode at every step), as Keras does for a
 layer with ``trainable = False``.
 """
 
@@ -19,14 +19,13 @@ from medft.modeling.layout import BlockLayout
 logger = logging.getLogger("medft")
 
 
-def trainable_groups(layout: BlockLayout, freeze: str, unfreeze_last_n: int) -> set[str]:
-    """Names of the layout groups that train under a freezing mode."""
-    if freeze == "none":
-        return {name for name, _ in layout.groups()}
+def trainable_groups(layout: BlockLayout, unfreeze_last_n: int) -> set[str]:
+    """Names of the layout groups that train in a frozen backbone: the head, and with
+    ``unfreeze_last_n`` > 0 the neck and that many blocks from the top."""
+    if not unfreeze_last_n:
+        return {"head"}
     top = [name for name, _ in layout.blocks[len(layout.blocks) - unfreeze_last_n :]]
-    if freeze == "partial" and unfreeze_last_n:
-        return {"head", "neck", *top}
-    return {"head"}
+    return {"head", "neck", *top}
 
 
 def set_trainable(model: PreTrainedModel, layout: BlockLayout, groups: set[str]) -> None:
@@ -36,7 +35,7 @@ def set_trainable(model: PreTrainedModel, layout: BlockLayout, groups: set[str])
 
 def apply_freezing(model: PreTrainedModel, layout: BlockLayout, args: ModelArguments) -> None:
     if args.freeze != "none":
-        set_trainable(model, layout, trainable_groups(layout, args.freeze, args.unfreeze_last_n))
+        set_trainable(model, layout, trainable_groups(layout, args.unfreeze_last_n))
 
 
 def parameter_table(model: PreTrainedModel, layout: BlockLayout) -> str:
@@ -69,7 +68,7 @@ class GradualUnfreezing(TrainerCallback):
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):
         epoch = int(round(state.epoch or 0))
         unfrozen = min(len(self.layout.blocks), self.start + epoch // self.every)
-        groups = trainable_groups(self.layout, "partial" if unfrozen else "backbone", unfrozen)
+        groups = trainable_groups(self.layout, unfrozen)
         if unfrozen == len(self.layout.blocks):
             groups |= {"stem"}
         before = sum(p.requires_grad for p in model.parameters())
