@@ -117,17 +117,17 @@ def best_recipe(recipe: str | Path, overrides: dict[str, Any], best: dict[str, A
 
 def format_trials(rows: list[dict[str, Any]], main_metric: str) -> str:
     keys = list(dict.fromkeys(key for row in rows for key in row))
-    width = {key: max(len(key), *(len(f"{row.get(key, '')!s:.8}") for row in rows)) for key in keys}
-    header = "  ".join(f"{key.replace('objective', main_metric):<{width[key]}}" for key in keys)
-    lines = [header]
-    for row in rows:
-        cells = []
-        for key in keys:
-            value = row.get(key, "")
-            text = f"{value:.4g}" if isinstance(value, float) else str(value)
-            cells.append(f"{text:<{width[key]}}")
-        lines.append("  ".join(cells))
-    return "\n".join(lines)
+    header = [key.replace("objective", main_metric) for key in keys]
+    table = [header] + [[cell_text(row.get(key, "")) for key in keys] for row in rows]
+    widths = [max(len(line[column]) for line in table) for column in range(len(keys))]
+    return "\n".join(
+        "  ".join(f"{text:<{width}}" for text, width in zip(line, widths)).rstrip()
+        for line in table
+    )
+
+
+def cell_text(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def search(recipe: str | Path, overrides: list[str], n_trials: int) -> SearchResult:
