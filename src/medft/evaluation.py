@@ -30,7 +30,7 @@ from sklearn.preprocessing import label_binarize
 from medft.bootstrap import CONFIDENCE, DEFAULT_RESAMPLES, Resampler, bootstrap_intervals
 from medft.calibration import DEFAULT_BINS, reliability
 from medft.config import THRESHOLD_METHODS
-from medft.data.loading import TaskInfo, read_dataset, task_of
+from medft.data.loading import TaskInfo, check_split, read_dataset, task_of
 from medft.errors import MedftError
 from medft.losses import label_array
 from medft.metrics import (
@@ -487,11 +487,7 @@ def evaluate_model(
     (default: the model folder, where `medft predict` finds the thresholds)."""
     predicted = saved_task(model)
     dataset = read_dataset(dataset_name)
-    if split not in dataset:
-        raise MedftError(
-            f"dataset {dataset_name} has no split '{split}' (it has {', '.join(dataset)}); "
-            "choose one with --split."
-        )
+    check_split(dataset, split, dataset_name)
     task = task_of(dataset, split, "image", None)
     if (task.label_names, task.multi_label) != (predicted.label_names, predicted.multi_label):
         raise MedftError(

@@ -33,7 +33,7 @@ from transformers import (
 from transformers.image_utils import load_image
 
 from medft.data.files import scan_images
-from medft.data.loading import TaskInfo, read_dataset
+from medft.data.loading import TaskInfo, check_split, read_dataset
 from medft.errors import MedftError, first_line
 from medft.metrics import probabilities
 from medft.thresholds import (
@@ -226,11 +226,7 @@ def collect_inputs(paths: Sequence[str | Path], split: str = "test") -> Inputs:
     for given in map(Path, paths):
         if (given / "dataset_dict.json").is_file():
             dataset = read_dataset(str(given))
-            if split not in dataset:
-                raise MedftError(
-                    f"{given} has no split '{split}' (it has {', '.join(dataset)}); "
-                    "choose one with --split."
-                )
+            check_split(dataset, split, str(given))
             part = dataset[split]
             inputs.splits.append(part)
             ids = list(part["image_id"]) if "image_id" in part.column_names else None

@@ -63,6 +63,15 @@ def read_dataset(name: str, config: str | None = None) -> DatasetDict:
         ) from None
 
 
+def check_split(dataset: DatasetDict, split: str, name: str) -> None:
+    """Stop with the splits there are when ``split`` (a --split option) is not one of them."""
+    if split not in dataset:
+        raise MedftError(
+            f"dataset {name} has no split '{split}' (it has {', '.join(dataset)}); "
+            "choose one with --split."
+        )
+
+
 def task_of(
     dataset: DatasetDict, split: str, image_column: str, label_column: str | None
 ) -> TaskInfo:
