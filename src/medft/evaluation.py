@@ -405,12 +405,15 @@ def format_evaluation(report: dict[str, Any], output: str | Path | None = None) 
     return "\n".join(lines)
 
 
+def chexnet_aurocs(report: dict[str, Any]) -> dict[str, float]:
+    """CheXNet's published AUROC per finding, when the report compares with it (NIH models)."""
+    rows = report.get("chexnet_comparison", {}).get("rows", [])
+    return {row["finding"]: row["chexnet_auroc"] for row in rows}
+
+
 def finding_table(report: dict[str, Any]) -> list[str]:
     """Per-finding AUROC (with CI), threshold and F1; CheXNet's AUROC beside it when shown."""
-    chexnet = {
-        row["finding"]: row["chexnet_auroc"]
-        for row in report.get("chexnet_comparison", {}).get("rows", [])
-    }
+    chexnet = chexnet_aurocs(report)
     intervals = report["confidence_intervals"]
     thresholds = report["thresholds"]
     lines = [

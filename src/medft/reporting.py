@@ -12,7 +12,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from medft.config import DataArguments, MedftTrainingArguments, ModelArguments
 from medft.data.loading import TaskInfo
-from medft.evaluation import CHEXNET_NOTE, METRICS_NAME, headline
+from medft.evaluation import CHEXNET_NOTE, METRICS_NAME, chexnet_aurocs, headline
 from medft.plots import (
     CONFUSION_NAME,
     CURVES_NAME,
@@ -160,8 +160,7 @@ def evaluation_section(report: dict[str, Any]) -> list[str]:
             f"{value:.4f} ({how}); `thresholds.json` holds it for `medft predict`."
         )
     if "per_finding" in report:
-        chexnet = {r["finding"]: r["chexnet_auroc"] for r in
-                   report.get("chexnet_comparison", {}).get("rows", [])}  # fmt: skip
+        chexnet = chexnet_aurocs(report)
         intervals = report["confidence_intervals"]
         header = "| finding | AUROC | 95% CI | threshold | F1 |" + (
             " CheXNet AUROC* |" * bool(chexnet)
