@@ -36,10 +36,8 @@ from medft.losses import label_array
 from medft.metrics import (
     auprc_or_none,
     auroc_or_none,
-    binary_metrics,
-    multilabel_metrics,
+    metrics_for,
     probabilities,
-    single_label_metrics,
 )
 from medft.plots import (
     CONFUSION_NAME,
@@ -132,19 +130,15 @@ def headline_metrics(
     task: TaskInfo, scores: SplitScores, thresholds: Thresholds | None
 ) -> dict[str, float]:
     """The metrics that get confidence intervals (NaN where undefined on these images)."""
-    cut = cutoffs(task, thresholds)
+    metrics = metrics_for(task, scores.probs, scores.labels, cutoffs(task, thresholds))
     if task.multi_label:
-        metrics = multilabel_metrics(scores.probs, scores.labels, task.label_names, cut)
         micro = auroc_or_none(scores.labels.ravel(), scores.probs.ravel())
         metrics["micro_auroc"] = float("nan") if micro is None else micro
-        return metrics
-    if task.task == "binary":
-        metrics = binary_metrics(scores.probs, scores.labels, cut)
+    elif task.task == "binary":
         auprc = auprc_or_none(scores.labels, scores.probs[:, 1])
         metrics["auroc"] = metrics.get("auroc", float("nan"))
         metrics["auprc"] = float("nan") if auprc is None else auprc
-        return metrics
-    return single_label_metrics(scores.probs, scores.labels)
+    return metrics
 
 
 def single_label_details(task: TaskInfo, scores: SplitScores) -> dict[str, Any]:

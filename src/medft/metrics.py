@@ -100,11 +100,20 @@ def multilabel_metrics(
     return metrics
 
 
-def metrics_for(task: TaskInfo, probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def metrics_for(
+    task: TaskInfo,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    threshold: float | np.ndarray | None = None,
+) -> dict[str, float]:
+    """The task's metrics; ``threshold`` (the positive class's, or one per finding) replaces
+    the argmax (binary) or 0.5 (multi-label) where given."""
     if task.multi_label:
-        return multilabel_metrics(probs, labels, task.label_names)
+        return multilabel_metrics(
+            probs, labels, task.label_names, 0.5 if threshold is None else threshold
+        )
     if task.task == "binary":
-        return binary_metrics(probs, labels)
+        return binary_metrics(probs, labels, threshold)
     return single_label_metrics(probs, labels)
 
 
