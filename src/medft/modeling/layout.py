@@ -27,7 +27,10 @@ class BlockLayout:
     neck: list[str]  # backbone parameters after the last block (final norms)
     head: list[str]  # the classifier
     head_module: str  # the classifier's module name
-    names: dict[str, str] = field(default_factory=dict)  # parameter -> group, for tables
+    names: dict[str, str] = field(init=False)  # parameter -> group name
+
+    def __post_init__(self) -> None:
+        self.names = {param: group for group, params in self.groups() for param in params}
 
     def groups(self) -> list[tuple[str, list[str]]]:
         """Every group in order: stem, the blocks, neck, head (empty groups left out)."""
@@ -99,7 +102,4 @@ def transformers_layout(model: PreTrainedModel) -> BlockLayout:
 
 
 def block_layout(model: PreTrainedModel) -> BlockLayout:
-    layout = timm_layout(model) if hasattr(model, "timm_model") else transformers_layout(model)
-    for group, params in layout.groups():
-        layout.names.update(dict.fromkeys(params, group))
-    return layout
+    return timm_layout(model) if hasattr(model, "timm_model") else transformers_layout(model)
