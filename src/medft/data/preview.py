@@ -19,7 +19,13 @@ import torch  # noqa: E402
 from medft.config import DataArguments, ModelArguments  # noqa: E402
 from medft.data.loading import TaskInfo, load_training_data  # noqa: E402
 from medft.data.mixing import BatchMixer  # noqa: E402
-from medft.data.transforms import InputSpec, input_spec, to_rgb, train_transform  # noqa: E402
+from medft.data.transforms import (  # noqa: E402
+    InputSpec,
+    eval_pixels,
+    input_spec,
+    to_rgb,
+    train_transform,
+)
 from medft.modeling.backbones import build_processor  # noqa: E402
 
 
@@ -64,7 +70,7 @@ def augmentation_grid(
 
     examples = [train[int(i)] for i in rows]
     pictures = [to_rgb(e[task.image_column]) for e in examples]
-    shown = [processor(images=[p], return_tensors="pt")["pixel_values"][0] for p in pictures]
+    shown = list(eval_pixels(processor)(pictures))  # what evaluation and pipeline() see
     drawn = [[augment(p) for _ in range(versions)] for p in pictures]
     grid = [[s, *d] for s, d in zip(shown, drawn)]
     titles = [label_text(e[task.label_column], task) for e in examples]
