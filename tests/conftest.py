@@ -47,6 +47,44 @@ def nih_prepared(nih_raw, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def pretrained_folders(tmp_path_factory) -> dict[str, Path]:
+    """Folders with a 1000-class ImageNet head, one per way users hold pretrained weights."""
+    from tests import pretrained
+
+    root = tmp_path_factory.mktemp("pretrained")
+    return {
+        "timm_wrapper": pretrained.save_timm_wrapper(root / "timm_wrapper"),
+        "timm_hub_export": pretrained.save_timm_hub_export(root / "timm_hub_export"),
+        "vit": pretrained.save_vit(root / "vit"),
+    }
+
+
+@pytest.fixture
+def offline_hub(pretrained_folders, tmp_path, monkeypatch) -> Path:
+    """A Hugging Face cache holding the timm export and the ViT under Hub ids, read offline:
+    `from_pretrained(hub_id)` runs its Hub code path without a network."""
+    import huggingface_hub.constants
+
+    from tests import pretrained
+
+    cache = tmp_path / "hub"
+    for hub_id, folder in ((pretrained.TIMM_HUB_ID, "timm_hub_export"),
+                           (pretrained.VIT_HUB_ID, "vit")):  # fmt: skip
+        pretrained.add_to_hub_cache(cache, hub_id, pretrained_folders[folder])
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def lite0_weights(tmp_path_factory) -> Path:
+    """Real ImageNet EfficientNet-Lite0 weights in timm's names (a safetensors file)."""
+    from benchmarks.lite0_weights import lite0_weights_file
+
+    return lite0_weights_file(tmp_path_factory.mktemp("lite0") / "lite0.safetensors")
+
+
+@pytest.fixture(scope="session")
 def trained_binary(brain_binary, tmp_path_factory) -> Path:
     """A two-layer ViT trained for one epoch on the binary brain data, as `medft train` saves
     it (with metrics.json, thresholds.json and the plots of the evaluation after training)."""

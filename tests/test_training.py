@@ -15,8 +15,9 @@ from PIL import Image
 from transformers import pipeline
 
 from medft.config import parse_recipe
-from medft.data.loading import load_training_data
-from medft.training import files_to_push, train
+from medft.data.loading import load_training_data, shorter_side
+from medft.errors import MedftError
+from medft.training import files_to_push, input_size_advice, train
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parents[1]
@@ -115,6 +116,51 @@ def test_push_uploads_the_model_card_and_plots_not_checkpoints(brain_binary, tmp
             "training_curves.png", "test_results.json"} <= set(uploaded)  # fmt: skip
     assert not any(name.startswith("checkpoint-") for name in uploaded)
     assert "me/brain-vit" in (output / "README.md").read_text()
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle")
+
+
+def test_no_token_and_no_pickle_is_written_or_pushed(brain_binary, tmp_path, monkeypatch):
+    token = "hf_medftTestTokenThatMustNotLeak0123"
+    monkeypatch.setenv("HF_TOKEN", token)
+    calls = {}
+    monkeypatch.setattr(
+        HfApi, "create_repo", lambda self, repo_id, **kw: f"https://hf.co/{repo_id}"
+    )
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.update(kw))
+    output = tmp_path / "model"
+    run_recipe("tiny_vit.yaml", brain_binary, output, "--push_to_hub", "true",
+               "--hub_model_id", "me/brain-vit")  # fmt: skip
+    written = [path for path in output.rglob("*") if path.is_file()]
+    assert not [path for path in written if token.encode() in path.read_bytes()]
+    assert not list(output.rglob("training_args.bin"))  # in the model folder or a checkpoint
+    arguments = json.loads((output / "training_args.json").read_text())
+    assert arguments["hub_token"] == "<HUB_TOKEN>" and arguments["learning_rate"] == 1e-3
+    assert "training_args.json" in calls["allow_patterns"]
+    assert not [name for name in calls["allow_patterns"] if name.endswith(PICKLE_SUFFIXES)]
+
+
+@pytest.mark.parametrize("how", ["recipe", "command line"])
+def test_a_token_in_the_recipe_is_refused(how, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model_name_or_path: vit\ndataset_name: d\noutput_dir: o\n"
+                      + ("hub_token: hf_secret\n" if how == "recipe" else ""))  # fmt: skip
+    overrides = ["--hub_token", "hf_secret"] if how == "command line" else []
+    with pytest.raises(MedftError, match="hub_token does not belong.*HF_TOKEN.*hf auth login"):
+        parse_recipe(recipe, overrides)
+
+
+def test_input_size_advice_names_both_sizes_and_the_ways_out(brain_binary):
+    train_split = load_training_data(str(brain_binary))[0]["train"]
+    stored = shorter_side(train_split, "image")
+    assert 40 <= stored <= 48  # the generated scans
+    small = input_size_advice(128, (224, 224))
+    assert "128 px" in small and "224 px" in small and "upsampled 1.8x" in small
+    assert "image_size: 128" in small and "--image-size 224" in small
+    large = input_size_advice(1024, (224, 224))
+    assert "1024 px" in large and "--image-size 256" in large
+    assert input_size_advice(256, (224, 224)) is None and input_size_advice(None, (8, 8)) is None
 
 
 def medft_train(recipe: str, dataset: Path, output: Path, *extra: str) -> list[str]:

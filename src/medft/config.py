@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 from transformers import HfArgumentParser, IntervalStrategy, TrainingArguments
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from medft.errors import MedftError
 
@@ -195,6 +196,27 @@ class ModelArguments:
             "for random weights and for CNNs, not for pretrained transformers."
         },
     )
+    pretrained_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "A local weights file (.safetensors, .pth, .pt, .bin) for a "
+            "`timm/<architecture>` model, for machines without the Hub: a state dict in timm's "
+            "parameter names, read as timm reads checkpoints (nested `state_dict` / `model` "
+            "keys, `module.` prefixes) and without running pickled code. A classifier of "
+            "another size is replaced. A file carries no preprocessing: give it with "
+            "pretrained_cfg_overlay and image_size."
+        },
+    )
+    pretrained_cfg_overlay: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "timm preprocessing the weights expect, over the architecture's default "
+            "(timm's pretrained_cfg fields): {mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], "
+            "interpolation: bicubic, crop_pct: 0.875, crop_mode: center}; the input size is "
+            "image_size. Written into the saved config.json, so pipeline() preprocesses alike. "
+            "timm models only. A JSON string on the command line."
+        },
+    )
     # freezing ---------------------------------------------------------------------------------
     freeze: str = field(
         default="none",
@@ -254,13 +276,18 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.config_overrides, str):
-            try:
-                self.config_overrides = json.loads(self.config_overrides)
-            except json.JSONDecodeError as error:
-                raise MedftError(f"config_overrides is not valid JSON: {error}.") from None
-        if self.config_overrides is not None and not isinstance(self.config_overrides, dict):
-            raise MedftError("config_overrides must be a mapping of setting: value.")
+        self.config_overrides = mapping_value("config_overrides", self.config_overrides)
+        self.pretrained_cfg_overlay = mapping_value(
+            "pretrained_cfg_overlay", self.pretrained_cfg_overlay
+        )
+        check_pretrained_cfg_overlay(self.pretrained_cfg_overlay)
+        if self.pretrained_weights is not None:
+            check_pretrained_weights(self)
+        if self.pretrained_cfg_overlay and is_model_type(self.model_name_or_path):
+            raise MedftError(
+                "pretrained_cfg_overlay is timm's preprocessing; a transformers model's is its "
+                "preprocessor_config.json (image_mean, image_std, resample)."
+            )
         if self.image_size is not None and self.image_size < 8:
             raise MedftError(f"image_size must be at least 8, got {self.image_size}.")
         if self.freeze not in FREEZE_MODES:
@@ -281,7 +308,7 @@ class ModelArguments:
             raise MedftError("save_adapter_only needs LoRA (lora_r > 0).")
         check_probability("head_dropout", "lora_dropout", values=self)
         if self.head_hidden_sizes is not None:
-            if not self.is_timm:
+            if is_model_type(self.model_name_or_path):
                 raise MedftError(
                     "head_hidden_sizes: a transformers model's config cannot describe an MLP head, "
                     "so pipeline() would reload the model without it; use head_dropout, or a timm "
@@ -295,7 +322,77 @@ class ModelArguments:
 
     @property
     def is_timm(self) -> bool:
+        """A `timm/<architecture>` name (a local folder or Hub id may hold a timm model too:
+        the loaded config tells)."""
         return self.model_name_or_path.startswith("timm/")
+
+
+def is_model_type(name: str) -> bool:
+    """A transformers model type (`vit`, `convnext`, ...) rather than a folder or Hub id."""
+    return name in CONFIG_MAPPING and not Path(name).expanduser().exists()
+
+
+def mapping_value(key: str, value: dict | str | None) -> dict | None:
+    """A mapping recipe key, given as YAML or as a JSON string on the command line."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise MedftError(f"{key} is not valid JSON: {error}.") from None
+    if value is not None and not isinstance(value, dict):
+        raise MedftError(f"{key} must be a mapping of setting: value.")
+    return value
+
+
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+CROP_MODES = ("center", "squash", "border")
+
+
+def check_pretrained_cfg_overlay(overlay: dict | None) -> None:
+    for key, value in (overlay or {}).items():
+        if key in ("mean", "std"):
+            if not (isinstance(value, list) and value and all(isinstance(v, (int, float))
+                                                              for v in value)):  # fmt: skip
+                raise MedftError(f"pretrained_cfg_overlay.{key} must be a list of numbers "
+                                 f"(one per channel), got {value!r}.")  # fmt: skip
+            if key == "std" and min(value) <= 0:
+                raise MedftError(f"pretrained_cfg_overlay.std must be positive, got {value}.")
+        elif key == "interpolation" and value not in INTERPOLATIONS:
+            raise MedftError(
+                f"pretrained_cfg_overlay.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                f"got {value!r}."
+            )
+        elif key == "crop_pct" and not (isinstance(value, (int, float)) and 0 < value <= 1):
+            raise MedftError(f"pretrained_cfg_overlay.crop_pct must be in (0, 1], got {value!r}.")
+        elif key == "crop_mode" and value not in CROP_MODES:
+            raise MedftError(
+                f"pretrained_cfg_overlay.crop_mode must be one of {', '.join(CROP_MODES)}, "
+                f"got {value!r}."
+            )
+        elif key not in ("mean", "std", "interpolation", "crop_pct", "crop_mode"):
+            hint = " (the input size is the image_size key)" if key == "input_size" else ""
+            raise MedftError(
+                f"pretrained_cfg_overlay: unknown field '{key}'{hint}; it takes mean, std, "
+                "interpolation, crop_pct and crop_mode."
+            )
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+def check_pretrained_weights(args: ModelArguments) -> None:
+    if not args.is_timm:
+        raise MedftError(
+            "pretrained_weights is for timm/<architecture> names; for a model folder (either "
+            "family) set model_name_or_path to the folder instead."
+        )
+    if not args.pretrained:
+        raise MedftError("pretrained_weights with pretrained: false: keep one of the two.")
+    if not args.pretrained_weights.lower().endswith(WEIGHT_SUFFIXES):
+        raise MedftError(
+            f"pretrained_weights {args.pretrained_weights}: expected a state dict file "
+            f"({', '.join(WEIGHT_SUFFIXES)})."
+        )
 
 
 @dataclass
@@ -583,6 +680,7 @@ def parse_recipe(
     """Parse a recipe file (or a dict of ``values``) plus command-line ``overrides``."""
     source = str(recipe) if recipe is not None else "recipe"
     content = read_recipe_file(recipe) if recipe is not None else {}
+    refuse_secrets({**content, **(values or {})}, overrides or [], source)
     content = check_recipe_values({**content, **(values or {})}, source)
     content.setdefault("use_cpu", not accelerator_available())
     given = set(content) | {option_key(o) for o in overrides or [] if o[:2] == "--"}
@@ -607,6 +705,20 @@ def parse_recipe(
     data_args, model_args, training_args = parsed
     check_combinations(model_args.lora_r, training_args.layer_decay)
     return data_args, model_args, training_args
+
+
+SECRET_KEYS = ("hub_token",)
+
+
+def refuse_secrets(values: dict[str, Any], overrides: list[str], source: str) -> None:
+    """A token in a recipe or on the command line ends up in files, logs and shell history."""
+    given = [key for key in SECRET_KEYS if key in values]
+    given += [option_key(o) for o in overrides if o[:2] == "--" and option_key(o) in SECRET_KEYS]
+    if given:
+        raise MedftError(
+            f"{source}: {given[0]} does not belong in a recipe or on the command line (it would "
+            "be written to disk); set the HF_TOKEN environment variable or run `hf auth login`."
+        )
 
 
 def check_combinations(lora_r: int, layer_decay: float | None) -> None:

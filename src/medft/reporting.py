@@ -68,7 +68,7 @@ class CardFacts:
     """What the model card says about one training run."""
 
     model_name_or_path: str
-    base_model: str | None  # the Hub id of the pretrained weights; None for random init
+    base_model: str | None  # the Hub id of the pretrained weights; None for random or local
     dataset_name: str
     task: TaskInfo
     split_sizes: dict[str, int]
@@ -79,6 +79,7 @@ class CardFacts:
     image_size: tuple[int, int] | None = None
     repo_id: str | None = None
     extra_tags: list[str] = field(default_factory=list)
+    weights_origin: str | None = None  # local weights, in words (a Hub base_model names itself)
 
 
 def hub_id(name: str) -> str | None:
@@ -205,9 +206,10 @@ def model_card(facts: CardFacts) -> ModelCard:
         model_name=facts.repo_id or Path(facts.model_name_or_path).name,
         eval_results=eval_results(facts),
     )
+    origin = facts.weights_origin or (base and f"[`{base}`](https://huggingface.co/{base})")
     start = (
-        f"fine-tuned from [`{base}`](https://huggingface.co/{base})"
-        if base
+        f"fine-tuned from {origin}"
+        if origin
         else f"trained from random initialisation (`{facts.model_name_or_path}` architecture)"
     )
     kind = {

@@ -9,18 +9,30 @@ loss, MixUp / CutMix, frozen batch norms kept in eval mode), `create_optimizer`
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
 from torch.utils.data import WeightedRandomSampler
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from medft.data.mixing import BatchMixer
 from medft.losses import ClassificationLoss
 from medft.modeling.freezing import keep_frozen_norms_in_eval
 from medft.modeling.layout import BlockLayout
 from medft.optim import exponential_decay, parameter_groups
+
+ARGUMENTS_NAME = "training_args.json"
+
+
+def write_training_arguments(args: TrainingArguments, folder: Path) -> Path:
+    """``args`` as JSON (`to_json_string` redacts every ``*_token``), replacing the pickle."""
+    (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+    path = folder / ARGUMENTS_NAME
+    path.write_text(args.to_json_string())
+    return path
 
 
 class MedftTrainer(Trainer):
@@ -41,6 +53,13 @@ class MedftTrainer(Trainer):
         self.all_parameters_in_optimizer = all_parameters_in_optimizer
         self.train_probe = train_probe
         self.model_accepts_loss_kwargs = False  # compute_loss returns a per-batch mean
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """As the Trainer saves (final model and checkpoints), with the training arguments as
+        redacted JSON instead of the pickled ``training_args.bin``."""
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            write_training_arguments(self.args, Path(output_dir or self.args.output_dir))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]

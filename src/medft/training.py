@@ -23,7 +23,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from medft.config import AUTO, DataArguments, MedftTrainingArguments, ModelArguments
-from medft.data.loading import TaskInfo, load_training_data
+from medft.data.loading import TaskInfo, load_training_data, shorter_side
 from medft.data.mixing import BatchMixer
 from medft.data.transforms import (
     InputSpec,
@@ -43,12 +43,12 @@ from medft.evaluation import (
 )
 from medft.losses import build_loss, label_array, sampling_weights
 from medft.metrics import task_metrics
-from medft.modeling import BuiltModel, base_model_id, build_model
+from medft.modeling import BuiltModel, base_model_id, build_model, weights_origin
 from medft.modeling.freezing import GradualUnfreezing, parameter_table
 from medft.modeling.lora import merged
 from medft.plots import CURVES_NAME, plot_training_curves
 from medft.reporting import CardFacts, card_settings, model_card
-from medft.trainer import MedftTrainer
+from medft.trainer import MedftTrainer, write_training_arguments
 
 logger = logging.getLogger("medft")
 NOT_PUSHED = ("checkpoint-", "runs", "run-")  # checkpoints, logs, search trials
@@ -169,6 +169,30 @@ def set_transforms(data: TrainingData, processor: Any, data_args: DataArguments)
     return spec
 
 
+UPSAMPLED, OVERSIZED = 0.9, 2.0  # stored shorter side / model input worth a warning
+
+
+def input_size_advice(stored: int | None, model_input: tuple[int, int]) -> str | None:
+    """A warning when stored images are much smaller (upsampled: compute without detail) or
+    much larger (decoded big every epoch) than the model's input; None when they fit."""
+    size = max(model_input)
+    if stored is None or UPSAMPLED * size <= stored <= OVERSIZED * size:
+        return None
+    if stored < size:
+        return (
+            f"the training images are {stored} px on their shorter side but the model takes "
+            f"{size} px: each is upsampled {size / stored:.1f}x, which costs compute and adds no "
+            f"detail. Train at the stored size (image_size: {stored} in the recipe), or prepare "
+            f"the originals at the model's size (medft prepare ... --image-size {size})."
+        )
+    return (
+        f"the training images are {stored} px on their shorter side but the model takes "
+        f"{size} px: every epoch decodes them large to shrink them. Store them smaller once "
+        f"(medft prepare ... --image-size {round(size * 8 / 7)}), or raise image_size where "
+        "the model allows."
+    )
+
+
 def technique_callbacks(model_args: ModelArguments, args: MedftTrainingArguments, layout):
     callbacks: list[TrainerCallback] = []
     if args.early_stopping_patience:
@@ -210,7 +234,7 @@ def build_trainer(
         eval_dataset=data.validation,
         data_collator=collate,
         compute_metrics=task_metrics(task),
-        processing_class=None if model_args.is_timm else built.processor,
+        processing_class=None if built.is_timm else built.processor,
         callbacks=technique_callbacks(model_args, args, built.layout),
         loss=build_loss(task, data.train_labels, args.class_weighting, args.label_smoothing_factor),
         layout=built.layout,
@@ -228,6 +252,7 @@ def save_model(trainer: MedftTrainer, built: BuiltModel, model_args: ModelArgume
             merged(trainer.model).save_pretrained(output)
             if trainer.processing_class is not None:
                 trainer.processing_class.save_pretrained(output)
+            write_training_arguments(trainer.args, Path(output))
     else:
         trainer.save_model(output)
 
@@ -263,7 +288,11 @@ def train(
         )
     if not built.uses_lora:
         logger.info("Parameters per block:\n%s", parameter_table(built.model, built.layout))
+    stored_side = shorter_side(data.train_set, data.task.image_column)
     spec = set_transforms(data, built.processor, data_args)
+    advice = input_size_advice(stored_side, spec.size)
+    if advice:
+        logger.warning("Input size: %s", advice)
 
     ###############
     # Training loop
@@ -320,6 +349,7 @@ def train(
         facts = CardFacts(
             model_name_or_path=model_args.model_name_or_path,
             base_model=base_model_id(model_args),
+            weights_origin=weights_origin(model_args),
             dataset_name=data_args.dataset_name,
             task=data.task,
             split_sizes=data.split_sizes(),
@@ -329,7 +359,7 @@ def train(
             evaluation=report,
             image_size=spec.size,
             repo_id=push_to,
-            extra_tags=["timm"] * model_args.is_timm + ["lora"] * built.uses_lora,
+            extra_tags=["timm"] * built.is_timm + ["lora"] * built.uses_lora,
         )
         model_card(facts).save(output / "README.md")
 

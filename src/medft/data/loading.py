@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import ClassLabel, DatasetDict, Image, List, Sequence, load_dataset, load_from_disk
+import PIL.Image
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Image,
+    List,
+    Sequence,
+    load_dataset,
+    load_from_disk,
+)
 
 from medft.errors import MedftError, first_line
 
@@ -116,3 +128,20 @@ def load_training_data(
         {split: dataset[split] for split in [*required, *optional] if split in dataset}
     )
     return kept, task_of(kept, required[0], image_column, label_column)
+
+
+def shorter_side(dataset: Dataset, image_column: str, sample: int = 64) -> int | None:
+    """The median shorter side, in pixels, of up to ``sample`` stored images (headers only);
+    None when none of them can be opened."""
+    rows = dataset.cast_column(image_column, Image(decode=False)).select(
+        range(min(sample, len(dataset)))
+    )
+    sides = []
+    for stored in rows[image_column]:
+        try:
+            source = io.BytesIO(stored["bytes"]) if stored["bytes"] else stored["path"]
+            with PIL.Image.open(source) as image:
+                sides.append(min(image.size))
+        except (OSError, ValueError, TypeError):  # unreadable ones are prepare's to report
+            continue
+    return int(statistics.median(sides)) if sides else None

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from peft import PeftModel
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, TimmWrapperImageProcessor
 
 from medft.config import ModelArguments
 from medft.data.loading import TaskInfo
-from medft.modeling.backbones import base_model_id, build_backbone
+from medft.modeling.backbones import base_model_id, build_backbone, weights_origin
 from medft.modeling.freezing import apply_freezing
 from medft.modeling.heads import add_head_dropout
 from medft.modeling.layout import BlockLayout, block_layout
@@ -29,6 +29,11 @@ class BuiltModel:
     def uses_lora(self) -> bool:
         return isinstance(self.model, PeftModel)
 
+    @property
+    def is_timm(self) -> bool:
+        """A timm model (through TimmWrapper), whichever route it came by."""
+        return isinstance(self.processor, TimmWrapperImageProcessor)
+
 
 def build_model(args: ModelArguments, task: TaskInfo) -> BuiltModel:
     model, processor = build_backbone(args, task)
@@ -40,4 +45,4 @@ def build_model(args: ModelArguments, task: TaskInfo) -> BuiltModel:
     return BuiltModel(model, processor, layout)
 
 
-__all__ = ["BuiltModel", "base_model_id", "build_model"]
+__all__ = ["BuiltModel", "base_model_id", "build_model", "weights_origin"]
