@@ -421,6 +421,14 @@ class MedftTrainingArguments(TrainingArguments):
     dataloader_num_workers: int = field(
         default=2, metadata={"help": "Processes decoding and transforming images."}
     )
+    channels_last: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Lay weights and activations out channels-last, which oneDNN and cuDNN run "
+            "convolutions fastest in (2x for EfficientNet-Lite0 training on a 2-core Xeon); the "
+            "same arithmetic. Default: on for convolutional networks, off for ViT-like ones."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept false: the image column is read by the transforms."}
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import torch
 import transformers
 from datasets import Dataset
 from huggingface_hub import HfApi
@@ -193,6 +194,14 @@ def input_size_advice(stored: int | None, model_input: tuple[int, int]) -> str |
     )
 
 
+def uses_channels_last(setting: bool | None, model: torch.nn.Module) -> bool:
+    """The recipe's choice, else on for convolutional networks (a ViT's only convolution is
+    its patch embedding)."""
+    if setting is not None:
+        return setting
+    return sum(isinstance(module, torch.nn.Conv2d) for module in model.modules()) > 1
+
+
 def technique_callbacks(model_args: ModelArguments, args: MedftTrainingArguments, layout):
     callbacks: list[TrainerCallback] = []
     if args.early_stopping_patience:
@@ -288,6 +297,8 @@ def train(
         )
     if not built.uses_lora:
         logger.info("Parameters per block:\n%s", parameter_table(built.model, built.layout))
+    if uses_channels_last(training_args.channels_last, built.model):
+        built.model.to(memory_format=torch.channels_last)
     stored_side = shorter_side(data.train_set, data.task.image_column)
     spec = set_transforms(data, built.processor, data_args)
     advice = input_size_advice(stored_side, spec.size)
