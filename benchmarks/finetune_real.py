@@ -34,7 +34,6 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from torchvision.transforms import (
     CenterCrop,
     Compose,
-    InterpolationMode,
     Normalize,
     RandomHorizontalFlip,
     RandomResizedCrop,
@@ -48,10 +47,11 @@ from transformers import (
     set_seed,
 )
 
-from medft.config import ModelArguments, parse_recipe, read_recipe_file
-from medft.data.loading import TaskInfo
-from medft.data.prepare import prepare_dataset
+from medft.config import ModelArguments
 from medft.modeling.backbones import build_backbone
+from medft.parsing import parse_recipe, read_recipe_file
+from medft.prepare import prepare_dataset
+from medft.tasks import TaskInfo
 from medft.training import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,10 +72,10 @@ def medft_row(dataset: Path, weights: Path, output: Path, epochs: int, *extra: s
                  "--pretrained_weights", str(weights), "--num_train_epochs", str(epochs),
                  "--disable_tqdm", "true", "--bootstrap_resamples", "0", *extra]  # fmt: skip
     start = time.perf_counter()
-    metrics = train(*parse_recipe(RECIPE, overrides))
-    return {key: metrics[f"test_{key}"] for key in ("balanced_accuracy", "accuracy", "macro_f1")} | {
-        "minutes": (time.perf_counter() - start) / 60
-    }
+    metrics = train(*parse_recipe(RECIPE, overrides)).test_metrics
+    return {
+        key: metrics[f"test_{key}"] for key in ("balanced_accuracy", "accuracy", "macro_f1")
+    } | {"minutes": (time.perf_counter() - start) / 60}
 
 
 def pretrained_folder(weights: Path, folder: Path) -> Path:
@@ -99,8 +99,10 @@ def split_files(prepared: Path, source: Path) -> dict[str, Dataset]:
     features = Features({"image": Image(), "label": ClassLabel(names=names)})
     return {
         split: Dataset.from_dict(
-            {"image": [str(source / image_id) for image_id in part["image_id"]],
-             "label": part["label"]},
+            {
+                "image": [str(source / image_id) for image_id in part["image_id"]],
+                "label": part["label"],
+            },
             features=features,
         )  # fmt: skip
         for split, part in prepared_splits.items()

@@ -26,11 +26,11 @@ import torch
 from transformers import pipeline
 
 from medft.config import ModelArguments
-from medft.data.brain_tumor import CLASSES
-from medft.data.loading import TaskInfo
-from medft.data.synthetic import brain_scan
 from medft.modeling import build_model
 from medft.prediction import predict
+from medft.prepare.brain_tumor import CLASSES
+from medft.prepare.synthetic import brain_scan
+from medft.tasks import TaskInfo
 
 
 def write_images(folder: Path, count: int, size: int) -> list[Path]:

@@ -34,7 +34,7 @@ from pathlib import Path
 import psutil
 from PIL import Image
 
-from medft.data.synthetic import synthesize_chestxray14
+from medft.prepare.synthetic import synthesize_chestxray14
 
 REAL_NIH_PNG_NOISE = 0.7  # gives ~380 KB PNGs, the real dataset's average (42 GB / 112,120)
 

@@ -25,12 +25,12 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, get_linear_schedule_with_warmup, set_seed
 
-from medft.config import parse_recipe
 from medft.data.loading import load_training_data
-from medft.data.prepare import prepare_dataset
-from medft.data.synthetic import synthesize_brain_tumor_44c
 from medft.data.transforms import batch_transform, collate, input_spec, train_pixels
 from medft.modeling import build_model
+from medft.parsing import parse_recipe
+from medft.prepare import prepare_dataset
+from medft.prepare.synthetic import synthesize_brain_tumor_44c
 from medft.training import train
 
 RECIPE = {

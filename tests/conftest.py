@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from medft.data.prepare import prepare_dataset
-from medft.data.synthetic import synthesize_brain_tumor_44c, synthesize_chestxray14
+from medft.prepare import prepare_dataset
+from medft.prepare.synthetic import synthesize_brain_tumor_44c, synthesize_chestxray14
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

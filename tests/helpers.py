@@ -2,11 +2,14 @@
 
 from pathlib import Path
 
+import numpy as np
 from transformers import AutoModelForImageClassification, set_seed
 
-from medft.config import ModelArguments, parse_recipe
-from medft.data.loading import TaskInfo
+from medft.config import EvaluationOptions, ModelArguments
+from medft.evaluation import EvaluationReport, SplitScores, evaluate_scores
 from medft.modeling import build_model
+from medft.parsing import parse_recipe
+from medft.tasks import TaskInfo
 from medft.training import train
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -27,11 +30,12 @@ def tiny_timm(name: str = "timm/resnet18", **settings) -> ModelArguments:
 
 
 def run_recipe(recipe: str, dataset: Path, output: Path, *overrides: str) -> dict[str, float]:
+    """Train a fixture recipe on ``dataset`` into ``output``; the Trainer's test metrics."""
     arguments = parse_recipe(
         FIXTURES / recipe,
         ["--dataset_name", str(dataset), "--output_dir", str(output), *overrides],
     )
-    return train(*arguments)
+    return train(*arguments).test_metrics
 
 
 def initial_and_trained(recipe: str, dataset: Path, output: Path, *overrides: str):
@@ -48,3 +52,15 @@ def initial_and_trained(recipe: str, dataset: Path, output: Path, *overrides: st
     initial = {k: v.clone() for k, v in build_model(model_args, task).model.state_dict().items()}
     trained = AutoModelForImageClassification.from_pretrained(output).state_dict()
     return initial, trained  # both with module names (files may keep legacy checkpoint names)
+
+
+def binary_report() -> EvaluationReport:
+    """The evaluation of six hand-made binary scores (AUROC 7/9), as a model card shows it."""
+    positive = np.array([0.1, 0.4, 0.6, 0.35, 0.7, 0.9])
+    scores = SplitScores(np.stack([1 - positive, positive], 1), np.array([0, 0, 0, 1, 1, 1]))
+    report = evaluate_scores(
+        TaskInfo(["normal", "tumor"], multi_label=False), scores, split="test", tuning=scores,
+        tuning_split="validation", options=EvaluationOptions(bootstrap_resamples=50),
+    )  # fmt: skip
+    report.files = ["roc_curves.png", "reliability_diagram.png"]
+    return report

@@ -46,7 +46,7 @@ def test_evaluate_reports_the_numbers_of_the_training_run(
     trained_binary, brain_binary, tmp_path, capsys
 ):
     code = main(["evaluate", "--model", str(trained_binary), "--dataset", str(brain_binary),
-                 "--output", str(tmp_path), "--bootstrap", "100"])  # fmt: skip
+                 "--output", str(tmp_path), "--bootstrap-resamples", "100"])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "95% CI (100 image resamples)" in printed and "youden, tuned on validation" in printed

@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from medft.config import parse_recipe, read_recipe_file
 from medft.errors import MedftError
 from medft.modeling.backbones import check_timm_arguments, timm_architecture
 from medft.modeling.heads import timm_head_settings
+from medft.parsing import parse_recipe, read_recipe_file
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 FIXTURES = Path(__file__).parent / "fixtures"

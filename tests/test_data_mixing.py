@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from medft.data.loading import TaskInfo
 from medft.data.mixing import BatchMixer
+from medft.tasks import TaskInfo
 
 THREE = TaskInfo(["a", "b", "c"], multi_label=False)
 FINDINGS = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")

@@ -6,22 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medft.data.chestxray14 import FINDINGS as NIH_FINDINGS
-from medft.data.loading import TaskInfo
-from medft.evaluation import (
-    CHEXNET_AUROC,
-    EvaluationOptions,
-    SplitScores,
-    evaluate_scores,
-    format_evaluation,
-    write_evaluation,
-)
+from medft.config import EvaluationOptions
+from medft.evaluation import CHEXNET_AUROC, EvaluationReport, SplitScores, evaluate_scores
+from medft.prepare.chestxray14 import FINDINGS as NIH_FINDINGS
+from medft.reporting import format_evaluation, write_evaluation
+from medft.tasks import TaskInfo
 from medft.thresholds import Thresholds
 
 BINARY = TaskInfo(["normal", "tumor"], multi_label=False)
 FOUR = TaskInfo(["a", "b", "c", "d"], multi_label=False)
 FINDINGS = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")
-FAST = EvaluationOptions(resamples=200, seed=0)
+FAST = EvaluationOptions(bootstrap_resamples=200, seed=0)
 
 
 def binary(positive: list[float], labels: list[int], patients=None) -> SplitScores:
@@ -34,7 +29,7 @@ def test_binary_auroc_auprc_and_sensitivity_at_the_youden_threshold_of_validatio
     test = binary([0.1, 0.4, 0.6, 0.35, 0.7, 0.9], [0, 0, 0, 1, 1, 1])
     report = evaluate_scores(
         BINARY, test, split="test", tuning=validation, tuning_split="validation", options=FAST
-    )
+    ).to_json()
     metrics = report["metrics"]
     assert report["thresholds"]["values"] == {"tumor": pytest.approx(0.45)}
     assert report["thresholds"]["tuned_on"] == "validation"
@@ -54,8 +49,8 @@ def test_binary_auroc_auprc_and_sensitivity_at_the_youden_threshold_of_validatio
 
 def test_a_given_threshold_replaces_the_tuned_one():
     test = binary([0.1, 0.4, 0.6, 0.35, 0.7, 0.9], [0, 0, 0, 1, 1, 1])
-    options = EvaluationOptions(resamples=0, threshold=0.3)
-    report = evaluate_scores(BINARY, test, split="test", tuning=test, options=options)
+    options = EvaluationOptions(bootstrap_resamples=0, threshold=0.3)
+    report = evaluate_scores(BINARY, test, split="test", tuning=test, options=options).to_json()
     assert report["thresholds"]["method"] == "given"
     assert report["metrics"]["sensitivity"] == 1.0  # every tumour scores >= 0.3
     assert report["metrics"]["specificity"] == pytest.approx(1 / 3)  # only 0.1 is below
@@ -70,7 +65,7 @@ def test_multiclass_per_class_top_k_and_confusion_matrix():
         [0.4, 0.3, 0.2, 0.1],  # d, predicted a; d ranks 4th
     ])  # fmt: skip
     scores = SplitScores(probs, np.array([0, 1, 2, 3]))
-    report = evaluate_scores(FOUR, scores, split="test", options=FAST)
+    report = evaluate_scores(FOUR, scores, split="test", options=FAST).to_json()
     metrics = report["metrics"]
     assert report["thresholds"] is None  # the top class is the prediction
     assert metrics["accuracy"] == 0.25 and metrics["top_3_accuracy"] == 0.75
@@ -92,7 +87,7 @@ def test_multilabel_per_finding_thresholds_tuned_on_validation_and_applied_to_te
     scores = SplitScores(probs, labels)
     report = evaluate_scores(
         FINDINGS, scores, split="test", tuning=scores, tuning_split="validation", options=FAST
-    )
+    ).to_json()
     # F1-max cuts: Mass 0.6 (F1 1); Nodule 0.4 (P 2/3, R 1 -> F1 0.8)
     assert report["thresholds"]["method"] == "f1"
     assert report["thresholds"]["values"] == pytest.approx({"Mass": 0.6, "Nodule": 0.4})
@@ -113,14 +108,14 @@ def test_multilabel_per_finding_thresholds_tuned_on_validation_and_applied_to_te
 def test_stored_thresholds_are_used_without_a_validation_split():
     scores = SplitScores(np.array([[0.9, 0.3], [0.2, 0.8]]), np.array([[1, 0], [0, 1]]))
     stored = Thresholds({"Mass": 0.95, "Nodule": 0.1}, "f1", "validation")
-    report = evaluate_scores(FINDINGS, scores, split="test", stored=stored, options=FAST)
+    report = evaluate_scores(FINDINGS, scores, split="test", stored=stored, options=FAST).to_json()
     assert report["thresholds"]["values"] == {"Mass": 0.95, "Nodule": 0.1}
     assert report["per_finding"]["Mass"]["sensitivity"] == 0.0  # 0.9 < 0.95
 
 
 def test_patients_are_the_bootstrap_unit_when_known():
     scores = binary([0.2, 0.3, 0.7, 0.8, 0.6, 0.1], [0, 0, 1, 1, 1, 0], np.array(list("aabbcc")))
-    report = evaluate_scores(BINARY, scores, split="test", options=FAST)
+    report = evaluate_scores(BINARY, scores, split="test", options=FAST).to_json()
     assert report["bootstrap"]["unit"] == "patient" and report["patients"] == 3
 
 
@@ -130,7 +125,7 @@ def test_nih_models_get_chexnet_beside_them_in_their_own_label_order():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, (60, 14))
     scores = SplitScores(np.clip(labels * 0.4 + rng.random((60, 14)) * 0.6, 0, 1), labels)
-    report = evaluate_scores(task, scores, split="test", tuning=scores, options=FAST)
+    report = evaluate_scores(task, scores, split="test", tuning=scores, options=FAST).to_json()
     comparison = report["chexnet_comparison"]
     assert [row["finding"] for row in comparison["rows"]] == order
     hernia = comparison["rows"][0]
@@ -139,7 +134,7 @@ def test_nih_models_get_chexnet_beside_them_in_their_own_label_order():
     assert hernia["ci_low"] <= hernia["auroc"] <= hernia["ci_high"]
     assert comparison["chexnet_mean_auroc"] == pytest.approx(0.841, abs=5e-4)
     assert "different split" in comparison["note"]
-    assert "CheXNet" in format_evaluation(report)
+    assert "CheXNet" in format_evaluation(EvaluationReport.from_json(report))
     assert sorted(CHEXNET_AUROC) == sorted(NIH_FINDINGS)
 
 
@@ -160,8 +155,9 @@ def test_every_plot_is_written_as_a_png_beside_metrics_and_thresholds(tmp_path):
     }  # fmt: skip
     for name, (task, scores) in cases.items():
         output = tmp_path / name
-        report = evaluate_scores(task, scores, split="test", tuning=scores, options=FAST)
-        written = write_evaluation(report, task, scores, output)
+        evaluated = evaluate_scores(task, scores, split="test", tuning=scores, options=FAST)
+        written = write_evaluation(evaluated, task, scores, output)
+        report = evaluated.to_json()
         assert {path.name for path in written} == expected[name] | {"metrics.json"}
         for path in written:
             if path.suffix == ".png":
@@ -171,4 +167,4 @@ def test_every_plot_is_written_as_a_png_beside_metrics_and_thresholds(tmp_path):
         saved = json.loads((output / "metrics.json").read_text())
         assert saved["metrics"] == pytest.approx(report["metrics"])
         assert set(saved["files"]) == expected[name]
-        assert f"to {output}" in format_evaluation(saved, output)
+        assert f"to {output}" in format_evaluation(EvaluationReport.from_json(saved), output)

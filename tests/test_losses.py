@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from medft.data.loading import TaskInfo
-from medft.losses import build_loss, class_weights, positive_weights, sampling_weights
+from medft.losses import build_loss
+from medft.tasks import TaskInfo
 
 THREE = TaskInfo(["a", "b", "c"], multi_label=False)
 TWO_FINDINGS = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")
@@ -15,9 +15,9 @@ TWO_FINDINGS = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labe
 
 def test_balanced_class_weights():
     labels = np.array([0, 0, 0, 0, 1, 1, 2, 2])  # counts 4, 2, 2 of 8
-    weights = class_weights(labels, 3)
+    weights = THREE.balanced_weights(labels)
     assert weights.tolist() == pytest.approx([8 / (3 * 4), 8 / (3 * 2), 8 / (3 * 2)])
-    assert class_weights(np.array([0, 0, 2]), 3)[1] == 0  # a class never seen
+    assert THREE.balanced_weights(np.array([0, 0, 2]))[1] == 0  # a class never seen
 
 
 def test_weighted_cross_entropy_matches_a_hand_computation():
@@ -32,7 +32,10 @@ def test_weighted_cross_entropy_matches_a_hand_computation():
 
 def test_multilabel_pos_weight_matches_a_hand_computation():
     train = [[0], [0, 1], [], []]  # Mass 2 of 4, Nodule 1 of 4
-    assert positive_weights(np.array([[1, 0], [1, 1], [0, 0], [0, 0]])).tolist() == [1.0, 3.0]
+    assert TWO_FINDINGS.balanced_weights(np.array([[1, 0], [1, 1], [0, 0], [0, 0]])).tolist() == [
+        1.0,
+        3.0,
+    ]
     loss = build_loss(TWO_FINDINGS, train, "balanced", 0.0)
     logits = torch.tensor([[0.0, 0.0]])
     targets = torch.tensor([[1.0, 1.0]])
@@ -52,11 +55,11 @@ def test_soft_targets_and_label_smoothing():
 
 
 def test_sampling_weights_balance_classes():
-    weights = sampling_weights(np.array([0, 0, 0, 1]), multi_label=False)
+    weights = TaskInfo(["a", "b"], multi_label=False).sampling_weights(np.array([0, 0, 0, 1]))
     assert weights.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0])
     draws = torch.multinomial(
         weights, 20000, replacement=True, generator=torch.Generator().manual_seed(0)
     )
     assert (draws == 3).float().mean().item() == pytest.approx(0.5, abs=0.02)
-    multi = sampling_weights(np.array([[1, 0], [1, 0], [1, 1], [0, 0]]), multi_label=True)
+    multi = TWO_FINDINGS.sampling_weights(np.array([[1, 0], [1, 0], [1, 1], [0, 0]]))
     assert multi.tolist() == pytest.approx([1 / 3, 1 / 3, 1.0, 1.0])  # rarest finding; none: 1/1

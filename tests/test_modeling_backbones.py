@@ -3,10 +3,10 @@ import torch
 from PIL import Image
 
 from medft.config import ModelArguments
-from medft.data.loading import TaskInfo
 from medft.data.transforms import input_spec
 from medft.errors import MedftError
 from medft.modeling.backbones import base_model_id, build_backbone
+from medft.tasks import TaskInfo
 
 TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
             "intermediate_size": 64, "patch_size": 8}  # fmt: skip

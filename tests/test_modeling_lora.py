@@ -8,10 +8,10 @@ from torch import nn
 from transformers import AutoModelForImageClassification, pipeline, set_seed
 
 from medft.config import ModelArguments
-from medft.data.loading import TaskInfo
 from medft.errors import MedftError
 from medft.modeling import build_model
 from medft.modeling.lora import merged
+from medft.tasks import TaskInfo
 from tests.helpers import THREE, run_recipe, tiny_timm, tiny_vit
 
 BINARY = TaskInfo(["normal", "tumor"], multi_label=False)

@@ -12,12 +12,14 @@ from sklearn.datasets import load_sample_images
 from transformers import AutoModelForImageClassification, pipeline
 
 from benchmarks.lite0_weights import TF_PREPROCESSING
-from medft.config import ModelArguments, parse_recipe
-from medft.data.loading import TaskInfo, load_training_data
+from medft.config import ModelArguments
+from medft.data.loading import load_training_data
 from medft.data.transforms import input_spec
 from medft.errors import MedftError
 from medft.modeling import build_model
 from medft.modeling.backbones import build_backbone
+from medft.parsing import parse_recipe
+from medft.tasks import TaskInfo
 from medft.training import train
 from tests import pretrained
 from tests.helpers import FIXTURES, THREE
@@ -33,7 +35,7 @@ def fine_tune(model: str, dataset, output, *overrides: str):
         ["--model_name_or_path", model, "--dataset_name", str(dataset),
          "--output_dir", str(output), *overrides],
     )  # fmt: skip
-    return train(*arguments)
+    return train(*arguments).test_metrics
 
 
 def backbone_tensors(model) -> dict[str, torch.Tensor]:

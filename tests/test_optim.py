@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from medft.config import parse_recipe
 from medft.modeling import build_model
 from medft.optim import depth_scales, exponential_decay, parameter_groups
+from medft.parsing import parse_recipe
 from tests.helpers import FIXTURES, THREE, tiny_timm
 
 

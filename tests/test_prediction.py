@@ -10,10 +10,11 @@ import torch
 from datasets import load_from_disk
 from transformers import pipeline
 
-from medft.data.files import is_image_file
-from medft.data.loading import TaskInfo
 from medft.errors import MedftError
-from medft.prediction import collect_inputs, format_prediction_summary, predict, prediction_rows
+from medft.inference import collect_inputs
+from medft.prediction import format_prediction_summary, predict, prediction_rows
+from medft.prepare.files import is_image_file
+from medft.tasks import TaskInfo
 
 BAD_FILES = ("empty.jpg", "notes.jpg", "truncated.jpeg")
 

@@ -4,8 +4,8 @@ import pytest
 import yaml
 
 from medft.cli import main
-from medft.config import parse_recipe
 from medft.errors import MedftError
+from medft.parsing import parse_recipe
 from medft.search import check_space, search
 
 SPACE = {

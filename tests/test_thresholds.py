@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from medft.data.loading import TaskInfo
 from medft.errors import MedftError
+from medft.tasks import TaskInfo
 from medft.thresholds import (
     f1_threshold,
     load_thresholds,

@@ -8,11 +8,12 @@ from safetensors.torch import load_file
 from torch.utils.data import WeightedRandomSampler
 from transformers import EarlyStoppingCallback
 
-from medft.config import parse_recipe
+from medft.data.pipeline import load_data, set_transforms
 from medft.errors import MedftError
 from medft.modeling import build_model
 from medft.modeling.freezing import GradualUnfreezing
-from medft.training import build_trainer, load_data, set_transforms
+from medft.parsing import parse_recipe
+from medft.training import build_trainer
 from tests.helpers import FIXTURES, run_recipe
 
 

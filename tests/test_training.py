@@ -14,26 +14,19 @@ from huggingface_hub import HfApi
 from PIL import Image
 from transformers import pipeline
 
-from medft.config import parse_recipe
 from medft.data.loading import load_training_data, shorter_side
+from medft.data.pipeline import input_size_advice
 from medft.errors import MedftError
-from medft.training import files_to_push, input_size_advice, train
+from medft.hub import files_to_push
+from medft.parsing import parse_recipe
+from tests.helpers import FIXTURES, run_recipe
 
-FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parents[1]
 DATASETS = {
     "binary": "brain_binary",
     "multiclass": "brain_multiclass",
     "multilabel": "nih_prepared",
 }
-
-
-def run_recipe(recipe: str, dataset: Path, output: Path, *overrides: str) -> dict[str, float]:
-    arguments = parse_recipe(
-        FIXTURES / recipe,
-        ["--dataset_name", str(dataset), "--output_dir", str(output), *overrides],
-    )
-    return train(*arguments)
 
 
 def check_pipeline_serves(output: Path, dataset: Path) -> None:

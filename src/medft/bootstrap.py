@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-DEFAULT_RESAMPLES = 1000
+from medft.config.commands import DEFAULT_RESAMPLES
+
 CONFIDENCE = 0.95
 
 

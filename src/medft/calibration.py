@@ -1,10 +1,10 @@
 """Calibration: do scores of 0.8 come true 80% of the time? Reliability bins and ECE.
 
-Scores are put in equal-width bins over [0, 1]. For single-label models the
-score is the top class's probability and "true" means the top class is right;
-for multi-label models every finding's probability counts as one score, true
-when the finding is present. The expected calibration error (ECE) is the
-count-weighted mean gap between each bin's mean score and its share of true.
+Scores are put in equal-width bins over [0, 1]; what a score is comes from the
+task (`TaskInfo.calibration_scores`: the top class's probability, true when the top
+class is right; or every finding's probability, true when the finding is present).
+The expected calibration error (ECE) is the count-weighted mean gap between each
+bin's mean score and its share of true.
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_BINS = 15
-SCORED = {
-    False: "top-class probability (true: the top class is right)",
-    True: "every finding's probability (true: the finding is present)",
-}
+from medft.config.commands import DEFAULT_BINS
+from medft.tasks import CalibrationScores, TaskInfo
 
 
 @dataclass(frozen=True)
@@ -30,6 +27,8 @@ class Reliability:
     mean_score: np.ndarray
     fraction_true: np.ndarray
     scored: str
+    score_axis: str = "score"
+    true_axis: str = "fraction true"
 
     @property
     def ece(self) -> float:
@@ -49,25 +48,41 @@ class Reliability:
             "counts": [int(c) for c in self.counts],
             "mean_score": listed(self.mean_score),
             "fraction_true": listed(self.fraction_true),
+            "score_axis": self.score_axis,
+            "true_axis": self.true_axis,
         }
 
+    @classmethod
+    def from_json(cls, content: dict) -> Reliability:
+        def array(values: list) -> np.ndarray:
+            return np.array([np.nan if v is None else v for v in values], dtype=float)
 
-def reliability_bins(scores: np.ndarray, true: np.ndarray, bins: int, scored: str) -> Reliability:
-    """Bin ``scores`` (in [0, 1]) equally; a score of exactly 1 goes in the last bin."""
-    scores, true = np.asarray(scores, dtype=float).ravel(), np.asarray(true, dtype=float).ravel()
+        return cls(
+            np.asarray(content["edges"], dtype=float),
+            np.asarray(content["counts"]),
+            array(content["mean_score"]),
+            array(content["fraction_true"]),
+            content["scored"],
+            content.get("score_axis", "score"),
+            content.get("true_axis", "fraction true"),
+        )
+
+
+def reliability_bins(scored: CalibrationScores, bins: int) -> Reliability:
+    """Bin the scores (in [0, 1]) equally; a score of exactly 1 goes in the last bin."""
+    scores = np.asarray(scored.scores, dtype=float).ravel()
+    true = np.asarray(scored.true, dtype=float).ravel()
     which = np.minimum((scores * bins).astype(int), bins - 1)
     counts = np.bincount(which, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_score = np.bincount(which, weights=scores, minlength=bins) / counts
         fraction_true = np.bincount(which, weights=true, minlength=bins) / counts
-    return Reliability(np.linspace(0, 1, bins + 1), counts, mean_score, fraction_true, scored)
+    return Reliability(np.linspace(0, 1, bins + 1), counts, mean_score, fraction_true,
+                       scored.scored, scored.score_axis, scored.true_axis)  # fmt: skip
 
 
 def reliability(
-    probs: np.ndarray, labels: np.ndarray, multi_label: bool, bins: int = DEFAULT_BINS
+    probs: np.ndarray, labels: np.ndarray, task: TaskInfo, bins: int = DEFAULT_BINS
 ) -> Reliability:
     """Reliability of a model's probabilities against the true labels (see the module text)."""
-    if multi_label:
-        return reliability_bins(probs, labels, bins, SCORED[True])
-    right = probs.argmax(axis=-1) == np.asarray(labels)
-    return reliability_bins(probs.max(axis=-1), right, bins, SCORED[False])
+    return reliability_bins(task.calibration_scores(probs, labels), bins)

@@ -11,10 +11,10 @@ import importlib.resources
 import shutil
 from pathlib import Path
 
-from medft.config import parse_recipe
-from medft.data.prepare import prepare_dataset
-from medft.data.synthetic import synthesize_brain_tumor_44c
-from medft.training import train
+from medft.parsing import parse_recipe
+from medft.prepare import prepare_dataset
+from medft.prepare.synthetic import synthesize_brain_tumor_44c
+from medft.training import TrainingResult, train
 
 
 def run_demo(
@@ -23,8 +23,8 @@ def run_demo(
     per_class: int = 20,
     image_size: int = 72,
     overrides: list[str] | None = None,
-) -> dict[str, float]:
-    """Generate, prepare, train and evaluate; returns the test metrics."""
+) -> TrainingResult:
+    """Generate, prepare, train and evaluate."""
     output = Path(output)
     raw, dataset, model = output / "raw", output / "dataset", output / "model"
     for folder in (raw, model):  # a fresh run each time, never a resume of an old one

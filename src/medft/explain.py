@@ -26,19 +26,12 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from tqdm.auto import tqdm
 
-from medft.data.transforms import input_spec
+from medft.config.commands import DEFAULT_TOP_K
+from medft.data.transforms import input_spec, to_picture
 from medft.errors import MedftError
-from medft.metrics import probabilities
+from medft.inference import Classifier, ImageReader, collect_inputs, load_classifier, short_reason
 from medft.modeling.layout import block_layout, module_prefix
 from medft.plots import plot_explanation
-from medft.prediction import (
-    DEFAULT_TOP_K,
-    Classifier,
-    ImageReader,
-    collect_inputs,
-    load_classifier,
-    short_reason,
-)
 
 
 class LogitsOnly(nn.Module):
@@ -152,14 +145,6 @@ def cam_layer(model: nn.Module, pixel_values: torch.Tensor) -> CamLayer:
     return CamLayer(model.get_submodule(spatial[-1]), spatial[-1])
 
 
-def model_view(pixel_values: torch.Tensor, processor) -> np.ndarray:
-    """The preprocessed image as the model saw it (normalisation undone), HxWx3 in [0, 1]."""
-    spec = input_spec(processor)
-    mean = torch.tensor(spec.mean).view(-1, 1, 1)
-    std = torch.tensor(spec.std).view(-1, 1, 1)
-    return (pixel_values.cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
-
-
 def file_stem(name: str, taken: Counter[str]) -> str:
     """A file name for an image's explanation, unique within one run."""
     stem = re.sub(r"[^\w.-]+", "_", Path(name.rsplit(":", 1)[-1]).stem) or "image"
@@ -186,9 +171,10 @@ def explain_image(
     targets = [ClassifierOutputTarget(labels.index(target))] if target else None  # None: top logit
     heat = cam(input_tensor=pixels, targets=targets)[0]
     logits = cam.outputs.detach().float().cpu().numpy()  # the forward pass Grad-CAM just ran
-    scores = probabilities(logits, classifier.task.multi_label)[0]
+    scores = classifier.task.probabilities(logits)[0]
     explained = target or labels[int(np.argmax(logits[0]))]
-    overlay = show_cam_on_image(model_view(pixels[0], classifier.processor), heat, use_rgb=True)
+    seen = to_picture(pixels[0], input_spec(classifier.processor))
+    overlay = show_cam_on_image(seen, heat, use_rgb=True)
     top = np.argsort(-scores, kind="stable")[:top_k]
     return overlay, [(labels[i], float(scores[i])) for i in top], explained
 
@@ -218,7 +204,7 @@ def explain(
         for index, name in enumerate(tqdm(found.names, desc="explaining", disable=not progress)):
             try:
                 image = reader.open(index)
-                pixels = classifier.processor(images=image, return_tensors="pt")["pixel_values"]
+                pixels = reader.pixels(image)[None]
             except Exception as error:  # an unreadable file is reported, and the run goes on
                 summary.errors[name] = short_reason(error)
                 continue

@@ -8,7 +8,6 @@ Functions take plain arrays and numbers worked out elsewhere (`medft.evaluation`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from PIL import Image  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from medft.calibration import Reliability  # noqa: E402
+from medft.tasks import CurvePanel  # noqa: E402
 
 CURVES_NAME = "training_curves.png"
 CONFUSION_NAME = "confusion_matrix.png"
@@ -108,20 +108,6 @@ def plot_confusion_matrix(matrix: np.ndarray, label_names: list[str], path: Path
     return save(figure, path)
 
 
-@dataclass
-class CurvePanel:
-    """One two-class problem to draw: the positive class, one finding, or all classes one-vs-rest.
-
-    ``auroc`` and ``auprc`` are the report's numbers, so the plot and metrics.json agree."""
-
-    title: str
-    targets: np.ndarray
-    scores: np.ndarray
-    threshold: float | None = None
-    auroc: float | None = None
-    auprc: float | None = None
-
-
 def grid(panels: int, size: float = 3.2) -> tuple[plt.Figure, list[plt.Axes]]:
     columns = min(panels, 4)
     rows = math.ceil(panels / columns)
@@ -200,7 +186,7 @@ def plot_pr_curves(panels: list[CurvePanel], path: Path, title: str = "Precision
     return save(figure, path)
 
 
-def plot_reliability(bins: Reliability, path: Path, multi_label: bool) -> Path:
+def plot_reliability(bins: Reliability, path: Path) -> Path:
     """Share that came true per bin, its gap to the bin's mean score, and the bin counts."""
     figure, (top, bottom) = plt.subplots(
         2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]},
@@ -216,16 +202,13 @@ def plot_reliability(bins: Reliability, path: Path, multi_label: bool) -> Path:
             color="none", edgecolor="crimson", hatch="//", label="gap to mean score")  # fmt: skip
     top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
     top.set(xlim=(0, 1), ylim=(0, 1.02))
-    top.set_ylabel("fraction positive" if multi_label else "accuracy")
+    top.set_ylabel(bins.true_axis)
     top.set_title(f"Reliability: ECE {bins.ece:.3f} ({len(bins.counts)} bins)", fontsize=10)
     top.legend(loc="upper left", fontsize=8)
     top.grid(alpha=0.3)
     bottom.bar(bins.edges[:-1], bins.counts, width=width, align="edge", color="grey")
     bottom.set_ylabel("scores in bin")
-    bottom.set_xlabel(
-        "predicted probability (every finding)" if multi_label
-        else "confidence (top-class probability)"
-    )  # fmt: skip
+    bottom.set_xlabel(bins.score_axis)
     return save(figure, path)
 
 
@@ -263,3 +246,29 @@ def plot_explanation(
     right.set_title("predicted", fontsize=9)
     figure.suptitle(title, fontsize=10)
     return save(figure, path)
+
+
+# augmentation preview -------------------------------------------------------------------------
+
+
+def plot_augmentation_grid(
+    grid: list[list[np.ndarray | None]], titles: list[str], title: str, path: Path
+) -> Path:
+    """Rows of HxWx3 pictures in [0, 1] (None leaves a cell empty); the first column is the
+    image as evaluated, titled with its label."""
+    columns = max(len(cells) for cells in grid)
+    figure, axes = plt.subplots(len(grid), columns, figsize=(1.6 * columns, 1.7 * len(grid)))
+    axes = np.atleast_2d(axes)
+    for row, (cells, label) in enumerate(zip(grid, titles)):
+        for column in range(columns):
+            axis = axes[row, column]
+            axis.axis("off")
+            if column < len(cells) and cells[column] is not None:
+                axis.imshow(cells[column])
+        axes[row, 0].set_title(f"{label}\n(as evaluated)", fontsize=7, loc="left")
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,265 +1,34 @@
-"""Batched inference with a saved model: what `medft predict` and `medft evaluate` run.
+"""`medft predict`: score images with a saved model into a CSV, one row per image.
 
-Worker processes (a torch `DataLoader`) decode each image as `pipeline()` does
-(transformers' `load_image`: EXIF orientation applied, RGB) and preprocess it
-with the model's own image processor; the model scores whole batches, on the GPU
-when there is one. A file that cannot be read becomes a row with the reason,
-and the run goes on.
+The images are read and scored by the inference engine (`medft.inference`); the
+task decides the columns (top-k labels and scores, the binary decision, or every
+finding's probability and the findings flagged at their thresholds). A file that
+cannot be read becomes a row with the reason, and the run goes on.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from datasets import Dataset
-from datasets import Image as ImageFeature
-from PIL import Image
-from tqdm.auto import tqdm
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModelForImageClassification,
-    PreTrainedModel,
+
+from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, DEFAULT_WORKERS
+from medft.errors import MedftError
+from medft.inference import (
+    ImageReader,
+    collect_inputs,
+    load_classifier,
+    score_images,
+    stored_thresholds,
 )
-from transformers.image_utils import load_image
-
-from medft.data.files import scan_images
-from medft.data.loading import TaskInfo, check_split, read_dataset
-from medft.errors import MedftError, first_line
-from medft.metrics import probabilities
-from medft.thresholds import (
-    DEFAULT_THRESHOLD,
-    THRESHOLDS_NAME,
-    Thresholds,
-    fixed_thresholds,
-    load_thresholds,
-)
-
-DEFAULT_TOP_K = 5
-DEFAULT_BATCH_SIZE = 32
-DEFAULT_WORKERS = 2
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class Classifier:
-    """A saved model ready to score images: weights on the device, processor, labels."""
-
-    model: PreTrainedModel
-    processor: Any
-    task: TaskInfo
-    device: torch.device
-    folder: Path
-    autocast: torch.dtype | None = None  # bf16 / fp16 inference; None keeps fp32
-
-
-def saved_task(folder: str | Path) -> TaskInfo:
-    """The labels and task of the model saved in ``folder``, read from its config.json."""
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        adapter = (folder / "adapter_config.json").is_file()
-        hint = (
-            " (it holds a LoRA adapter only: retrain without save_adapter_only)" if adapter else ""
-        )
-        raise MedftError(
-            f"--model {folder} is not a saved model (no config.json){hint}; give the "
-            "output_dir of `medft train` or a folder holding a model saved with save_pretrained."
-        )
-    try:
-        config = AutoConfig.from_pretrained(folder)
-    except (OSError, ValueError) as error:
-        raise MedftError(f"cannot read the model config in {folder}: {first_line(error)}") from None
-    multi_label = config.problem_type == "multi_label_classification"
-    labels = [config.id2label[index] for index in range(config.num_labels)]
-    return TaskInfo(labels, multi_label, label_column="labels" if multi_label else "label")
-
-
-def load_classifier(
-    folder: str | Path, device: str | None = None, precision: str = "fp32"
-) -> Classifier:
-    """The model and image processor in ``folder`` (the output_dir of `medft train`).
-
-    Weights are laid out channels-last, which oneDNN and cuDNN run convolutions
-    fastest in (1.26x for a ResNet-18 at 224 px on a 2-core Xeon) with the same fp32
-    arithmetic. ``precision`` bf16 or fp16 computes in half precision (autocast):
-    faster again where the hardware has it, at the cost of scores that differ
-    from fp32's in the second or third digit.
-    """
-    if precision not in PRECISIONS:
-        raise MedftError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'.")
-    task = saved_task(folder)
-    try:
-        model = AutoModelForImageClassification.from_pretrained(folder)
-        processor = AutoImageProcessor.from_pretrained(folder)
-    except (OSError, ValueError) as error:
-        raise MedftError(f"cannot load the model in {folder}: {first_line(error)}") from None
-    chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if precision == "fp16" and chosen.type == "cpu":
-        raise MedftError("--precision fp16 needs a GPU; on a CPU use bf16 or fp32.")
-    model = model.to(chosen, memory_format=torch.channels_last).eval()
-    return Classifier(model, processor, task, chosen, Path(folder), PRECISIONS[precision])
-
-
-# reading images -------------------------------------------------------------------------------
-
-
-def short_reason(error: Exception) -> str:
-    text = " ".join(str(error).split()) or "no details"
-    return f"{type(error).__name__}: {text[:200]}"
-
-
-class ImageReader(torch.utils.data.Dataset):
-    """Item i: (i, pixel values from the model's processor, None) or (i, None, why not).
-
-    Items are files, or rows of dataset splits (whose image bytes are decoded
-    here, like files, so a damaged one is reported rather than raised).
-    """
-
-    def __init__(
-        self,
-        processor: Any,
-        files: Sequence[Path] = (),
-        splits: Sequence[Dataset] = (),
-        image_column: str = "image",
-    ) -> None:
-        self.processor = processor
-        self.column = image_column
-        undecoded = ImageFeature(decode=False)
-        self.splits = [split.cast_column(image_column, undecoded) for split in splits]
-        self.items: list[tuple[int | None, Any]] = [(None, path) for path in files]
-        self.items += [(s, row) for s, split in enumerate(self.splits) for row in range(len(split))]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def open(self, index: int) -> Image.Image:
-        split, item = self.items[index]
-        if split is None:
-            if not Path(item).is_file():
-                raise FileNotFoundError("no such file")
-            return load_image(str(item))
-        stored = self.splits[split][item][self.column]
-        if stored["bytes"] is not None:
-            return load_image(Image.open(io.BytesIO(stored["bytes"])))
-        return load_image(stored["path"])
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
-        try:
-            image = self.open(index)
-            pixels = self.processor(images=image, return_tensors="pt")["pixel_values"][0]
-        except Exception as error:  # any failure to decode or preprocess one file: report it
-            return index, None, short_reason(error)
-        return index, pixels, None
-
-
-def collate_images(items: list[tuple[int, torch.Tensor | None, str | None]]):
-    """Readable images stacked into one batch; the others as {index: reason}."""
-    readable = [(index, pixels) for index, pixels, _ in items if pixels is not None]
-    errors = {index: reason for index, _, reason in items if reason is not None}
-    indices = [index for index, _ in readable]
-    pixels = torch.stack([p for _, p in readable]) if readable else None
-    return indices, pixels, errors
-
-
-def score_images(
-    classifier: Classifier,
-    reader: ImageReader,
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    num_workers: int = DEFAULT_WORKERS,
-    progress: bool = True,
-) -> tuple[np.ndarray, dict[int, str]]:
-    """Probabilities per item (softmax or sigmoid; NaN rows for unreadable items) and the
-    reason each unreadable item failed."""
-    loader = torch.utils.data.DataLoader(
-        reader,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate_images,
-        pin_memory=classifier.device.type == "cuda",
-    )
-    probs = np.full((len(reader), len(classifier.task.label_names)), np.nan)
-    errors: dict[int, str] = {}
-    device = classifier.device
-    with (
-        torch.inference_mode(),
-        torch.autocast(device.type, classifier.autocast, enabled=classifier.autocast is not None),
-        tqdm(total=len(reader), desc="scoring", unit="img", disable=not progress) as bar,
-    ):
-        for indices, pixels, failed in loader:
-            if pixels is not None:
-                pixels = pixels.to(device, non_blocking=True, memory_format=torch.channels_last)
-                logits = classifier.model(pixel_values=pixels).logits.float().cpu().numpy()
-                probs[indices] = probabilities(logits, classifier.task.multi_label)
-            errors.update(failed)
-            bar.update(len(indices) + len(failed))
-    return probs, errors
-
-
-# medft predict --------------------------------------------------------------------------------
-
-
-@dataclass
-class Inputs:
-    """What `medft predict` was given, as files and dataset splits, with a name per image."""
-
-    files: list[Path] = field(default_factory=list)
-    splits: list[Dataset] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)  # files first, then dataset rows
-    ignored: Counter[str] = field(default_factory=Counter)
-
-
-def collect_inputs(paths: Sequence[str | Path], split: str = "test") -> Inputs:
-    """Image files; folders, searched recursively; prepared datasets (a folder holding
-    dataset_dict.json), of which ``split`` is read. A missing file stays in, to be reported."""
-    inputs = Inputs()
-    dataset_rows: list[str] = []
-    for given in map(Path, paths):
-        if (given / "dataset_dict.json").is_file():
-            dataset = read_dataset(str(given))
-            check_split(dataset, split, str(given))
-            part = dataset[split]
-            inputs.splits.append(part)
-            ids = list(part["image_id"]) if "image_id" in part.column_names else None
-            dataset_rows += [
-                f"{given}:{split}:{ids[row] if ids else row}" for row in range(len(part))
-            ]
-        elif given.is_dir():
-            inputs.files += scan_images(given, inputs.ignored)
-        else:
-            inputs.files.append(given)
-    inputs.names = [str(path) for path in inputs.files] + dataset_rows
-    if not inputs.names:
-        ignored = sum(inputs.ignored.values())
-        raise MedftError(
-            f"found no images in {', '.join(map(str, paths))}"
-            + (f" ({ignored} other files ignored)" if ignored else "")
-            + "; give image files, folders of them, or a prepared dataset."
-        )
-    return inputs
-
-
-def thresholds_for(classifier: Classifier, path: Path | None) -> Thresholds | None:
-    """The thresholds `medft evaluate` stored (``path``, else thresholds.json beside the model);
-    None when there are none (multi-class models never need one)."""
-    if classifier.task.task == "multiclass":
-        return None
-    if path is None:
-        path = classifier.folder / THRESHOLDS_NAME
-        if not path.is_file():
-            return None
-    elif not path.is_file():
-        raise MedftError(f"--thresholds {path} does not exist; check the path.")
-    return load_thresholds(path, classifier.task)
+from medft.tasks import DEFAULT_THRESHOLD, TaskInfo
+from medft.thresholds import Thresholds, fixed_thresholds
 
 
 def prediction_rows(
@@ -270,32 +39,15 @@ def prediction_rows(
     top_k: int,
     thresholds: dict[str, float],
 ) -> tuple[list[str], list[list[Any]]]:
-    """CSV header and rows: top-k labels and scores (single-label) or every finding's
-    probability and the findings at their thresholds (multi-label)."""
-    labels = task.label_names
-    if task.multi_label:
-        header = ["path", "error", "findings", *labels]
-    else:
-        k = min(top_k, len(labels))
-        header = ["path", "error", *[f"{what}_{i}" for i in range(1, k + 1)
-                                     for what in ("label", "score")]]  # fmt: skip
-        if task.task == "binary":
-            header.append("decision")
+    """CSV header and rows: what the task shows per image (top-k labels and scores, or every
+    finding's probability and the findings at their thresholds), or why it is missing."""
+    header = ["path", "error", *task.csv_header(top_k)]
     rows = []
     for index, name in enumerate(names):
         if index in errors:
             rows.append([name, errors[index]] + [""] * (len(header) - 2))
-            continue
-        scores = probs[index]
-        if task.multi_label:
-            found = [label for label, p in zip(labels, scores) if p >= thresholds[label]]
-            rows.append([name, "", ";".join(found), *(f"{p:.6f}" for p in scores)])
-            continue
-        order = np.argsort(-scores, kind="stable")[:k]
-        row = [name, ""] + [v for i in order for v in (labels[i], f"{scores[i]:.6f}")]
-        if task.task == "binary":
-            row.append(labels[1] if scores[1] >= thresholds[labels[1]] else labels[0])
-        rows.append(row)
+        else:
+            rows.append([name, "", *task.csv_cells(probs[index], thresholds, top_k)])
     return header, rows
 
 
@@ -323,16 +75,17 @@ def predict(
     top_k: int = DEFAULT_TOP_K,
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int = DEFAULT_WORKERS,
-    thresholds_path: str | Path | None = None,
+    thresholds: str | Path | None = None,
     precision: str = "fp32",
     progress: bool = True,
 ) -> PredictionSummary:
-    """Score every image of ``inputs`` with the saved ``model`` into a CSV, one row each."""
+    """Score every image of ``inputs`` with the saved ``model`` into a CSV, one row each;
+    ``thresholds``: a thresholds.json (default: the model folder's)."""
     if top_k < 1 or batch_size < 1 or num_workers < 0:
         raise MedftError("--top-k and --batch-size must be at least 1, --num-workers at least 0.")
     classifier = load_classifier(model, precision=precision)
     task = classifier.task
-    stored = thresholds_for(classifier, Path(thresholds_path) if thresholds_path else None)
+    stored = stored_thresholds(classifier, Path(thresholds) if thresholds else None)
     stored = stored or fixed_thresholds(task, DEFAULT_THRESHOLD, "default")
     found = collect_inputs(inputs, split)
     reader = ImageReader(classifier.processor, found.files, found.splits)
@@ -350,10 +103,11 @@ def predict(
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-    counts: Counter[str] = Counter()
-    for index, row in enumerate(rows):
-        if index not in errors:  # column 2: the top-1 label, or the flagged findings
-            counts.update(filter(None, row[2].split(";")) if task.multi_label else [row[2]])
+    cut = stored.values if stored else {}
+    counts = Counter(
+        label for index in range(len(rows)) if index not in errors
+        for label in task.counted(probs[index], cut)
+    )  # fmt: skip
     return PredictionSummary(
         output=output,
         task=task,
@@ -391,7 +145,6 @@ def format_prediction_summary(summary: PredictionSummary, shown_errors: int = 5)
         cut = ", ".join(f"{k} >= {v:.3f}" for k, v in list(summary.thresholds.values.items())[:4])
         more = " ..." if len(summary.thresholds.values) > 4 else ""
         lines.append(f"thresholds ({source}): {cut}{more}")
-    what = "flagged findings" if task.multi_label else "top-1 labels"
     common = ", ".join(f"{label} {n}" for label, n in summary.counts.most_common(8))
-    lines += [f"{what}: {common or 'none'}", f"Wrote {summary.output}"]
+    lines += [f"{task.counted_what}: {common or 'none'}", f"Wrote {summary.output}"]
     return "\n".join(lines)

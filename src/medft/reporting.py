@@ -1,289 +1,187 @@
-"""What a finished run shows people: the model card README.md and the run summary."""
+"""Rendering an `EvaluationReport`: its files (metrics.json, thresholds.json, the figures),
+the one-screen summary `medft evaluate` prints, and the summary at the end of a run.
+
+The model card renders the same report (`medft.card`), with the same per-finding
+table (`finding_rows`).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+import numpy as np
 
-from medft.config import DataArguments, MedftTrainingArguments, ModelArguments
-from medft.data.loading import TaskInfo
-from medft.evaluation import CHEXNET_NOTE, METRICS_NAME, chexnet_aurocs, headline
+from medft.evaluation import CHEXNET_NOTE, METRICS_NAME, EvaluationReport, SplitScores
 from medft.plots import (
     CONFUSION_NAME,
     CURVES_NAME,
     PR_NAME,
     RELIABILITY_NAME,
     ROC_NAME,
+    plot_confusion_matrix,
+    plot_pr_curves,
+    plot_reliability,
+    plot_roc_curves,
 )
-
-HYPERPARAMETERS = (
-    "learning_rate", "num_train_epochs", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "optim", "lr_scheduler_type", "warmup_steps", "weight_decay",
-    "fp16", "bf16", "seed",
-)  # fmt: skip
-TECHNIQUES = {
-    ModelArguments: (
-        "freeze", "unfreeze_last_n", "gradual_unfreeze_epochs", "head_dropout",
-        "head_hidden_sizes", "drop_path_rate", "lora_r", "lora_alpha", "lora_dropout",
-        "lora_target_modules", "image_size",
-    ),
-    DataArguments: (
-        "crop_scale", "crop_ratio", "horizontal_flip", "vertical_flip", "rotation_degrees", "zoom",
-        "brightness", "contrast", "auto_augment", "randaugment_magnitude", "random_erasing",
-        "mixup_alpha", "cutmix_alpha", "mix_probability",
-    ),
-    MedftTrainingArguments: (
-        "layer_decay", "lr_decay_rate", "lr_decay_steps", "lr_decay_staircase",
-        "class_weighting", "sampler", "early_stopping_patience", "label_smoothing_factor",
-    ),
-}  # fmt: skip
+from medft.tasks import TaskInfo
+from medft.thresholds import THRESHOLDS_NAME, save_thresholds
 
 
-def default_of(cls: type, key: str) -> Any:
-    item = next(f for f in dataclasses.fields(cls) if f.name == key)
-    if item.default_factory is not dataclasses.MISSING:
-        return item.default_factory()
-    return item.default
+def write_evaluation(
+    report: EvaluationReport, task: TaskInfo, scores: SplitScores, output: str | Path
+) -> list[Path]:
+    """metrics.json, thresholds.json (binary and multi-label) and the PNG figures."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    if report.thresholds:
+        written.append(save_thresholds(report.thresholds, task, output / THRESHOLDS_NAME))
+    if report.confusion_matrix is not None:
+        matrix = np.asarray(report.confusion_matrix)
+        written.append(plot_confusion_matrix(matrix, task.label_names, output / CONFUSION_NAME))
+    cut = report.thresholds.values if report.thresholds else {}
+    panels = task.curve_panels(scores.probs, scores.labels, cut, report.metrics, report.per_finding)
+    split = report.split
+    written.append(plot_roc_curves(panels, output / ROC_NAME, f"ROC, {split} split"))
+    written.append(plot_pr_curves(panels, output / PR_NAME, f"Precision-recall, {split} split"))
+    written.append(plot_reliability(report.calibration, output / RELIABILITY_NAME))
+    report.files = [path.name for path in written]
+    metrics_path = output / METRICS_NAME
+    metrics_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return [metrics_path, *written]
 
 
-def card_settings(
-    model_args: ModelArguments, data_args: DataArguments, args: MedftTrainingArguments
-) -> dict[str, Any]:
-    """The core hyper-parameters, plus every technique set to something other than its default."""
-    settings = {key: getattr(args, key) for key in HYPERPARAMETERS}
-    for values in (model_args, data_args, args):
-        for key in TECHNIQUES[type(values)]:
-            if getattr(values, key) != default_of(type(values), key):
-                settings[key] = getattr(values, key)
-    return settings
+# text -----------------------------------------------------------------------------------------
 
 
-@dataclass
-class CardFacts:
-    """What the model card says about one training run."""
-
-    model_name_or_path: str
-    base_model: str | None  # the Hub id of the pretrained weights; None for random or local
-    dataset_name: str
-    task: TaskInfo
-    split_sizes: dict[str, int]
-    hyperparameters: dict[str, Any]
-    test_metrics: dict[str, float] = field(default_factory=dict)
-    validation_metrics: dict[str, float] = field(default_factory=dict)
-    evaluation: dict[str, Any] | None = None  # metrics.json of the test (else validation) split
-    image_size: tuple[int, int] | None = None
-    repo_id: str | None = None
-    extra_tags: list[str] = field(default_factory=list)
-    weights_origin: str | None = None  # local weights, in words (a Hub base_model names itself)
+def interval_text(interval: dict | None, digits: int = 4, joint: str = " - ") -> str:
+    return f"{interval['low']:.{digits}f}{joint}{interval['high']:.{digits}f}" if interval else "-"
 
 
-def hub_id(name: str) -> str | None:
-    """A Hub id worth linking as base_model / dataset, or None for local paths and model types."""
-    if Path(name).expanduser().exists() or "/" not in name or name.startswith(("/", ".")):
+def positive_threshold(report: EvaluationReport) -> tuple[str, float] | None:
+    """The binary positive class and its cut-off (a report with one thresholded label)."""
+    if not report.thresholds or report.per_finding is not None:
         return None
-    return name
+    ((positive, value),) = report.thresholds.values.items()
+    return positive, value
 
 
-def metrics_table(metrics: dict[str, float], prefix: str) -> str:
-    rows = [
-        f"| {key.removeprefix(prefix + '_').replace('_', ' ')} | {value:.4f} |"
-        for key, value in metrics.items()
-        if key.startswith(prefix + "_") and isinstance(value, float)
-        and not key.endswith(("runtime", "per_second", "loss"))
-    ]  # fmt: skip
-    return "\n".join(["| metric | value |", "|---|---|", *rows]) if rows else "(not evaluated)"
+def chexnet_aurocs(report: EvaluationReport) -> dict[str, float]:
+    """CheXNet's published AUROC per finding, when the report compares with it (NIH models)."""
+    rows = (report.chexnet_comparison or {}).get("rows", [])
+    return {row["finding"]: row["chexnet_auroc"] for row in rows}
 
 
-# Hub metric ids (and configurations) of the headline metrics, for the card's model-index.
-HUB_METRICS = {
-    "accuracy": ("accuracy", None), "balanced_accuracy": ("balanced_accuracy", None),
-    "macro_f1": ("f1", "macro"), "micro_f1": ("f1", "micro"), "auroc": ("roc_auc", None),
-    "mean_auroc": ("roc_auc", "macro"), "micro_auroc": ("roc_auc", "micro"),
-    "auprc": ("average_precision", None), "sensitivity": ("recall", None),
-    "specificity": ("specificity", None),
-}  # fmt: skip
+def finding_rows(report: EvaluationReport, digits: int = 3) -> list[dict[str, str]]:
+    """The per-finding table, as text cells: AUROC with its 95% CI, threshold, F1, and
+    CheXNet's AUROC when the report compares with it."""
+    chexnet = chexnet_aurocs(report)
+    rows = []
+    for name, row in (report.per_finding or {}).items():
+        interval = report.confidence_intervals.get(f"auroc_{name}")
+        cells = {
+            "finding": name,
+            "AUROC": "-" if row["auroc"] is None else f"{row['auroc']:.{digits}f}",
+            "95% CI": interval_text(interval, 3, "-" if digits == 3 else " - "),
+            "threshold": f"{row['threshold']:.3f}",
+            "F1": f"{row['f1']:.3f}",
+        }
+        if chexnet:
+            cells["CheXNet*"] = f"{chexnet[name]:.{digits}f}"
+        rows.append(cells)
+    return rows
 
 
-def eval_results(facts: CardFacts) -> list[EvalResult] | None:
-    """The evaluation's headline metrics as the Hub's model-index entries."""
-    if not facts.evaluation:
-        return None
-    results = []
-    for name, value, interval in headline(facts.evaluation):
-        metric_type, config = HUB_METRICS[name]
-        ci = f" (95% CI {interval['low']:.4f}-{interval['high']:.4f})" if interval else ""
-        results.append(
-            EvalResult(
-                task_type="image-classification",
-                dataset_type=hub_id(facts.dataset_name) or Path(facts.dataset_name).name,
-                dataset_name=Path(facts.dataset_name).name,
-                dataset_split=facts.evaluation["split"],
-                metric_type=metric_type,
-                metric_config=config,
-                metric_value=round(value, 4),
-                metric_name=f"{name.replace('_', ' ')}{ci}",
-            )
-        )
-    return results
+def thresholds_text(report: EvaluationReport) -> str:
+    thresholds = report.thresholds
+    text = f"{thresholds.method}, tuned on {thresholds.tuned_on or '-'}"
+    if thresholds.defaulted:
+        text += f"; left at 0.5: {', '.join(thresholds.defaulted)}"
+    return text
 
 
-def evaluation_section(report: dict[str, Any]) -> list[str]:
-    """The card's results: headline metrics with intervals, thresholds, calibration, findings,
-    and the evaluation's figures (the same numbers `medft evaluate` writes to metrics.json)."""
-    boot = report["bootstrap"]
-    patients = f" of {report['patients']} patients" if report["patients"] else ""
-    rows = [
-        f"| {name.replace('_', ' ')} | {value:.4f} | "
-        + (f"{interval['low']:.4f} - {interval['high']:.4f} |" if interval else "- |")
-        for name, value, interval in headline(report)
-    ]
+def finding_table(report: EvaluationReport) -> list[str]:
+    """The per-finding table, fixed-width, with the thresholds' provenance and CheXNet's note."""
+    rows = finding_rows(report)
+    chexnet = "CheXNet*" in rows[0]
     lines = [
-        f"## Results on the {report['split']} split",
-        f"{report['images']:,} images{patients}, evaluated as `medft evaluate` does. "
-        f"Intervals: 95% percentile bootstrap over {boot['resamples']} resamples of "
-        f"{boot['unit']}s (seed {boot['seed']}).",
-        "\n".join(["| metric | value | 95% CI |", "|---|---|---|", *rows]),
+        "",
+        f"  {'finding':<20} {'AUROC':>6}  {'95% CI':<15}  {'thr':>5}  {'F1':>5}"
+        + ("  CheXNet*" if chexnet else ""),
     ]
-    thresholds = report["thresholds"]
-    if thresholds:
-        how = thresholds["method"] + (
-            f", tuned on the {thresholds['tuned_on']} split" if thresholds["tuned_on"] else ""
-        )
-    if thresholds and report["task"] == "binary":
-        ((positive, value),) = thresholds["values"].items()
-        lines.append(
-            f"Sensitivity and specificity call `{positive}` when its score is at least "
-            f"{value:.4f} ({how}); `thresholds.json` holds it for `medft predict`."
-        )
-    if "per_finding" in report:
-        chexnet = chexnet_aurocs(report)
-        intervals = report["confidence_intervals"]
-        header = "| finding | AUROC | 95% CI | threshold | F1 |" + (
-            " CheXNet AUROC* |" * bool(chexnet)
-        )
-        table = [header, "|---" * (5 + bool(chexnet)) + "|"]
-        for name, row in report["per_finding"].items():
-            interval = intervals.get(f"auroc_{name}")
-            auroc = "-" if row["auroc"] is None else f"{row['auroc']:.4f}"
-            ci = f"{interval['low']:.3f} - {interval['high']:.3f}" if interval else "-"
-            cells = f"| {name} | {auroc} | {ci} | {row['threshold']:.3f} | {row['f1']:.3f} |"
-            table.append(cells + (f" {chexnet[name]:.4f} |" if chexnet else ""))
-        lines.append("\n".join(table))
-        lines.append(
-            f"Per-finding thresholds: {how} (`thresholds.json`, applied by `medft predict`)."
-            + (f" \\* {CHEXNET_NOTE}" if chexnet else "")
-        )
-    calibration = report["calibration"]
-    lines.append(
-        f"Calibration: expected calibration error {calibration['ece']:.4f} "
-        f"({calibration['bins']} equal-width bins of the {calibration['scored']})."
-    )
-    figures = {
-        CONFUSION_NAME: "Confusion matrix",
-        ROC_NAME: "ROC curves",
-        PR_NAME: "Precision-recall curves",
-        RELIABILITY_NAME: "Reliability diagram",
-    }
-    shown = [f"![{title}]({name})" for name, title in figures.items()
-             if name in report.get("files", [])]  # fmt: skip
-    return lines + ([" ".join(shown)] if shown else [])
+    for row in rows:
+        line = (f"  {row['finding']:<20} {row['AUROC']:>6}  {row['95% CI']:<15}  "
+                f"{row['threshold']:>5}  {row['F1']:>5}")  # fmt: skip
+        lines.append(line + (f"  {row['CheXNet*']}" if chexnet else ""))
+    lines.append(f"  thresholds: {thresholds_text(report)}")
+    if chexnet:
+        lines.append(f"  * {CHEXNET_NOTE}")
+    return lines
 
 
-def model_card(facts: CardFacts) -> ModelCard:
-    base = facts.base_model
-    data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="image-classification",
-        tags=["medft", "medical", "image-classification", facts.task.task, *facts.extra_tags],
-        base_model=base,
-        datasets=[hub_id(facts.dataset_name)] if hub_id(facts.dataset_name) else None,
-        metrics=["accuracy", "f1", "roc_auc"],
-        model_name=facts.repo_id or Path(facts.model_name_or_path).name,
-        eval_results=eval_results(facts),
-    )
-    origin = facts.weights_origin or (base and f"[`{base}`](https://huggingface.co/{base})")
-    start = (
-        f"fine-tuned from {origin}"
-        if origin
-        else f"trained from random initialisation (`{facts.model_name_or_path}` architecture)"
-    )
-    kind = {
-        "multilabel": "multi-label (an independent sigmoid score per finding)",
-        "binary": "binary (softmax over two classes)",
-        "multiclass": f"{len(facts.task.label_names)}-class (softmax)",
-    }[facts.task.task]
-    labels = ", ".join(f"`{label}`" for label in facts.task.label_names)
-    splits = ", ".join(f"{split}: {n:,}" for split, n in facts.split_sizes.items())
-    settings = "\n".join(f"| {key} | {value} |" for key, value in facts.hyperparameters.items())
-    size = f"{facts.image_size[0]}x{facts.image_size[1]}" if facts.image_size else "the model's"
-    usage = (
-        "```python\nfrom transformers import pipeline\n\n"
-        f'classifier = pipeline("image-classification", model="{facts.repo_id or "PATH"}")\n'
-        f'classifier("scan.png", top_k={min(5, len(facts.task.label_names))})\n```'
-    )
-    sections = [
-        f"# {facts.repo_id or Path(facts.model_name_or_path).name} for {facts.task.task} "
-        "medical image classification",
-        f"An image classifier {start} with [medft](https://github.com/medft/medft) on "
-        f"`{facts.dataset_name}`: {kind}.",
-        "> **Not for clinical use.** This model is a research artefact. It is not a medical "
-        "device, has not been validated prospectively, and must not be used to diagnose, "
-        "triage or treat patients.",
-        "## Labels",
-        labels,
-        "## Data",
-        f"Dataset `{facts.dataset_name}`; images per split: {splits}. Inputs are {size} pixels, "
-        "greyscale scans repeated to three channels.",
-        *(
-            evaluation_section(facts.evaluation)
-            if facts.evaluation
-            else ["## Results on the test split", metrics_table(facts.test_metrics, "test")]
-        ),
-        "## Best validation epoch",
-        metrics_table(facts.validation_metrics, "eval"),
-        "## Training curves",
-        f"![Loss and main metric per epoch]({CURVES_NAME})",
-        "## Training hyper-parameters",
-        "| setting | value |\n|---|---|\n" + settings,
-        "## How to use",
-        usage,
-        "## Intended use and limitations",
-        f"Intended for research on {facts.task.task} classification of images like those in "
-        f"`{facts.dataset_name}`. Scores are not calibrated probabilities unless checked with "
-        "`medft evaluate`. Performance on other scanners, sites, populations or image "
-        "preparations is unknown; labels of public datasets can be noisy (NIH ChestX-ray14's "
-        "are text-mined).",
+def format_evaluation(report: EvaluationReport, output: str | Path | None = None) -> str:
+    """One screen: headline metrics with intervals, thresholds, calibration, the weakest
+    classes or the per-finding table (with CheXNet's for NIH models), and the files."""
+    boot = report.bootstrap
+    patients = f", {report.patients} patients" if report.patients else ""
+    lines = [
+        f"Evaluation on the {report.split} split: {report.images} images{patients}; "
+        f"{report.task}, {len(report.labels)} labels.",
+        "",
+        f"  {'metric':<20} {'value':>7}   95% CI ({boot['resamples']} {boot['unit']} resamples)",
     ]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+    for name, value, interval in report.headline():
+        lines.append(f"  {name:<20} {value:>7.4f}   {interval_text(interval)}")
+    extra = [k for k in report.metrics if k.startswith("top_") or k == "weighted_f1"]
+    lines += [f"  {name:<20} {report.metrics[name]:>7.4f}" for name in extra]
+    positive = positive_threshold(report)
+    if positive:
+        source = f"tuned on {report.thresholds.tuned_on}" if report.thresholds.tuned_on else "fixed"
+        lines.append(
+            f"  sensitivity and specificity call '{positive[0]}' at probability >= "
+            f"{positive[1]:.4f} ({report.thresholds.method}, {source})"
+        )
+    calibration = report.calibration
+    lines.append(f"  ECE {calibration.ece:.4f} ({len(calibration.counts)} bins; "
+                 f"{calibration.scored})")  # fmt: skip
+    if report.per_class is not None and len(report.labels) > 2:
+        weakest = sorted(report.per_class.items(), key=lambda item: item[1]["f1"])[:5]
+        lines += ["", "  lowest F1: " + ", ".join(f"{n} {r['f1']:.2f}" for n, r in weakest)]
+    if report.per_finding is not None:
+        lines += finding_table(report)
+    if report.unreadable:
+        lines += ["", f"unreadable: {len(report.unreadable)} image(s) left out (listed in "
+                  f"{METRICS_NAME} with the reason)"]  # fmt: skip
+    if output is not None:
+        lines += ["", f"Wrote {', '.join(report.files)} and {METRICS_NAME} to {output}"]
+    return "\n".join(lines)
 
 
-def headline_lines(report: dict[str, Any]) -> list[str]:
+def headline_lines(report: EvaluationReport) -> list[str]:
     """The evaluation's headline metrics with their 95% intervals, one per line."""
     return [
         f"  {name:<20} {value:.4f}"
         + (f"  (95% CI {interval['low']:.4f} - {interval['high']:.4f})" if interval else "")
-        for name, value, interval in headline(report)
+        for name, value, interval in report.headline()
     ]
 
 
-def format_run_summary(output_dir: str | Path, test_metrics: dict[str, float]) -> str:
-    """The evaluation's headline metrics (with intervals, as the card shows them; else the
-    Trainer's test metrics), where the model is, and how to use it."""
-    metrics_path = Path(output_dir) / METRICS_NAME
-    if metrics_path.is_file():
-        report = json.loads(metrics_path.read_text())
-        split = report["split"]
+def format_run_summary(
+    output_dir: str | Path,
+    evaluation: EvaluationReport | None,
+    test_metrics: dict[str, float] | None = None,
+) -> str:
+    """The evaluation's headline metrics (with intervals, as the card shows them; without an
+    evaluation, the Trainer's test metrics), where the model is, and how to use it."""
+    if evaluation is not None:
+        split = evaluation.split
         title = "Test metrics:" if split == "test" else f"No test split; {split} metrics:"
-        lines = ["", title, *headline_lines(report)]
+        lines = ["", title, *headline_lines(evaluation)]
     else:
         shown = {
             key.removeprefix("test_"): value
-            for key, value in test_metrics.items()
+            for key, value in (test_metrics or {}).items()
             if not key.startswith("test_auroc_")
             and not key.endswith(("runtime", "per_second", "loss", "epoch"))
         }
@@ -291,7 +189,7 @@ def format_run_summary(output_dir: str | Path, test_metrics: dict[str, float]) -
         lines += [f"  {key:<20} {value:.4f}" for key, value in shown.items()]
     lines += [
         f"Model saved to {output_dir} (model card: README.md, curves: {CURVES_NAME}"
-        + (f"; evaluation: {METRICS_NAME} and plots)." if metrics_path.is_file() else ")."),
+        + (f"; evaluation: {METRICS_NAME} and plots)." if evaluation is not None else ")."),
         "Classify an image with it:",
         "",
         "    from transformers import pipeline",

@@ -19,19 +19,17 @@ import optuna
 import yaml
 from transformers import set_seed
 
-from medft.config import (
-    DataArguments,
-    ModelArguments,
+from medft.config import DataArguments, ModelArguments
+from medft.data.pipeline import load_data, set_transforms
+from medft.errors import MedftError
+from medft.modeling import build_model
+from medft.parsing import (
     check_combinations,
     check_value,
     field_types,
-    overridden_values,
     parse_recipe,
-    read_recipe_file,
 )
-from medft.errors import MedftError
-from medft.modeling import build_model
-from medft.training import build_trainer, load_data, set_transforms, setup_logging
+from medft.training import build_trainer, setup_logging
 
 logger = logging.getLogger("medft")
 KINDS = ("float", "int", "categorical")
@@ -102,9 +100,10 @@ def write_trials(study: optuna.Study, path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def best_recipe(recipe: str | Path, overrides: dict[str, Any], best: dict[str, Any], output: Path):
-    """The original recipe with the best trial's values, writing to its own output_dir."""
-    values = read_recipe_file(recipe) | overrides | best
+def best_recipe(recipe: str | Path, given: dict[str, Any], best: dict[str, Any], output: Path):
+    """The recipe as given (file and command line) with the best trial's values, writing to
+    its own output_dir."""
+    values = given | best
     values.pop("search_space", None)
     values["output_dir"] = str(output / "best")
     for key, value in values.items():
@@ -131,7 +130,8 @@ def cell_text(value: Any) -> str:
 
 
 def search(recipe: str | Path, overrides: list[str], n_trials: int) -> SearchResult:
-    data_args, model_args, training_args = parse_recipe(recipe, overrides)
+    parsed = parse_recipe(recipe, overrides)
+    data_args, model_args, training_args = parsed
     space = check_space(training_args.search_space)
     setup_logging(training_args)
     set_seed(training_args.seed)
@@ -167,8 +167,7 @@ def search(recipe: str | Path, overrides: list[str], n_trials: int) -> SearchRes
     )
     study = optuna.load_study(study_name=output.name, storage=storage)
     rows = write_trials(study, output / "trials.csv")
-    given = overridden_values(overrides)
-    best_path = best_recipe(recipe, given, study.best_trial.params, output)
+    best_path = best_recipe(recipe, parsed.given, study.best_trial.params, output)
     return SearchResult(
         data.task.main_metric, rows, study.best_trial.params, output / "trials.csv", best_path
     )

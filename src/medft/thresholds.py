@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from medft.data.loading import TaskInfo
 from medft.errors import MedftError
+from medft.tasks import DEFAULT_THRESHOLD, TaskInfo
 
 THRESHOLDS_NAME = "thresholds.json"
-DEFAULT_THRESHOLD = 0.5
 
 
 def youden_threshold(targets: np.ndarray, scores: np.ndarray) -> float | None:
@@ -67,42 +66,32 @@ class Thresholds:
 
 def threshold_method(task: TaskInfo, method: str) -> str:
     """``method``, with auto resolved: Youden's J for binary, F1 per finding for multi-label."""
-    return ("f1" if task.multi_label else "youden") if method == "auto" else method
+    return task.default_threshold_method if method == "auto" else method
 
 
 def tune_thresholds(
     task: TaskInfo, probs: np.ndarray, labels: np.ndarray, method: str, split: str
 ) -> Thresholds | None:
     """Cut-offs tuned on one split's ``probs`` and ``labels``: the binary positive class's, or
-    each finding's; a label whose cut-off is undefined there (one class only) keeps 0.5."""
-    if task.task == "multiclass":
+    each finding's; a label whose cut-off is undefined there (one class only) keeps 0.5.
+    None for tasks without thresholds (multi-class: the top class decides)."""
+    if not task.thresholded_labels:
         return None
     method = threshold_method(task, method)
-    if task.multi_label:
-        columns = list(enumerate(task.label_names))
-        targets = [labels[:, index] for index, _ in columns]
-    else:
-        columns = [(1, task.label_names[1])]
-        targets = [labels == 1]
     values, defaulted = {}, []
-    for (index, name), target in zip(columns, targets):
-        tuned = TUNERS[method](target, probs[:, index])
+    for name, (column, target) in zip(task.thresholded_labels, task.threshold_targets(labels)):
+        tuned = TUNERS[method](target, probs[:, column])
         if tuned is None:
             defaulted.append(name)
         values[name] = DEFAULT_THRESHOLD if tuned is None else tuned
     return Thresholds(values, method, split, defaulted)
 
 
-def thresholded_labels(task: TaskInfo) -> list[str]:
-    """The labels that get a threshold: every finding, or the binary positive class."""
-    return task.label_names if task.multi_label else task.label_names[1:]
-
-
 def fixed_thresholds(task: TaskInfo, value: float, method: str) -> Thresholds | None:
     """``value`` for every thresholded label (``method`` says why: given, default)."""
-    if task.task == "multiclass":
+    if not task.thresholded_labels:
         return None
-    return Thresholds(dict.fromkeys(thresholded_labels(task), value), method, None)
+    return Thresholds(dict.fromkeys(task.thresholded_labels, value), method, None)
 
 
 def save_thresholds(thresholds: Thresholds, task: TaskInfo, path: Path) -> Path:
@@ -122,7 +111,7 @@ def load_thresholds(path: Path, task: TaskInfo) -> Thresholds:
             f"{path} is not a thresholds file written by medft evaluate ({error}); "
             "run `medft evaluate` again or remove it."
         ) from None
-    expected = thresholded_labels(task)
+    expected = task.thresholded_labels
     if sorted(values) != sorted(expected):
         raise MedftError(
             f"{path} holds thresholds for {', '.join(values)}, but the model predicts "
@@ -131,10 +120,6 @@ def load_thresholds(path: Path, task: TaskInfo) -> Thresholds:
     return Thresholds(values, content.get("method", "?"), content.get("tuned_on"))
 
 
-def cutoffs(task: TaskInfo, thresholds: Thresholds | None) -> np.ndarray | float | None:
-    """The thresholds as `medft.metrics` takes them: one per finding, or the positive class's."""
-    if thresholds is None:
-        return None
-    if task.multi_label:
-        return np.array([thresholds.values[name] for name in task.label_names])
-    return thresholds.values[task.label_names[1]]
+def cutoffs(task: TaskInfo, thresholds: Thresholds | None) -> np.ndarray | None:
+    """The thresholds as the task's metrics take them: one per thresholded label."""
+    return None if thresholds is None else task.cutoffs(thresholds.values)

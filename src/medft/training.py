@@ -18,41 +18,36 @@ from typing import Any
 import datasets
 import torch
 import transformers
-from datasets import Dataset
-from huggingface_hub import HfApi
-from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
+from transformers import EarlyStoppingCallback, EvalPrediction, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from medft.config import AUTO, DataArguments, MedftTrainingArguments, ModelArguments
-from medft.data.loading import TaskInfo, load_training_data, shorter_side
+from medft.card import CardFacts, card_settings, model_card
+from medft.config import (
+    AUTO,
+    DataArguments,
+    EvaluationOptions,
+    MedftTrainingArguments,
+    ModelArguments,
+)
+from medft.data.loading import shorter_side
 from medft.data.mixing import BatchMixer
+from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_transforms
 from medft.data.transforms import (
-    InputSpec,
-    batch_transform,
     collate,
-    eval_pixels,
-    input_spec,
-    train_pixels,
 )
 from medft.errors import MedftError
-from medft.evaluation import (
-    EvaluationOptions,
-    evaluate_scores,
-    format_evaluation,
-    scores_from_logits,
-    write_evaluation,
-)
-from medft.losses import build_loss, label_array, sampling_weights
-from medft.metrics import task_metrics
+from medft.evaluation import EvaluationReport, evaluate_scores, scores_from_logits
+from medft.hub import push_model
+from medft.losses import build_loss, sampling_weights
 from medft.modeling import BuiltModel, base_model_id, build_model, weights_origin
 from medft.modeling.freezing import GradualUnfreezing, parameter_table
 from medft.modeling.lora import merged
 from medft.plots import CURVES_NAME, plot_training_curves
-from medft.reporting import CardFacts, card_settings, model_card
+from medft.reporting import format_evaluation, write_evaluation
+from medft.tasks import TaskInfo
 from medft.trainer import MedftTrainer, write_training_arguments
 
 logger = logging.getLogger("medft")
-NOT_PUSHED = ("checkpoint-", "runs", "run-")  # checkpoints, logs, search trials
 
 
 def setup_logging(args: MedftTrainingArguments) -> None:
@@ -87,119 +82,24 @@ def resolve_best_metric(args: MedftTrainingArguments, task: TaskInfo) -> MedftTr
     return dataclasses.replace(args, metric_for_best_model=task.main_metric, greater_is_better=True)
 
 
-def limit(dataset: Dataset, n: int | None, seed: int) -> Dataset:
-    return dataset.shuffle(seed=seed).select(range(min(n, len(dataset)))) if n else dataset
-
-
-def files_to_push(output_dir: str | Path) -> list[str]:
-    """The files of a finished run that go to the Hub: everything but checkpoints and logs."""
-    root = Path(output_dir)
-    return sorted(
-        path.relative_to(root).as_posix()
-        for path in root.rglob("*")
-        if path.is_file() and not path.relative_to(root).parts[0].startswith(NOT_PUSHED)
-    )
-
-
-def push_model(output_dir: str | Path, repo_id: str, *, private: bool | None, token: str | None):
-    """Upload the model, its processor settings, card, metrics and plots to ``repo_id``."""
-    api = HfApi(token=token)
-    url = api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(
-        folder_path=str(output_dir),
-        repo_id=repo_id,
-        allow_patterns=files_to_push(output_dir),
-        commit_message="Upload model trained with medft",
-    )
-    return url
-
-
-@dataclass
-class TrainingData:
-    """The splits a run uses, and what they hold."""
-
-    task: TaskInfo
-    train_set: Dataset
-    eval_sets: dict[str, Dataset]  # validation first, then test if present
-    train_probe: Dataset | None
-    train_labels: list
-
-    @property
-    def validation(self) -> Dataset:
-        return next(iter(self.eval_sets.values()))
-
-    def split_sizes(self) -> dict[str, int]:
-        return {"train": len(self.train_set)} | {s: len(d) for s, d in self.eval_sets.items()}
-
-
-def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> TrainingData:
-    splits = (data_args.train_split, data_args.eval_split, data_args.test_split)
-    dataset, task = load_training_data(
-        data_args.dataset_name,
-        config=data_args.dataset_config,
-        splits=splits,
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-    )
-    train_set = limit(dataset[data_args.train_split], data_args.max_train_samples, args.seed)
-    eval_sets = {
-        split: limit(dataset[split], data_args.max_eval_samples, args.seed)
-        for split in splits[1:]
-        if split in dataset
-    }
-    probe_size = args.train_metrics_samples
-    probe = limit(train_set, probe_size, args.seed) if probe_size else None
-    logger.info(
-        "Task: %s, %d labels; %d training images", task.task, len(task.label_names), len(train_set)
-    )
-    return TrainingData(
-        task,
-        train_set,
-        eval_sets,
-        probe,
-        list(train_set[task.label_column]),
-    )
-
-
-def set_transforms(data: TrainingData, processor: Any, data_args: DataArguments) -> InputSpec:
-    """Augmented training images; every other split preprocessed as `pipeline()` will."""
-    spec = input_spec(processor)
-    data.train_set.set_transform(batch_transform(train_pixels(spec, data_args), data.task))
-    for part in [*data.eval_sets.values(), *([data.train_probe] if data.train_probe else [])]:
-        part.set_transform(batch_transform(eval_pixels(processor), data.task))
-    return spec
-
-
-UPSAMPLED, OVERSIZED = 0.9, 2.0  # stored shorter side / model input worth a warning
-
-
-def input_size_advice(stored: int | None, model_input: tuple[int, int]) -> str | None:
-    """A warning when stored images are much smaller (upsampled: compute without detail) or
-    much larger (decoded big every epoch) than the model's input; None when they fit."""
-    size = max(model_input)
-    if stored is None or UPSAMPLED * size <= stored <= OVERSIZED * size:
-        return None
-    if stored < size:
-        return (
-            f"the training images are {stored} px on their shorter side but the model takes "
-            f"{size} px: each is upsampled {size / stored:.1f}x, which costs compute and adds no "
-            f"detail. Train at the stored size (image_size: {stored} in the recipe), or prepare "
-            f"the originals at the model's size (medft prepare ... --image-size {size})."
-        )
-    return (
-        f"the training images are {stored} px on their shorter side but the model takes "
-        f"{size} px: every epoch decodes them large to shrink them. Store them smaller once "
-        f"(medft prepare ... --image-size {round(size * 8 / 7)}), or raise image_size where "
-        "the model allows."
-    )
-
-
 def uses_channels_last(setting: bool | None, model: torch.nn.Module) -> bool:
     """The recipe's choice, else on for convolutional networks (a ViT's only convolution is
     its patch embedding)."""
     if setting is not None:
         return setting
     return sum(isinstance(module, torch.nn.Conv2d) for module in model.modules()) > 1
+
+
+def task_metrics(task: TaskInfo) -> Callable[[EvalPrediction], dict[str, float]]:
+    """The Trainer's `compute_metrics`: the task's metrics on its probabilities, so the training
+    logs, `test_results.json` and the model card agree."""
+
+    def compute(prediction: EvalPrediction) -> dict[str, float]:
+        logits = prediction.predictions
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        return task.metrics(task.probabilities(logits), prediction.label_ids)
+
+    return compute
 
 
 def technique_callbacks(model_args: ModelArguments, args: MedftTrainingArguments, layout):
@@ -234,7 +134,7 @@ def build_trainer(
         )
     weights = None
     if args.sampler == "weighted":
-        weights = sampling_weights(label_array(task, data.train_labels), task.multi_label)
+        weights = sampling_weights(task, data.train_labels)
     return MedftTrainer(
         model=None if model_init else built.model,
         model_init=model_init,
@@ -266,10 +166,19 @@ def save_model(trainer: MedftTrainer, built: BuiltModel, model_args: ModelArgume
         trainer.save_model(output)
 
 
+@dataclass
+class TrainingResult:
+    """What a run found: the evaluation of its test split (else validation), on the process
+    that writes (None on the others), and the Trainer's test metrics (test_results.json)."""
+
+    evaluation: EvaluationReport | None
+    test_metrics: dict[str, float]
+
+
 def train(
     data_args: DataArguments, model_args: ModelArguments, training_args: MedftTrainingArguments
-) -> dict[str, float]:
-    """Fine-tune, evaluate and save; returns the test metrics (empty without a test split)."""
+) -> TrainingResult:
+    """Fine-tune, evaluate and save."""
     ############################
     # Setup logging and seeds
     ############################
@@ -339,6 +248,7 @@ def train(
     ###########################
     # Save the curves and card
     ###########################
+    report = None
     if trainer.is_world_process_zero():
         output = Path(training_args.output_dir)
         plot_training_curves(history, data.task.main_metric, output / CURVES_NAME)
@@ -349,12 +259,12 @@ def train(
             tuning=tuning,
             tuning_split=data_args.eval_split,
             options=EvaluationOptions(
-                resamples=training_args.bootstrap_resamples,
+                bootstrap_resamples=training_args.bootstrap_resamples,
                 threshold_method=training_args.threshold_method,
                 progress=not training_args.disable_tqdm,
             ),
         )
-        report = {"model": str(output), "dataset": data_args.dataset_name, **report}
+        report.model, report.dataset = str(output), data_args.dataset_name
         write_evaluation(report, data.task, evaluated, output)
         logger.info("Evaluation:\n%s", format_evaluation(report, output))
         facts = CardFacts(
@@ -385,4 +295,4 @@ def train(
                 token=training_args.hub_token,
             )
             logger.info("Pushed to %s", url)
-    return test_metrics
+    return TrainingResult(report, test_metrics)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 import PIL.Image
@@ -20,40 +19,7 @@ from datasets import (
 )
 
 from medft.errors import MedftError, first_line
-
-PROBLEM_TYPES = {True: "multi_label_classification", False: "single_label_classification"}
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """What a model must predict: the label names, and one label or several per image."""
-
-    label_names: list[str]
-    multi_label: bool
-    image_column: str = "image"
-    label_column: str = "label"
-
-    @property
-    def task(self) -> str:
-        if self.multi_label:
-            return "multilabel"
-        return "binary" if len(self.label_names) == 2 else "multiclass"
-
-    @property
-    def problem_type(self) -> str:
-        return PROBLEM_TYPES[self.multi_label]
-
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(enumerate(self.label_names))
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {name: index for index, name in enumerate(self.label_names)}
-
-    @property
-    def main_metric(self) -> str:
-        return "mean_auroc" if self.multi_label else "macro_f1"
+from medft.tasks import TaskInfo
 
 
 def read_dataset(name: str, config: str | None = None) -> DatasetDict:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import torch
 from timm.data import Mixup
-from torch.nn import functional
 
-from medft.data.loading import TaskInfo
+from medft.tasks import TaskInfo
 
 
 class BatchMixer:
@@ -36,11 +35,6 @@ class BatchMixer:
             label_smoothing=0.0,  # smoothing belongs to the loss (label_smoothing_factor)
         )
 
-    def targets(self, labels: torch.Tensor) -> torch.Tensor:
-        if self.task.multi_label:
-            return labels.float()
-        return functional.one_hot(labels, len(self.task.label_names)).float()
-
     def __call__(
         self, pixel_values: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,4 +43,4 @@ class BatchMixer:
             return pixel_values, labels
         self.mixup.num_classes = n  # the "classes" are the batch's own images
         mixed, matrix = self.mixup(pixel_values, torch.arange(n, device=pixel_values.device))
-        return mixed, matrix[:, :n] @ self.targets(labels)
+        return mixed, matrix[:, :n] @ self.task.soft_targets(labels)

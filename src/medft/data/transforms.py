@@ -13,13 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
 from medft.config import DataArguments
-from medft.data.loading import TaskInfo
+from medft.tasks import TaskInfo
 
 PIL_TO_TORCHVISION = {
     Image.Resampling.NEAREST: InterpolationMode.NEAREST,
@@ -63,6 +64,13 @@ def input_spec(processor: Any) -> InputSpec:
         std=tuple(processor.image_std),
         interpolation=PIL_TO_TORCHVISION[resample],
     )
+
+
+def to_picture(pixels: torch.Tensor, spec: InputSpec) -> np.ndarray:
+    """A normalised CHW tensor back to the HWC image in [0, 1] that the model saw."""
+    mean = torch.tensor(spec.mean).view(-1, 1, 1)
+    std = torch.tensor(spec.std).view(-1, 1, 1)
+    return (pixels.detach().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -124,15 +132,6 @@ def train_pixels(
     return pixels
 
 
-def label_tensor(value: int | list[int], task: TaskInfo) -> torch.Tensor:
-    """A class index, or for multi-label a multi-hot float vector (what BCE-with-logits takes)."""
-    if not task.multi_label:
-        return torch.tensor(value, dtype=torch.long)
-    target = torch.zeros(len(task.label_names), dtype=torch.float32)
-    target[list(value)] = 1.0
-    return target
-
-
 def batch_transform(
     pixels: Callable[[list[Image.Image]], torch.Tensor | list[torch.Tensor]], task: TaskInfo
 ) -> Callable[[dict[str, list]], dict[str, Any]]:
@@ -140,7 +139,7 @@ def batch_transform(
 
     def transform(batch: dict[str, list]) -> dict[str, Any]:
         images = [to_rgb(image) for image in batch[task.image_column]]
-        labels = [label_tensor(value, task) for value in batch[task.label_column]]
+        labels = [task.target(value) for value in batch[task.label_column]]
         return {"pixel_values": list(pixels(images)), "labels": labels}
 
     return transform

@@ -9,12 +9,12 @@ from peft import PeftModel
 from transformers import PreTrainedModel, TimmWrapperImageProcessor
 
 from medft.config import ModelArguments
-from medft.data.loading import TaskInfo
 from medft.modeling.backbones import base_model_id, build_backbone, weights_origin
 from medft.modeling.freezing import apply_freezing
 from medft.modeling.heads import add_head_dropout
 from medft.modeling.layout import BlockLayout, block_layout
 from medft.modeling.lora import add_lora
+from medft.tasks import TaskInfo
 
 
 @dataclass

@@ -36,10 +36,10 @@ from transformers import (
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 
 from medft.config import ModelArguments, is_model_type
-from medft.data.loading import TaskInfo
 from medft.errors import MedftError, first_line
 from medft.modeling.heads import set_transformers_drop_path, timm_head_settings
 from medft.modeling.weights import load_weights_file
+from medft.tasks import TaskInfo
 
 DEFAULT_TIMM_CFG = {  # for architectures that timm ships without pretrained weights
     "input_size": (3, 224, 224),

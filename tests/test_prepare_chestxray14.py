@@ -3,7 +3,8 @@ import shutil
 import pytest
 from datasets import ClassLabel, Image, List, load_from_disk
 
-from medft.data.chestxray14 import (
+from medft.errors import MedftError
+from medft.prepare.chestxray14 import (
     FINDINGS,
     list_chestxray14,
     official_splits,
@@ -11,9 +12,8 @@ from medft.data.chestxray14 import (
     read_name_list,
     read_table,
 )
-from medft.data.report import read_report
-from medft.data.splits import groups_in_several_splits
-from medft.errors import MedftError
+from medft.prepare.report import read_report
+from medft.prepare.splits import groups_in_several_splits
 from tests.conftest import SHARED_DATA
 
 REAL_LABELS = SHARED_DATA / "nih-chestxray14-labels"

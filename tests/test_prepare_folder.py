@@ -6,9 +6,9 @@ import pytest
 from datasets import load_from_disk
 from PIL import Image
 
-from medft.data.folder import list_image_folder
-from medft.data.prepare import prepare_dataset
 from medft.errors import MedftError
+from medft.prepare import prepare_dataset
+from medft.prepare.folder import list_image_folder
 
 
 def make_images(folder, n, shade=0):

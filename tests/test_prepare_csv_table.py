@@ -2,10 +2,10 @@ import pytest
 from datasets import load_from_disk
 from PIL import Image
 
-from medft.data.csv_table import list_csv
-from medft.data.prepare import prepare_dataset
-from medft.data.splits import groups_in_several_splits
 from medft.errors import MedftError
+from medft.prepare import prepare_dataset
+from medft.prepare.csv_table import list_csv
+from medft.prepare.splits import groups_in_several_splits
 
 
 @pytest.fixture

@@ -1,11 +1,14 @@
-import pytest
-from datasets import load_from_disk
+import json
 
-from medft.data.brain_tumor import list_brain_tumor_44c
-from medft.data.prepare import prepare_dataset
-from medft.data.report import format_summary, read_report
-from medft.data.writer import write_dataset
+import pytest
+from datasets import Dataset, Features, SplitInfo, load_from_disk
+from datasets.utils.info_utils import verify_splits
+
 from medft.errors import MedftError
+from medft.prepare import prepare_dataset
+from medft.prepare.brain_tumor import list_brain_tumor_44c
+from medft.prepare.report import format_summary, read_report
+from medft.prepare.writer import write_dataset
 
 
 def test_parallel_and_serial_runs_write_the_same_dataset(brain_multiclass, brain_raw, tmp_path):
@@ -68,7 +71,7 @@ def test_report_and_summary(brain_multiclass):
 def test_large_splits_are_written_as_several_shards(
     brain_raw, brain_multiclass, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr("medft.data.writer.MAX_CHUNK", 20)
+    monkeypatch.setattr("medft.prepare.writer.MAX_CHUNK", 20)
     output = tmp_path / "sharded"
     prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1)
     shards = sorted(p.name for p in (output / "train").glob("*.arrow"))
@@ -77,3 +80,29 @@ def test_large_splits_are_written_as_several_shards(
     for split in single:
         assert sharded[split]["image_id"] == single[split]["image_id"]
     assert sharded["test"][3]["image"].size == single["test"][3]["image"].size
+
+
+def test_the_written_layout_is_what_save_to_disk_writes(brain_multiclass, tmp_path):
+    """The writer builds `save_to_disk`'s layout with datasets' ArrowWriter (not public API):
+    what datasets itself writes for the same data must match it, and datasets' own readers
+    and checks must accept it (the datasets version bounds in pyproject.toml point here)."""
+    ours = load_from_disk(str(brain_multiclass))
+    ours.save_to_disk(str(tmp_path / "theirs"))
+    theirs = load_from_disk(str(tmp_path / "theirs"))
+    for split in ours:
+        folder = brain_multiclass / split
+        state, reference = (json.loads((root / split / "state.json").read_text())
+                            for root in (brain_multiclass, tmp_path / "theirs"))  # fmt: skip
+        assert set(state) == set(reference) and state["_split"] == reference["_split"] == split
+        info = json.loads((folder / "dataset_info.json").read_text())
+        assert Features.from_dict(info["features"]) == ours[split].features
+        shards = [
+            Dataset.from_file(str(folder / entry["filename"])) for entry in state["_data_files"]
+        ]
+        assert sum(len(shard) for shard in shards) == len(ours[split]) == len(theirs[split])
+        assert shards[0].features == ours[split].features
+        ours[split].data.table.validate(full=True)
+        assert ours[split]["image_id"] == theirs[split]["image_id"]
+    recorded = {split: SplitInfo(split, num_examples=len(ours[split])) for split in ours}
+    verify_splits(recorded, {split: SplitInfo(split, num_examples=len(theirs[split]))
+                             for split in theirs})  # fmt: skip

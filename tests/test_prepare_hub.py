@@ -4,9 +4,9 @@ import pytest
 from datasets import DatasetDict
 from huggingface_hub import DatasetCard, HfApi
 
-from medft.data.hub import dataset_card, push_dataset
-from medft.data.report import read_report
 from medft.errors import MedftError
+from medft.prepare.hub import dataset_card, push_dataset
+from medft.prepare.report import read_report
 
 
 def test_card_describes_the_prepared_dataset(nih_prepared):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medft.data.images import ImageOptions, read_image, scale_to_8bit, shorter_side_size
+from medft.prepare.images import ImageOptions, read_image, scale_to_8bit, shorter_side_size
 
 
 def saved(tmp_path, image: Image.Image, name: str, **save_args) -> str:

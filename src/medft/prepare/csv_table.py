@@ -14,10 +14,10 @@ from pathlib import Path
 
 from datasets import Value
 
-from medft.data.files import open_text, require_file
-from medft.data.listing import Example, SourceListing
-from medft.data.splits import SPLITS, assign_splits, canonical_split, groups_in_several_splits
 from medft.errors import MedftError
+from medft.prepare.files import open_text, require_file
+from medft.prepare.listing import Example, SourceListing
+from medft.prepare.splits import SPLITS, assign_splits, canonical_split, groups_in_several_splits
 
 RESERVED_COLUMNS = ("image", "label", "labels", "image_id")
 

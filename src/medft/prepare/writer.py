@@ -1,7 +1,7 @@
 """Turn a `SourceListing` into a `DatasetDict` on disk, in parallel, streaming, losing nothing.
 
 Each split is cut into chunks of consecutive examples. A worker process reads
-and checks the images of one chunk (`medft.data.images.read_image`) and writes
+and checks the images of one chunk (`medft.prepare.images.read_image`) and writes
 them straight into one Arrow shard of the final `save_to_disk` layout, so image
 bytes are read once, written once, never pass between processes, and memory
 holds one write batch per worker. The main process only counts progress and
@@ -27,10 +27,10 @@ from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import generate_random_fingerprint
 from tqdm.auto import tqdm
 
-from medft.data.images import STORE_AS_IS, ImageOptions, read_image
-from medft.data.listing import SourceListing
-from medft.data.report import build_report, write_report
 from medft.errors import MedftError
+from medft.prepare.images import STORE_AS_IS, ImageOptions, read_image
+from medft.prepare.listing import SourceListing
+from medft.prepare.report import build_report, write_report
 
 DATASET_MARKERS = ("dataset_dict.json", "prepare_report.json")
 MAX_CHUNK = 256  # images per shard at most: ~100 MB of full-size chest X-rays

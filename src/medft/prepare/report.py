@@ -10,7 +10,7 @@ from typing import Any
 
 from datasets import DatasetDict
 
-from medft.data.listing import SourceListing
+from medft.prepare.listing import SourceListing
 
 REPORT_NAME = "prepare_report.json"
 NO_FINDING = "(no finding)"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from medft.data.splits import assign_splits
 from medft.errors import MedftError
+from medft.prepare.splits import assign_splits
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 SYSTEM_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from medft.data.brain_tumor import CLASSES, NORMAL_CLASSES, TUMOR_TYPES
-from medft.data.chestxray14 import FINDINGS
+from medft.prepare.brain_tumor import CLASSES, NORMAL_CLASSES, TUMOR_TYPES
+from medft.prepare.chestxray14 import FINDINGS
 
 BRAIN_EXTENSIONS = (".jpeg", ".jpeg", ".jpg", ".jpeg", ".jpg", ".JPG")  # ~ the real mix
 LESION_TEXTURES = ("solid", "ring", "stripes", "dots", "dark")

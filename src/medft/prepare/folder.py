@@ -12,7 +12,8 @@ from pathlib import Path
 
 from datasets import Value
 
-from medft.data.files import (
+from medft.errors import MedftError
+from medft.prepare.files import (
     class_folder_splits,
     count_loose_files,
     duplicate_notes,
@@ -20,9 +21,8 @@ from medft.data.files import (
     require_folder,
     scan_images,
 )
-from medft.data.listing import Example, SourceListing
-from medft.data.splits import canonical_split, groups_in_several_splits
-from medft.errors import MedftError
+from medft.prepare.listing import Example, SourceListing
+from medft.prepare.splits import canonical_split, groups_in_several_splits
 
 
 def split_folders(root: Path) -> dict[str, Path] | None:

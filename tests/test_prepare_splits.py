@@ -2,13 +2,13 @@ from collections import Counter
 
 import pytest
 
-from medft.data.splits import (
+from medft.errors import MedftError
+from medft.prepare.splits import (
     assign_splits,
     canonical_split,
     carve_splits,
     groups_in_several_splits,
 )
-from medft.errors import MedftError
 
 SIZES = {"validation": 0.15, "test": 0.15}
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from datasets import Value
 
-from medft.data.files import (
+from medft.errors import MedftError
+from medft.prepare.files import (
     class_folder_splits,
     count_loose_files,
     duplicate_notes,
@@ -22,8 +23,7 @@ from medft.data.files import (
     require_folder,
     scan_images,
 )
-from medft.data.listing import Example, SourceListing
-from medft.errors import MedftError
+from medft.prepare.listing import Example, SourceListing
 
 TUMOR_TYPES = (
     "Astrocitoma", "Carcinoma", "Ependimoma", "Ganglioglioma", "Germinoma", "Glioblastoma",

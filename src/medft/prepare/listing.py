@@ -2,7 +2,7 @@
 
 A source module (brain, NIH, folder, CSV) only looks at file names and label
 tables; it never decodes an image. Decoding, checking and storing happen once,
-in `medft.data.writer`, for every source alike.
+in `medft.prepare.writer`, for every source alike.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from datasets import ClassLabel, Features, Image, List, Value
 
-from medft.data.loading import TaskInfo
-from medft.data.splits import SPLITS
+from medft.prepare.splits import SPLITS
+from medft.tasks import TaskInfo
 
 
 @dataclass

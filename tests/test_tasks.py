@@ -1,24 +1,23 @@
-"""Metrics on small fixed predictions, against values worked out by hand (see the comments)."""
+"""The task types' metrics on small fixed predictions, against values worked out by hand (see the
+comments)."""
 
 import numpy as np
 import pytest
 from transformers import EvalPrediction
 
-from medft.data.loading import TaskInfo
-from medft.metrics import (
-    auprc_or_none,
-    binary_metrics,
-    multilabel_metrics,
-    probabilities,
-    single_label_metrics,
-    task_metrics,
-)
+from medft.tasks import TaskInfo, auprc_or_none
+from medft.training import task_metrics
+
+THREE = TaskInfo(["a", "b", "c"], multi_label=False)
+BINARY = TaskInfo(["normal", "tumor"], multi_label=False)
+MASS_NODULE = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")
+MASS_HERNIA = TaskInfo(["Mass", "Hernia"], multi_label=True, label_column="labels")
 
 
 def test_single_label():
     labels = np.array([0, 1, 2, 2])
     probs = np.eye(3)[[0, 2, 2, 2]]  # predicts 0, 2, 2, 2
-    metrics = single_label_metrics(probs, labels)
+    metrics = THREE.metrics(probs, labels)
     assert metrics["accuracy"] == pytest.approx(3 / 4)
     assert metrics["balanced_accuracy"] == pytest.approx((1 + 0 + 1) / 3)  # recall per class
     assert metrics["macro_f1"] == pytest.approx((1 + 0 + 0.8) / 3)  # F1 of class 2: P 2/3, R 1
@@ -27,7 +26,7 @@ def test_single_label():
 def test_binary_auroc_sensitivity_specificity():
     labels = np.array([0, 0, 1, 1, 1])
     positive = np.array([0.1, 0.6, 0.7, 0.4, 0.9])
-    metrics = binary_metrics(np.stack([1 - positive, positive], axis=1), labels)
+    metrics = BINARY.metrics(np.stack([1 - positive, positive], axis=1), labels)
     assert metrics["sensitivity"] == pytest.approx(2 / 3)  # 0.7 and 0.9 of three tumours
     assert metrics["specificity"] == pytest.approx(1 / 2)  # 0.1 of two normals
     assert metrics["auroc"] == pytest.approx(5 / 6)  # 5 of 6 positive-negative pairs ordered
@@ -36,7 +35,7 @@ def test_binary_auroc_sensitivity_specificity():
 def test_binary_sensitivity_and_specificity_at_a_threshold():
     labels = np.array([0, 0, 1, 1, 1])
     positive = np.array([0.1, 0.6, 0.7, 0.4, 0.9])
-    metrics = binary_metrics(np.stack([1 - positive, positive], axis=1), labels, threshold=0.35)
+    metrics = BINARY.metrics(np.stack([1 - positive, positive], axis=1), labels, np.array([0.35]))
     assert metrics["sensitivity"] == 1.0  # 0.7, 0.4 and 0.9 reach 0.35
     assert metrics["specificity"] == pytest.approx(1 / 2)  # 0.6 does too
     assert metrics["accuracy"] == pytest.approx(3 / 5)  # still the top class
@@ -52,7 +51,7 @@ def test_auprc_is_average_precision_and_undefined_for_one_class():
 def test_multilabel_per_finding_and_mean_auroc_and_f1():
     targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
     probs = np.array([[0.9, 0.3], [0.2, 0.8], [0.6, 0.4], [0.4, 0.5]])
-    metrics = multilabel_metrics(probs, targets, ["Mass", "Nodule"])
+    metrics = MASS_NODULE.metrics(probs, targets)
     assert metrics["auroc_Mass"] == pytest.approx(1.0)
     assert metrics["auroc_Nodule"] == pytest.approx(3 / 4)
     assert metrics["mean_auroc"] == pytest.approx(0.875)
@@ -62,22 +61,22 @@ def test_multilabel_per_finding_and_mean_auroc_and_f1():
 
 def test_a_finding_with_one_class_has_no_auroc():
     targets = np.array([[1, 0], [0, 0], [1, 0]])
-    metrics = multilabel_metrics(np.full((3, 2), 0.5), targets, ["Mass", "Hernia"])
+    metrics = MASS_HERNIA.metrics(np.full((3, 2), 0.5), targets)
     assert "auroc_Hernia" not in metrics and "auroc_Mass" in metrics
 
 
 def test_multilabel_f1_with_one_threshold_per_finding():
     targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
     probs = np.array([[0.9, 0.3], [0.2, 0.8], [0.6, 0.4], [0.4, 0.5]])
-    metrics = multilabel_metrics(probs, targets, ["Mass", "Nodule"], np.array([0.6, 0.4]))
+    metrics = MASS_NODULE.metrics(probs, targets, np.array([0.6, 0.4]))
     assert metrics["macro_f1"] == pytest.approx((1.0 + 0.8) / 2)  # Nodule: P 2/3, R 1
     assert metrics["micro_f1"] == pytest.approx(8 / 9)  # TP 4, FP 1, FN 0
 
 
 def test_probabilities_are_softmax_or_sigmoid():
     logits = np.array([[0.0, np.log(3.0)]])
-    assert probabilities(logits, multi_label=False) == pytest.approx(np.array([[0.25, 0.75]]))
-    assert probabilities(logits, multi_label=True) == pytest.approx(np.array([[0.5, 0.75]]))
+    assert BINARY.probabilities(logits) == pytest.approx(np.array([[0.25, 0.75]]))
+    assert MASS_NODULE.probabilities(logits) == pytest.approx(np.array([[0.5, 0.75]]))
 
 
 def test_trainer_hook_picks_the_metrics_of_the_task():

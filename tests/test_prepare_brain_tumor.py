@@ -4,10 +4,10 @@ from collections import Counter
 import pytest
 from datasets import ClassLabel, Image, load_from_disk
 
-from medft.data.brain_tumor import BINARY_LABELS, CLASSES, list_brain_tumor_44c
-from medft.data.prepare import prepare_dataset
-from medft.data.report import read_report
 from medft.errors import MedftError
+from medft.prepare import prepare_dataset
+from medft.prepare.brain_tumor import BINARY_LABELS, CLASSES, list_brain_tumor_44c
+from medft.prepare.report import read_report
 from tests.conftest import SHARED_DATA
 
 

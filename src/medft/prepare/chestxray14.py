@@ -18,10 +18,10 @@ from typing import NamedTuple
 
 from datasets import Value
 
-from medft.data.files import open_text, require_file, require_folder
-from medft.data.listing import Example, SourceListing
-from medft.data.splits import carve_splits, groups_in_several_splits
 from medft.errors import MedftError
+from medft.prepare.files import open_text, require_file, require_folder
+from medft.prepare.listing import Example, SourceListing
+from medft.prepare.splits import carve_splits, groups_in_several_splits
 
 FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",

@@ -12,8 +12,8 @@ from typing import Any
 from datasets import load_from_disk
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
-from medft.data.report import REPORT_NAME, read_report
 from medft.errors import MedftError
+from medft.prepare.report import REPORT_NAME, read_report
 
 ORIGINS = {
     "brain-tumor-44c": {

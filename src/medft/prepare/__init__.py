@@ -7,14 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medft.data.brain_tumor import list_brain_tumor_44c
-from medft.data.chestxray14 import list_chestxray14
-from medft.data.csv_table import list_csv
-from medft.data.folder import list_image_folder
-from medft.data.images import ImageOptions
-from medft.data.listing import SourceListing
-from medft.data.writer import check_output_folder, write_dataset
 from medft.errors import MedftError
+from medft.prepare.brain_tumor import list_brain_tumor_44c
+from medft.prepare.chestxray14 import list_chestxray14
+from medft.prepare.csv_table import list_csv
+from medft.prepare.folder import list_image_folder
+from medft.prepare.images import ImageOptions
+from medft.prepare.listing import SourceListing
+from medft.prepare.writer import check_output_folder, write_dataset
 
 SOURCES: dict[str, Callable[..., SourceListing]] = {
     "brain-tumor-44c": list_brain_tumor_44c,

@@ -1,0 +1,328 @@
+"""The options of every `medft` command, as dataclasses: the help text and the one default.
+
+`medft.cli` turns each into its command-line options (as `HfArgumentParser` does for
+recipes: ``--field_name`` and ``--field-name``; metadata ``positional`` for the
+arguments without a flag), so a default and its name live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from medft.errors import MedftError
+
+DEFAULT_RESAMPLES = 1000  # bootstrap resamples for the 95% intervals
+DEFAULT_BINS = 15  # equal-width bins of the reliability diagram
+THRESHOLD_METHODS = ("auto", "youden", "f1")
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_EVAL_BATCH_SIZE = 64
+DEFAULT_WORKERS = 2
+DEFAULT_TOP_K = 5
+
+
+def positional(help: str, **settings) -> dict:
+    return {"positional": True, "help": help, **settings}
+
+
+# evaluation -----------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class EvaluationOptions:
+    """How an evaluation tunes thresholds, bootstraps and bins: the trainer's and the
+    command's."""
+
+    threshold_method: str = field(
+        default="auto",
+        metadata={"help": "youden | f1 | auto (youden for binary, f1 per finding for "
+                  "multi-label)"},
+    )  # fmt: skip
+    threshold: float | None = field(
+        default=None, metadata={"help": "binary: use this probability threshold, not a tuned one"}
+    )
+    bootstrap_resamples: int = field(
+        default=DEFAULT_RESAMPLES,
+        metadata={"help": "bootstrap resamples for the 95% intervals (of patients when the data "
+                  "has patient_id); 0: none"},
+    )  # fmt: skip
+    seed: int = field(default=0, metadata={"help": "bootstrap seed"})
+    calibration_bins: int = field(
+        default=DEFAULT_BINS, metadata={"help": "equal-width bins of the reliability diagram"}
+    )
+    progress: bool = field(default=False, metadata={"help": "progress bars", "internal": True})
+
+    def __post_init__(self) -> None:
+        if self.threshold_method not in THRESHOLD_METHODS:
+            raise MedftError(
+                f"threshold method must be one of {', '.join(THRESHOLD_METHODS)}, "
+                f"got '{self.threshold_method}'."
+            )
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise MedftError(f"threshold must be a probability in [0, 1], got {self.threshold}.")
+        if self.bootstrap_resamples < 0 or self.calibration_bins < 1:
+            raise MedftError("bootstrap resamples must be >= 0 and calibration bins >= 1.")
+
+
+@dataclass(kw_only=True)
+class ScoringOptions:
+    """How a saved model scores images."""
+
+    batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "images per batch"})
+    num_workers: int = field(
+        default=DEFAULT_WORKERS, metadata={"help": "image-decoding processes (0: in this one)"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise MedftError("--batch-size must be at least 1, --num-workers at least 0.")
+
+
+@dataclass(kw_only=True)
+class ModelAndData:
+    model: Path = field(metadata={"help": "a medft train output_dir"})
+    dataset: str = field(metadata={"help": "a prepared dataset folder"})
+
+
+@dataclass(kw_only=True)
+class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
+    """medft evaluate: metrics with 95% CIs, tuned thresholds, calibration and plots."""
+
+    split: str = field(default="test", metadata={"help": "split to evaluate"})
+    tune_split: str = field(
+        default="validation",
+        metadata={"help": "split the thresholds are tuned on; without it, the model folder's "
+                  "thresholds.json, else 0.5"},
+    )  # fmt: skip
+    output: Path | None = field(
+        default=None,
+        metadata={"help": "folder for the results (default: the model folder, where medft "
+                  "predict finds thresholds.json)"},
+    )  # fmt: skip
+    batch_size: int = field(default=DEFAULT_EVAL_BATCH_SIZE, metadata={"help": "images per batch"})
+
+    def __post_init__(self) -> None:
+        EvaluationOptions.__post_init__(self)
+        ScoringOptions.__post_init__(self)
+
+
+@dataclass(kw_only=True)
+class SavedModel:
+    model: Path = field(metadata={"help": "a medft train output_dir"})
+
+
+@dataclass(kw_only=True)
+class PredictArguments(ScoringOptions, SavedModel):
+    """medft predict: score images with a saved model into a CSV (batched, GPU when present)."""
+
+    inputs: list[str] = field(
+        metadata=positional(
+            "image files, folders (searched recursively), or prepared datasets (a folder with "
+            "dataset_dict.json; --split picks the split)", nargs="+", metavar="INPUT"
+        )
+    )  # fmt: skip
+    output: Path = field(default=Path("predictions.csv"), metadata={"help": "the CSV to write"})
+    split: str = field(default="test", metadata={"help": "split of dataset inputs"})
+    top_k: int = field(default=DEFAULT_TOP_K, metadata={"help": "single-label: labels per row"})
+    thresholds: Path | None = field(
+        default=None,
+        metadata={"help": "thresholds.json to apply (default: the model folder's, from medft "
+                  "evaluate)"},
+    )  # fmt: skip
+    precision: Literal["fp32", "bf16", "fp16"] = field(
+        default="fp32",
+        metadata={"help": "fp32 gives the scores pipeline() gives; bf16 / fp16 are faster where "
+                  "the hardware supports them (bf16: recent Xeon, A100/H100; fp16: GPUs)"},
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.top_k < 1:
+            raise MedftError("--top-k must be at least 1.")
+
+
+@dataclass(kw_only=True)
+class ExplainArguments(SavedModel):
+    """medft explain: saliency maps (Grad-CAM) of a saved model's predictions, one PNG each."""
+
+    images: list[str] = field(
+        metadata=positional("image files or folders", nargs="+", metavar="IMAGE")
+    )
+    output: Path = field(metadata={"help": "folder for the PNGs"})
+    target: str | None = field(
+        default=None, metadata={"help": "label to explain (default: the top prediction)"}
+    )
+    top_k: int = field(default=DEFAULT_TOP_K, metadata={"help": "scores shown per image"})
+    split: str = field(default="test", metadata={"help": "split of dataset inputs"})
+
+
+# recipes --------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class RecipeCommand:
+    """A command that reads a recipe; any --key value after it overrides the recipe."""
+
+    recipe: Path = field(metadata=positional("a recipe YAML (see recipes/)"))
+
+
+@dataclass(kw_only=True)
+class TrainArguments(RecipeCommand):
+    """medft train: fine-tune from a recipe in this process (for several processes:
+    accelerate launch src/finetune.py RECIPE)."""
+
+
+@dataclass(kw_only=True)
+class ShowAugmentationsArguments(RecipeCommand):
+    """medft show-augmentations: a grid of augmented training images, as the model sees them."""
+
+    output: Path = field(default=Path("augmentations.png"), metadata={"help": "the PNG to write"})
+    images: int = field(default=5, metadata={"help": "training images, one per row"})
+    versions: int = field(default=6, metadata={"help": "augmented draws per image"})
+
+
+@dataclass(kw_only=True)
+class SearchArguments(RecipeCommand):
+    """medft search: hyper-parameter search over the recipe's search_space (Optuna)."""
+
+    n_trials: int = field(default=10, metadata={"help": "trials to run"})
+
+
+@dataclass(kw_only=True)
+class DemoArguments:
+    """medft demo: generate a brain-layout dataset, prepare it and fine-tune a small model."""
+
+    output: Path = field(default=Path("medft-demo"), metadata={"help": "working folder"})
+    per_class: int = field(default=20, metadata={"help": "generated scans per class"})
+
+
+# prepare --------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class PrepareArguments:
+    """What every `medft prepare` source takes: where to write, splits, image storage."""
+
+    output: Path = field(metadata={"help": "folder to write to"})
+    val_size: float = field(default=0.15, metadata={"help": "validation fraction"})
+    seed: int = field(default=42, metadata={"help": "split seed"})
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "resize so the shorter side is N (aspect kept, never upscaled); "
+                  "default: store the original encoded bytes"},
+    )  # fmt: skip
+    png_compression: int = field(
+        default=0,
+        metadata={"help": "zlib level (0-9) for images medft re-encodes (resized, rotated, "
+                  "16-bit...); 0 is fastest to write and to decode each epoch, 1-9 are smaller"},
+    )  # fmt: skip
+    num_proc: int | None = field(
+        default=None, metadata={"help": "processes reading images (default: all cores)"}
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "replace an existing prepared dataset"}
+    )
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "also push to this Hub dataset", "metavar": "REPO_ID"}
+    )
+    private: bool = field(default=False, metadata={"help": "make the pushed dataset private"})
+
+    WRITER_KEYS = ("output", "image_size", "png_compression", "num_proc", "overwrite")
+    HUB_KEYS = ("push_to_hub", "private")
+
+
+@dataclass(kw_only=True)
+class WithTestSize:
+    test_size: float = field(default=0.15, metadata={"help": "test fraction"})
+
+
+@dataclass(kw_only=True)
+class BrainTumorArguments(PrepareArguments, WithTestSize):
+    """Kaggle Brain Tumor MRI Images 44 Classes."""
+
+    source: Path = field(metadata={"help": "the unzipped download"})
+    task: Literal["multiclass", "binary"] = field(
+        default="multiclass", metadata={"help": "44 classes, or tumour vs normal"}
+    )
+
+
+@dataclass(kw_only=True)
+class ChestXray14Arguments(PrepareArguments):
+    """NIH ChestX-ray14 (Kaggle or NIH layout)."""
+
+    source: Path = field(metadata={"help": "folder with images_001 ..."})
+    views: Literal["PA", "AP"] | None = field(
+        default=None, metadata={"help": "keep only this view position"}
+    )
+    val_size: float = field(default=0.1, metadata={"help": "validation fraction of the patients"})
+
+
+@dataclass(kw_only=True)
+class FolderArguments(PrepareArguments, WithTestSize):
+    """Class-per-subfolder images, optionally in train/ val/ test/."""
+
+    source: Path = field(metadata={"help": "the folder of class folders"})
+
+
+@dataclass(kw_only=True)
+class CsvArguments(PrepareArguments, WithTestSize):
+    """A CSV of image paths and labels."""
+
+    csv_path: Path = field(metadata={"help": "the CSV", "aliases": ["--csv"]})
+    image_root: Path | None = field(
+        default=None, metadata={"help": "paths are relative to this (default: the CSV's folder)"}
+    )
+    image_column: str = field(default="image", metadata={"help": "column of image paths"})
+    label_column: str = field(default="label", metadata={"help": "column of labels"})
+    label_separator: str | None = field(
+        default=None, metadata={"help": "multi-label: labels split on this, e.g. '|'"}
+    )
+    negative_label: str | None = field(
+        default=None, metadata={"help": "multi-label value meaning none, e.g. 'No Finding'"}
+    )
+    split_column: str | None = field(default=None, metadata={"help": "column of train/val/test"})
+    group_column: str | None = field(
+        default=None, metadata={"help": "keep each value (e.g. a patient) in one split"}
+    )
+    metadata_columns: list[str] = field(
+        default_factory=list, metadata={"help": "other columns to keep as text"}
+    )
+
+
+PREPARE_SOURCES: dict[str, type[PrepareArguments]] = {
+    "brain-tumor-44c": BrainTumorArguments,
+    "chestxray14": ChestXray14Arguments,
+    "folder": FolderArguments,
+    "csv": CsvArguments,
+}
+
+
+# synthesize -----------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class SynthesizeBrainArguments:
+    """44 class folders of fake MRI slices."""
+
+    output: Path = field(metadata=positional("folder to write"))
+    per_class: int = field(default=12, metadata={"help": "scans per class"})
+    image_size: int = field(default=96, metadata={"help": "pixels"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    include_bad_files: bool = field(
+        default=False, metadata={"help": "add empty, truncated and non-image files"}
+    )
+
+
+@dataclass(kw_only=True)
+class SynthesizeChestArguments:
+    """The NIH layout of fake radiographs."""
+
+    output: Path = field(metadata=positional("folder to write"))
+    n_patients: int = field(default=40, metadata={"help": "patients", "aliases": ["--patients"]})
+    image_size: int = field(default=128, metadata={"help": "pixels"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    num_proc: int = field(default=1, metadata={"help": "processes writing images"})
+
+
+SYNTHESIZED = {"brain-tumor-44c": SynthesizeBrainArguments, "chestxray14": SynthesizeChestArguments}

@@ -1,0 +1,110 @@
+"""`DataArguments`: which dataset a recipe trains on, and how its training images are augmented."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from medft.config.checks import check_probability, check_range
+from medft.errors import MedftError
+
+AUTO_AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment")
+
+
+@dataclass
+class DataArguments:
+    """Which dataset to train on, and how to read it."""
+
+    dataset_name: str = field(
+        metadata={
+            "help": "A folder written by `medft prepare`, or a Hugging Face Hub dataset id. "
+            "Its `train` and `validation` splits are used for training; `test`, if present, "
+            "for the final evaluation."
+        }
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Configuration name of a Hub dataset."}
+    )
+    image_column: str = field(default="image", metadata={"help": "Column holding the images."})
+    label_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column holding the labels; default `label` (single-label, a ClassLabel) or "
+            "`labels` (multi-label, a list of ClassLabel), whichever the dataset has."
+        },
+    )
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_split: str = field(
+        default="validation", metadata={"help": "Split to pick the best epoch on."}
+    )
+    test_split: str = field(
+        default="test", metadata={"help": "Split for the final evaluation ('' to skip)."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many training images (for quick runs)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many validation and test images."}
+    )
+
+    # augmentation (training images only) -----------------------------------------------------
+    crop_scale: list[float] = field(
+        default_factory=lambda: [0.8, 1.0],
+        metadata={"help": "RandomResizedCrop area range; [1.0, 1.0] turns cropping off."},
+    )
+    crop_ratio: list[float] = field(
+        default_factory=lambda: [0.75, 1.3333],
+        metadata={"help": "RandomResizedCrop aspect-ratio range."},
+    )
+    horizontal_flip: float = field(
+        default=0.0,
+        metadata={"help": "Probability of a left-right flip (keep 0 for chest X-rays: anatomy)."},
+    )
+    vertical_flip: float = field(default=0.0, metadata={"help": "Probability of an up-down flip."})
+    rotation_degrees: float = field(
+        default=0.0, metadata={"help": "Random rotation within +/- this many degrees."}
+    )
+    zoom: float = field(
+        default=0.0,
+        metadata={"help": "Random zoom in or out by up to this fraction (Keras RandomZoom)."},
+    )
+    brightness: float = field(default=0.0, metadata={"help": "Brightness jitter strength."})
+    contrast: float = field(default=0.0, metadata={"help": "Contrast jitter strength."})
+    auto_augment: str = field(
+        default="none",
+        metadata={"help": "Learned policy on top: none | randaugment | trivialaugment."},
+    )
+    randaugment_magnitude: int = field(default=9, metadata={"help": "RandAugment magnitude."})
+    random_erasing: float = field(
+        default=0.0, metadata={"help": "Probability of erasing a random rectangle."}
+    )
+    mixup_alpha: float = field(
+        default=0.0, metadata={"help": "MixUp Beta(alpha, alpha); 0 turns it off."}
+    )
+    cutmix_alpha: float = field(
+        default=0.0, metadata={"help": "CutMix Beta(alpha, alpha); 0 turns it off."}
+    )
+    mix_probability: float = field(
+        default=1.0, metadata={"help": "Share of batches mixed when mixup or cutmix is on."}
+    )
+
+    def __post_init__(self) -> None:
+        check_probability(
+            "horizontal_flip", "vertical_flip", "random_erasing", "mix_probability", values=self
+        )
+        check_range("crop_scale", self.crop_scale, low=0.0, high=1.0)
+        check_range("crop_ratio", self.crop_ratio, low=0.0, high=None)
+        if self.auto_augment not in AUTO_AUGMENT_POLICIES:
+            raise MedftError(
+                f"auto_augment must be one of {', '.join(AUTO_AUGMENT_POLICIES)}, "
+                f"got '{self.auto_augment}'."
+            )
+        for name in ("rotation_degrees", "zoom", "brightness", "contrast", "mixup_alpha",
+                     "cutmix_alpha"):  # fmt: skip
+            if getattr(self, name) < 0:
+                raise MedftError(f"{name} must not be negative, got {getattr(self, name)}.")
+        if self.zoom >= 1:
+            raise MedftError(f"zoom must be below 1 (a fraction), got {self.zoom}.")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise MedftError(f"{name} must be at least 1, got {value}.")

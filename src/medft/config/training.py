@@ -1,0 +1,171 @@
+"""`MedftTrainingArguments`: `TrainingArguments` with medft's defaults and techniques."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from transformers import IntervalStrategy, TrainingArguments
+
+from medft.config.commands import DEFAULT_RESAMPLES, THRESHOLD_METHODS
+from medft.errors import MedftError
+
+AUTO = "auto"
+EXPONENTIAL = "exponential"
+
+
+@dataclass
+class MedftTrainingArguments(TrainingArguments):
+    """`transformers.TrainingArguments` with defaults for fine-tuning image classifiers."""
+
+    output_dir: str = field(metadata={"help": "Where checkpoints, the model and its reports go."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint."})
+    logging_strategy: str = field(default="epoch", metadata={"help": "When to log the loss."})
+    load_best_model_at_end: bool = field(
+        default=True, metadata={"help": "Keep the epoch with the best `metric_for_best_model`."}
+    )
+    metric_for_best_model: str | None = field(
+        default=AUTO,
+        metadata={
+            "help": "Validation metric that picks the best epoch; `auto` is `macro_f1` for "
+            "single-label and `mean_auroc` for multi-label data."
+        },
+    )
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Checkpoints kept (the best one is always kept)."}
+    )
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch per device."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch per device."})
+    dataloader_num_workers: int = field(
+        default=2, metadata={"help": "Processes decoding and transforming images."}
+    )
+    channels_last: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Lay weights and activations out channels-last, which oneDNN and cuDNN run "
+            "convolutions fastest in (2x for EfficientNet-Lite0 training on a 2-core Xeon); the "
+            "same arithmetic. Default: on for convolutional networks, off for ViT-like ones."
+        },
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept false: the image column is read by the transforms."}
+    )
+    label_names: list[str] | None = field(
+        default_factory=lambda: ["labels"], metadata={"help": "The batch key holding the labels."}
+    )
+    layer_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Layer-wise learning-rate decay (timm / MAE fine-tuning): block i of n gets "
+            "lr * layer_decay^(n - i); the head gets lr. E.g. 0.75."
+        },
+    )
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={
+            "help": "Any schedule of transformers (linear, cosine, cosine_with_restarts, "
+            "polynomial, constant, constant_with_warmup, inverse_sqrt, reduce_lr_on_plateau, "
+            "cosine_with_min_lr, warmup_stable_decay, ...) or exponential."
+        },
+    )
+    lr_decay_rate: float = field(
+        default=0.96,
+        metadata={"help": "lr_scheduler_type: exponential multiplies the rate by this ..."},
+    )
+    lr_decay_steps: int = field(
+        default=1000, metadata={"help": "... every this many optimizer steps (after warmup)."}
+    )
+    lr_decay_staircase: bool = field(
+        default=False, metadata={"help": "Decay in steps rather than continuously."}
+    )
+    class_weighting: str = field(
+        default="none",
+        metadata={
+            "help": "none | balanced: weight the loss by inverse class frequency (cross-entropy "
+            "class weights; for multi-label, BCE pos_weight = negatives / positives per finding)."
+        },
+    )
+    sampler: str = field(
+        default="random", metadata={"help": "random | weighted (oversample rare classes)."}
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without improvement of the metric."},
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "The smallest change that counts as an improvement."}
+    )
+    search_space: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "For `medft search`: key -> {type: float|int|categorical, low, high, log, "
+            "choices}. A JSON string on the command line."
+        },
+    )
+    train_metrics_samples: int = field(
+        default=1000,
+        metadata={
+            "help": "At each evaluation, also score this many training images (eval transforms) "
+            "so the curves show train and validation metrics; 0 turns it off."
+        },
+    )
+    # evaluation after training (what `medft evaluate` does) ---------------------------------
+    bootstrap_resamples: int = field(
+        default=DEFAULT_RESAMPLES,
+        metadata={
+            "help": "Bootstrap resamples for the 95% confidence intervals of the final "
+            "evaluation (of patients when the data has patient_id); 0 turns them off."
+        },
+    )
+    threshold_method: str = field(
+        default="auto",
+        metadata={
+            "help": "How the final evaluation tunes decision thresholds on the validation split: "
+            "youden | f1 | auto (youden for binary, f1 per finding for multi-label). Saved as "
+            "thresholds.json, which `medft predict` applies."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.class_weighting not in ("none", "balanced"):
+            raise MedftError(
+                f"class_weighting must be none or balanced, got '{self.class_weighting}'."
+            )
+        if self.sampler not in ("random", "weighted"):
+            raise MedftError(f"sampler must be random or weighted, got '{self.sampler}'.")
+        if self.threshold_method not in THRESHOLD_METHODS:
+            raise MedftError(
+                f"threshold_method must be one of {', '.join(THRESHOLD_METHODS)}, "
+                f"got '{self.threshold_method}'."
+            )
+        if self.bootstrap_resamples < 0:
+            raise MedftError(f"bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}.")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise MedftError(f"layer_decay must be in (0, 1], got {self.layer_decay}.")
+        if not 0 < self.lr_decay_rate <= 1 or self.lr_decay_steps < 1:
+            raise MedftError("lr_decay_rate must be in (0, 1] and lr_decay_steps at least 1.")
+        if isinstance(self.search_space, str):
+            try:
+                self.search_space = json.loads(self.search_space)
+            except json.JSONDecodeError as error:
+                raise MedftError(f"search_space is not valid JSON: {error}.") from None
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise MedftError("early_stopping_patience must be at least 1.")
+            if self.eval_strategy in ("no", IntervalStrategy.NO) or not self.load_best_model_at_end:
+                raise MedftError(
+                    "early_stopping_patience needs evaluations and load_best_model_at_end: true "
+                    "(set eval_strategy and save_strategy to the same value, e.g. epoch)."
+                )
+        exponential = self.exponential_decay
+        if exponential:  # TrainingArguments accepts only its own schedule names
+            self.lr_scheduler_type = "constant"
+        super().__post_init__()
+        if exponential:
+            self.lr_scheduler_type = EXPONENTIAL
+
+    @property
+    def exponential_decay(self) -> bool:
+        """Derived, so a search trial that sets lr_scheduler_type switches it too."""
+        return self.lr_scheduler_type == EXPONENTIAL

@@ -1,0 +1,103 @@
+"""The splits a run trains and evaluates on, with their transforms set: what the Trainer reads.
+
+Training images get the recipe's augmentation; every other split (validation, test,
+and the training sample scored for the curves) is preprocessed by the model's own
+processor, as `pipeline()` will.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from datasets import Dataset
+
+from medft.config import DataArguments, MedftTrainingArguments
+from medft.data.loading import load_training_data
+from medft.data.transforms import InputSpec, batch_transform, eval_pixels, input_spec, train_pixels
+from medft.tasks import TaskInfo
+
+logger = logging.getLogger("medft")
+UPSAMPLED, OVERSIZED = 0.9, 2.0  # stored shorter side / model input worth a warning
+
+
+def limit(dataset: Dataset, n: int | None, seed: int) -> Dataset:
+    return dataset.shuffle(seed=seed).select(range(min(n, len(dataset)))) if n else dataset
+
+
+@dataclass
+class TrainingData:
+    """The splits a run uses, and what they hold."""
+
+    task: TaskInfo
+    train_set: Dataset
+    eval_sets: dict[str, Dataset]  # validation first, then test if present
+    train_probe: Dataset | None
+    train_labels: list
+
+    @property
+    def validation(self) -> Dataset:
+        return next(iter(self.eval_sets.values()))
+
+    def split_sizes(self) -> dict[str, int]:
+        return {"train": len(self.train_set)} | {s: len(d) for s, d in self.eval_sets.items()}
+
+
+def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> TrainingData:
+    splits = (data_args.train_split, data_args.eval_split, data_args.test_split)
+    dataset, task = load_training_data(
+        data_args.dataset_name,
+        config=data_args.dataset_config,
+        splits=splits,
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+    )
+    train_set = limit(dataset[data_args.train_split], data_args.max_train_samples, args.seed)
+    eval_sets = {
+        split: limit(dataset[split], data_args.max_eval_samples, args.seed)
+        for split in splits[1:]
+        if split in dataset
+    }
+    probe_size = args.train_metrics_samples
+    probe = limit(train_set, probe_size, args.seed) if probe_size else None
+    logger.info(
+        "Task: %s, %d labels; %d training images", task.task, len(task.label_names), len(train_set)
+    )
+    return TrainingData(
+        task,
+        train_set,
+        eval_sets,
+        probe,
+        list(train_set[task.label_column]),
+    )
+
+
+def set_transforms(data: TrainingData, processor: Any, data_args: DataArguments) -> InputSpec:
+    """Augmented training images; every other split preprocessed as `pipeline()` will."""
+    spec = input_spec(processor)
+    data.train_set.set_transform(batch_transform(train_pixels(spec, data_args), data.task))
+    for part in [*data.eval_sets.values(), *([data.train_probe] if data.train_probe else [])]:
+        part.set_transform(batch_transform(eval_pixels(processor), data.task))
+    return spec
+
+
+def input_size_advice(stored: int | None, model_input: tuple[int, int]) -> str | None:
+    """A warning when stored images are much smaller (upsampled: compute without detail) or
+    much larger (decoded big every epoch) than the model's input; None when they fit."""
+    size = max(model_input)
+    if stored is None or UPSAMPLED * size <= stored <= OVERSIZED * size:
+        return None
+    if stored < size:
+        return (
+            f"the training images are {stored} px on their shorter side but the model takes "
+            f"{size} px: each is upsampled {size / stored:.1f}x, which costs compute and adds no "
+            f"detail. Train at the stored size (image_size: {stored} in the recipe), or prepare "
+            f"the originals at the model's size (medft prepare ... --image-size {size})."
+        )
+    return (
+        f"the training images are {stored} px on their shorter side but the model takes "
+        f"{size} px: every epoch decodes them large to shrink them. Store them smaller once "
+        f"(medft prepare ... --image-size {round(size * 8 / 7)}), or raise image_size where "
+        "the model allows."
+    )

@@ -1,0 +1,255 @@
+"""The task type (binary, multi-class, multi-label) as one abstraction, on the ground floor.
+
+What varies with the task type lives here and nowhere else: how labels are
+encoded, how logits become probabilities, the loss, the metrics and which are
+headlines, which labels get decision thresholds and how they are tuned, what the
+ROC / PR figures draw, what the calibration scores, and the columns of
+`medft predict`'s CSV. The rest of medft asks the task object.
+
+`TaskInfo(label_names, multi_label)` returns the right kind, from the registry each
+kind adds itself to: `MultilabelTask` for several labels per image, else `BinaryTask`
+(two classes) or `MulticlassTask`. `TaskInfo` itself answers as a single-label task;
+the kinds override what differs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from scipy.special import softmax
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
+from sklearn.preprocessing import label_binarize
+from sklearn.utils.class_weight import compute_class_weight
+from torch.nn import functional
+
+from medft.tasks.scores import (
+    CalibrationScores,
+    CurvePanel,
+)
+
+PROBLEM_TYPES = {True: "multi_label_classification", False: "single_label_classification"}
+TOP_K = (3, 5)
+TASK_TYPES: dict[str, type[TaskInfo]] = {}  # task name -> its kind; each kind adds itself
+
+
+def task_name(label_names: list[str], multi_label: bool) -> str:
+    """Which task labels like these make: multilabel, else binary (two classes) or multiclass."""
+    if multi_label:
+        return "multilabel"
+    return "binary" if len(label_names) == 2 else "multiclass"
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a model must predict: the label names, and one label or several per image."""
+
+    label_names: list[str]
+    multi_label: bool
+    image_column: str = "image"
+    label_column: str = "label"
+
+    task: ClassVar[str]  # binary | multiclass | multilabel
+    main_metric: ClassVar[str]  # what picks the best epoch
+    headline: ClassVar[tuple[str, ...]]  # the metrics that get confidence intervals
+    description: ClassVar[str]  # for the model card
+
+    def __new__(cls, label_names: list[str], multi_label: bool, *args: Any, **kwargs: Any):
+        return object.__new__(TASK_TYPES[task_name(label_names, multi_label)])
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        TASK_TYPES[cls.task] = cls
+
+    def __getnewargs_ex__(self) -> tuple[tuple, dict]:  # pickling (DataLoader workers)
+        return (self.label_names, self.multi_label), {}
+
+    @property
+    def problem_type(self) -> str:
+        return PROBLEM_TYPES[self.multi_label]
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: index for index, name in enumerate(self.label_names)}
+
+    @property
+    def thresholded_labels(self) -> list[str]:
+        """The labels that get a decision threshold (none: the top class decides)."""
+        return []
+
+    def describe(self) -> str:
+        return f"{self.task}, {len(self.label_names)} labels"
+
+    # labels ---------------------------------------------------------------------------------
+
+    def encode(self, labels: list) -> np.ndarray:
+        """A column of dataset labels as arrays: class indices, or multi-hot rows."""
+        return np.asarray(labels)
+
+    def target(self, value: int | list[int]) -> torch.Tensor:
+        """One example's label as the loss takes it."""
+        return torch.tensor(value, dtype=torch.long)
+
+    def soft_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """A batch's labels as float rows that mixing can blend (one-hot or multi-hot)."""
+        return functional.one_hot(labels, len(self.label_names)).float()
+
+    def label_text(self, value: int | list[int]) -> str:
+        return self.label_names[value]
+
+    # scores ---------------------------------------------------------------------------------
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """What `pipeline()` reports: a softmax over classes."""
+        return softmax(np.asarray(logits, dtype=np.float64), axis=-1)
+
+    def loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        weights: torch.Tensor | None,
+        label_smoothing: float,
+    ) -> torch.Tensor:
+        """Cross-entropy (with class weights and smoothing; soft targets from mixing too)."""
+        return functional.cross_entropy(
+            logits, labels, weight=weights, label_smoothing=label_smoothing
+        )
+
+    def balanced_weights(self, encoded: np.ndarray) -> torch.Tensor:
+        """scikit-learn's "balanced" class weights, n / (classes * count); 0 for a class never
+        seen."""
+        present = np.unique(encoded)
+        weights = np.zeros(len(self.label_names))
+        weights[present] = compute_class_weight("balanced", classes=present, y=encoded)
+        return torch.tensor(weights, dtype=torch.float32)
+
+    def sampling_weights(self, encoded: np.ndarray) -> torch.Tensor:
+        """Per-image weights that make each class about equally likely to be drawn."""
+        counts = np.bincount(encoded)
+        return torch.tensor(1.0 / counts[encoded], dtype=torch.double)
+
+    # metrics --------------------------------------------------------------------------------
+
+    def metrics(
+        self, probs: np.ndarray, labels: np.ndarray, cutoffs: np.ndarray | None = None
+    ) -> dict[str, float]:
+        """Accuracy, balanced accuracy and macro-F1 of the top class (what the Trainer logs)."""
+        predicted = probs.argmax(axis=-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (UndefinedMetricWarning, UserWarning))
+            return {
+                "accuracy": float(accuracy_score(labels, predicted)),
+                "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+                "macro_f1": float(f1_score(labels, predicted, average="macro", zero_division=0)),
+            }
+
+    def headline_metrics(
+        self, probs: np.ndarray, labels: np.ndarray, cutoffs: np.ndarray | None
+    ) -> dict[str, float]:
+        """The metrics that get confidence intervals (NaN where undefined on these images)."""
+        return self.metrics(probs, labels, cutoffs)
+
+    def details(
+        self, probs: np.ndarray, labels: np.ndarray, cutoffs: np.ndarray | None
+    ) -> dict[str, Any]:
+        """Weighted F1, top-k accuracy, per-class precision / recall / F1 / support, confusion."""
+        classes = np.arange(len(self.label_names))
+        predicted = probs.argmax(axis=-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            precision, recall, f1, support = precision_recall_fscore_support(
+                labels, predicted, labels=classes, zero_division=0
+            )
+            metrics = {
+                "weighted_f1": float(
+                    f1_score(labels, predicted, average="weighted", zero_division=0)
+                )
+            }
+            for k in TOP_K:
+                if k < len(classes):
+                    metrics[f"top_{k}_accuracy"] = float(
+                        top_k_accuracy_score(labels, probs, k=k, labels=classes)
+                    )
+        per_class = {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(self.label_names, precision, recall, f1, support)
+        }
+        matrix = confusion_matrix(labels, predicted, labels=classes).tolist()
+        return {"metrics": metrics, "per_class": per_class, "confusion_matrix": matrix}
+
+    # thresholds -----------------------------------------------------------------------------
+
+    @property
+    def default_threshold_method(self) -> str:
+        return "youden"
+
+    def threshold_targets(self, labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """(column of the probabilities, its binary targets) per thresholded label."""
+        return []
+
+    def cutoffs(self, values: dict[str, float]) -> np.ndarray | None:
+        """A thresholds mapping as the metrics take it: one value per thresholded label."""
+        if not self.thresholded_labels:
+            return None
+        return np.array([values[name] for name in self.thresholded_labels])
+
+    # figures --------------------------------------------------------------------------------
+
+    def curve_panels(
+        self,
+        probs: np.ndarray,
+        labels: np.ndarray,
+        cut: dict[str, float],
+        metrics: dict[str, Any],
+        per_finding: dict[str, dict[str, Any]] | None = None,
+    ) -> list[CurvePanel]:
+        """What the ROC and PR figures draw, with the report's areas and thresholds: all classes
+        one-vs-rest, micro-averaged."""
+        one_hot = label_binarize(labels, classes=np.arange(len(self.label_names)))
+        return [
+            CurvePanel(f"{len(self.label_names)} classes, one-vs-rest (micro-average)",
+                       one_hot.ravel(), probs.ravel(), None, metrics.get("micro_auroc"),
+                       metrics.get("micro_auprc"))
+        ]  # fmt: skip
+
+    def calibration_scores(self, probs: np.ndarray, labels: np.ndarray) -> CalibrationScores:
+        """The top class's probability; true when the top class is right."""
+        right = probs.argmax(axis=-1) == np.asarray(labels)
+        return CalibrationScores(
+            probs.max(axis=-1),
+            right,
+            "top-class probability (true: the top class is right)",
+            "confidence (top-class probability)",
+            "accuracy",
+        )
+
+    # medft predict --------------------------------------------------------------------------
+
+    def csv_header(self, top_k: int) -> list[str]:
+        k = min(top_k, len(self.label_names))
+        return [f"{what}_{i}" for i in range(1, k + 1) for what in ("label", "score")]
+
+    def csv_cells(self, scores: np.ndarray, cut: dict[str, float], top_k: int) -> list[str]:
+        order = np.argsort(-scores, kind="stable")[: min(top_k, len(self.label_names))]
+        return [v for i in order for v in (self.label_names[i], f"{scores[i]:.6f}")]
+
+    def counted(self, scores: np.ndarray, cut: dict[str, float]) -> list[str]:
+        """What the `medft predict` summary counts for one image: its top label."""
+        return [self.label_names[int(np.argmax(scores))]]
+
+    counted_what: ClassVar[str] = "top-1 labels"
