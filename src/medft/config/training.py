@@ -12,6 +12,7 @@ from medft.errors import MedftError
 
 AUTO = "auto"
 EXPONENTIAL = "exponential"
+CALIBRATIONS = ("none", "temperature", "temperature_per_finding")
 
 
 @dataclass
@@ -110,6 +111,23 @@ class MedftTrainingArguments(TrainingArguments):
             "so the curves show train and validation metrics; 0 turns it off."
         },
     )
+    ema_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Keep an exponential moving average of the weights with this decay (timm's "
+            "ModelEmaV3, e.g. 0.999), scored beside the raw weights at each evaluation; the "
+            "better of the two picks the best epoch and is what is saved (the card says which)."
+        },
+    )
+    calibration: str = field(
+        default="none",
+        metadata={
+            "help": "none | temperature | temperature_per_finding: fit a temperature on the "
+            "validation split after training (one for all logits; multi-label: or one per "
+            "finding) and fold it into the classifier, so the saved model's plain pipeline() "
+            "returns calibrated probabilities. Thresholds are tuned on the calibrated scores."
+        },
+    )
     # evaluation after training (what `medft evaluate` does) ---------------------------------
     bootstrap_resamples: int = field(
         default=DEFAULT_RESAMPLES,
@@ -138,6 +156,12 @@ class MedftTrainingArguments(TrainingArguments):
             raise MedftError(
                 f"threshold_method must be one of {', '.join(THRESHOLD_METHODS)}, "
                 f"got '{self.threshold_method}'."
+            )
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise MedftError(f"ema_decay must be in (0, 1), e.g. 0.999, got {self.ema_decay}.")
+        if self.calibration not in CALIBRATIONS:
+            raise MedftError(
+                f"calibration must be one of {', '.join(CALIBRATIONS)}, got '{self.calibration}'."
             )
         if self.bootstrap_resamples < 0:
             raise MedftError(f"bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}.")
