@@ -33,6 +33,7 @@ from transformers.image_utils import load_image
 
 from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from medft.data.loading import check_split, read_dataset
+from medft.data.transforms import use_one_thread_in_workers
 from medft.errors import MedftError, first_line
 from medft.prepare.files import scan_images
 from medft.tasks import TaskInfo
@@ -163,6 +164,7 @@ class ImageReader(torch.utils.data.Dataset):
         return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        use_one_thread_in_workers()
         try:
             pixels = self.pixels(self.open(index))
         except Exception as error:  # any failure to decode or preprocess one file: report it

@@ -1,7 +1,8 @@
 """`MedftTrainer`: the transformers `Trainer` with the fine-tuning techniques medft offers.
 
-Each override is one technique: `compute_loss` (class-weighted or smoothed
-loss, MixUp / CutMix, frozen batch norms kept in eval mode), `create_optimizer`
+Each override is one technique: `compute_loss` (the float half of the training
+transform on the device, class-weighted or smoothed loss, MixUp / CutMix, frozen
+batch norms kept in eval mode), `create_optimizer`
 (layer-wise learning-rate decay, and room for gradual unfreezing),
 `create_scheduler` (exponential decay), `_get_train_sampler` (oversampling),
 `evaluate` (a training sample scored beside validation, for the curves, and the
@@ -20,6 +21,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from medft.data.mixing import BatchMixer
+from medft.data.transforms import DeviceTransform
 from medft.ema import SELECTED_IS_EMA, EmaCallback, selected_metric, weights_of
 from medft.losses import ClassificationLoss
 from medft.modeling.freezing import keep_frozen_norms_in_eval
@@ -49,6 +51,7 @@ class MedftTrainer(Trainer):
         all_parameters_in_optimizer: bool = False,
         train_probe: Dataset | None = None,
         ema: EmaCallback | None = None,
+        device_transform: DeviceTransform | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -58,6 +61,7 @@ class MedftTrainer(Trainer):
         self.train_probe = train_probe
         self.model_accepts_loss_kwargs = False  # compute_loss returns a per-batch mean
         self.ema_callback, self.ema_metrics = ema, None
+        self.device_transform = device_transform
         if ema is not None:
             self.compute_metrics = self.with_selection(self.compute_metrics)
 
@@ -87,6 +91,8 @@ class MedftTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
         pixel_values = inputs["pixel_values"]
+        if pixel_values.dtype == torch.uint8:  # a training batch, as the loader workers left it
+            pixel_values = self.device_transform(pixel_values)
         if model.training:
             keep_frozen_norms_in_eval(model)
             if self.mixer is not None:

@@ -36,7 +36,9 @@ from medft.data.loading import shorter_side
 from medft.data.mixing import BatchMixer
 from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_transforms
 from medft.data.transforms import (
+    DeviceTransform,
     collate,
+    input_spec,
 )
 from medft.ema import EmaCallback, keep_better_weights, selected_metric
 from medft.errors import MedftError
@@ -191,6 +193,7 @@ def build_trainer(
         all_parameters_in_optimizer=bool(model_args.gradual_unfreeze_epochs),
         train_probe=data.train_probe,
         ema=ema,
+        device_transform=DeviceTransform(input_spec(built.processor), data_args.random_erasing),
     )
 
 

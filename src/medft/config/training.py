@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 from transformers import IntervalStrategy, TrainingArguments
@@ -13,6 +14,31 @@ from medft.errors import MedftError
 AUTO = "auto"
 EXPONENTIAL = "exponential"
 CALIBRATIONS = ("none", "temperature", "temperature_per_finding")
+
+
+MAX_AUTO_WORKERS = 8
+
+
+def cores_per_process() -> int:
+    """The cores this process may run on, shared among the processes of this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def loader_workers(value: str | int) -> int:
+    """``dataloader_num_workers`` as a number: auto leaves one core of this process's share to
+    the process itself."""
+    if value == AUTO:
+        return max(1, min(MAX_AUTO_WORKERS, cores_per_process() - 1))
+    try:
+        workers = int(value)
+    except (TypeError, ValueError):
+        raise MedftError(
+            f"dataloader_num_workers must be a number or auto, got {value!r}."
+        ) from None
+    if workers < 0:
+        raise MedftError(f"dataloader_num_workers must not be negative, got {workers}.")
+    return workers
 
 
 @dataclass
@@ -38,9 +64,21 @@ class MedftTrainingArguments(TrainingArguments):
     )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch per device."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch per device."})
-    dataloader_num_workers: int = field(
-        default=2, metadata={"help": "Processes decoding and transforming images."}
+    dataloader_num_workers: str = field(
+        default=AUTO,
+        metadata={
+            "help": "Processes decoding and augmenting images: a number, or auto (the cores "
+            "this process may use, one left for it, at most 8)."
+        },
     )
+    dataloader_persistent_workers: bool = field(
+        default=True, metadata={"help": "Keep the loader workers between epochs (with workers)."}
+    )
+    accelerator_config: dict | str | None = field(
+        default_factory=lambda: {"non_blocking": True},
+        metadata={"help": "Accelerate's settings; non_blocking copies pinned batches to the GPU "
+                  "while it computes."},
+    )  # fmt: skip
     channels_last: bool | None = field(
         default=None,
         metadata={
@@ -146,6 +184,9 @@ class MedftTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        self.dataloader_num_workers = loader_workers(self.dataloader_num_workers)
+        if not self.dataloader_num_workers:
+            self.dataloader_persistent_workers = False  # nothing to keep
         if self.class_weighting not in ("none", "balanced"):
             raise MedftError(
                 f"class_weighting must be none or balanced, got '{self.class_weighting}'."
