@@ -26,6 +26,7 @@ from pathlib import Path
 
 import timm
 import torch
+from common import TRAINING_ONLY
 
 from medft.prepare import prepare_dataset
 from medft.prepare.synthetic import synthesize_brain_tumor_44c
@@ -116,13 +117,7 @@ def medft_end_to_end(
         "bf16": True,
         "num_train_epochs": epochs,
         "per_device_train_batch_size": batch,
-        "eval_strategy": "no",
-        "save_strategy": "no",
-        "load_best_model_at_end": False,
-        "train_metrics_samples": 0,
-        "test_split": "",
-        "report_to": "none",
-        "disable_tqdm": True,
+        **TRAINING_ONLY,
         "horizontal_flip": 0.5,
     }
     monitor = Utilisation()

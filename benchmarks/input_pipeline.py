@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import TRAINING_ONLY
 from datasets import Image as ImageFeature
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -223,13 +224,7 @@ def main() -> None:
         "image_size": SIZE,
         "num_train_epochs": 1,
         "per_device_train_batch_size": 32,
-        "eval_strategy": "no",
-        "save_strategy": "no",
-        "load_best_model_at_end": False,
-        "train_metrics_samples": 0,
-        "test_split": "",
-        "report_to": "none",
-        "disable_tqdm": True,
+        **TRAINING_ONLY,
         "dataloader_num_workers": 2,
         "horizontal_flip": 0.5,
     }

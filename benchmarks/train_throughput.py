@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import TRAINING_ONLY
 from torch.utils.data import DataLoader
 from transformers import Trainer, get_linear_schedule_with_warmup, set_seed
 
@@ -45,13 +46,7 @@ RECIPE = {
     "image_size": 64,
     "learning_rate": 1e-3,
     "per_device_train_batch_size": 32,
-    "eval_strategy": "no",
-    "save_strategy": "no",
-    "load_best_model_at_end": False,
-    "train_metrics_samples": 0,
-    "test_split": "",
-    "report_to": "none",
-    "disable_tqdm": True,
+    **TRAINING_ONLY,
 }
 
 
