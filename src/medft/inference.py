@@ -1,6 +1,8 @@
 """One inference engine: load a saved model, read images as `pipeline()` does, score batches.
 
-`medft evaluate`, `medft predict` and `medft explain` all go through here. Worker
+`medft evaluate`, `medft predict`, `medft explain`, `medft serve` and `medft export` all go
+through here. A saved model runs in PyTorch; a `medft export`ed model.onnx runs in
+onnxruntime, with the preprocessing its preprocessor.json describes. Worker
 processes (a torch `DataLoader`) decode each image as `pipeline()` does
 (transformers' `load_image`: EXIF orientation applied, RGB) and preprocess it with
 the model's own image processor; the model scores whole batches, on the GPU when
@@ -11,6 +13,7 @@ run goes on.
 from __future__ import annotations
 
 import io
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
@@ -35,10 +39,23 @@ from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from medft.data.loading import check_split, read_dataset
 from medft.errors import MedftError, first_line
 from medft.prepare.files import scan_images
+from medft.preprocessing import PREPROCESSOR_NAME, SettingsProcessor
 from medft.tasks import TaskInfo
-from medft.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds
+from medft.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds, thresholds_from_json
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class LogitsOnly(nn.Module):
+    """A transformers model as plain torch code calls it (pytorch-grad-cam, torch.onnx):
+    pixels in, logits out."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
 
 
 @dataclass
@@ -51,6 +68,24 @@ class Classifier:
     device: torch.device
     folder: Path
     autocast: torch.dtype | None = None  # bf16 / fp16 inference; None keeps fp32
+
+    @property
+    def runs_on(self) -> str:
+        return str(self.device)
+
+    def logits(self, pixels: torch.Tensor) -> np.ndarray:
+        """The logits of a batch of processed images, as float32 on the CPU."""
+        pixels = pixels.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, self.autocast, enabled=self.autocast is not None),
+        ):
+            return self.model(pixel_values=pixels).logits.float().cpu().numpy()
+
+    def saved_thresholds(self) -> Thresholds | None:
+        """The thresholds.json that `medft evaluate` left beside the model, if any."""
+        path = self.folder / THRESHOLDS_NAME
+        return load_thresholds(path, self.task) if path.is_file() else None
 
 
 def saved_task(folder: str | Path) -> TaskInfo:
@@ -76,8 +111,10 @@ def saved_task(folder: str | Path) -> TaskInfo:
 
 def load_classifier(
     folder: str | Path, device: str | None = None, precision: str = "fp32"
-) -> Classifier:
-    """The model and image processor in ``folder`` (the output_dir of `medft train`).
+) -> Classifier | OnnxClassifier:
+    """The model and image processor in ``folder`` (the output_dir of `medft train`), or a
+    ``model.onnx`` from `medft export` (run by onnxruntime, preprocessed by its
+    preprocessor.json).
 
     Weights are laid out channels-last, which oneDNN and cuDNN run convolutions
     fastest in (1.26x for a ResNet-18 at 224 px on a 2-core Xeon) with the same fp32
@@ -87,6 +124,13 @@ def load_classifier(
     """
     if precision not in PRECISIONS:
         raise MedftError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'.")
+    if Path(folder).suffix == ".onnx":
+        if precision != "fp32":
+            raise MedftError(
+                f"--precision {precision} is for PyTorch models; an ONNX model runs "
+                "at the precision it was exported (or quantized) in."
+            )
+        return load_onnx_classifier(Path(folder))
     task = saved_task(folder)
     try:
         model = AutoModelForImageClassification.from_pretrained(folder)
@@ -100,16 +144,86 @@ def load_classifier(
     return Classifier(model, processor, task, chosen, Path(folder), PRECISIONS[precision])
 
 
-def stored_thresholds(classifier: Classifier, path: Path | None) -> Thresholds | None:
-    """The thresholds `medft evaluate` stored (``path``, else thresholds.json beside the model);
+# ONNX models ----------------------------------------------------------------------------------
+
+
+@dataclass
+class OnnxClassifier:
+    """A `medft export`ed model.onnx, run by onnxruntime, with its preprocessor.json's
+    preprocessing, labels and thresholds: scores images as a `Classifier` does."""
+
+    session: Any  # onnxruntime.InferenceSession
+    processor: SettingsProcessor
+    task: TaskInfo
+    path: Path
+    thresholds: Thresholds | None
+    device = torch.device("cpu")  # where batches are assembled; onnxruntime takes NumPy
+
+    @property
+    def runs_on(self) -> str:
+        return f"onnxruntime {self.session.get_providers()[0]}"
+
+    def logits(self, pixels: torch.Tensor) -> np.ndarray:
+        return self.session.run(["logits"], {"pixel_values": pixels.numpy()})[0]
+
+    def saved_thresholds(self) -> Thresholds | None:
+        return self.thresholds
+
+
+def onnx_session(path: Path) -> Any:
+    """An onnxruntime session on ``path``: the GPU where onnxruntime-gpu has one, else the CPU."""
+    try:
+        import onnxruntime
+    except ModuleNotFoundError:
+        raise MedftError("ONNX models run with onnxruntime: pip install 'medft[export]'.") from None
+    offered = onnxruntime.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in offered]
+    try:
+        return onnxruntime.InferenceSession(str(path), providers=providers)
+    except Exception as error:  # onnxruntime raises its own (Fail, InvalidGraph, NoSuchFile...)
+        raise MedftError(f"onnxruntime cannot load {path}: {first_line(error)}") from None
+
+
+def load_onnx_classifier(path: Path) -> OnnxClassifier:
+    """``path`` (a model.onnx) and the preprocessor.json that `medft export` wrote beside it."""
+    settings_path = path.parent / PREPROCESSOR_NAME
+    if not path.is_file():
+        raise MedftError(f"--model {path} does not exist; check the path.")
+    if not settings_path.is_file():
+        raise MedftError(
+            f"{path} has no {PREPROCESSOR_NAME} beside it; export the model with "
+            "`medft export`, which writes both."
+        )
+    try:
+        settings = json.loads(settings_path.read_text())
+        described = settings["model_file"]
+        task = TaskInfo(settings["labels"], settings["task"] == "multilabel")
+        processor = SettingsProcessor(settings)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise MedftError(
+            f"{settings_path} is not a preprocessor.json written by medft export "
+            f"({type(error).__name__}: {error}); export the model again."
+        ) from None
+    if described != path.name:
+        raise MedftError(
+            f"{settings_path} describes {described}, not {path.name}; keep each "
+            "export in a folder of its own."
+        )
+    stored = settings.get("thresholds")
+    thresholds = thresholds_from_json(stored, settings_path, task) if stored else None
+    return OnnxClassifier(onnx_session(path), processor, task, path, thresholds)
+
+
+def stored_thresholds(
+    classifier: Classifier | OnnxClassifier, path: Path | None
+) -> Thresholds | None:
+    """The thresholds `medft evaluate` stored (``path``, else those saved with the model);
     None when there are none (multi-class models never need one)."""
     if not classifier.task.thresholded_labels:
         return None
     if path is None:
-        path = classifier.folder / THRESHOLDS_NAME
-        if not path.is_file():
-            return None
-    elif not path.is_file():
+        return classifier.saved_thresholds()
+    if not path.is_file():
         raise MedftError(f"--thresholds {path} does not exist; check the path.")
     return load_thresholds(path, classifier.task)
 
@@ -179,7 +293,7 @@ def collate_images(items: list[tuple[int, torch.Tensor | None, str | None]]):
 
 
 def score_images(
-    classifier: Classifier,
+    classifier: Classifier | OnnxClassifier,
     reader: ImageReader,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -197,24 +311,17 @@ def score_images(
     )
     probs = np.full((len(reader), len(classifier.task.label_names)), np.nan)
     errors: dict[int, str] = {}
-    device = classifier.device
-    with (
-        torch.inference_mode(),
-        torch.autocast(device.type, classifier.autocast, enabled=classifier.autocast is not None),
-        tqdm(total=len(reader), desc="scoring", unit="img", disable=not progress) as bar,
-    ):
+    with tqdm(total=len(reader), desc="scoring", unit="img", disable=not progress) as bar:
         for indices, pixels, failed in loader:
             if pixels is not None:
-                pixels = pixels.to(device, non_blocking=True, memory_format=torch.channels_last)
-                logits = classifier.model(pixel_values=pixels).logits.float().cpu().numpy()
-                probs[indices] = classifier.task.probabilities(logits)
+                probs[indices] = classifier.task.probabilities(classifier.logits(pixels))
             errors.update(failed)
             bar.update(len(indices) + len(failed))
     return probs, errors
 
 
 def score_split(
-    classifier: Classifier,
+    classifier: Classifier | OnnxClassifier,
     dataset: Dataset,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
