@@ -111,7 +111,7 @@ def predict(
     return PredictionSummary(
         output=output,
         task=task,
-        device=str(classifier.device),
+        device=classifier.runs_on,
         images=len(rows),
         errors={found.names[i]: reason for i, reason in sorted(errors.items())},
         ignored=found.ignored,

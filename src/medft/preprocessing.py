@@ -57,7 +57,8 @@ def timm_settings(transforms: list[Any]) -> dict[str, Any]:
         elif kind == "CenterCrop":
             settings["crop"] = side_settings(step.size)
         elif kind == "Normalize":
-            settings["mean"], settings["std"] = list(step.mean), list(step.std)
+            settings["mean"] = [float(value) for value in step.mean]
+            settings["std"] = [float(value) for value in step.std]
         elif kind not in ("ToTensor", "MaybeToTensor"):
             raise MedftError(
                 f"timm's eval transform {kind} cannot be written to preprocessor.json; export "
@@ -91,8 +92,8 @@ def transformers_settings(processor: Any) -> dict[str, Any]:
         "crop": {key: int(value) for key, value in crop.items()} if crop else None,
         "crop_offset": FLOOR,
         "rescale_factor": float(processor.rescale_factor) if processor.do_rescale else 1.0,
-        "mean": list(processor.image_mean) if processor.do_normalize else [0.0, 0.0, 0.0],
-        "std": list(processor.image_std) if processor.do_normalize else [1.0, 1.0, 1.0],
+        "mean": [float(v) for v in processor.image_mean] if processor.do_normalize else [0.0] * 3,
+        "std": [float(v) for v in processor.image_std] if processor.do_normalize else [1.0] * 3,
     }
 
 
