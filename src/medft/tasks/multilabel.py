@@ -160,7 +160,7 @@ class MultilabelTask(TaskInfo):
         flagged = self.counted(scores, cut)
         order = np.argsort(-scores, kind="stable")
         rows = [
-            [self.label_names[i], f"{scores[i]:.3f}", f"{cut[self.label_names[i]]:.3f}",
+            [self.label_names[i], f"{scores[i]:.4f}", f"{cut[self.label_names[i]]:.4f}",
              "yes" if self.label_names[i] in flagged else "no"]
             for i in order
         ]  # fmt: skip
