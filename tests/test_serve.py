@@ -185,7 +185,8 @@ def test_a_decompression_bomb_is_refused_with_a_message(trained_binary, tmp_path
     Image.new("1", (20_000, 10_000)).save(bomb)  # 200 megapixels in a few kilobytes
     text, gallery = classify(load_served_model(trained_binary), [str(bomb)], show_cam=False)
     text = text.replace("\\", "")  # Markdown escapes
-    assert "**bomb.png**: not readable as an image" in text and "DecompressionBombError" in text and not gallery
+    assert "**bomb.png**: not readable as an image (DecompressionBombError" in text
+    assert not gallery
 
 
 def test_the_handler_reports_failures_on_the_page_instead_of_raising(trained_binary, tmp_path):

@@ -196,7 +196,11 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
         )
     try:
         settings = json.loads(settings_path.read_text())
-        described = settings["model_file"]
+        if settings["model_file"] != path.name:
+            raise MedftError(
+                f"{settings_path} describes {settings['model_file']}, not {path.name}; keep "
+                "each export in a folder of its own."
+            )
         task = TaskInfo(settings["labels"], settings["task"] == "multilabel")
         processor = SettingsProcessor(settings)
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -204,11 +208,6 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
             f"{settings_path} is not a preprocessor.json written by medft export "
             f"({type(error).__name__}: {error}); export the model again."
         ) from None
-    if described != path.name:
-        raise MedftError(
-            f"{settings_path} describes {described}, not {path.name}; keep each "
-            "export in a folder of its own."
-        )
     stored = settings.get("thresholds")
     thresholds = thresholds_from_json(stored, settings_path, task) if stored else None
     return OnnxClassifier(onnx_session(path), processor, task, path, thresholds)
