@@ -2,8 +2,9 @@
 upload handler behind it, the model card's notice, and the files of a Hugging Face Space.
 
 The browser tests need Chromium and the `playwright` package (`medft[dev]`); without them
-they skip, saying so. `MEDFT_SCREENSHOT=1` saves the page as docs/images/serve.png (the
-README's picture); otherwise the screenshot goes to the test's temporary folder.
+they skip, saying so, except under CI=true (.ci/run installs Chromium), where they fail.
+`MEDFT_SCREENSHOT=1` saves the page as docs/images/serve.png (the README's picture);
+otherwise the screenshot goes to the test's temporary folder.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def browser_missing() -> str | None:
     return None
 
 
-needs_browser = pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
+# in CI the browser tests always run (.ci/run installs Chromium): a missing browser fails them
+needs_browser = pytest.mark.skipif(
+    browser_missing() is not None and os.environ.get("CI") != "true", reason=str(browser_missing())
+)
 
 
 def free_port() -> int:

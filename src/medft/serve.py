@@ -214,6 +214,7 @@ def build_app(served: ServedModel) -> gr.Blocks:
             answer(served),
             inputs=[files, show_cam],
             outputs=[results, gallery],
+            concurrency_limit=1,  # one model, and Grad-CAM's hooks on it: one request at a time
         )
     return app
 
