@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medft.cli import main
 from medft.errors import MedftError
 from medft.prediction import predict
 from medft.serve import (
@@ -239,3 +240,12 @@ def test_the_space_app_builds_its_page_from_the_hub_model(trained_binary, tmp_pa
     assert isinstance(demo, gr.Blocks) and demo.title == "brain-binary · medft"
     with pytest.raises(MedftError, match="loads its model from the Hub"):
         write_space(str(trained_binary), tmp_path / "other")
+
+
+def test_the_command_writes_a_space_or_says_what_is_wrong(tmp_path, capsys):
+    assert main(["serve", "--model", "user/brain-binary", "--write-space", str(tmp_path)]) == 0
+    assert "Wrote app.py, requirements.txt, README.md" in capsys.readouterr().out
+    assert 'load_served_model("user/brain-binary")' in (tmp_path / "app.py").read_text()
+    assert main(["serve", "--model", str(tmp_path / "model.onnx")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "needs the PyTorch model folder" in error[0]

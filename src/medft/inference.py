@@ -44,6 +44,7 @@ from medft.tasks import TaskInfo
 from medft.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds, thresholds_from_json
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+LABEL_COLUMNS = {True: "labels", False: "label"}  # multi-label or not: the prepared column
 
 
 class LogitsOnly(nn.Module):
@@ -106,7 +107,7 @@ def saved_task(folder: str | Path) -> TaskInfo:
         raise MedftError(f"cannot read the model config in {folder}: {first_line(error)}") from None
     multi_label = config.problem_type == "multi_label_classification"
     labels = [config.id2label[index] for index in range(config.num_labels)]
-    return TaskInfo(labels, multi_label, label_column="labels" if multi_label else "label")
+    return TaskInfo(labels, multi_label, label_column=LABEL_COLUMNS[multi_label])
 
 
 def load_classifier(
@@ -201,7 +202,8 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
                 f"{settings_path} describes {settings['model_file']}, not {path.name}; keep "
                 "each export in a folder of its own."
             )
-        task = TaskInfo(settings["labels"], settings["task"] == "multilabel")
+        multi_label = settings["task"] == "multilabel"
+        task = TaskInfo(settings["labels"], multi_label, label_column=LABEL_COLUMNS[multi_label])
         processor = SettingsProcessor(settings)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise MedftError(
