@@ -132,7 +132,7 @@ def main() -> None:
     print("|---|---|---|")
     for name, values in rates.items():
         rate = statistics.median(values)
-        spread = f"{min(values):.0f}-{max(values):.0f}"
+        spread = f"{min(values):.1f}-{max(values):.1f}"
         print(f"| {name} | {rate:.1f} ({spread}) | {rate / baseline:.2f}x |")
 
 
