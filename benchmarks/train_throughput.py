@@ -26,7 +26,13 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, get_linear_schedule_with_warmup, set_seed
 
 from medft.data.loading import load_training_data
-from medft.data.transforms import batch_transform, collate, input_spec, train_pixels
+from medft.data.transforms import (
+    DeviceTransform,
+    batch_transform,
+    collate,
+    input_spec,
+    train_pixels,
+)
 from medft.modeling import build_model
 from medft.parsing import parse_recipe
 from medft.prepare import prepare_dataset
@@ -67,7 +73,9 @@ def bare_run(dataset: Path, epochs: int, workers: int) -> float:
     built = build_model(model_args, task)
     model, processor = built.model, built.processor
     train_set = data["train"]
-    train_set.set_transform(batch_transform(train_pixels(input_spec(processor), data_args), task))
+    spec = input_spec(processor)
+    train_set.set_transform(batch_transform(train_pixels(spec, data_args), task))
+    on_device = DeviceTransform(spec, data_args.random_erasing)
     loader = DataLoader(train_set, batch_size=args.per_device_train_batch_size, shuffle=True,
                         collate_fn=collate, num_workers=workers, drop_last=False)  # fmt: skip
     optimizer_class, optimizer_settings = Trainer.get_optimizer_cls_and_kwargs(args, model)
@@ -77,7 +85,7 @@ def bare_run(dataset: Path, epochs: int, workers: int) -> float:
     start = time.perf_counter()
     for _ in range(epochs):
         for batch in loader:
-            loss = model(**batch).loss
+            loss = model(pixel_values=on_device(batch["pixel_values"]), labels=batch["labels"]).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()

@@ -5,7 +5,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from medft.config import DataArguments
-from medft.data.transforms import InputSpec, train_transform
+from medft.data.transforms import DeviceTransform, InputSpec, train_transform
 from medft.errors import MedftError
 
 SPEC = InputSpec(size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -25,10 +25,10 @@ def kinds(transform: v2.Compose) -> list[str]:
     return [type(step).__name__ for step in transform.transforms]
 
 
-def test_default_training_transform_only_crops():
-    assert kinds(train_transform(SPEC, augment())) == [
-        "PILToTensor", "RandomResizedCrop", "ToDtype", "Normalize",
-    ]  # fmt: skip
+def test_default_training_transform_only_crops_and_leaves_uint8():
+    transform = train_transform(SPEC, augment())
+    assert kinds(transform) == ["PILToTensor", "RandomResizedCrop"]
+    assert transform(picture()).dtype == torch.uint8  # a quarter of float32's bytes
 
 
 def test_every_augmentation_key_adds_its_transform_in_order():
@@ -39,7 +39,7 @@ def test_every_augmentation_key_adds_its_transform_in_order():
     )  # fmt: skip
     assert kinds(transform) == [
         "PILToTensor", "RandomResizedCrop", "RandomHorizontalFlip", "RandomVerticalFlip",
-        "RandomAffine", "ColorJitter", "RandAugment", "ToDtype", "Normalize", "RandomErasing",
+        "RandomAffine", "ColorJitter", "RandAugment",
     ]  # fmt: skip
     affine = transform.transforms[4]
     assert affine.degrees == [-10.0, 10.0] and affine.scale == (0.8, 1.2)
@@ -48,12 +48,21 @@ def test_every_augmentation_key_adds_its_transform_in_order():
     )
 
 
+def test_the_device_half_normalises_and_erases_each_image_on_its_own():
+    batch = torch.full((64, 3, 32, 32), 255, dtype=torch.uint8)
+    assert torch.equal(DeviceTransform(SPEC)(batch), torch.ones(64, 3, 32, 32))  # (1 - .5) / .5
+    erased = DeviceTransform(SPEC, random_erasing=1.0)(batch)
+    holes = [(image == 0).all(dim=0) for image in erased]  # erased pixels: 0, the mean
+    assert all(hole.any() for hole in holes)  # every image lost a rectangle ...
+    assert len({tuple(hole.nonzero()[0].tolist()) for hole in holes}) > 1  # ... not one for all
+
+
 def test_flip_really_flips():
     no_crop = {"crop_scale": [1.0, 1.0], "crop_ratio": [1.0, 1.0]}
     plain = train_transform(SPEC, augment(**no_crop))(picture())
     flipped = train_transform(SPEC, augment(horizontal_flip=1.0, **no_crop))(picture())
     assert torch.equal(flipped, plain.flip(-1))
-    assert plain[:, :, :8].mean() > plain[:, :, 24:].mean()
+    assert plain[:, :, :8].float().mean() > plain[:, :, 24:].float().mean()
 
 
 def test_augmentation_values_are_checked():

@@ -235,3 +235,53 @@ def test_mixed_precision_training_on_a_gpu(precision, brain_binary, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((output / "train_results.json").read_text())["train_samples_per_second"] > 0
     check_pipeline_serves(output, brain_binary)
+
+
+@pytest.mark.parametrize("recipe", ["tiny_vit.yaml", "tiny_timm.yaml"])
+def test_one_compiled_training_step(recipe, brain_binary, tmp_path):
+    """torch_compile traces both families (aot_eager: dynamo and autograd, no C++ build)."""
+    output = tmp_path / "model"
+    metrics = run_recipe(recipe, brain_binary, output, "--torch_compile", "true",
+                         "--torch_compile_backend", "aot_eager", "--max_steps", "1",
+                         "--train_metrics_samples", "0", "--bootstrap_resamples", "0")  # fmt: skip
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 1 and "test_loss" in metrics
+    check_pipeline_serves(output, brain_binary)
+
+
+def test_channels_last_is_the_default_for_cnns_only():
+    from medft.modeling import build_model
+    from medft.training import uses_channels_last
+    from tests.helpers import THREE, tiny_timm, tiny_vit
+
+    assert uses_channels_last(None, build_model(tiny_timm(), THREE).model)
+    assert not uses_channels_last(None, build_model(tiny_vit(), THREE).model)
+    assert not uses_channels_last(False, build_model(tiny_timm(), THREE).model)
+
+
+def test_loader_workers_default_to_the_cores_of_this_process(monkeypatch):
+    from medft.config.training import loader_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert loader_workers("auto") == 8  # 15 cores to spare, capped
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert loader_workers("auto") == 3  # 4 processes share 16 cores
+    assert loader_workers("0") == 0
+    with pytest.raises(MedftError, match="a number or auto"):
+        loader_workers("many")
+
+
+def test_the_gpu_checks_cpu_parts_run(tmp_path):
+    """benchmarks/gpu_check.sh needs a GPU; its arguments and model-only loop run anywhere."""
+    command = [sys.executable, str(REPO / "benchmarks" / "gpu_throughput.py"), "--device", "cpu",
+               "--models", "resnet18", "vit_tiny_patch16_224", "--image-size", "32",
+               "--batch-size", "4", "--steps", "2", "--per-class", "2", "--model-only"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| resnet18") or
+            line.startswith("| vit_tiny")]  # fmt: skip
+    assert len(rows) == 2 and all(float(row.split("|")[2]) > 0 for row in rows)
+    generated = Path(result.stdout.split("generated data: ")[1].split()[0])
+    assert (generated / "dataset_dict.json").is_file()
+    help_text = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")])
+    assert help_text.returncode == 0  # the script parses

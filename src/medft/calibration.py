@@ -1,4 +1,5 @@
-"""Calibration: do scores of 0.8 come true 80% of the time? Reliability bins and ECE.
+"""Calibration: do scores of 0.8 come true 80% of the time? Reliability bins, ECE, and
+temperature scaling to make them so.
 
 Scores are put in equal-width bins over [0, 1]; what a score is comes from the
 task (`TaskInfo.calibration_scores`: the top class's probability, true when the top
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from medft.config.commands import DEFAULT_BINS
 from medft.tasks import CalibrationScores, TaskInfo
@@ -86,3 +88,46 @@ def reliability(
 ) -> Reliability:
     """Reliability of a model's probabilities against the true labels (see the module text)."""
     return reliability_bins(task.calibration_scores(probs, labels), bins)
+
+
+# temperature scaling --------------------------------------------------------------------------
+
+
+@dataclass
+class TemperatureScaling:
+    """Temperatures fitted on a split (one, or one per finding) and the reliability before."""
+
+    values: list[float]
+    fitted_on: str
+    before: Reliability  # of the scores the report evaluates, before dividing by the temperature
+
+    def to_json(self) -> dict:
+        return {"values": self.values, "fitted_on": self.fitted_on, "ece_before": self.before.ece,
+                "calibration_before": self.before.to_json()}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, content: dict) -> TemperatureScaling:
+        before = Reliability.from_json(content["calibration_before"])
+        return cls(list(content["values"]), content["fitted_on"], before)
+
+
+def fit_temperature(
+    logits: np.ndarray, labels: np.ndarray, task: TaskInfo, per_label: bool = False
+) -> np.ndarray:
+    """The temperature T (one, or one per label) minimising the task's loss on ``logits`` / T:
+    cross-entropy of the softmax, or binary cross-entropy of each sigmoid (Guo et al. 2017)."""
+    logits_t = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    labels_t = torch.as_tensor(np.asarray(labels))
+    labels_t = labels_t.double() if task.multi_label else labels_t.long()
+    log_t = torch.zeros(logits_t.shape[1] if per_label else 1, dtype=torch.float64,
+                        requires_grad=True)  # fmt: skip
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = task.loss(logits_t / log_t.exp(), labels_t, None, 0.0)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return log_t.detach().exp().numpy()

@@ -19,8 +19,15 @@ from medft.plots import (
     PR_NAME,
     RELIABILITY_NAME,
     ROC_NAME,
+    UNCALIBRATED_NAME,
 )
-from medft.reporting import chexnet_aurocs, finding_rows, interval_text, positive_threshold
+from medft.reporting import (
+    chexnet_aurocs,
+    finding_rows,
+    interval_text,
+    positive_threshold,
+    temperature_text,
+)
 from medft.tasks import TaskInfo
 
 NOT_FOR_CLINICAL_USE = (
@@ -48,6 +55,7 @@ TECHNIQUES = {
     MedftTrainingArguments: (
         "layer_decay", "lr_decay_rate", "lr_decay_steps", "lr_decay_staircase",
         "class_weighting", "sampler", "early_stopping_patience", "label_smoothing_factor",
+        "ema_decay", "calibration",
     ),
 }  # fmt: skip
 
@@ -88,6 +96,7 @@ class CardFacts:
     repo_id: str | None = None
     extra_tags: list[str] = field(default_factory=list)
     weights_origin: str | None = None  # local weights, in words (a Hub base_model names itself)
+    saved_weights: str | None = None  # which weights were saved, when there was a choice (EMA)
 
 
 def hub_id(name: str) -> str | None:
@@ -117,20 +126,20 @@ HUB_METRICS = {
 }  # fmt: skip
 
 
-def eval_results(facts: CardFacts) -> list[EvalResult] | None:
+def eval_results(report: EvaluationReport | None, dataset_name: str) -> list[EvalResult] | None:
     """The evaluation's headline metrics as the Hub's model-index entries."""
-    if not facts.evaluation:
+    if not report:
         return None
     results = []
-    for name, value, interval in facts.evaluation.headline():
+    for name, value, interval in report.headline():
         metric_type, config = HUB_METRICS[name]
         ci = f" (95% CI {interval['low']:.4f}-{interval['high']:.4f})" if interval else ""
         results.append(
             EvalResult(
                 task_type="image-classification",
-                dataset_type=hub_id(facts.dataset_name) or Path(facts.dataset_name).name,
-                dataset_name=Path(facts.dataset_name).name,
-                dataset_split=facts.evaluation.split,
+                dataset_type=hub_id(dataset_name) or Path(dataset_name).name,
+                dataset_name=Path(dataset_name).name,
+                dataset_split=report.split,
                 metric_type=metric_type,
                 metric_config=config,
                 metric_value=round(value, 4),
@@ -138,6 +147,17 @@ def eval_results(facts: CardFacts) -> list[EvalResult] | None:
             )
         )
     return results
+
+
+def replace_results(card_text: str, report: EvaluationReport) -> str:
+    """A model card with its results section and model-index replaced by ``report``'s (after
+    `medft calibrate` changed the model)."""
+    card = ModelCard(card_text)
+    card.data.eval_results = eval_results(report, report.dataset or "dataset")
+    start = card.text.index("## Results on the ")
+    end = card.text.index("\n## ", start + 1)
+    card.text = card.text[:start] + "\n\n".join(evaluation_section(report)) + card.text[end:]
+    return str(card)
 
 
 def evaluation_section(report: EvaluationReport) -> list[str]:
@@ -186,11 +206,18 @@ def evaluation_section(report: EvaluationReport) -> list[str]:
         f"Calibration: expected calibration error {calibration.ece:.4f} "
         f"({len(calibration.counts)} equal-width bins of the {calibration.scored})."
     )
+    if report.temperature is not None:
+        lines.append(
+            f"The probabilities are calibrated: {temperature_text(report.temperature)}. The "
+            "temperature is folded into the classifier's weights, so plain `pipeline()` returns "
+            "the calibrated probabilities."
+        )
     figures = {
         CONFUSION_NAME: "Confusion matrix",
         ROC_NAME: "ROC curves",
         PR_NAME: "Precision-recall curves",
         RELIABILITY_NAME: "Reliability diagram",
+        UNCALIBRATED_NAME: "Reliability diagram before calibration",
     }
     shown = [f"![{title}]({name})" for name, title in figures.items() if name in report.files]
     return lines + ([" ".join(shown)] if shown else [])
@@ -206,7 +233,7 @@ def model_card(facts: CardFacts) -> ModelCard:
         datasets=[hub_id(facts.dataset_name)] if hub_id(facts.dataset_name) else None,
         metrics=["accuracy", "f1", "roc_auc"],
         model_name=facts.repo_id or Path(facts.model_name_or_path).name,
-        eval_results=eval_results(facts),
+        eval_results=eval_results(facts.evaluation, facts.dataset_name),
     )
     origin = facts.weights_origin or (base and f"[`{base}`](https://huggingface.co/{base})")
     start = (
@@ -246,6 +273,7 @@ def model_card(facts: CardFacts) -> ModelCard:
         f"![Loss and main metric per epoch]({CURVES_NAME})",
         "## Training hyper-parameters",
         "| setting | value |\n|---|---|\n" + settings,
+        *([f"The saved weights are {facts.saved_weights}."] if facts.saved_weights else []),
         "## How to use",
         usage,
         INTENDED_USE,

@@ -42,6 +42,10 @@ def add_options(parser: argparse.ArgumentParser, options: type) -> None:
         if not item.init or metadata.pop("internal", False):
             continue
         metadata["help"] = metadata.get("help", "").replace("%", "%%")  # argparse formats help
+        if metadata.pop("repeatable", False):  # --model A --model B
+            parser.add_argument(f"--{item.name}", action="append", type=Path, required=True,
+                                **metadata)  # fmt: skip
+            continue
         if metadata.pop("positional", False):
             kind = Path if Path in (hints[item.name], *typing.get_args(hints[item.name])) else str
             parser.add_argument(item.name, type=kind, **metadata)
@@ -181,9 +185,26 @@ def run_evaluate(args: argparse.Namespace, options: Any) -> None:
         options=options,
         batch_size=options.batch_size,
         num_workers=options.num_workers,
+        tta=options.tta,
     )
-    output = options.output or options.model
+    output = options.output or options.model[0]
     write_evaluation(report, report.task_info, scores, output)
+    print(format_evaluation(report, output))
+
+
+def run_cv(args: argparse.Namespace, options: Any) -> None:
+    from medft.cv import cross_validate, format_cv
+
+    result = cross_validate(options.recipe, args.overrides, options.folds, options.output)
+    print(format_cv(result))
+
+
+def run_calibrate(args: argparse.Namespace, options: Any) -> None:
+    from medft.calibrate import calibrate_model
+    from medft.reporting import format_evaluation
+
+    options.progress = True
+    report, output = calibrate_model(options)
     print(format_evaluation(report, output))
 
 
@@ -274,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                 run_show_augmentations, takes_recipe_overrides=True)  # fmt: skip
     add_command(subparsers, "search", commands.SearchArguments, run_search,
                 takes_recipe_overrides=True)  # fmt: skip
+    add_command(subparsers, "cv", commands.CvArguments, run_cv, takes_recipe_overrides=True)
     add_command(subparsers, "evaluate", commands.EvaluateArguments, run_evaluate)
+    add_command(subparsers, "calibrate", commands.CalibrateArguments, run_calibrate)
     add_command(subparsers, "predict", commands.PredictArguments, run_predict)
     add_command(subparsers, "explain", commands.ExplainArguments, run_explain)
     add_command(subparsers, "serve", commands.ServeArguments, run_serve)

@@ -11,6 +11,7 @@ task (`medft.tasks`), which the Trainer's metrics use too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,20 @@ import numpy as np
 from datasets import Dataset
 
 from medft.bootstrap import CONFIDENCE, Resampler, bootstrap_intervals
-from medft.calibration import Reliability, reliability
+from medft.calibration import Reliability, TemperatureScaling, reliability
 from medft.config import EvaluationOptions
 from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError
-from medft.inference import load_classifier, saved_task, score_split, stored_thresholds
+from medft.inference import (
+    Classifier,
+    load_members,
+    saved_task,
+    score_split,
+    stored_thresholds,
+)
 from medft.tasks import DEFAULT_THRESHOLD, TASK_TYPES, TaskInfo
 from medft.thresholds import Thresholds, cutoffs, fixed_thresholds, tune_thresholds
+from medft.tta import ORIGINAL, View, tta_views
 
 METRICS_NAME = "metrics.json"
 # Rajpurkar et al. 2017 (arXiv:1711.05225), Table 2, CheXNet column.
@@ -75,6 +83,9 @@ class EvaluationReport:
     model: str | None = None
     dataset: str | None = None
     unreadable: dict[str, str] | None = None  # image -> reason (saved models only)
+    temperature: TemperatureScaling | None = None  # when the scores were calibrated
+    tta: list[str] | None = None  # the test-time views averaged, when there were several
+    members: list[str] | None = None  # the models of an ensemble, when there were several
     files: list[str] = field(default_factory=list)  # written beside metrics.json
 
     OPTIONAL = ("per_class", "confusion_matrix", "per_finding", "chexnet_comparison")
@@ -111,6 +122,11 @@ class EvaluationReport:
                 content[key] = getattr(self, key)
         if self.unreadable is not None:
             content["unreadable"] = self.unreadable
+        if self.temperature is not None:
+            content["temperature"] = self.temperature.to_json()
+        for key in ("tta", "members"):
+            if getattr(self, key) is not None:
+                content[key] = getattr(self, key)
         if self.files:
             content["files"] = self.files
         return content
@@ -120,6 +136,8 @@ class EvaluationReport:
         values = dict(content)
         values["thresholds"] = Thresholds(**values["thresholds"]) if values["thresholds"] else None
         values["calibration"] = Reliability.from_json(values["calibration"])
+        if values.get("temperature"):
+            values["temperature"] = TemperatureScaling.from_json(values["temperature"])
         return cls(**values)
 
 
@@ -234,11 +252,19 @@ def scores_from_logits(
 
 
 def split_scores(
-    classifier: Any, dataset: Dataset, task: TaskInfo, batch_size: int, num_workers: int
+    members: Sequence[Classifier],
+    dataset: Dataset,
+    task: TaskInfo,
+    batch_size: int,
+    num_workers: int,
+    views: Sequence[View] = (ORIGINAL,),
 ) -> tuple[SplitScores, dict[str, str]]:
-    """A saved model's scores on one split; images that cannot be read are left out and
-    returned as {image: reason}."""
-    probs, errors = score_split(classifier, dataset, batch_size=batch_size, num_workers=num_workers)
+    """Saved models' scores on one split (an ensemble's mean probabilities, over the
+    test-time views); images that cannot be read are left out and returned as
+    {image: reason}."""
+    probs, errors = score_split(
+        members, dataset, batch_size=batch_size, num_workers=num_workers, views=views
+    )
     keep = np.array([row not in errors for row in range(len(dataset))], dtype=bool)
     labels = task.encode(list(dataset[task.label_column]))
     patients = patient_ids(dataset)
@@ -249,7 +275,7 @@ def split_scores(
 
 
 def evaluate_model(
-    model: str | Path,
+    model: str | Path | Sequence[str | Path],
     dataset_name: str,
     *,
     split: str = "test",
@@ -257,30 +283,35 @@ def evaluate_model(
     options: EvaluationOptions | None = None,
     batch_size: int = 64,
     num_workers: int = 2,
+    tta: Sequence[str] = (),
 ) -> tuple[EvaluationReport, SplitScores]:
-    """`medft evaluate`: score ``split`` with a saved model and tune thresholds on
-    ``tuning_split`` (without one, the model folder's thresholds.json)."""
-    predicted = saved_task(model)
+    """`medft evaluate`: score ``split`` with a saved model (or the mean of several: an
+    ensemble), over test-time views if asked, and tune thresholds on ``tuning_split``
+    (without one, the model folder's thresholds.json)."""
+    folders = [Path(model)] if isinstance(model, (str, Path)) else [Path(m) for m in model]
+    predicted = saved_task(folders[0])
     dataset = read_dataset(dataset_name)
     check_split(dataset, split, dataset_name)
     task = task_of(dataset, split, "image", None)
     if (task.label_names, task.multi_label) != (predicted.label_names, predicted.multi_label):
         raise MedftError(
-            f"the model in {model} predicts {predicted.task} labels "
+            f"the model in {folders[0]} predicts {predicted.task} labels "
             f"{', '.join(predicted.label_names)}, but {dataset_name} has {task.task} "
             f"labels {', '.join(task.label_names)}; evaluate it on the data it was trained for."
         )
-    classifier = load_classifier(model)
-    scores, unreadable = split_scores(classifier, dataset[split], task, batch_size, num_workers)
+    members = load_members(folders)
+    views = tta_views(list(tta), folders) if tta else [ORIGINAL]
+    settings = {"batch_size": batch_size, "num_workers": num_workers, "views": views}
+    scores, unreadable = split_scores(members, dataset[split], task, **settings)
     options = options or EvaluationOptions()
     tuning, stored = None, None
     needs_thresholds = bool(task.thresholded_labels) and options.threshold is None
     if needs_thresholds and tuning_split == split:
         tuning = scores
     elif needs_thresholds and tuning_split in dataset:
-        tuning, _ = split_scores(classifier, dataset[tuning_split], task, batch_size, num_workers)
-    elif needs_thresholds:
-        stored = stored_thresholds(classifier, None)
+        tuning, _ = split_scores(members, dataset[tuning_split], task, **settings)
+    elif needs_thresholds and len(members) == 1:
+        stored = stored_thresholds(members[0], None)
     report = evaluate_scores(
         task,
         scores,
@@ -290,5 +321,9 @@ def evaluate_model(
         stored=stored,
         options=options,
     )
-    report.model, report.dataset, report.unreadable = str(model), dataset_name, unreadable
+    report.model, report.dataset, report.unreadable = str(folders[0]), dataset_name, unreadable
+    if len(members) > 1:
+        report.members = [str(folder) for folder in folders]
+    if len(views) > 1:
+        report.tta = [view.name for view in views]
     return report, scores

@@ -229,7 +229,7 @@ def compared_metrics(
     cut = cutoffs(task, exported.thresholds)
     values = []
     for classifier in (reference, exported):
-        scores, _ = split_scores(classifier, data, task, batch_size, num_workers)
+        scores, _ = split_scores([classifier], data, task, batch_size, num_workers)
         values.append(task.headline_metrics(scores.probs, scores.labels, cut))
     return [(name, values[0][name], values[1][name]) for name in task.headline]
 

@@ -37,11 +37,13 @@ from transformers.image_utils import load_image
 
 from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from medft.data.loading import check_split, read_dataset
+from medft.data.transforms import use_one_thread_in_workers
 from medft.errors import MedftError, first_line
 from medft.prepare.files import scan_images
 from medft.preprocessing import PREPROCESSOR_NAME, SettingsProcessor
 from medft.tasks import TaskInfo
 from medft.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds, thresholds_from_json
+from medft.tta import ORIGINAL, View
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 LABEL_COLUMNS = {True: "labels", False: "label"}  # multi-label or not: the prepared column
@@ -74,14 +76,15 @@ class Classifier:
     def runs_on(self) -> str:
         return str(self.device)
 
-    def logits(self, pixels: torch.Tensor) -> np.ndarray:
-        """The logits of a batch of processed images, as float32 on the CPU."""
+    def logits(self, pixels: torch.Tensor, view: View = ORIGINAL) -> np.ndarray:
+        """The logits of a batch of processed images seen through a test-time ``view`` (applied
+        on the device), as float32 on the CPU."""
         pixels = pixels.to(self.device, non_blocking=True, memory_format=torch.channels_last)
         with (
             torch.inference_mode(),
             torch.autocast(self.device.type, self.autocast, enabled=self.autocast is not None),
         ):
-            return self.model(pixel_values=pixels).logits.float().cpu().numpy()
+            return self.model(pixel_values=view.apply(pixels)).logits.float().cpu().numpy()
 
     def saved_thresholds(self) -> Thresholds | None:
         """The thresholds.json that `medft evaluate` left beside the model, if any."""
@@ -164,8 +167,12 @@ class OnnxClassifier:
     def runs_on(self) -> str:
         return f"onnxruntime {self.session.get_providers()[0]}"
 
-    def logits(self, pixels: torch.Tensor) -> np.ndarray:
-        return self.session.run(["logits"], {"pixel_values": pixels.numpy()})[0]
+    @property
+    def folder(self) -> Path:  # named as a Classifier's, for messages about ensembles
+        return self.path
+
+    def logits(self, pixels: torch.Tensor, view: View = ORIGINAL) -> np.ndarray:
+        return self.session.run(["logits"], {"pixel_values": view.apply(pixels).numpy()})[0]
 
     def saved_thresholds(self) -> Thresholds | None:
         return self.thresholds
@@ -277,6 +284,7 @@ class ImageReader(torch.utils.data.Dataset):
         return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        use_one_thread_in_workers()
         try:
             pixels = self.pixels(self.open(index))
         except Exception as error:  # any failure to decode or preprocess one file: report it
@@ -300,9 +308,13 @@ def score_images(
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int = DEFAULT_WORKERS,
     progress: bool = True,
+    views: Sequence[View] = (ORIGINAL,),
+    logits: bool = False,
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """Probabilities per item (softmax or sigmoid; NaN rows for unreadable items) and the
-    reason each unreadable item failed."""
+    """Probabilities per item (softmax or sigmoid, averaged over the test-time ``views``; NaN
+    rows for unreadable items), or with ``logits`` the raw logits, and the reason each
+    unreadable item failed."""
+    scores = (lambda raw: raw) if logits else classifier.task.probabilities
     loader = torch.utils.data.DataLoader(
         reader,
         batch_size=batch_size,
@@ -315,24 +327,67 @@ def score_images(
     with tqdm(total=len(reader), desc="scoring", unit="img", disable=not progress) as bar:
         for indices, pixels, failed in loader:
             if pixels is not None:
-                probs[indices] = classifier.task.probabilities(classifier.logits(pixels))
+                outputs = [classifier.logits(pixels, view) for view in views]
+                probs[indices] = np.mean([scores(output) for output in outputs], axis=0)
             errors.update(failed)
             bar.update(len(indices) + len(failed))
     return probs, errors
 
 
+def load_members(
+    folders: Sequence[str | Path], device: str | None = None, precision: str = "fp32"
+) -> list[Classifier | OnnxClassifier]:
+    """The saved models of an ensemble (one is an ensemble of one); they must predict the same
+    labels the same way."""
+    members = [load_classifier(folder, device, precision) for folder in folders]
+    first = members[0]
+    for member in members[1:]:
+        if (member.task.label_names, member.task.multi_label) != (
+            first.task.label_names, first.task.multi_label
+        ):  # fmt: skip
+            raise MedftError(
+                f"the models of an ensemble must predict the same labels: {member.folder} has "
+                f"{', '.join(member.task.label_names)}, {first.folder} "
+                f"{', '.join(first.task.label_names)}."
+            )
+    return members
+
+
+def score_members(
+    members: Sequence[Classifier | OnnxClassifier],
+    files: Sequence[Path] = (),
+    splits: Sequence[Dataset] = (),
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_workers: int = DEFAULT_WORKERS,
+    progress: bool = True,
+    views: Sequence[View] = (ORIGINAL,),
+) -> tuple[np.ndarray, dict[int, str]]:
+    """`score_images` with every member (each reading through its own processor), the
+    probabilities averaged; an item one member cannot read is unreadable."""
+    probs, errors = [], {}
+    for member in members:
+        reader = ImageReader(member.processor, files, splits, member.task.image_column)
+        member_probs, member_errors = score_images(
+            member, reader, batch_size=batch_size, num_workers=num_workers, progress=progress,
+            views=views,
+        )  # fmt: skip
+        probs.append(member_probs)
+        errors |= member_errors
+    return np.mean(probs, axis=0), errors
+
+
 def score_split(
-    classifier: Classifier | OnnxClassifier,
+    members: Sequence[Classifier | OnnxClassifier],
     dataset: Dataset,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int = DEFAULT_WORKERS,
+    views: Sequence[View] = (ORIGINAL,),
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """`score_images` over one split of a prepared dataset (rows in order)."""
-    reader = ImageReader(
-        classifier.processor, splits=[dataset], image_column=classifier.task.image_column
-    )
-    return score_images(classifier, reader, batch_size=batch_size, num_workers=num_workers)
+    """`score_members` over one split of a prepared dataset (rows in order)."""
+    return score_members(members, splits=[dataset], batch_size=batch_size,
+                         num_workers=num_workers, views=views)  # fmt: skip
 
 
 # what to score --------------------------------------------------------------------------------

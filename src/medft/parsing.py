@@ -31,6 +31,8 @@ from medft.config import (
 )
 from medft.errors import MedftError
 
+RECIPE_NAME = "recipe.json"  # a run's data and model settings, written beside its model
+
 
 class RecipeParser(HfArgumentParser):
     """`HfArgumentParser` whose mistakes are `MedftError`s rather than usage dumps.
@@ -213,7 +215,8 @@ def parse_recipe(
         hint = closest_key(option_key(unknown[0]), list(field_types()))
         raise MedftError(f"unknown command-line option '{unknown[0]}'{hint}.")
     data_args, model_args, training_args = parsed
-    check_combinations(model_args.lora_r, training_args.layer_decay)
+    check_combinations(model_args.lora_r, training_args.layer_decay, training_args.ema_decay,
+                       training_args.calibration)  # fmt: skip
     return Recipe(data_args, model_args, training_args, given_values)
 
 
@@ -231,10 +234,24 @@ def refuse_secrets(values: dict[str, Any], overrides: list[str], source: str) ->
         )
 
 
-def check_combinations(lora_r: int, layer_decay: float | None) -> None:
+def check_combinations(
+    lora_r: int,
+    layer_decay: float | None,
+    ema_decay: float | None = None,
+    calibration: str = "none",
+) -> None:
     """Techniques that cannot work together, refused before anything is built."""
     if lora_r and layer_decay is not None:
         raise MedftError("layer_decay with LoRA: the adapters have no depth; use one or the other.")
+    if lora_r and ema_decay is not None:
+        raise MedftError(
+            "ema_decay with LoRA: an average of the adapters is not supported yet; train the "
+            "weights themselves (lora_r: 0) to keep an EMA."
+        )
+    if lora_r and calibration != "none":
+        raise MedftError(
+            "calibration with LoRA: train first, then run `medft calibrate` on the merged model."
+        )
 
 
 def overridden_values(overrides: list[str]) -> dict[str, Any]:

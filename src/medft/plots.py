@@ -27,6 +27,7 @@ CONFUSION_NAME = "confusion_matrix.png"
 ROC_NAME = "roc_curves.png"
 PR_NAME = "pr_curves.png"
 RELIABILITY_NAME = "reliability_diagram.png"
+UNCALIBRATED_NAME = "reliability_diagram_uncalibrated.png"
 DPI = 100
 COUNTS_UP_TO = 20  # classes; above this the confusion matrix shows colours only
 
@@ -186,7 +187,7 @@ def plot_pr_curves(panels: list[CurvePanel], path: Path, title: str = "Precision
     return save(figure, path)
 
 
-def plot_reliability(bins: Reliability, path: Path) -> Path:
+def plot_reliability(bins: Reliability, path: Path, note: str = "") -> Path:
     """Share that came true per bin, its gap to the bin's mean score, and the bin counts."""
     figure, (top, bottom) = plt.subplots(
         2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]},
@@ -203,12 +204,35 @@ def plot_reliability(bins: Reliability, path: Path) -> Path:
     top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
     top.set(xlim=(0, 1), ylim=(0, 1.02))
     top.set_ylabel(bins.true_axis)
-    top.set_title(f"Reliability: ECE {bins.ece:.3f} ({len(bins.counts)} bins)", fontsize=10)
+    note = f", {note}" if note else ""
+    top.set_title(f"Reliability{note}: ECE {bins.ece:.3f} ({len(bins.counts)} bins)", fontsize=10)
     top.legend(loc="upper left", fontsize=8)
     top.grid(alpha=0.3)
     bottom.bar(bins.edges[:-1], bins.counts, width=width, align="edge", color="grey")
     bottom.set_ylabel("scores in bin")
     bottom.set_xlabel(bins.score_axis)
+    return save(figure, path)
+
+
+def plot_fold_metrics(values: list[float], metric: str, path: Path) -> Path:
+    """The metric of each cross-validation fold on its held-out images, with the mean and
+    one standard deviation either side."""
+    figure, axis = plt.subplots(figsize=(1.2 * len(values) + 2.5, 3.6), constrained_layout=True)
+    folds = np.arange(len(values))
+    mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
+    axis.axhspan(mean - sd, mean + sd, color="cornflowerblue", alpha=0.2, label="mean +- sd")
+    axis.axhline(mean, color="navy", linewidth=1.5, label=f"mean {mean:.3f}")
+    axis.bar(folds, values, width=0.55, color="steelblue")
+    for fold, value in zip(folds, values):
+        axis.text(fold, value, f"{value:.3f}", ha="center", va="bottom", fontsize=8)
+    axis.set_xticks(folds, [f"fold {k}" for k in folds], fontsize=8)
+    low = min(values) - 2 * sd if sd else min(values) * 0.9
+    axis.set_ylim(max(0.0, low), min(1.0, max(values) + 2 * sd) + 0.02)
+    axis.set_ylabel(f"{metric} (held-out fold)")
+    axis.set_title(f"Cross-validation, {len(values)} folds: {metric} {mean:.3f} +- {sd:.3f}",
+                   fontsize=10)  # fmt: skip
+    axis.legend(loc="lower right", fontsize=8)
+    axis.grid(alpha=0.3, axis="y")
     return save(figure, path)
 
 

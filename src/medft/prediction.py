@@ -12,7 +12,7 @@ import csv
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,10 @@ import numpy as np
 
 from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, DEFAULT_WORKERS
 from medft.errors import MedftError
-from medft.inference import (
-    ImageReader,
-    collect_inputs,
-    load_classifier,
-    score_images,
-    stored_thresholds,
-)
+from medft.inference import collect_inputs, load_members, score_members, stored_thresholds
 from medft.tasks import DEFAULT_THRESHOLD, TaskInfo
 from medft.thresholds import Thresholds, fixed_thresholds
+from medft.tta import ORIGINAL, tta_views
 
 
 def prediction_rows(
@@ -64,10 +59,12 @@ class PredictionSummary:
     seconds: float
     thresholds: Thresholds | None
     counts: Counter[str]  # top-1 label, or each finding flagged
+    members: int = 1  # models averaged
+    views: list[str] = field(default_factory=lambda: ["original"])  # test-time views averaged
 
 
 def predict(
-    model: str | Path,
+    model: str | Path | Sequence[str | Path],
     inputs: Sequence[str | Path],
     output: str | Path = "predictions.csv",
     *,
@@ -77,22 +74,28 @@ def predict(
     num_workers: int = DEFAULT_WORKERS,
     thresholds: str | Path | None = None,
     precision: str = "fp32",
+    tta: Sequence[str] = (),
     progress: bool = True,
 ) -> PredictionSummary:
-    """Score every image of ``inputs`` with the saved ``model`` into a CSV, one row each;
-    ``thresholds``: a thresholds.json (default: the model folder's)."""
+    """Score every image of ``inputs`` with the saved ``model`` (or several: an ensemble,
+    probabilities averaged) into a CSV, one row each, averaging over the test-time views of
+    ``tta`` if asked; ``thresholds``: a thresholds.json (default: the model folder's; an
+    ensemble's come from `medft cv`'s ensemble/thresholds.json, given here)."""
     if top_k < 1 or batch_size < 1 or num_workers < 0:
         raise MedftError("--top-k and --batch-size must be at least 1, --num-workers at least 0.")
-    classifier = load_classifier(model, precision=precision)
-    task = classifier.task
-    stored = stored_thresholds(classifier, Path(thresholds) if thresholds else None)
+    folders = [Path(model)] if isinstance(model, (str, Path)) else [Path(m) for m in model]
+    members = load_members(folders, precision=precision)
+    task = members[0].task
+    given = Path(thresholds) if thresholds else None
+    stored = stored_thresholds(members[0], given) if len(members) == 1 or given else None
     stored = stored or fixed_thresholds(task, DEFAULT_THRESHOLD, "default")
+    views = tta_views(list(tta), folders) if tta else [ORIGINAL]
     found = collect_inputs(inputs, split)
-    reader = ImageReader(classifier.processor, found.files, found.splits)
     start = time.perf_counter()
-    probs, errors = score_images(
-        classifier, reader, batch_size=batch_size, num_workers=num_workers, progress=progress
-    )
+    probs, errors = score_members(
+        members, found.files, found.splits, batch_size=batch_size, num_workers=num_workers,
+        progress=progress, views=views,
+    )  # fmt: skip
     seconds = time.perf_counter() - start
     header, rows = prediction_rows(
         task, found.names, probs, errors, top_k, stored.values if stored else {}
@@ -111,7 +114,9 @@ def predict(
     return PredictionSummary(
         output=output,
         task=task,
-        device=classifier.runs_on,
+        device=members[0].runs_on,
+        members=len(members),
+        views=[view.name for view in views],
         images=len(rows),
         errors={found.names[i]: reason for i, reason in sorted(errors.items())},
         ignored=found.ignored,
@@ -126,7 +131,10 @@ def format_prediction_summary(summary: PredictionSummary, shown_errors: int = 5)
     rate = summary.images / summary.seconds if summary.seconds else float("inf")
     lines = [
         f"Scored {summary.images} image(s) on {summary.device} in {summary.seconds:.1f} s "
-        f"({rate:.1f} images/s); {task.task} model, {len(task.label_names)} labels.",
+        f"({rate:.1f} images/s); {task.task} model, {len(task.label_names)} labels"
+        + (f"; an ensemble of {summary.members}" if summary.members > 1 else "")
+        + (f"; views averaged: {', '.join(summary.views)}" if len(summary.views) > 1 else "")
+        + ".",
         f"unreadable: {len(summary.errors)}"
         + (" (listed in the CSV with the reason)" if summary.errors else ""),
     ]

@@ -15,7 +15,14 @@ import torch
 from medft.config import DataArguments, ModelArguments
 from medft.data.loading import load_training_data
 from medft.data.mixing import BatchMixer
-from medft.data.transforms import eval_pixels, input_spec, to_picture, to_rgb, train_transform
+from medft.data.transforms import (
+    DeviceTransform,
+    eval_pixels,
+    input_spec,
+    to_picture,
+    to_rgb,
+    train_transform,
+)
 from medft.modeling.backbones import build_processor
 from medft.plots import plot_augmentation_grid
 
@@ -43,13 +50,16 @@ def augmentation_grid(
     )
     processor = build_processor(model_args)
     spec = input_spec(processor)
-    augment = train_transform(spec, data_args)
+    augment, on_device = (
+        train_transform(spec, data_args),
+        DeviceTransform(spec, data_args.random_erasing),
+    )
     torch.manual_seed(seed)
 
     examples = [train[int(i)] for i in rows]
     pictures = [to_rgb(e[task.image_column]) for e in examples]
     shown = list(eval_pixels(processor)(pictures))  # what evaluation and pipeline() see
-    drawn = [[augment(p) for _ in range(versions)] for p in pictures]
+    drawn = [list(on_device(torch.stack([augment(p) for _ in range(versions)]))) for p in pictures]
     grid = [[s, *d] for s, d in zip(shown, drawn)]
     titles = [task.label_text(e[task.label_column]) for e in examples]
 

@@ -19,6 +19,7 @@ from medft.plots import (
     PR_NAME,
     RELIABILITY_NAME,
     ROC_NAME,
+    UNCALIBRATED_NAME,
     plot_confusion_matrix,
     plot_pr_curves,
     plot_reliability,
@@ -46,6 +47,9 @@ def write_evaluation(
     written.append(plot_roc_curves(panels, output / ROC_NAME, f"ROC, {split} split"))
     written.append(plot_pr_curves(panels, output / PR_NAME, f"Precision-recall, {split} split"))
     written.append(plot_reliability(report.calibration, output / RELIABILITY_NAME))
+    if report.temperature is not None:
+        before = report.temperature.before
+        written.append(plot_reliability(before, output / UNCALIBRATED_NAME, "before calibration"))
     report.files = [path.name for path in written]
     metrics_path = output / METRICS_NAME
     metrics_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
@@ -120,6 +124,13 @@ def finding_table(report: EvaluationReport) -> list[str]:
     return lines
 
 
+def temperature_text(scaling) -> str:
+    values = ", ".join(f"{value:.3f}" for value in scaling.values[:4])
+    more = f", ... ({len(scaling.values)} in all)" if len(scaling.values) > 4 else ""
+    return (f"calibrated: temperature {values}{more} fitted on the {scaling.fitted_on} split; "
+            f"ECE {scaling.before.ece:.4f} before")  # fmt: skip
+
+
 def format_evaluation(report: EvaluationReport, output: str | Path | None = None) -> str:
     """One screen: headline metrics with intervals, thresholds, calibration, the weakest
     classes or the per-finding table (with CheXNet's for NIH models), and the files."""
@@ -145,6 +156,14 @@ def format_evaluation(report: EvaluationReport, output: str | Path | None = None
     calibration = report.calibration
     lines.append(f"  ECE {calibration.ece:.4f} ({len(calibration.counts)} bins; "
                  f"{calibration.scored})")  # fmt: skip
+    if report.temperature is not None:
+        lines.append(f"  {temperature_text(report.temperature)}")
+    if report.tta:
+        lines.append(
+            f"  test-time augmentation: probabilities averaged over {', '.join(report.tta)}"
+        )
+    if report.members:
+        lines.append(f"  ensemble: probabilities averaged over {len(report.members)} models")
     if report.per_class is not None and len(report.labels) > 2:
         weakest = sorted(report.per_class.items(), key=lambda item: item[1]["f1"])[:5]
         lines += ["", "  lowest F1: " + ", ".join(f"{n} {r['f1']:.2f}" for n, r in weakest)]

@@ -1,10 +1,12 @@
 """`MedftTrainer`: the transformers `Trainer` with the fine-tuning techniques medft offers.
 
-Each override is one technique: `compute_loss` (class-weighted or smoothed
-loss, MixUp / CutMix, frozen batch norms kept in eval mode), `create_optimizer`
+Each override is one technique: `compute_loss` (the float half of the training
+transform on the device, class-weighted or smoothed loss, MixUp / CutMix, frozen
+batch norms kept in eval mode), `create_optimizer`
 (layer-wise learning-rate decay, and room for gradual unfreezing),
 `create_scheduler` (exponential decay), `_get_train_sampler` (oversampling),
-`evaluate` (a training sample scored beside validation, for the curves).
+`evaluate` (a training sample scored beside validation, for the curves, and the
+moving average of the weights beside the raw ones).
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from medft.data.mixing import BatchMixer
+from medft.data.transforms import DeviceTransform
+from medft.ema import SELECTED_IS_EMA, EmaCallback, selected_metric, weights_of
 from medft.losses import ClassificationLoss
 from medft.modeling.freezing import keep_frozen_norms_in_eval
 from medft.modeling.layout import BlockLayout
 from medft.optim import exponential_decay, parameter_groups
 
 ARGUMENTS_NAME = "training_args.json"
+RUN_STATS = ("_runtime", "_per_second")  # timings, not metrics
 
 
 def write_training_arguments(args: TrainingArguments, folder: Path) -> Path:
@@ -45,6 +50,8 @@ class MedftTrainer(Trainer):
         sample_weights: torch.Tensor | None = None,
         all_parameters_in_optimizer: bool = False,
         train_probe: Dataset | None = None,
+        ema: EmaCallback | None = None,
+        device_transform: DeviceTransform | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -53,6 +60,26 @@ class MedftTrainer(Trainer):
         self.all_parameters_in_optimizer = all_parameters_in_optimizer
         self.train_probe = train_probe
         self.model_accepts_loss_kwargs = False  # compute_loss returns a per-batch mean
+        self.ema_callback, self.ema_metrics = ema, None
+        self.device_transform = device_transform
+        if ema is not None:
+            self.compute_metrics = self.with_selection(self.compute_metrics)
+
+    def with_selection(self, compute_metrics):
+        """``compute_metrics`` plus, while the average's metrics are known, the better of the
+        raw and average weights' main metric (what picks the best epoch) and which won."""
+        metric = self.args.metric_for_best_model.removeprefix("eval_").removeprefix("selected_")
+
+        def compute(prediction):
+            metrics = compute_metrics(prediction)
+            if self.ema_metrics is not None:
+                raw, average = metrics[metric], self.ema_metrics[f"eval_ema_{metric}"]
+                won = average > raw if self.args.greater_is_better else average < raw
+                metrics[selected_metric(metric)] = average if won else raw
+                metrics[SELECTED_IS_EMA] = float(won)
+            return metrics
+
+        return compute
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """As the Trainer saves (final model and checkpoints), with the training arguments as
@@ -64,6 +91,8 @@ class MedftTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
         pixel_values = inputs["pixel_values"]
+        if pixel_values.dtype == torch.uint8:  # a training batch, as the loader workers left it
+            pixel_values = self.device_transform(pixel_values)
         if model.training:
             keep_frozen_norms_in_eval(model)
             if self.mixer is not None:
@@ -112,9 +141,21 @@ class MedftTrainer(Trainer):
         )
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self.ema_callback is not None and eval_dataset is None:
+            with weights_of(self.model, self.ema_callback.ema.module):
+                output = self.evaluation_loop(
+                    self.get_eval_dataloader(), "EMA evaluation", ignore_keys=ignore_keys,
+                    metric_key_prefix="eval_ema",
+                )  # fmt: skip
+            self.ema_metrics = output.metrics
+            self.log({k: v for k, v in output.metrics.items() if not k.endswith(RUN_STATS)})
+        try:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self.ema_metrics = None
         if eval_dataset is None and self.train_probe is not None:
             probe = self.predict(self.train_probe, ignore_keys, metric_key_prefix="train")
-            skip = ("_loss", "_runtime", "_per_second")
-            self.log({k: v for k, v in probe.metrics.items() if not k.endswith(skip)})
+            self.log(
+                {k: v for k, v in probe.metrics.items() if not k.endswith(("_loss", *RUN_STATS))}
+            )
         return metrics

@@ -8,6 +8,7 @@ run. Each section is a few lines calling into `medft.data`, `medft.modeling`,
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 import transformers
 from transformers import EarlyStoppingCallback, EvalPrediction, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from medft.calibration import TemperatureScaling, fit_temperature, reliability
 from medft.card import CardFacts, card_settings, model_card
 from medft.config import (
     AUTO,
@@ -33,15 +36,20 @@ from medft.data.loading import shorter_side
 from medft.data.mixing import BatchMixer
 from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_transforms
 from medft.data.transforms import (
+    DeviceTransform,
     collate,
+    input_spec,
 )
+from medft.ema import EmaCallback, keep_better_weights, selected_metric
 from medft.errors import MedftError
-from medft.evaluation import EvaluationReport, evaluate_scores, scores_from_logits
+from medft.evaluation import EvaluationReport, SplitScores, evaluate_scores, scores_from_logits
 from medft.hub import push_model
 from medft.losses import build_loss, sampling_weights
 from medft.modeling import BuiltModel, base_model_id, build_model, weights_origin
 from medft.modeling.freezing import GradualUnfreezing, parameter_table
+from medft.modeling.heads import fold_temperature
 from medft.modeling.lora import merged
+from medft.parsing import RECIPE_NAME
 from medft.plots import CURVES_NAME, plot_training_curves
 from medft.reporting import format_evaluation, write_evaluation
 from medft.tasks import TaskInfo
@@ -76,10 +84,16 @@ def checkpoint_to_resume(args: MedftTrainingArguments) -> str | None:
 
 
 def resolve_best_metric(args: MedftTrainingArguments, task: TaskInfo) -> MedftTrainingArguments:
-    """Replace `metric_for_best_model: auto` by the task's main metric."""
-    if args.metric_for_best_model != AUTO:
+    """Replace `metric_for_best_model: auto` by the task's main metric; with an EMA of the
+    weights, the better of the raw and average weights' value of it."""
+    metric, settings = args.metric_for_best_model, {}
+    if metric == AUTO:
+        metric, settings = task.main_metric, {"greater_is_better": True}
+    if args.ema_decay is not None:
+        metric = selected_metric(metric.removeprefix("eval_"))
+    if metric == args.metric_for_best_model:
         return args
-    return dataclasses.replace(args, metric_for_best_model=task.main_metric, greater_is_better=True)
+    return dataclasses.replace(args, metric_for_best_model=metric, **settings)
 
 
 def uses_channels_last(setting: bool | None, model: torch.nn.Module) -> bool:
@@ -113,6 +127,31 @@ def technique_callbacks(model_args: ModelArguments, args: MedftTrainingArguments
     return callbacks
 
 
+def logits_of(prediction) -> np.ndarray:
+    return prediction.predictions[0] if isinstance(prediction.predictions, tuple) else (
+        prediction.predictions
+    )  # fmt: skip
+
+
+def calibrate(trainer: MedftTrainer, built: BuiltModel, data: TrainingData, how: str):
+    """Fit a temperature on the validation split and fold it into the classifier; returns the
+    temperatures (None when ``how`` is none)."""
+    if how == "none":
+        return None
+    if how == "temperature_per_finding" and not data.task.multi_label:
+        raise MedftError(
+            "calibration: temperature_per_finding needs multi-label data; use temperature."
+        )
+    validation = trainer.predict(data.validation, metric_key_prefix="uncalibrated")
+    temperature = fit_temperature(
+        logits_of(validation), validation.label_ids, data.task, how == "temperature_per_finding"
+    )
+    fold_temperature(trainer.model, built.layout.head_module, temperature)
+    logger.info("Calibration: temperature %s fitted on the validation split, folded into the "
+                "classifier", np.round(temperature, 4).tolist())  # fmt: skip
+    return temperature
+
+
 def build_trainer(
     data: TrainingData,
     data_args: DataArguments,
@@ -120,6 +159,7 @@ def build_trainer(
     args: MedftTrainingArguments,
     built: BuiltModel,
     model_init: Callable[[Any], Any] | None = None,
+    resume_from: str | None = None,
 ) -> MedftTrainer:
     """The Trainer with the loss, mixing, sampling and callbacks the recipe asks for.
 
@@ -135,6 +175,7 @@ def build_trainer(
     weights = None
     if args.sampler == "weighted":
         weights = sampling_weights(task, data.train_labels)
+    ema = EmaCallback(args.ema_decay, resume_from) if args.ema_decay is not None else None
     return MedftTrainer(
         model=None if model_init else built.model,
         model_init=model_init,
@@ -144,13 +185,15 @@ def build_trainer(
         data_collator=collate,
         compute_metrics=task_metrics(task),
         processing_class=None if built.is_timm else built.processor,
-        callbacks=technique_callbacks(model_args, args, built.layout),
+        callbacks=technique_callbacks(model_args, args, built.layout) + [ema] * bool(ema),
         loss=build_loss(task, data.train_labels, args.class_weighting, args.label_smoothing_factor),
         layout=built.layout,
         mixer=mixer,
         sample_weights=weights,
         all_parameters_in_optimizer=bool(model_args.gradual_unfreeze_epochs),
         train_probe=data.train_probe,
+        ema=ema,
+        device_transform=DeviceTransform(input_spec(built.processor), data_args.random_erasing),
     )
 
 
@@ -169,10 +212,32 @@ def save_model(trainer: MedftTrainer, built: BuiltModel, model_args: ModelArgume
 @dataclass
 class TrainingResult:
     """What a run found: the evaluation of its test split (else validation), on the process
-    that writes (None on the others), and the Trainer's test metrics (test_results.json)."""
+    that writes (None on the others), the Trainer's test metrics (test_results.json), and the
+    validation split's scores (a held-out fold's, in cross-validation)."""
 
     evaluation: EvaluationReport | None
     test_metrics: dict[str, float]
+    validation: SplitScores
+    task: TaskInfo
+    split_sizes: dict[str, int]
+
+
+def write_recipe(output: Path, data_args: DataArguments, model_args: ModelArguments) -> None:
+    """recipe.json: the data and model settings of the run, which inference reads back (the
+    flips test-time augmentation may use). Training settings are in training_args.json."""
+    content = {"data": dataclasses.asdict(data_args), "model": dataclasses.asdict(model_args)}
+    (output / RECIPE_NAME).write_text(json.dumps(content, indent=2) + "\n")
+
+
+def saved_weights_note(args: MedftTrainingArguments, average_won: bool) -> str | None:
+    """What the card says about which weights were saved, when an EMA was kept."""
+    if args.ema_decay is None:
+        return None
+    if average_won:
+        return (f"the exponential moving average of the weights (decay {args.ema_decay}), "
+                "which scored better on the validation split than the raw weights")  # fmt: skip
+    return (f"the raw weights, which scored better on the validation split than their "
+            f"exponential moving average (decay {args.ema_decay})")  # fmt: skip
 
 
 def train(
@@ -217,12 +282,22 @@ def train(
     ###############
     # Training loop
     ###############
-    trainer = build_trainer(data, data_args, model_args, training_args, built)
+    trainer = build_trainer(
+        data, data_args, model_args, training_args, built, resume_from=checkpoint
+    )
     result = trainer.train(resume_from_checkpoint=checkpoint)
     history = list(trainer.state.log_history)  # per-epoch logs, before the final evaluations
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
+
+    ##################################################
+    # Choose the weights (raw or EMA), calibrate them
+    ##################################################
+    average_won = bool(trainer.ema_callback) and keep_better_weights(
+        trainer.model, trainer.ema_callback, trainer.state
+    )
+    temperature = calibrate(trainer, built, data, training_args.calibration)
 
     ##########
     # Evaluate
@@ -234,7 +309,11 @@ def train(
         data.task, validation.predictions, validation.label_ids, data.validation
     )
     test_metrics: dict[str, float] = {}
-    evaluated_split, evaluated = data_args.eval_split, tuning
+    evaluated_split, evaluated, evaluated_logits = (
+        data_args.eval_split,
+        tuning,
+        logits_of(validation),
+    )
     if data_args.test_split in data.eval_sets:
         test_set = data.eval_sets[data_args.test_split]
         test = trainer.predict(test_set, metric_key_prefix="test")
@@ -243,6 +322,7 @@ def train(
         trainer.save_metrics("test", test_metrics)
         evaluated_split = data_args.test_split
         evaluated = scores_from_logits(data.task, test.predictions, test.label_ids, test_set)
+        evaluated_logits = logits_of(test)
     save_model(trainer, built, model_args, training_args.output_dir)
 
     ###########################
@@ -265,7 +345,14 @@ def train(
             ),
         )
         report.model, report.dataset = str(output), data_args.dataset_name
+        if temperature is not None:
+            uncalibrated = data.task.probabilities(evaluated_logits * temperature)
+            report.temperature = TemperatureScaling(
+                temperature.tolist(), data_args.eval_split,
+                reliability(uncalibrated, evaluated.labels, data.task),
+            )  # fmt: skip
         write_evaluation(report, data.task, evaluated, output)
+        write_recipe(output, data_args, model_args)
         logger.info("Evaluation:\n%s", format_evaluation(report, output))
         facts = CardFacts(
             model_name_or_path=model_args.model_name_or_path,
@@ -281,6 +368,7 @@ def train(
             image_size=spec.size,
             repo_id=push_to,
             extra_tags=["timm"] * built.is_timm + ["lora"] * built.uses_lora,
+            saved_weights=saved_weights_note(training_args, average_won),
         )
         model_card(facts).save(output / "README.md")
 
@@ -295,4 +383,4 @@ def train(
                 token=training_args.hub_token,
             )
             logger.info("Pushed to %s", url)
-    return TrainingResult(report, test_metrics)
+    return TrainingResult(report, test_metrics, tuning, data.task, data.split_sizes())

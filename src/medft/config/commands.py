@@ -7,6 +7,7 @@ arguments without a flag), so a default and its name live here and nowhere else.
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -81,9 +82,43 @@ class ScoringOptions:
             raise MedftError("--batch-size must be at least 1, --num-workers at least 0.")
 
 
+TTA_CHOICES = ("flip", "hflip", "vflip", "scales")
+MODELS_HELP = (
+    "a medft train output_dir; repeated (--model A --model B), or a quoted pattern (--model "
+    "'cv/fold-*'), the models' probabilities are averaged: an ensemble"
+)
+
+
+def models_field() -> list[Path]:
+    return field(metadata={"help": MODELS_HELP, "repeatable": True, "metavar": "MODEL"})
+
+
+def expand_models(given: list[Path]) -> list[Path]:
+    """Model folders, with quoted patterns (``cv/fold-*``) expanded, sorted."""
+    found = []
+    for path in given:
+        if glob.has_magic(str(path)):
+            matches = sorted(Path(p) for p in glob.glob(str(path)))
+            if not matches:
+                raise MedftError(f"--model {path} matches no folder.")
+            found += matches
+        else:
+            found.append(path)
+    return found
+
+
+def tta_field() -> list[str]:
+    return field(
+        default_factory=list,
+        metadata={"help": "test-time augmentation: average over views; flip (the flips the "
+                  "model was trained with), hflip, vflip, scales (zoomed centre crops)",
+                  "choices": TTA_CHOICES},
+    )  # fmt: skip
+
+
 @dataclass(kw_only=True)
 class ModelAndData:
-    model: Path = field(metadata={"help": "a medft train output_dir"})
+    model: list[Path] = models_field()
     dataset: str = field(metadata={"help": "a prepared dataset folder"})
 
 
@@ -103,10 +138,14 @@ class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
                   "predict finds thresholds.json)"},
     )  # fmt: skip
     batch_size: int = field(default=DEFAULT_EVAL_BATCH_SIZE, metadata={"help": "images per batch"})
+    tta: list[str] = tta_field()
 
     def __post_init__(self) -> None:
         EvaluationOptions.__post_init__(self)
         ScoringOptions.__post_init__(self)
+        self.model = expand_models(self.model)
+        if len(self.model) > 1 and self.output is None:
+            raise MedftError("an ensemble (several --model) needs --output for its evaluation.")
 
 
 @dataclass(kw_only=True)
@@ -115,12 +154,17 @@ class SavedModel:
 
 
 @dataclass(kw_only=True)
-class PredictArguments(ScoringOptions):
+class SavedModels:
+    model: list[Path] = models_field()
+
+
+@dataclass(kw_only=True)
+class PredictArguments(ScoringOptions, SavedModels):
     """medft predict: score images with a saved model into a CSV (batched, GPU when present)."""
 
-    model: Path = field(
-        metadata={"help": "a medft train output_dir, or a model.onnx from medft export "
-                  "(run by onnxruntime)"}
+    model: list[Path] = field(
+        metadata={"help": MODELS_HELP + "; or a model.onnx from medft export (run by "
+                  "onnxruntime)", "repeatable": True, "metavar": "MODEL"}
     )  # fmt: skip
     inputs: list[str] = field(
         metadata=positional(
@@ -142,10 +186,19 @@ class PredictArguments(ScoringOptions):
                   "the hardware supports them (bf16: recent Xeon, A100/H100; fp16: GPUs)"},
     )  # fmt: skip
 
+    tta: list[str] = tta_field()
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.model = expand_models(self.model)
         if self.top_k < 1:
             raise MedftError("--top-k must be at least 1.")
+        models = [given for given in self.inputs if (Path(given) / "config.json").is_file()]
+        if models:
+            raise MedftError(
+                f"{models[0]} is a model folder, not images: give several models as --model A "
+                "--model B, or as a quoted pattern: --model 'cv/fold-*'."
+            )
 
 
 @dataclass(kw_only=True)
@@ -255,6 +308,47 @@ class SearchArguments(RecipeCommand):
     """medft search: hyper-parameter search over the recipe's search_space (Optuna)."""
 
     n_trials: int = field(default=10, metadata={"help": "trials to run"})
+
+
+@dataclass(kw_only=True)
+class CvArguments(RecipeCommand):
+    """medft cv: k-fold cross-validation grouped by patient, and the fold ensemble on the test
+    split."""
+
+    folds: int = field(default=5, metadata={"help": "folds over train + validation"})
+    output: Path | None = field(
+        default=None,
+        metadata={"help": "folder for fold-0 ... fold-<k-1> and the summaries (default: the "
+                  "recipe's output_dir)"},
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise MedftError(f"--folds must be at least 2, got {self.folds}.")
+
+
+@dataclass(kw_only=True)
+class CalibrateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
+    """medft calibrate: fit a temperature on the validation split and fold it into a saved
+    model, so its plain pipeline() returns calibrated probabilities."""
+
+    model: Path = field(metadata={"help": "a medft train output_dir"})
+    per_finding: bool = field(
+        default=False, metadata={"help": "multi-label: one temperature per finding"}
+    )
+    output: Path | None = field(
+        default=None, metadata={"help": "folder for the calibrated model (default: in place)"}
+    )
+    split: str = field(default="test", metadata={"help": "split the calibrated model is "
+                                                          "evaluated on"})  # fmt: skip
+    tune_split: str = field(
+        default="validation",
+        metadata={"help": "split the temperature and thresholds are fitted on"},
+    )
+
+    def __post_init__(self) -> None:
+        EvaluationOptions.__post_init__(self)
+        ScoringOptions.__post_init__(self)
 
 
 @dataclass(kw_only=True)

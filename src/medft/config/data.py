@@ -45,6 +45,18 @@ class DataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Use only this many validation and test images."}
     )
+    cv_folds: int | None = field(
+        default=None,
+        metadata={
+            "help": "Cross-validation (what `medft cv` sets): train and validation are pooled and "
+            "cut into this many folds, stratified by class and grouped by patient; the test "
+            "split is left alone."
+        },
+    )
+    cv_fold: int | None = field(
+        default=None,
+        metadata={"help": "With cv_folds, the fold held out as the validation split (0-based)."},
+    )
 
     # augmentation (training images only) -----------------------------------------------------
     crop_scale: list[float] = field(
@@ -104,6 +116,15 @@ class DataArguments:
                 raise MedftError(f"{name} must not be negative, got {getattr(self, name)}.")
         if self.zoom >= 1:
             raise MedftError(f"zoom must be below 1 (a fraction), got {self.zoom}.")
+        if (self.cv_folds is None) != (self.cv_fold is None):
+            raise MedftError("cv_folds and cv_fold go together (medft cv sets both).")
+        if self.cv_folds is not None and not (
+            self.cv_folds >= 2 and 0 <= self.cv_fold < self.cv_folds
+        ):
+            raise MedftError(
+                f"cv_folds must be at least 2 and cv_fold in 0 .. {self.cv_folds - 1}, "
+                f"got {self.cv_folds} and {self.cv_fold}."
+            )
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 from transformers import IntervalStrategy, TrainingArguments
@@ -12,6 +13,32 @@ from medft.errors import MedftError
 
 AUTO = "auto"
 EXPONENTIAL = "exponential"
+CALIBRATIONS = ("none", "temperature", "temperature_per_finding")
+
+
+MAX_AUTO_WORKERS = 8
+
+
+def cores_per_process() -> int:
+    """The cores this process may run on, shared among the processes of this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def loader_workers(value: str | int) -> int:
+    """``dataloader_num_workers`` as a number: auto leaves one core of this process's share to
+    the process itself."""
+    if value == AUTO:
+        return max(1, min(MAX_AUTO_WORKERS, cores_per_process() - 1))
+    try:
+        workers = int(value)
+    except (TypeError, ValueError):
+        raise MedftError(
+            f"dataloader_num_workers must be a number or auto, got {value!r}."
+        ) from None
+    if workers < 0:
+        raise MedftError(f"dataloader_num_workers must not be negative, got {workers}.")
+    return workers
 
 
 @dataclass
@@ -37,9 +64,21 @@ class MedftTrainingArguments(TrainingArguments):
     )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch per device."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch per device."})
-    dataloader_num_workers: int = field(
-        default=2, metadata={"help": "Processes decoding and transforming images."}
+    dataloader_num_workers: str = field(
+        default=AUTO,
+        metadata={
+            "help": "Processes decoding and augmenting images: a number, or auto (the cores "
+            "this process may use, one left for it, at most 8)."
+        },
     )
+    dataloader_persistent_workers: bool = field(
+        default=True, metadata={"help": "Keep the loader workers between epochs (with workers)."}
+    )
+    accelerator_config: dict | str | None = field(
+        default_factory=lambda: {"non_blocking": True},
+        metadata={"help": "Accelerate's settings; non_blocking copies pinned batches to the GPU "
+                  "while it computes."},
+    )  # fmt: skip
     channels_last: bool | None = field(
         default=None,
         metadata={
@@ -110,6 +149,23 @@ class MedftTrainingArguments(TrainingArguments):
             "so the curves show train and validation metrics; 0 turns it off."
         },
     )
+    ema_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Keep an exponential moving average of the weights with this decay (timm's "
+            "ModelEmaV3, e.g. 0.999), scored beside the raw weights at each evaluation; the "
+            "better of the two picks the best epoch and is what is saved (the card says which)."
+        },
+    )
+    calibration: str = field(
+        default="none",
+        metadata={
+            "help": "none | temperature | temperature_per_finding: fit a temperature on the "
+            "validation split after training (one for all logits; multi-label: or one per "
+            "finding) and fold it into the classifier, so the saved model's plain pipeline() "
+            "returns calibrated probabilities. Thresholds are tuned on the calibrated scores."
+        },
+    )
     # evaluation after training (what `medft evaluate` does) ---------------------------------
     bootstrap_resamples: int = field(
         default=DEFAULT_RESAMPLES,
@@ -128,6 +184,9 @@ class MedftTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        self.dataloader_num_workers = loader_workers(self.dataloader_num_workers)
+        if not self.dataloader_num_workers:
+            self.dataloader_persistent_workers = False  # nothing to keep
         if self.class_weighting not in ("none", "balanced"):
             raise MedftError(
                 f"class_weighting must be none or balanced, got '{self.class_weighting}'."
@@ -138,6 +197,12 @@ class MedftTrainingArguments(TrainingArguments):
             raise MedftError(
                 f"threshold_method must be one of {', '.join(THRESHOLD_METHODS)}, "
                 f"got '{self.threshold_method}'."
+            )
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise MedftError(f"ema_decay must be in (0, 1), e.g. 0.999, got {self.ema_decay}.")
+        if self.calibration not in CALIBRATIONS:
+            raise MedftError(
+                f"calibration must be one of {', '.join(CALIBRATIONS)}, got '{self.calibration}'."
             )
         if self.bootstrap_resamples < 0:
             raise MedftError(f"bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}.")

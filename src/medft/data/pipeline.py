@@ -14,6 +14,7 @@ from typing import Any
 from datasets import Dataset
 
 from medft.config import DataArguments, MedftTrainingArguments
+from medft.data.folds import fold_splits
 from medft.data.loading import load_training_data
 from medft.data.transforms import InputSpec, batch_transform, eval_pixels, input_spec, train_pixels
 from medft.tasks import TaskInfo
@@ -53,11 +54,21 @@ def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> Trainin
         image_column=data_args.image_column,
         label_column=data_args.label_column,
     )
-    train_set = limit(dataset[data_args.train_split], data_args.max_train_samples, args.seed)
+    parts = {split: dataset[split] for split in splits if split in dataset}
+    if data_args.cv_folds:
+        train_split, eval_split = splits[:2]
+        parts[train_split], parts[eval_split] = fold_splits(
+            task, parts[train_split], parts[eval_split], data_args.cv_folds, data_args.cv_fold,
+            args.seed,
+        )  # fmt: skip
+        sizes = len(parts[train_split]), len(parts[eval_split])
+        logger.info("Fold %d of %d: %d training, %d held-out images",
+                    data_args.cv_fold, data_args.cv_folds, *sizes)  # fmt: skip
+    train_set = limit(parts[splits[0]], data_args.max_train_samples, args.seed)
     eval_sets = {
-        split: limit(dataset[split], data_args.max_eval_samples, args.seed)
+        split: limit(parts[split], data_args.max_eval_samples, args.seed)
         for split in splits[1:]
-        if split in dataset
+        if split in parts
     }
     probe_size = args.train_metrics_samples
     probe = limit(train_set, probe_size, args.seed) if probe_size else None

@@ -4,7 +4,9 @@ Evaluation runs the processor itself, the very preprocessing that
 `pipeline("image-classification")` applies to the saved model, so validation
 and test numbers are what users will get. Training uses torchvision v2 with the
 processor's input size, mean, std and interpolation, plus the augmentations of
-the recipe (`DataArguments`). Greyscale scans become three identical channels.
+the recipe (`DataArguments`), in two halves: loader workers decode and augment on
+uint8 (`train_transform`), the training device converts, normalises and erases
+whole batches (`DeviceTransform`). Greyscale scans become three identical channels.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from timm.data.random_erasing import RandomErasing
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
@@ -78,11 +81,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def train_transform(spec: InputSpec, augment: DataArguments) -> v2.Compose:
-    """Random crop at the model's input size, the augmentations the recipe asks for, normalise.
-
-    Geometric and colour changes work on uint8 pixels (as RandAugment expects);
-    random erasing comes last, on normalised values, as in timm.
-    """
+    """What a loader worker does to a training image: a random crop at the model's input size
+    and the recipe's geometric and colour augmentations, all on uint8 pixels (as RandAugment
+    expects). Batches leave the workers as uint8, a quarter of float32's bytes; the float
+    half (`DeviceTransform`) runs on the training device."""
     steps: list[v2.Transform] = [
         v2.PILToTensor(),
         v2.RandomResizedCrop(
@@ -105,10 +107,40 @@ def train_transform(spec: InputSpec, augment: DataArguments) -> v2.Compose:
         steps.append(v2.RandAugment(magnitude=augment.randaugment_magnitude))
     elif augment.auto_augment == "trivialaugment":
         steps.append(v2.TrivialAugmentWide())
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)]
-    if augment.random_erasing:
-        steps.append(v2.RandomErasing(augment.random_erasing))
     return v2.Compose(steps)
+
+
+class DeviceTransform:
+    """The float half of training preprocessing, on a whole uint8 batch where it lies (the
+    GPU in training): scale to [0, 1], normalise with the model's mean and std, and random
+    erasing last, on normalised values, one rectangle per image (timm's `RandomErasing`)."""
+
+    def __init__(self, spec: InputSpec, random_erasing: float = 0.0) -> None:
+        self.spec, self.random_erasing = spec, random_erasing
+        self.by_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor, Any]] = {}
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        if device not in self.by_device:
+            mean = torch.tensor(self.spec.mean, device=device).view(1, -1, 1, 1)
+            std = torch.tensor(self.spec.std, device=device).view(1, -1, 1, 1)
+            erase = None
+            if self.random_erasing:
+                erase = RandomErasing(self.random_erasing, mode="const", device=str(device))
+            self.by_device[device] = (mean, std, erase)
+        return self.by_device[device]
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        mean, std, erase = self.on(pixels.device)
+        pixels = (pixels.float().div_(255) - mean).div_(std)
+        return erase(pixels) if erase is not None else pixels
+
+
+def use_one_thread_in_workers() -> None:
+    """Inside a loader worker, one intra-op thread: workers are processes already, and each
+    running torch's default of one thread per core oversubscribes the CPU (the kernel time
+    of 2-core runs). A no-op in the main process."""
+    if torch.utils.data.get_worker_info() is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 def eval_pixels(processor: Any) -> Callable[[list[Image.Image]], torch.Tensor]:
@@ -138,6 +170,7 @@ def batch_transform(
     """A `Dataset.with_transform` function: image and label columns -> model inputs."""
 
     def transform(batch: dict[str, list]) -> dict[str, Any]:
+        use_one_thread_in_workers()
         images = [to_rgb(image) for image in batch[task.image_column]]
         labels = [task.target(value) for value in batch[task.label_column]]
         return {"pixel_values": list(pixels(images)), "labels": labels}

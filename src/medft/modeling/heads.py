@@ -53,3 +53,23 @@ def add_head_dropout(model: PreTrainedModel, classifier: str, probability: float
         return (nn.functional.dropout(inputs[0], probability, layer.training), *inputs[1:])
 
     module.register_forward_pre_hook(drop_input)
+
+
+def fold_temperature(model: PreTrainedModel, classifier: str, temperature) -> None:
+    """Divide the model's logits by ``temperature`` (one value, or one per label) inside the
+    model: the weight rows and bias of the classifier's last linear layer are divided, so the
+    saved model's plain `pipeline()` returns the calibrated probabilities."""
+    module = model.get_submodule(classifier)
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise MedftError(
+            f"cannot fold a temperature into {classifier} ({type(module).__name__}): it has no "
+            "linear layer producing the logits."
+        )
+    last = linears[-1]
+    scale = torch.as_tensor(temperature, dtype=last.weight.dtype, device=last.weight.device)
+    scale = scale.reshape(-1)
+    with torch.no_grad():
+        last.weight.div_(scale[:, None] if scale.numel() > 1 else scale)
+        if last.bias is not None:
+            last.bias.div_(scale)

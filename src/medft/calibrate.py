@@ -1,0 +1,83 @@
+"""`medft calibrate`: temperature scaling of a saved model, folded into its weights.
+
+A temperature (one, or one per finding of a multi-label model) is fitted on the
+validation split's logits, then divided into the classifier's last linear layer, so
+the saved model's plain `pipeline()` returns the calibrated probabilities with no
+extra code. The model is then evaluated again (thresholds re-tuned on the calibrated
+scores), with the reliability before and after in metrics.json and the model card.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from medft.calibration import TemperatureScaling, fit_temperature, reliability
+from medft.card import replace_results
+from medft.config.commands import CalibrateArguments
+from medft.data.loading import check_split, read_dataset, task_of
+from medft.errors import MedftError
+from medft.evaluation import EvaluationReport, evaluate_model, split_scores
+from medft.inference import ImageReader, load_classifier, score_images
+from medft.modeling.heads import fold_temperature
+from medft.modeling.layout import classifier_name
+from medft.reporting import write_evaluation
+
+CARD_NAME = "README.md"
+
+
+def calibrate_model(options: CalibrateArguments) -> tuple[EvaluationReport, Path]:
+    """Fit, fold, save, evaluate; returns the new evaluation and where the model now is."""
+    dataset = read_dataset(options.dataset)
+    for split in (options.tune_split, options.split):
+        check_split(dataset, split, options.dataset)
+    task = task_of(dataset, options.tune_split, "image", None)
+    if options.per_finding and not task.multi_label:
+        raise MedftError("--per-finding is for multi-label models; leave it out.")
+    classifier = load_classifier(options.model)
+    tuning = dataset[options.tune_split]
+    reader = ImageReader(classifier.processor, splits=[tuning], image_column=task.image_column)
+    logits, errors = score_images(
+        classifier,
+        reader,
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+        logits=True,
+    )
+    readable = np.array([row not in errors for row in range(len(tuning))], dtype=bool)
+    labels = task.encode(list(tuning[task.label_column]))
+    temperature = fit_temperature(logits[readable], labels[readable], task, options.per_finding)
+    before, _ = split_scores(
+        [classifier], dataset[options.split], task, options.batch_size, options.num_workers
+    )
+
+    output = Path(options.output or options.model)
+    if output.resolve() != Path(options.model).resolve():
+        shutil.copytree(
+            options.model,
+            output,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("checkpoint-*", "runs"),
+        )
+    fold_temperature(classifier.model, classifier_name(classifier.model), temperature)
+    classifier.model.save_pretrained(output)
+
+    report, scores = evaluate_model(
+        output,
+        options.dataset,
+        split=options.split,
+        tuning_split=options.tune_split,
+        options=options,
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+    )
+    report.temperature = TemperatureScaling(
+        temperature.tolist(), options.tune_split, reliability(before.probs, before.labels, task)
+    )
+    write_evaluation(report, task, scores, output)
+    card = output / CARD_NAME
+    if card.is_file():
+        card.write_text(replace_results(card.read_text(), report))
+    return report, output

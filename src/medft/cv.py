@@ -1,0 +1,253 @@
+"""`medft cv`: patient-grouped k-fold cross-validation, with the fold ensemble on the test split.
+
+The train and validation splits are pooled and cut into folds (`medft.data.folds`);
+each fold trains the recipe as given, with that fold held out as its validation
+split, into ``OUTPUT/fold-<k>`` (a complete model folder, so ``--model OUTPUT/fold-*``
+works for `medft predict` and `medft evaluate`). Folds run one after another in this
+process (under `accelerate launch` as a single run would); a fold that finished is
+skipped when the command is run again, and one that was cut short resumes from its
+last checkpoint. Then: the per-fold table and its mean and sd, the pooled
+out-of-fold evaluation with bootstrap intervals, and the ensemble of the fold models
+(mean probabilities) on the test split, which the folds never saw.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medft.config import EvaluationOptions
+from medft.data.loading import read_dataset, task_of
+from medft.evaluation import EvaluationReport, SplitScores, evaluate_scores, split_scores
+from medft.inference import load_members
+from medft.parsing import parse_recipe
+from medft.plots import plot_fold_metrics
+from medft.reporting import write_evaluation
+from medft.training import train
+
+logger = logging.getLogger("medft")
+FOLD_RESULT = "cv_fold.json"  # written when a fold has finished
+HELD_OUT = "held_out.npz"  # its out-of-fold probabilities
+FOLDS_NAME = "folds.csv"
+SUMMARY_NAME = "cv_summary.json"
+FOLDS_PLOT = "fold_metrics.png"
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    folder: Path
+    sizes: dict[str, int]
+    metrics: dict[str, float]  # the headline metrics on the held-out fold
+    held_out: SplitScores
+
+
+@dataclass
+class CvResult:
+    output: Path
+    metric: str
+    folds: list[FoldResult]
+    out_of_fold: EvaluationReport
+    ensemble: EvaluationReport | None  # None without a test split
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Mean and sample standard deviation of each headline metric over the folds."""
+        names = [
+            name for name in self.folds[0].metrics if all(name in f.metrics for f in self.folds)
+        ]
+        values = {name: np.array([fold.metrics[name] for fold in self.folds]) for name in names}
+        return {
+            name: {"mean": float(v.mean()), "sd": float(v.std(ddof=1))}
+            for name, v in values.items()
+        }
+
+
+def save_held_out(folder: Path, scores: SplitScores) -> None:
+    arrays = {"probs": scores.probs, "labels": scores.labels}
+    if scores.patients is not None:
+        arrays["patients"] = np.asarray(scores.patients, dtype=str)
+    np.savez(folder / HELD_OUT, **arrays)
+
+
+def load_held_out(folder: Path) -> SplitScores:
+    with np.load(folder / HELD_OUT, allow_pickle=False) as saved:
+        patients = saved["patients"] if "patients" in saved.files else None
+        return SplitScores(saved["probs"], saved["labels"], patients)
+
+
+def run_fold(recipe, fold: int, folds: int, folder: Path) -> FoldResult:
+    """Train one fold (or read it back when it finished before)."""
+    if (folder / FOLD_RESULT).is_file():
+        saved = json.loads((folder / FOLD_RESULT).read_text())
+        logger.info("Fold %d of %d finished before: %s", fold, folds, folder)
+        return FoldResult(fold, folder, saved["sizes"], saved["metrics"], load_held_out(folder))
+    data_args = dataclasses.replace(recipe.data, cv_folds=folds, cv_fold=fold)
+    training_args = dataclasses.replace(recipe.training, output_dir=str(folder))
+    result = train(data_args, recipe.model, training_args)
+    task = result.task
+    held_out = result.validation
+    metrics = task.headline_metrics(held_out.probs, held_out.labels, None)
+    metrics = {name: float(value) for name, value in metrics.items() if np.isfinite(value)}
+    sizes = result.split_sizes
+    if training_args.should_save:
+        save_held_out(folder, held_out)
+        (folder / FOLD_RESULT).write_text(json.dumps({"sizes": sizes, "metrics": metrics}) + "\n")
+    return FoldResult(fold, folder, sizes, metrics, held_out)
+
+
+def pooled(parts: list[SplitScores]) -> SplitScores:
+    patients = [part.patients for part in parts]
+    return SplitScores(
+        np.concatenate([part.probs for part in parts]),
+        np.concatenate([part.labels for part in parts]),
+        None if any(p is None for p in patients) else np.concatenate(patients),
+    )
+
+
+def ensemble_scores(folders: list[Path], dataset, task, batch_size: int) -> SplitScores:
+    """Mean probabilities of the fold models on ``dataset`` (unreadable images left out)."""
+    scores, _ = split_scores(load_members(folders), dataset, task, batch_size, 0)
+    return scores
+
+
+def write_fold_table(result: CvResult) -> Path:
+    names = list(result.summary())
+    path = result.output / FOLDS_NAME
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["fold", "train_images", "held_out_images", *names])
+        for fold in result.folds:
+            writer.writerow(
+                [
+                    fold.fold,
+                    fold.sizes["train"],
+                    fold.sizes["validation"],
+                    *(f"{fold.metrics[name]:.6f}" for name in names),
+                ]
+            )
+    return path
+
+
+def cross_validate(
+    recipe_path: str | Path,
+    overrides: list[str],
+    folds: int,
+    output: str | Path | None = None,
+) -> CvResult:
+    """Run every fold of ``recipe_path``, then evaluate the folds, pooled, and as an ensemble."""
+    recipe = parse_recipe(recipe_path, overrides)
+    output = Path(output or recipe.training.output_dir)
+    results = [run_fold(recipe, k, folds, output / f"fold-{k}") for k in range(folds)]
+    dataset = read_dataset(recipe.data.dataset_name, recipe.data.dataset_config)
+    task = task_of(
+        dataset, recipe.data.train_split, recipe.data.image_column, recipe.data.label_column
+    )
+    options = EvaluationOptions(
+        bootstrap_resamples=recipe.training.bootstrap_resamples,
+        threshold_method=recipe.training.threshold_method,
+        progress=not recipe.training.disable_tqdm,
+    )
+    out_of_fold = pooled([fold.held_out for fold in results])
+    oof_report = evaluate_scores(task, out_of_fold, split="out-of-fold", options=options)
+    ensemble = None
+    test_split = recipe.data.test_split
+    if recipe.training.should_save:
+        output.mkdir(parents=True, exist_ok=True)
+        write_evaluation(oof_report, task, out_of_fold, output / "out-of-fold")
+        if test_split and test_split in dataset:
+            folders = [fold.folder for fold in results]
+            scores = ensemble_scores(
+                folders, dataset[test_split], task, recipe.training.per_device_eval_batch_size
+            )
+            ensemble = evaluate_scores(
+                task,
+                scores,
+                split=test_split,
+                tuning=out_of_fold,
+                tuning_split="out-of-fold",
+                options=options,
+            )
+            ensemble.members = [str(folder) for folder in folders]
+            write_evaluation(ensemble, task, scores, output / "ensemble")
+    result = CvResult(output, task.main_metric, results, oof_report, ensemble)
+    if recipe.training.should_save:
+        write_fold_table(result)
+        plot_fold_metrics(
+            [f.metrics[result.metric] for f in results], result.metric, output / FOLDS_PLOT
+        )
+        (output / SUMMARY_NAME).write_text(json.dumps(summary_json(result), indent=2) + "\n")
+    return result
+
+
+def summary_json(result: CvResult) -> dict[str, Any]:
+    return {
+        "folds": len(result.folds),
+        "per_fold": [{"fold": f.fold, **f.sizes, **f.metrics} for f in result.folds],
+        "mean_sd": result.summary(),
+        "out_of_fold": {name: value for name, value, _ in result.out_of_fold.headline()},
+        "ensemble_test": (
+            {name: value for name, value, _ in result.ensemble.headline()}
+            if result.ensemble
+            else None
+        ),
+    }
+
+
+def format_cv(result: CvResult) -> str:
+    """One screen: the fold table, mean +- sd, pooled out-of-fold with CIs, the ensemble."""
+    names = list(result.summary())
+    width = max(10, *(len(name) for name in names))
+    lines = [
+        f"Cross-validation: {len(result.folds)} folds -> {result.output}",
+        "",
+        "  fold  train  held-out  " + "  ".join(f"{n:>{width}}" for n in names),
+    ]
+    for fold in result.folds:
+        cells = "  ".join(f"{fold.metrics[name]:>{width}.4f}" for name in names)
+        lines.append(
+            f"  {fold.fold:>4}  {fold.sizes['train']:>5}  {fold.sizes['validation']:>8}  {cells}"
+        )
+    spread = result.summary()
+    lines.append(
+        "  mean +- sd       "
+        + "  ".join(f"{spread[n]['mean']:.4f}+-{spread[n]['sd']:.4f}".rjust(width) for n in names)
+    )
+    lines += ["", "Pooled out-of-fold (every image scored by the model that did not train on it):"]
+    lines += [
+        f"  {name:<20} {value:.4f}  ({interval_text(interval)})"
+        for name, value, interval in result.out_of_fold.headline()
+    ]
+    if result.ensemble is not None:
+        lines += [
+            "",
+            f"Fold ensemble on the {result.ensemble.split} split (mean probabilities; "
+            "thresholds tuned out-of-fold):",
+        ]
+        lines += [
+            f"  {name:<20} {value:.4f}  ({interval_text(interval)})"
+            for name, value, interval in result.ensemble.headline()
+        ]
+        thresholds = result.output / "ensemble" / "thresholds.json"
+        lines += [
+            "",
+            "Predict with the ensemble:",
+            f"  medft predict --model {result.output}/fold-* --thresholds {thresholds} "
+            "IMAGES --output predictions.csv",
+        ]
+    lines += [
+        "",
+        f"Wrote {FOLDS_NAME}, {SUMMARY_NAME}, {FOLDS_PLOT}, out-of-fold/ and "
+        f"ensemble/ to {result.output}",
+    ]
+    return "\n".join(lines)
+
+
+def interval_text(interval: dict | None) -> str:
+    return f"95% CI {interval['low']:.4f}-{interval['high']:.4f}" if interval else "no CI"

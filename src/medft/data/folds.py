@@ -1,0 +1,75 @@
+"""Cross-validation folds over the train and validation splits, the test split left alone.
+
+Folds are stratified by class (multi-label: by the combination of findings, with
+combinations too rare to spread over the folds pooled into one stratum) and grouped
+so that related images never straddle two folds: by `patient_id` where the data has
+it, else by the image's bytes (byte-identical copies, which real datasets hold, stay
+together). scikit-learn's `StratifiedGroupKFold` does the assignment, seeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from datasets import Dataset, concatenate_datasets
+from datasets import Image as ImageFeature
+from sklearn.model_selection import StratifiedGroupKFold
+
+from medft.errors import MedftError
+from medft.tasks import TaskInfo
+
+RARE = "rare combinations"
+
+
+def strata(task: TaskInfo, labels: list, folds: int) -> np.ndarray:
+    """One stratum per image: its class, or its combination of findings (rare ones pooled)."""
+    if not task.multi_label:
+        return np.asarray(labels)
+    keys = np.array(["|".join(map(str, sorted(value))) for value in labels], dtype=object)
+    values, counts = np.unique(keys, return_counts=True)
+    rare = set(values[counts < folds])
+    return np.array([RARE if key in rare else key for key in keys], dtype=object)
+
+
+def groups_of(dataset: Dataset, image_column: str) -> np.ndarray:
+    """Each image's group: its patient where known, else a digest of its stored bytes."""
+    if "patient_id" in dataset.column_names:
+        return np.asarray(list(dataset.with_format(None)["patient_id"]), dtype=object)
+    stored = dataset.with_format(None).cast_column(image_column, ImageFeature(decode=False))
+    return np.array(
+        [
+            hashlib.blake2b(row["bytes"] or row["path"].encode(), digest_size=16).hexdigest()
+            for row in stored[image_column]
+        ],
+        dtype=object,
+    )
+
+
+def assign_folds(task: TaskInfo, pool: Dataset, folds: int, seed: int) -> np.ndarray:
+    """The fold (0 .. folds - 1) of every row of ``pool``, deterministic for a ``seed``."""
+    groups = groups_of(pool, task.image_column)
+    if len(set(groups)) < folds:
+        raise MedftError(
+            f"{folds} folds need at least {folds} patients (or distinct images); the train and "
+            f"validation splits hold {len(set(groups))}. Use fewer folds."
+        )
+    labels = list(pool.with_format(None)[task.label_column])
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    fold_of = np.empty(len(pool), dtype=int)
+    cuts = splitter.split(np.zeros(len(pool)), strata(task, labels, folds), groups)
+    for fold, (_, held_out) in enumerate(cuts):
+        fold_of[held_out] = fold
+    return fold_of
+
+
+def fold_splits(
+    task: TaskInfo, train: Dataset, validation: Dataset, folds: int, fold: int, seed: int
+) -> tuple[Dataset, Dataset]:
+    """The training part and the held-out fold ``fold`` of train + validation."""
+    pool = concatenate_datasets([train, validation])
+    fold_of = assign_folds(task, pool, folds, seed)
+    return (
+        pool.select(np.flatnonzero(fold_of != fold)),
+        pool.select(np.flatnonzero(fold_of == fold)),
+    )

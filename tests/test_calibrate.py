@@ -1,0 +1,88 @@
+"""Temperature scaling: fitted by the task's loss, folded into the classifier, served as it is."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageClassification, pipeline
+
+from medft.calibration import fit_temperature
+from medft.cli import main
+from medft.modeling import build_model
+from medft.modeling.heads import fold_temperature
+from medft.tasks import TaskInfo
+from tests.helpers import FINDINGS, THREE, run_recipe, tiny_timm, tiny_vit
+
+
+@pytest.mark.parametrize(
+    "args,task,temperature",
+    [(tiny_vit, THREE, [2.5]), (tiny_timm, FINDINGS, [0.5, 4.0])],
+    ids=["vit, one temperature", "timm, one per finding"],
+)
+def test_the_folded_model_divides_its_logits_by_the_temperature(args, task, temperature):
+    built = build_model(args(), task)
+    model = built.model.eval()
+    pixels = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        before = model(pixel_values=pixels).logits
+        fold_temperature(model, built.layout.head_module, np.array(temperature))
+        after = model(pixel_values=pixels).logits
+    assert after == pytest.approx(before / torch.tensor(temperature), abs=1e-5)
+
+
+def test_the_fitted_temperature_is_the_one_the_labels_were_drawn_with():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 3))
+    probs = np.exp(logits / 3.0) / np.exp(logits / 3.0).sum(1, keepdims=True)
+    labels = np.array([rng.choice(3, p=p) for p in probs])
+    assert fit_temperature(logits, labels, THREE)[0] == pytest.approx(3.0, rel=0.08)
+    findings = TaskInfo(["a", "b"], multi_label=True, label_column="labels")
+    logits = rng.normal(0, 4, (4000, 2))
+    targets = (rng.random((4000, 2)) < 1 / (1 + np.exp(-logits / np.array([0.5, 2.0])))) * 1.0
+    fitted = fit_temperature(logits, targets, findings, per_label=True)
+    assert fitted == pytest.approx([0.5, 2.0], rel=0.1)
+
+
+def test_calibrate_lowers_the_ece_of_an_over_confident_model(
+    trained_binary, brain_binary, tmp_path
+):
+    folder = tmp_path / "overconfident"
+    shutil.copytree(trained_binary, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    with torch.no_grad():
+        model.classifier.weight.mul_(8)  # logits 8x too large: probabilities near 0 and 1
+        model.classifier.bias.mul_(8)
+    model.save_pretrained(folder)
+    scan = Image.new("L", (40, 40), 120)
+    inputs = pipeline("image-classification", model=str(folder)).image_processor(
+        images=scan.convert("RGB"), return_tensors="pt"
+    )
+    with torch.no_grad():
+        logits = model.eval()(**inputs).logits[0]
+
+    assert main(["calibrate", "--model", str(folder), "--dataset", str(brain_binary),
+                 "--bootstrap-resamples", "0"]) == 0  # fmt: skip
+    report = json.loads((folder / "metrics.json").read_text())
+    temperature = report["temperature"]["values"][0]
+    assert temperature > 2  # it undid much of the 8x
+    assert report["calibration"]["ece"] < report["temperature"]["ece_before"]
+    assert report["thresholds"]["tuned_on"] == "validation"  # re-tuned on calibrated scores
+    served = {s["label"]: s["score"] for s in pipeline("image-classification",
+                                                          model=str(folder))(scan)}  # fmt: skip
+    expected = torch.softmax(logits / temperature, -1)
+    assert [served["normal"], served["tumor"]] == pytest.approx(expected.tolist(), abs=1e-4)
+    card = (folder / "README.md").read_text()
+    assert "The probabilities are calibrated" in card and "reliability_diagram_uncalibrated" in card
+
+
+def test_a_recipe_calibrates_after_training(brain_binary, tmp_path):
+    output = tmp_path / "model"
+    run_recipe("tiny_timm.yaml", brain_binary, output, "--calibration", "temperature")
+    report = json.loads((output / "metrics.json").read_text())
+    assert report["temperature"]["fitted_on"] == "validation"
+    assert len(report["temperature"]["values"]) == 1
+    assert (output / "reliability_diagram_uncalibrated.png").is_file()
+    assert "The probabilities are calibrated" in (output / "README.md").read_text()

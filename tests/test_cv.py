@@ -1,0 +1,124 @@
+"""`medft cv`: one model per fold, the fold table, pooled out-of-fold metrics, the ensemble."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from medft import cv
+from medft.cli import main
+from medft.data.loading import load_training_data
+from medft.evaluation import split_scores
+from medft.inference import load_members
+from tests.helpers import FIXTURES
+
+FOLDS = 3
+
+
+@pytest.fixture(scope="module")
+def cross_validated(brain_binary, tmp_path_factory):
+    output = tmp_path_factory.mktemp("cv") / "run"
+    overrides = ["--dataset_name", str(brain_binary), "--output_dir", str(output)]
+    return cv.cross_validate(FIXTURES / "tiny_timm.yaml", overrides, FOLDS)
+
+
+def test_every_fold_is_a_model_folder_and_the_summary_adds_up(cross_validated, brain_binary):
+    result = cross_validated
+    dataset, _ = load_training_data(str(brain_binary))
+    pooled = len(dataset["train"]) + len(dataset["validation"])
+    assert [fold.folder.name for fold in result.folds] == ["fold-0", "fold-1", "fold-2"]
+    for fold in result.folds:
+        assert (fold.folder / "model.safetensors").is_file()
+        assert fold.sizes["train"] + fold.sizes["validation"] == pooled
+        assert fold.sizes["test"] == len(dataset["test"])  # the test split, untouched
+    assert sum(len(fold.held_out.labels) for fold in result.folds) == pooled
+    assert result.out_of_fold.images == pooled and result.out_of_fold.split == "out-of-fold"
+    aurocs = [fold.metrics["auroc"] for fold in result.folds]
+    assert result.summary()["auroc"]["mean"] == pytest.approx(np.mean(aurocs))
+    assert result.summary()["auroc"]["sd"] == pytest.approx(np.std(aurocs, ddof=1))
+    with (result.output / "folds.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(row["auroc"]) for row in rows] == pytest.approx(aurocs)
+    summary = json.loads((result.output / "cv_summary.json").read_text())
+    assert summary["folds"] == FOLDS and summary["ensemble_test"]["auroc"] == pytest.approx(
+        result.ensemble.metrics["auroc"]
+    )
+    for name in (
+        "fold_metrics.png",
+        "ensemble/metrics.json",
+        "ensemble/thresholds.json",
+        "out-of-fold/metrics.json",
+    ):
+        assert (result.output / name).is_file(), name
+    text = cv.format_cv(result)
+    assert "mean +- sd" in text and "Fold ensemble on the test split" in text
+
+
+def test_the_ensemble_is_the_mean_of_its_members(cross_validated, brain_binary):
+    dataset, task = load_training_data(str(brain_binary))
+    folders = [fold.folder for fold in cross_validated.folds]
+    members = [split_scores(load_members([f]), dataset["test"], task, 16, 0)[0] for f in folders]
+    ensemble = cv.ensemble_scores(folders, dataset["test"], task, 16)
+    assert ensemble.probs == pytest.approx(np.mean([m.probs for m in members], axis=0))
+    assert cross_validated.ensemble.members == [str(f) for f in folders]
+
+
+def test_a_rerun_skips_the_finished_folds(cross_validated, brain_binary, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished fold was trained again")
+
+    monkeypatch.setattr(cv, "train", no_training)
+    overrides = ["--dataset_name", str(brain_binary), "--output_dir", str(cross_validated.output)]
+    again = cv.cross_validate(FIXTURES / "tiny_timm.yaml", overrides, FOLDS)
+    assert [f.metrics for f in again.folds] == [f.metrics for f in cross_validated.folds]
+    assert again.ensemble.metrics == pytest.approx(cross_validated.ensemble.metrics)
+
+
+def test_predict_averages_the_fold_models(cross_validated, brain_raw, tmp_path, capsys):
+    folders = [str(fold.folder) for fold in cross_validated.folds]
+    scans = sorted((brain_raw / "_NORMAL T1").glob("*.jp*g"))[:3]
+    thresholds = cross_validated.output / "ensemble" / "thresholds.json"
+    pattern = str(cross_validated.output / "fold-*")  # as a user quotes it: --model 'cv/fold-*'
+    code = main(
+        [
+            "predict",
+            "--model",
+            pattern,
+            "--thresholds",
+            str(thresholds),
+            *map(str, scans),
+            "--output",
+            str(tmp_path / "p.csv"),
+            "--num-workers",
+            "0",
+        ]
+    )
+    assert code == 0 and "an ensemble of 3" in capsys.readouterr().out
+    single = [
+        main(
+            [
+                "predict",
+                "--model",
+                folder,
+                *map(str, scans),
+                "--output",
+                str(tmp_path / f"{k}.csv"),
+                "--num-workers",
+                "0",
+            ]
+        )
+        for k, folder in enumerate(folders)
+    ]
+    assert single == [0, 0, 0]
+
+    def tumour_scores(path):
+        with path.open() as handle:
+            rows = list(csv.DictReader(handle))
+        return [
+            float(r["score_1"]) if r["label_1"] == "tumor" else 1 - float(r["score_1"])
+            for r in rows
+        ]
+
+    members = np.mean([tumour_scores(tmp_path / f"{k}.csv") for k in range(3)], axis=0)
+    assert tumour_scores(tmp_path / "p.csv") == pytest.approx(members, abs=1e-5)

@@ -1,0 +1,60 @@
+"""Cross-validation folds: stratified, grouped by patient (or identical bytes), test untouched."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from datasets import concatenate_datasets, load_from_disk
+
+from medft.data.folds import assign_folds, fold_splits, groups_of, strata
+from medft.data.loading import load_training_data
+from medft.errors import MedftError
+from medft.tasks import TaskInfo
+
+
+def test_folds_are_stratified_and_keep_identical_images_together(brain_multiclass):
+    dataset, task = load_training_data(str(brain_multiclass))
+    pool = concatenate_datasets([dataset["train"], dataset["validation"]])
+    fold_of = assign_folds(task, pool, folds=3, seed=0)
+    assert sorted(set(fold_of)) == [0, 1, 2]
+    labels = np.asarray(pool["label"])
+    for label in np.unique(labels):  # each class spread over the folds as evenly as it can be
+        counts = Counter(fold_of[labels == label])
+        assert max(counts.values()) - min(counts.get(k, 0) for k in range(3)) <= 2
+    groups = groups_of(pool, "image")
+    for group in set(groups):  # byte-identical copies (the generator makes some) share a fold
+        assert len(set(fold_of[groups == group])) == 1
+    assert len(set(groups)) < len(pool)  # there were copies to keep together
+    assert np.array_equal(fold_of, assign_folds(task, pool, folds=3, seed=0))  # deterministic
+    assert not np.array_equal(fold_of, assign_folds(task, pool, folds=3, seed=1))
+
+
+def test_no_patient_is_in_two_folds_and_the_test_split_is_never_folded(nih_prepared):
+    dataset, task = load_training_data(str(nih_prepared))
+    test_ids = set(dataset["test"]["image_id"])
+    held_out_ids = []
+    for fold in range(3):
+        train, held_out = fold_splits(task, dataset["train"], dataset["validation"], 3, fold, 0)
+        assert not set(train["patient_id"]) & set(held_out["patient_id"])
+        assert not (set(train["image_id"]) | set(held_out["image_id"])) & test_ids
+        assert len(train) + len(held_out) == len(dataset["train"]) + len(dataset["validation"])
+        held_out_ids += list(held_out["image_id"])
+    pooled = list(dataset["train"]["image_id"]) + list(dataset["validation"]["image_id"])
+    assert sorted(held_out_ids) == sorted(pooled)  # every image held out once
+
+
+def test_multilabel_strata_pool_rare_finding_combinations():
+    task = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")
+    labels = [[0]] * 5 + [[1]] * 5 + [[0, 1]] * 2 + [[]] * 5
+    keys = strata(task, labels, folds=3)
+    assert Counter(keys) == {"0": 5, "1": 5, "": 5, "rare combinations": 2}
+
+
+def test_more_folds_than_patients_is_a_clear_error(nih_prepared):
+    dataset = load_from_disk(str(nih_prepared))
+    _, task = load_training_data(str(nih_prepared))
+    tiny = dataset["train"].filter(
+        lambda row: row["patient_id"] == dataset["train"][0]["patient_id"]
+    )
+    with pytest.raises(MedftError, match="need at least 3 patients"):
+        assign_folds(task, tiny, folds=3, seed=0)
