@@ -37,14 +37,8 @@ from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError, first_line
 from medft.evaluation import split_scores
-from medft.inference import (
-    Classifier,
-    LogitsOnly,
-    OnnxClassifier,
-    load_classifier,
-    onnx_session,
-    stored_thresholds,
-)
+from medft.inference import Classifier, LogitsOnly, load_classifier, stored_thresholds
+from medft.onnx_model import OnnxClassifier, onnx_session
 from medft.prepare.brain_tumor import CLASSES
 from medft.prepare.synthetic import brain_scan, chest_radiograph
 from medft.preprocessing import (

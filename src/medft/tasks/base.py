@@ -40,6 +40,7 @@ from medft.tasks.scores import (
 )
 
 PROBLEM_TYPES = {True: "multi_label_classification", False: "single_label_classification"}
+LABEL_COLUMNS = {True: "labels", False: "label"}  # multi-label or not: the prepared column
 TOP_K = (3, 5)
 TASK_TYPES: dict[str, type[TaskInfo]] = {}  # task name -> its kind; each kind adds itself
 
