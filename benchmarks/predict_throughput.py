@@ -1,6 +1,6 @@
 """Images/s of `medft predict` against a plain loop of `pipeline()` calls on the same images.
 
-    python benchmarks/predict_throughput.py --images 512 --repeats 3
+    python benchmarks/predict_throughput.py --images 512 --repeats 5
 
 Both score the same image files with the same saved model (by default a randomly
 initialised timm ResNet-18 at 224x224, saved as `medft train` saves it) on the
@@ -8,9 +8,10 @@ same device: medft with its batched, multi-worker loader (`medft.prediction`,
 what `medft predict` runs), the baseline with one `pipeline("image-classification")`
 call per image, as the transformers docs show. The pipeline is built before its
 clock starts; medft's time includes loading the model and writing the CSV. medft
-runs in fp32 (the scores pipeline() gives) and, as a second row, in bf16. They
-alternate, `--repeats` times each, and the table reports the median.
-Bar: medft (fp32) >= 2x.
+runs in fp32 (the scores pipeline() gives), in bf16, and through onnxruntime on the
+model `medft export` wrote (fp32, and int8 from `--quantize dynamic`; exported before
+any clock starts). They alternate, `--repeats` times each, and the table reports the
+median and the range. Bar: medft (fp32) >= 2x.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from transformers import pipeline
 
 from medft.config import ModelArguments
+from medft.export import export_onnx
 from medft.modeling import build_model
 from medft.prediction import predict
 from medft.prepare.brain_tumor import CLASSES
@@ -55,7 +57,7 @@ def save_model(folder: Path, architecture: str, image_size: int) -> Path:
 
 
 def medft_run(
-    model: Path, images: list[Path], output: Path, batch: int, workers: int, precision: str
+    model: Path, images: list[Path], output: Path, batch: int, workers: int, precision: str = "fp32"
 ) -> float:
     start = time.perf_counter()
     predict(
@@ -85,7 +87,7 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=224, help="the model's input side")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2, help="medft's decoding processes")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="medft-predict-bench-"))
@@ -93,17 +95,27 @@ def main() -> None:
     model = save_model(work / "model", args.model, args.input_size)
     device = 0 if torch.cuda.is_available() else -1
     classifier = pipeline("image-classification", model=str(model), device=device)
-    medft_run(model, images[: args.batch_size], work / "warmup.csv", args.batch_size, 0, "fp32")
+    export_onnx(model, work / "fp32" / "model.onnx")
+    export_onnx(model, work / "int8" / "model.onnx", quantize_mode="dynamic")
+    runs = {  # row: (model, precision)
+        "medft predict": (model, "fp32"),
+        "medft predict --precision bf16": (model, "bf16"),
+        "medft predict, ONNX fp32 (onnxruntime)": (work / "fp32" / "model.onnx", "fp32"),
+        "medft predict, ONNX int8 (onnxruntime)": (work / "int8" / "model.onnx", "fp32"),
+    }
+    for saved, precision in runs.values():
+        medft_run(
+            saved, images[: args.batch_size], work / "warmup.csv", args.batch_size, 0, precision
+        )
     pipeline_run(classifier, images[:8])
 
-    precisions = {"medft predict": "fp32", "medft predict --precision bf16": "bf16"}
-    rates: dict[str, list[float]] = {"pipeline() per image": []} | {name: [] for name in precisions}
+    rates: dict[str, list[float]] = {"pipeline() per image": []} | {name: [] for name in runs}
     for repeat in range(args.repeats):
         rates["pipeline() per image"].append(pipeline_run(classifier, images))
-        for name, precision in precisions.items():
-            output = work / f"predictions-{repeat}-{precision}.csv"
-            rates[name].append(
-                medft_run(model, images, output, args.batch_size, args.workers, precision)
+        for row, (saved, precision) in runs.items():
+            output = work / f"predictions-{repeat}.csv"
+            rates[row].append(
+                medft_run(saved, images, output, args.batch_size, args.workers, precision)
             )
         print({name: [round(r, 1) for r in values] for name, values in rates.items()}, flush=True)
 
@@ -113,14 +125,15 @@ def main() -> None:
         f"{args.model} (random init), {args.input_size}x{args.input_size} inputs, {args.images} "
         f"JPEG files of {args.image_px}x{args.image_px} px, batch {args.batch_size}, "
         f"{args.workers} loader workers, {where}, torch threads {torch.get_num_threads()}, "
-        f"{os.cpu_count()} cores; median of {args.repeats}"
+        f"{os.cpu_count()} cores; median of {args.repeats} (range)"
     )
     print(f"\n{setup}\n")
     print("| run | images/s | vs pipeline() |")
     print("|---|---|---|")
     for name, values in rates.items():
         rate = statistics.median(values)
-        print(f"| {name} | {rate:.1f} | {rate / baseline:.2f}x |")
+        spread = f"{min(values):.1f}-{max(values):.1f}"
+        print(f"| {name} | {rate:.1f} ({spread}) | {rate / baseline:.2f}x |")
 
 
 if __name__ == "__main__":

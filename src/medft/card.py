@@ -30,6 +30,12 @@ from medft.reporting import (
 )
 from medft.tasks import TaskInfo
 
+NOT_FOR_CLINICAL_USE = (
+    "> **Not for clinical use.** This model is a research artefact. It is not a medical "
+    "device, has not been validated prospectively, and must not be used to diagnose, "
+    "triage or treat patients."
+)
+INTENDED_USE = "## Intended use and limitations"  # the section `medft serve` shows
 HYPERPARAMETERS = (
     "learning_rate", "num_train_epochs", "per_device_train_batch_size",
     "gradient_accumulation_steps", "optim", "lr_scheduler_type", "warmup_steps", "weight_decay",
@@ -250,9 +256,7 @@ def model_card(facts: CardFacts) -> ModelCard:
         "medical image classification",
         f"An image classifier {start} with [medft](https://github.com/medft/medft) on "
         f"`{facts.dataset_name}`: {kind}.",
-        "> **Not for clinical use.** This model is a research artefact. It is not a medical "
-        "device, has not been validated prospectively, and must not be used to diagnose, "
-        "triage or treat patients.",
+        NOT_FOR_CLINICAL_USE,
         "## Labels",
         labels,
         "## Data",
@@ -272,7 +276,7 @@ def model_card(facts: CardFacts) -> ModelCard:
         *([f"The saved weights are {facts.saved_weights}."] if facts.saved_weights else []),
         "## How to use",
         usage,
-        "## Intended use and limitations",
+        INTENDED_USE,
         f"Intended for research on {facts.task.task} classification of images like those in "
         f"`{facts.dataset_name}`. Scores are not calibrated probabilities unless checked with "
         "`medft evaluate`. Performance on other scanners, sites, populations or image "

@@ -221,6 +221,47 @@ def run_explain(args: argparse.Namespace, options: Any) -> None:
     print(format_explain_summary(summary, options.output))
 
 
+def run_serve(args: argparse.Namespace, options: Any) -> None:
+    try:
+        from medft.serve import serve, write_space
+    except ModuleNotFoundError as error:
+        if error.name != "gradio":
+            raise
+        raise MedftError("medft serve needs Gradio: pip install 'medft[serve]'.") from None
+
+    if options.write_space:
+        written = write_space(options.model, options.write_space, options.max_upload_mb)
+        print(f"Wrote {', '.join(path.name for path in written)} to {options.write_space}")
+        print(
+            "Push them to a Gradio Space, e.g. huggingface-cli upload --repo-type space "
+            f"USER/SPACE {options.write_space}"
+        )
+        return
+    serve(
+        options.model, port=options.port, share=options.share, max_upload_mb=options.max_upload_mb
+    )
+
+
+def run_export(args: argparse.Namespace, options: Any) -> None:
+    try:
+        from medft.export import export_onnx, format_export_summary
+    except ModuleNotFoundError as error:
+        if error.name not in ("onnx", "onnxruntime"):
+            raise
+        raise MedftError(f"medft export needs {error.name}: pip install 'medft[export]'.") from None
+
+    summary = export_onnx(
+        options.model,
+        options.output,
+        quantize_mode=options.quantize,
+        dataset=options.dataset,
+        split=options.split,
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+    )
+    print(format_export_summary(summary))
+
+
 # entry point ---------------------------------------------------------------------------------
 
 
@@ -259,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_command(subparsers, "calibrate", commands.CalibrateArguments, run_calibrate)
     add_command(subparsers, "predict", commands.PredictArguments, run_predict)
     add_command(subparsers, "explain", commands.ExplainArguments, run_explain)
+    add_command(subparsers, "serve", commands.ServeArguments, run_serve)
+    add_command(subparsers, "export", commands.ExportArguments, run_export)
     add_command(subparsers, "demo", commands.DemoArguments, run_demo,
                 takes_recipe_overrides=True)  # fmt: skip
     return parser

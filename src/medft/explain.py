@@ -29,20 +29,16 @@ from tqdm.auto import tqdm
 from medft.config.commands import DEFAULT_TOP_K
 from medft.data.transforms import input_spec, to_picture
 from medft.errors import MedftError
-from medft.inference import Classifier, ImageReader, collect_inputs, load_classifier, short_reason
+from medft.inference import (
+    Classifier,
+    ImageReader,
+    LogitsOnly,
+    collect_inputs,
+    load_classifier,
+    short_reason,
+)
 from medft.modeling.layout import block_layout, module_prefix
 from medft.plots import plot_explanation
-
-
-class LogitsOnly(nn.Module):
-    """A transformers model as pytorch-grad-cam calls it: pixels in, logits out."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
 
 
 @dataclass
@@ -159,24 +155,65 @@ class ExplainSummary:
     errors: dict[str, str] = field(default_factory=dict)  # image -> reason
 
 
-def explain_image(
-    classifier: Classifier,
-    cam: GradCAM,
-    pixels: torch.Tensor,
-    target: str | None,
-    top_k: int,
-) -> tuple[np.ndarray, list[tuple[str, float]], str]:
-    """The heat map over the model's view of one image, its top scores, and the label explained."""
-    labels = classifier.task.label_names
-    targets = [ClassifierOutputTarget(labels.index(target))] if target else None  # None: top logit
-    heat = cam(input_tensor=pixels, targets=targets)[0]
-    logits = cam.outputs.detach().float().cpu().numpy()  # the forward pass Grad-CAM just ran
-    scores = classifier.task.probabilities(logits)[0]
-    explained = target or labels[int(np.argmax(logits[0]))]
-    seen = to_picture(pixels[0], input_spec(classifier.processor))
-    overlay = show_cam_on_image(seen, heat, use_rgb=True)
-    top = np.argsort(-scores, kind="stable")[:top_k]
-    return overlay, [(labels[i], float(scores[i])) for i in top], explained
+@dataclass
+class Explanation:
+    """One image explained: the heat map over what the model saw, its top scores, and the
+    label explained."""
+
+    overlay: np.ndarray  # (H, W, 3) uint8
+    scores: list[tuple[str, float]]
+    explained: str
+
+
+class Explainer:
+    """Grad-CAM of one classifier's predictions (`medft explain` and `medft serve`): the layer
+    is found on the first image; `close()` (or leaving a ``with`` block) takes
+    pytorch-grad-cam's hooks off the model."""
+
+    def __init__(
+        self, classifier: Classifier, target: str | None = None, top_k: int = DEFAULT_TOP_K
+    ) -> None:
+        labels = classifier.task.label_names
+        if target is not None and target not in labels:
+            raise MedftError(
+                f"--target '{target}' is not a label of this model ({', '.join(labels)})."
+            )
+        self.classifier, self.target, self.top_k = classifier, target, top_k
+        self.cam: GradCAM | None = None
+        self.method = ""
+
+    def __call__(self, pixels: torch.Tensor) -> Explanation:
+        """Explain one image's (1, C, H, W) pixels, as the model's processor made them."""
+        classifier = self.classifier
+        if self.cam is None:
+            layer = cam_layer(classifier.model, pixels.to(classifier.device))
+            self.method = layer.description
+            self.cam = GradCAM(LogitsOnly(classifier.model), [layer.module], layer.reshape)
+        labels = classifier.task.label_names
+        target = self.target
+        targets = [ClassifierOutputTarget(labels.index(target))] if target else None  # None: top
+        heat = self.cam(input_tensor=pixels, targets=targets)[0]
+        logits = self.cam.outputs.detach().float().cpu().numpy()  # the pass Grad-CAM just ran
+        scores = classifier.task.probabilities(logits)[0]
+        seen = to_picture(pixels[0], input_spec(classifier.processor))
+        overlay = show_cam_on_image(seen, heat, use_rgb=True)
+        top = np.argsort(-scores, kind="stable")[: self.top_k]
+        return Explanation(
+            overlay,
+            [(labels[i], float(scores[i])) for i in top],
+            target or labels[int(np.argmax(logits[0]))],
+        )
+
+    def close(self) -> None:
+        if self.cam is not None:
+            self.cam.activations_and_grads.release()
+            self.cam = None
+
+    def __enter__(self) -> Explainer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def explain(
@@ -192,15 +229,12 @@ def explain(
     """One PNG per image in ``output``: the image, the saliency map for ``target`` (default:
     the top prediction) over what the model saw, and the top-k labels and scores."""
     classifier = load_classifier(model)
-    labels = classifier.task.label_names
-    if target is not None and target not in labels:
-        raise MedftError(f"--target '{target}' is not a label of this model ({', '.join(labels)}).")
-    found = collect_inputs(images, split)
-    reader = ImageReader(classifier.processor, found.files, found.splits)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    summary, taken, layer, cam = ExplainSummary(), Counter(), None, None
-    try:
+    with Explainer(classifier, target, top_k) as explainer:
+        found = collect_inputs(images, split)
+        reader = ImageReader(classifier.processor, found.files, found.splits)
+        output = Path(output)
+        output.mkdir(parents=True, exist_ok=True)
+        summary, taken = ExplainSummary(), Counter()
         for index, name in enumerate(tqdm(found.names, desc="explaining", disable=not progress)):
             try:
                 image = reader.open(index)
@@ -208,17 +242,13 @@ def explain(
             except Exception as error:  # an unreadable file is reported, and the run goes on
                 summary.errors[name] = short_reason(error)
                 continue
-            if cam is None:
-                layer = cam_layer(classifier.model, pixels.to(classifier.device))
-                summary.method = layer.description
-                cam = GradCAM(LogitsOnly(classifier.model), [layer.module], layer.reshape)
-            overlay, scores, explained = explain_image(classifier, cam, pixels, target, top_k)
+            shown = explainer(pixels)
+            summary.method = explainer.method
             path = output / f"{file_stem(name, taken)}.png"
             title = f"{name}\n{summary.method}"
-            summary.written.append(plot_explanation(image, overlay, scores, explained, title, path))
-    finally:
-        if cam is not None:
-            cam.activations_and_grads.release()
+            summary.written.append(
+                plot_explanation(image, shown.overlay, shown.scores, shown.explained, title, path)
+            )
     return summary
 
 

@@ -1,6 +1,8 @@
 """One inference engine: load a saved model, read images as `pipeline()` does, score batches.
 
-`medft evaluate`, `medft predict` and `medft explain` all go through here. Worker
+`medft evaluate`, `medft predict`, `medft explain`, `medft serve` and `medft export` all go
+through here. A saved model runs in PyTorch; a `medft export`ed model.onnx runs in
+onnxruntime, with the preprocessing its preprocessor.json describes. Worker
 processes (a torch `DataLoader`) decode each image as `pipeline()` does
 (transformers' `load_image`: EXIF orientation applied, RGB) and preprocess it with
 the model's own image processor; the model scores whole batches, on the GPU when
@@ -22,6 +24,7 @@ import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
@@ -35,12 +38,25 @@ from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from medft.data.loading import check_split, read_dataset
 from medft.data.transforms import use_one_thread_in_workers
 from medft.errors import MedftError, first_line
+from medft.onnx_model import OnnxClassifier, load_onnx_classifier
 from medft.prepare.files import scan_images
-from medft.tasks import TaskInfo
+from medft.tasks import LABEL_COLUMNS, TaskInfo
 from medft.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds
 from medft.tta import ORIGINAL, View
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class LogitsOnly(nn.Module):
+    """A transformers model as plain torch code calls it (pytorch-grad-cam, torch.onnx):
+    pixels in, logits out."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
 
 
 @dataclass
@@ -53,6 +69,25 @@ class Classifier:
     device: torch.device
     folder: Path
     autocast: torch.dtype | None = None  # bf16 / fp16 inference; None keeps fp32
+
+    @property
+    def runs_on(self) -> str:
+        return str(self.device)
+
+    def logits(self, pixels: torch.Tensor, view: View = ORIGINAL) -> np.ndarray:
+        """The logits of a batch of processed images seen through a test-time ``view`` (applied
+        on the device), as float32 on the CPU."""
+        pixels = pixels.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, self.autocast, enabled=self.autocast is not None),
+        ):
+            return self.model(pixel_values=view.apply(pixels)).logits.float().cpu().numpy()
+
+    def saved_thresholds(self) -> Thresholds | None:
+        """The thresholds.json that `medft evaluate` left beside the model, if any."""
+        path = self.folder / THRESHOLDS_NAME
+        return load_thresholds(path, self.task) if path.is_file() else None
 
 
 def saved_task(folder: str | Path) -> TaskInfo:
@@ -73,13 +108,15 @@ def saved_task(folder: str | Path) -> TaskInfo:
         raise MedftError(f"cannot read the model config in {folder}: {first_line(error)}") from None
     multi_label = config.problem_type == "multi_label_classification"
     labels = [config.id2label[index] for index in range(config.num_labels)]
-    return TaskInfo(labels, multi_label, label_column="labels" if multi_label else "label")
+    return TaskInfo(labels, multi_label, label_column=LABEL_COLUMNS[multi_label])
 
 
 def load_classifier(
     folder: str | Path, device: str | None = None, precision: str = "fp32"
-) -> Classifier:
-    """The model and image processor in ``folder`` (the output_dir of `medft train`).
+) -> Classifier | OnnxClassifier:
+    """The model and image processor in ``folder`` (the output_dir of `medft train`), or a
+    ``model.onnx`` from `medft export` (run by onnxruntime, preprocessed by its
+    preprocessor.json).
 
     Weights are laid out channels-last, which oneDNN and cuDNN run convolutions
     fastest in (1.26x for a ResNet-18 at 224 px on a 2-core Xeon) with the same fp32
@@ -89,6 +126,13 @@ def load_classifier(
     """
     if precision not in PRECISIONS:
         raise MedftError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'.")
+    if Path(folder).suffix == ".onnx":
+        if precision != "fp32":
+            raise MedftError(
+                f"--precision {precision} is for PyTorch models; an ONNX model runs "
+                "at the precision it was exported (or quantized) in."
+            )
+        return load_onnx_classifier(Path(folder))
     task = saved_task(folder)
     try:
         model = AutoModelForImageClassification.from_pretrained(folder)
@@ -102,16 +146,16 @@ def load_classifier(
     return Classifier(model, processor, task, chosen, Path(folder), PRECISIONS[precision])
 
 
-def stored_thresholds(classifier: Classifier, path: Path | None) -> Thresholds | None:
-    """The thresholds `medft evaluate` stored (``path``, else thresholds.json beside the model);
+def stored_thresholds(
+    classifier: Classifier | OnnxClassifier, path: Path | None
+) -> Thresholds | None:
+    """The thresholds `medft evaluate` stored (``path``, else those saved with the model);
     None when there are none (multi-class models never need one)."""
     if not classifier.task.thresholded_labels:
         return None
     if path is None:
-        path = classifier.folder / THRESHOLDS_NAME
-        if not path.is_file():
-            return None
-    elif not path.is_file():
+        return classifier.saved_thresholds()
+    if not path.is_file():
         raise MedftError(f"--thresholds {path} does not exist; check the path.")
     return load_thresholds(path, classifier.task)
 
@@ -182,7 +226,7 @@ def collate_images(items: list[tuple[int, torch.Tensor | None, str | None]]):
 
 
 def score_images(
-    classifier: Classifier,
+    classifier: Classifier | OnnxClassifier,
     reader: ImageReader,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -204,19 +248,10 @@ def score_images(
     )
     probs = np.full((len(reader), len(classifier.task.label_names)), np.nan)
     errors: dict[int, str] = {}
-    device = classifier.device
-    with (
-        torch.inference_mode(),
-        torch.autocast(device.type, classifier.autocast, enabled=classifier.autocast is not None),
-        tqdm(total=len(reader), desc="scoring", unit="img", disable=not progress) as bar,
-    ):
+    with tqdm(total=len(reader), desc="scoring", unit="img", disable=not progress) as bar:
         for indices, pixels, failed in loader:
             if pixels is not None:
-                pixels = pixels.to(device, non_blocking=True, memory_format=torch.channels_last)
-                outputs = [
-                    classifier.model(pixel_values=view.apply(pixels)).logits.float().cpu().numpy()
-                    for view in views
-                ]
+                outputs = [classifier.logits(pixels, view) for view in views]
                 probs[indices] = np.mean([scores(output) for output in outputs], axis=0)
             errors.update(failed)
             bar.update(len(indices) + len(failed))
@@ -225,7 +260,7 @@ def score_images(
 
 def load_members(
     folders: Sequence[str | Path], device: str | None = None, precision: str = "fp32"
-) -> list[Classifier]:
+) -> list[Classifier | OnnxClassifier]:
     """The saved models of an ensemble (one is an ensemble of one); they must predict the same
     labels the same way."""
     members = [load_classifier(folder, device, precision) for folder in folders]
@@ -243,7 +278,7 @@ def load_members(
 
 
 def score_members(
-    members: Sequence[Classifier],
+    members: Sequence[Classifier | OnnxClassifier],
     files: Sequence[Path] = (),
     splits: Sequence[Dataset] = (),
     *,
@@ -267,7 +302,7 @@ def score_members(
 
 
 def score_split(
-    members: Sequence[Classifier],
+    members: Sequence[Classifier | OnnxClassifier],
     dataset: Dataset,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,

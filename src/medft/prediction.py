@@ -114,7 +114,7 @@ def predict(
     return PredictionSummary(
         output=output,
         task=task,
-        device=str(members[0].device),
+        device=members[0].runs_on,
         members=len(members),
         views=[view.name for view in views],
         images=len(rows),

@@ -105,10 +105,22 @@ def load_thresholds(path: Path, task: TaskInfo) -> Thresholds:
     """Thresholds saved by `save_thresholds` for a model with ``task``'s labels."""
     try:
         content = json.loads(path.read_text())
-        values = {str(k): float(v) for k, v in content["values"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+    except (OSError, ValueError) as error:
         raise MedftError(
             f"{path} is not a thresholds file written by medft evaluate ({error}); "
+            "run `medft evaluate` again or remove it."
+        ) from None
+    return thresholds_from_json(content, path, task)
+
+
+def thresholds_from_json(content: Any, path: Path, task: TaskInfo) -> Thresholds:
+    """`Thresholds.to_json`'s content, read back from ``path`` (thresholds.json, or the
+    preprocessor.json of an ONNX export) for a model with ``task``'s labels."""
+    try:
+        values = {str(k): float(v) for k, v in content["values"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise MedftError(
+            f"{path} does not hold thresholds as medft evaluate writes them ({error}); "
             "run `medft evaluate` again or remove it."
         ) from None
     expected = task.thresholded_labels
@@ -117,7 +129,9 @@ def load_thresholds(path: Path, task: TaskInfo) -> Thresholds:
             f"{path} holds thresholds for {', '.join(values)}, but the model predicts "
             f"{', '.join(expected)}; run `medft evaluate` on this model to write new ones."
         )
-    return Thresholds(values, content.get("method", "?"), content.get("tuned_on"))
+    return Thresholds(
+        values, content.get("method", "?"), content.get("tuned_on"), content.get("defaulted", [])
+    )
 
 
 def cutoffs(task: TaskInfo, thresholds: Thresholds | None) -> np.ndarray | None:

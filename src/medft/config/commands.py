@@ -21,6 +21,8 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_EVAL_BATCH_SIZE = 64
 DEFAULT_WORKERS = 2
 DEFAULT_TOP_K = 5
+DEFAULT_PORT = 7860  # Gradio's, and what Hugging Face Spaces expect
+DEFAULT_MAX_UPLOAD_MB = 50.0
 
 
 def positional(help: str, **settings) -> dict:
@@ -160,6 +162,10 @@ class SavedModels:
 class PredictArguments(ScoringOptions, SavedModels):
     """medft predict: score images with a saved model into a CSV (batched, GPU when present)."""
 
+    model: list[Path] = field(
+        metadata={"help": MODELS_HELP + "; or a model.onnx from medft export (run by "
+                  "onnxruntime)", "repeatable": True, "metavar": "MODEL"}
+    )  # fmt: skip
     inputs: list[str] = field(
         metadata=positional(
             "image files, folders (searched recursively), or prepared datasets (a folder with "
@@ -208,6 +214,68 @@ class ExplainArguments(SavedModel):
     )
     top_k: int = field(default=DEFAULT_TOP_K, metadata={"help": "scores shown per image"})
     split: str = field(default="test", metadata={"help": "split of dataset inputs"})
+
+
+# serving and shipping -------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class ServeArguments:
+    """medft serve: a web page (Gradio) that classifies uploaded images with a saved model."""
+
+    model: str = field(
+        metadata={"help": "a medft train output_dir, or a Hub model id (downloaded; with "
+                  "--write-space, the Hub model the Space serves)"}
+    )  # fmt: skip
+    port: int = field(default=DEFAULT_PORT, metadata={"help": "local port to serve on"})
+    share: bool = field(
+        default=False,
+        metadata={"help": "also serve through a temporary public gradio.live link (needs "
+                  "internet; anyone with the link can upload images)"},
+    )  # fmt: skip
+    max_upload_mb: float = field(
+        default=DEFAULT_MAX_UPLOAD_MB, metadata={"help": "largest file accepted, in MB"}
+    )
+    write_space: Path | None = field(
+        default=None,
+        metadata={"help": "write app.py, requirements.txt and README.md of a Hugging Face "
+                  "Space serving the Hub model --model into this folder, instead of serving",
+                  "metavar": "DIR"},
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise MedftError(f"--port must be between 1 and 65535, got {self.port}.")
+        if self.max_upload_mb <= 0:
+            raise MedftError(f"--max-upload-mb must be positive, got {self.max_upload_mb}.")
+
+
+@dataclass(kw_only=True)
+class ExportArguments(ScoringOptions, SavedModel):
+    """medft export: a saved model as ONNX, with its preprocessing (preprocessor.json) beside
+    it, checked against PyTorch."""
+
+    format: Literal["onnx"] = field(default="onnx", metadata={"help": "the format to write"})
+    output: Path = field(
+        default=Path("model.onnx"),
+        metadata={"help": "the .onnx file; preprocessor.json is written beside it"},
+    )
+    quantize: Literal["dynamic"] | None = field(
+        default=None,
+        metadata={"help": "dynamic: write onnxruntime's int8 dynamic quantization instead of "
+                  "fp32 (smaller, often faster on CPUs; --dataset shows what it costs)"},
+    )  # fmt: skip
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "a prepared dataset: check parity on its images, and compare the "
+                  "split's headline metrics for PyTorch and the export"},
+    )  # fmt: skip
+    split: str = field(default="test", metadata={"help": "split of --dataset"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.output.suffix != ".onnx":
+            raise MedftError(f"--output {self.output} must end in .onnx.")
 
 
 # recipes --------------------------------------------------------------------------------------

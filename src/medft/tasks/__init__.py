@@ -8,7 +8,7 @@ predict`'s CSV. The rest of medft asks the task object. `TaskInfo(label_names,
 multi_label)` returns the right kind.
 """
 
-from medft.tasks.base import TASK_TYPES, TaskInfo
+from medft.tasks.base import LABEL_COLUMNS, TASK_TYPES, TaskInfo
 from medft.tasks.multilabel import MultilabelTask
 from medft.tasks.scores import (
     DEFAULT_THRESHOLD,
@@ -21,6 +21,7 @@ from medft.tasks.single_label import BinaryTask, MulticlassTask
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "LABEL_COLUMNS",
     "TASK_TYPES",
     "BinaryTask",
     "CalibrationScores",

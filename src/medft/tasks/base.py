@@ -40,6 +40,7 @@ from medft.tasks.scores import (
 )
 
 PROBLEM_TYPES = {True: "multi_label_classification", False: "single_label_classification"}
+LABEL_COLUMNS = {True: "labels", False: "label"}  # multi-label or not: the prepared column
 TOP_K = (3, 5)
 TASK_TYPES: dict[str, type[TaskInfo]] = {}  # task name -> its kind; each kind adds itself
 
@@ -64,6 +65,7 @@ class TaskInfo:
     main_metric: ClassVar[str]  # what picks the best epoch
     headline: ClassVar[tuple[str, ...]]  # the metrics that get confidence intervals
     description: ClassVar[str]  # for the model card
+    activation: ClassVar[str] = "softmax"  # logits -> probabilities, named for ONNX users
 
     def __new__(cls, label_names: list[str], multi_label: bool, *args: Any, **kwargs: Any):
         return object.__new__(TASK_TYPES[task_name(label_names, multi_label)])
@@ -253,3 +255,14 @@ class TaskInfo:
         return [self.label_names[int(np.argmax(scores))]]
 
     counted_what: ClassVar[str] = "top-1 labels"
+
+    # medft serve ----------------------------------------------------------------------------
+
+    def shown(
+        self, scores: np.ndarray, cut: dict[str, float], top_k: int
+    ) -> tuple[str, list[str], list[list[str]]]:
+        """What the web page shows for one image: a one-line verdict, and a table (columns,
+        rows) of the top-k labels and their probabilities."""
+        order = np.argsort(-scores, kind="stable")[: min(top_k, len(self.label_names))]
+        rows = [[self.label_names[i], f"{scores[i]:.3f}"] for i in order]
+        return f"Top label: {rows[0][0]}", ["label", "probability"], rows

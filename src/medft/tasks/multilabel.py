@@ -31,6 +31,7 @@ class MultilabelTask(TaskInfo):
     headline = ("mean_auroc", "micro_auroc", "macro_f1", "micro_f1")
     description = "multi-label (an independent sigmoid score per finding)"
     counted_what = "flagged findings"
+    activation = "sigmoid"
 
     @property
     def thresholded_labels(self) -> list[str]:
@@ -153,3 +154,19 @@ class MultilabelTask(TaskInfo):
     def counted(self, scores, cut):
         """The findings at or above their thresholds."""
         return [label for label, p in zip(self.label_names, scores) if p >= cut[label]]
+
+    def shown(self, scores, cut, top_k):
+        """Every finding, most probable first, with its threshold and whether it is reached."""
+        flagged = self.counted(scores, cut)
+        order = np.argsort(-scores, kind="stable")
+        rows = [
+            [self.label_names[i], f"{scores[i]:.4f}", f"{cut[self.label_names[i]]:.4f}",
+             "yes" if self.label_names[i] in flagged else "no"]
+            for i in order
+        ]  # fmt: skip
+        verdict = (
+            f"Above their thresholds: {', '.join(flagged)}"
+            if flagged
+            else "No finding reaches its threshold"
+        )
+        return verdict, ["finding", "probability", "threshold", "above"], rows

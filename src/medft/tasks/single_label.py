@@ -85,6 +85,15 @@ class BinaryTask(TaskInfo):
     def csv_cells(self, scores, cut, top_k):
         return [*super().csv_cells(scores, cut, top_k), self.decision(scores, cut)]
 
+    def shown(self, scores, cut, top_k):
+        """The decision at the stored threshold, and both classes' probabilities."""
+        _, columns, rows = super().shown(scores, cut, top_k)
+        verdict = (
+            f"Decision: {self.decision(scores, cut)} ({self.positive} probability "
+            f"{scores[1]:.3f}, threshold {cut[self.positive]:.3f})"
+        )
+        return verdict, columns, rows
+
     def decision(self, scores: np.ndarray, cut: dict[str, float]) -> str:
         """The positive class when its score reaches the threshold, else the other."""
         return self.positive if scores[1] >= cut[self.positive] else self.label_names[0]

@@ -1,0 +1,195 @@
+"""A model's preprocessing as plain settings (``preprocessor.json``), and those settings applied.
+
+`medft export` writes the settings beside ``model.onnx``, so that anyone, in any
+language, can make the inputs the model was trained on: resize (the shortest edge,
+or both sides), centre crop, rescale to [0, 1], normalise, as an NCHW float32 RGB
+batch. They are read off the model's own image processor (a transformers processor,
+or the eval transforms of a timm model), down to the details that move a pixel: whether
+the resize runs on the PIL image (timm) or on a uint8 tensor (transformers' torchvision
+processors), and how the crop offset rounds. `SettingsProcessor` applies them, for
+`medft predict --model model.onnx`; `check_settings` proves on test images that they
+reproduce the processor, so an unusual processor is refused rather than mis-described.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional
+
+from medft.errors import MedftError
+
+PREPROCESSOR_NAME = "preprocessor.json"
+PIL_RESAMPLING = {int(mode): mode.name.lower() for mode in Image.Resampling}
+ON_PIL, ON_TENSOR = "PIL image", "uint8 tensor"
+# crop offset = (side - crop) / 2, rounded down (transformers) or half to even (torchvision)
+FLOOR, HALF_EVEN = "floor", "round half to even"
+PIXEL_TOLERANCE = 1e-4  # on normalised pixels: float rounding, not a moved or resampled pixel
+
+
+def processor_settings(processor: Any) -> dict[str, Any]:
+    """The preprocessing of a transformers or timm (`TimmWrapperImageProcessor`) processor."""
+    if hasattr(processor, "val_transforms"):
+        return timm_settings(processor.val_transforms.transforms)
+    return transformers_settings(processor)
+
+
+def side_settings(size: int | list[int] | tuple[int, ...]) -> dict[str, int]:
+    """An int (or a one-item list) is the shortest edge; two numbers are height and width."""
+    if isinstance(size, int) or len(size) == 1:
+        return {"shortest_edge": int(size if isinstance(size, int) else size[0])}
+    return {"height": int(size[0]), "width": int(size[1])}
+
+
+def timm_settings(transforms: list[Any]) -> dict[str, Any]:
+    """timm's eval transforms: Resize and CenterCrop on the PIL image, ToTensor, Normalize."""
+    settings: dict[str, Any] = {"resize": None, "crop": None, "resize_on": ON_PIL}
+    settings |= {"crop_offset": HALF_EVEN, "rescale_factor": 1 / 255}
+    for step in transforms:
+        kind = type(step).__name__
+        if kind == "Resize":
+            settings["resize"] = side_settings(step.size)
+            settings["interpolation"] = InterpolationMode(step.interpolation).value
+        elif kind == "CenterCrop":
+            settings["crop"] = side_settings(step.size)
+        elif kind == "Normalize":
+            settings["mean"] = [float(value) for value in step.mean]
+            settings["std"] = [float(value) for value in step.std]
+        elif kind not in ("ToTensor", "MaybeToTensor"):
+            raise MedftError(
+                f"timm's eval transform {kind} cannot be written to preprocessor.json; export "
+                "supports Resize, CenterCrop, ToTensor and Normalize."
+            )
+    return settings
+
+
+def transformers_settings(processor: Any) -> dict[str, Any]:
+    """A transformers processor's resize, crop (ConvNeXt's ``crop_pct`` too), rescale, normalise."""
+    size = dict(processor.size) if processor.do_resize else None
+    crop = dict(processor.crop_size) if getattr(processor, "do_center_crop", False) else None
+    crop_pct = getattr(processor, "crop_pct", None)
+    if size and crop_pct and size.get("shortest_edge"):  # ConvNeXt: resize beyond, crop back
+        edge = size["shortest_edge"]
+        size, crop = (
+            ({"shortest_edge": int(edge / crop_pct)}, {"height": edge, "width": edge})
+            if edge < 384
+            else ({"height": edge, "width": edge}, None)
+        )
+    if size and set(size) - {"shortest_edge", "height", "width"}:
+        raise MedftError(
+            f"{type(processor).__name__} resizes by {size}; export supports a "
+            "shortest edge or a height and width."
+        )
+    backend = getattr(processor, "backend", "torchvision")
+    return {
+        "resize": {key: int(value) for key, value in size.items() if value} if size else None,
+        "interpolation": PIL_RESAMPLING[int(processor.resample)],
+        "resize_on": ON_PIL if backend == "pil" else ON_TENSOR,
+        "crop": {key: int(value) for key, value in crop.items()} if crop else None,
+        "crop_offset": FLOOR,
+        "rescale_factor": float(processor.rescale_factor) if processor.do_rescale else 1.0,
+        "mean": [float(v) for v in processor.image_mean] if processor.do_normalize else [0.0] * 3,
+        "std": [float(v) for v in processor.image_std] if processor.do_normalize else [1.0] * 3,
+    }
+
+
+def input_size(settings: dict[str, Any]) -> tuple[int, int]:
+    """The height and width of the model's input, where the settings fix them."""
+    fixed = settings["crop"] or settings["resize"] or {}
+    if "height" not in fixed:
+        raise MedftError(
+            "the processor gives images of varying size (a shortest edge, no crop); "
+            "export needs a fixed input size."
+        )
+    return fixed["height"], fixed["width"]
+
+
+class SettingsProcessor:
+    """Applies preprocessor.json's settings to RGB images: called as an image processor is."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        self.mean = torch.tensor(settings["mean"]).view(-1, 1, 1)
+        self.std = torch.tensor(settings["std"]).view(-1, 1, 1)
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        resize = self.settings["resize"]
+        if "shortest_edge" not in resize:
+            return resize["height"], resize["width"]
+        edge = resize["shortest_edge"]
+        if height <= width:
+            return edge, int(edge * width / height)
+        return int(edge * height / width), edge
+
+    def offset(self, gap: int) -> int:
+        """Where a crop starts: half the gap, rounded as the processor rounds it."""
+        return gap // 2 if self.settings["crop_offset"] == FLOOR else int(round(gap / 2))
+
+    def crop(self, pixels: torch.Tensor) -> torch.Tensor:
+        height, width = pixels.shape[-2:]
+        crop = self.settings["crop"]
+        top, left = self.offset(height - crop["height"]), self.offset(width - crop["width"])
+        if top < 0 or left < 0:
+            raise MedftError(
+                f"a {height}x{width} image is smaller than the "
+                f"{crop['height']}x{crop['width']} crop in preprocessor.json."
+            )
+        return pixels[..., top : top + crop["height"], left : left + crop["width"]]
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """One image as the model's (C, H, W) float32 input."""
+        picture: Image.Image | torch.Tensor = image.convert("RGB")
+        if self.settings["resize_on"] == ON_TENSOR:
+            picture = functional.pil_to_tensor(picture)
+        if self.settings["resize"]:
+            height, width = (image.height, image.width)
+            picture = functional.resize(
+                picture,
+                list(self.resized_size(height, width)),
+                interpolation=InterpolationMode(self.settings["interpolation"]),
+                antialias=True,
+            )
+        pixels = picture if isinstance(picture, torch.Tensor) else functional.pil_to_tensor(picture)
+        if self.settings["crop"]:
+            pixels = self.crop(pixels)
+        pixels = pixels.float() * self.settings["rescale_factor"]
+        return (pixels - self.mean) / self.std
+
+    def __call__(self, images: Image.Image | list[Image.Image], return_tensors: str = "pt"):
+        images = images if isinstance(images, list) else [images]
+        return {"pixel_values": torch.stack([self.pixels(image) for image in images])}
+
+
+def check_images() -> list[Image.Image]:
+    """Odd-sized, landscape and portrait noise images: every resize and crop offset shows."""
+    rng = np.random.default_rng(0)
+    shapes = ((37, 53), (211, 300), (300, 211), (64, 64))
+    return [Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)) for shape in shapes]
+
+
+def check_settings(settings: dict[str, Any], processor: Any) -> float:
+    """The largest difference between the pixels the settings make and the processor's own
+    (a MedftError above `PIXEL_TOLERANCE`: the settings would not reproduce the inputs)."""
+    ours = SettingsProcessor(settings)
+    worst = 0.0
+    for image in check_images():
+        theirs = processor(images=image, return_tensors="pt")["pixel_values"][0]
+        made = ours.pixels(image)
+        if made.shape != theirs.shape:
+            raise MedftError(
+                f"preprocessor.json would make {tuple(made.shape)} inputs where "
+                f"{type(processor).__name__} makes {tuple(theirs.shape)}; this "
+                "processor is not supported by export."
+            )
+        worst = max(worst, float((made - theirs).abs().max()))
+    if worst > PIXEL_TOLERANCE:
+        raise MedftError(
+            f"preprocessor.json's settings differ from {type(processor).__name__}'s pixels by "
+            f"{worst:.3g} (> {PIXEL_TOLERANCE}); this processor does something export cannot "
+            "describe."
+        )
+    return worst
