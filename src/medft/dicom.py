@@ -185,7 +185,7 @@ def safe_reason(error: Exception) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def read_dataset(path: str | Path, force: bool = False, stop_before_pixels: bool = False):
+def open_dicom(path: str | Path, force: bool = False, stop_before_pixels: bool = False):
     """The file's `pydicom.Dataset`. With ``force``, a file without a file meta header is
     read as pydicom guesses it, and its transfer syntax is the encoding pydicom found."""
     from pydicom import dcmread
@@ -409,7 +409,7 @@ class DicomImage:
 def read_dicom(path: str | Path, settings: DicomSettings, frame: int | None = None) -> DicomImage:
     """One frame of a DICOM file as an image (``frame`` None: the one ``settings.frames``
     picks, the middle one for 'all'). Raises `UnreadableDicom` saying why not."""
-    ds = read_dataset(path, force=settings.force)
+    ds = open_dicom(path, force=settings.force)
     if "Rows" not in ds:
         raise UnreadableDicom(f"holds no image:{sop_class(ds) or ' no image pixel module'}")
     index = frame_for(ds, "middle" if settings.frames == "all" else settings.frames)

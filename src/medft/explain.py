@@ -195,8 +195,10 @@ def explain(
     labels = classifier.task.label_names
     if target is not None and target not in labels:
         raise MedftError(f"--target '{target}' is not a label of this model ({', '.join(labels)}).")
-    found = collect_inputs(images, split)
-    reader = ImageReader(classifier.processor, found.files, found.splits)
+    found = collect_inputs(images, split, classifier.dicom)
+    reader = ImageReader(
+        classifier.processor, found.files, found.splits, dicom=classifier.dicom, frames=found.frames
+    )
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     summary, taken, layer, cam = ExplainSummary(), Counter(), None, None

@@ -87,8 +87,10 @@ def predict(
     task = classifier.task
     stored = stored_thresholds(classifier, Path(thresholds) if thresholds else None)
     stored = stored or fixed_thresholds(task, DEFAULT_THRESHOLD, "default")
-    found = collect_inputs(inputs, split)
-    reader = ImageReader(classifier.processor, found.files, found.splits)
+    found = collect_inputs(inputs, split, classifier.dicom)
+    reader = ImageReader(
+        classifier.processor, found.files, found.splits, dicom=classifier.dicom, frames=found.frames
+    )
     start = time.perf_counter()
     probs, errors = score_images(
         classifier, reader, batch_size=batch_size, num_workers=num_workers, progress=progress

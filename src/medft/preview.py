@@ -16,6 +16,7 @@ from medft.config import DataArguments, ModelArguments
 from medft.data.loading import load_training_data
 from medft.data.mixing import BatchMixer
 from medft.data.transforms import eval_pixels, input_spec, to_picture, to_rgb, train_transform
+from medft.dicom import dataset_settings
 from medft.modeling.backbones import build_processor
 from medft.plots import plot_augmentation_grid
 
@@ -47,7 +48,8 @@ def augmentation_grid(
     torch.manual_seed(seed)
 
     examples = [train[int(i)] for i in rows]
-    pictures = [to_rgb(e[task.image_column]) for e in examples]
+    dicom = dataset_settings(data_args.dataset_name)
+    pictures = [to_rgb(e[task.image_column], dicom) for e in examples]
     shown = list(eval_pixels(processor)(pictures))  # what evaluation and pipeline() see
     drawn = [[augment(p) for _ in range(versions)] for p in pictures]
     grid = [[s, *d] for s, d in zip(shown, drawn)]

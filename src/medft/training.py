@@ -35,6 +35,7 @@ from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_
 from medft.data.transforms import (
     collate,
 )
+from medft.dicom import save_settings
 from medft.errors import MedftError
 from medft.evaluation import EvaluationReport, evaluate_scores, scores_from_logits
 from medft.hub import push_model
@@ -244,6 +245,8 @@ def train(
         evaluated_split = data_args.test_split
         evaluated = scores_from_logits(data.task, test.predictions, test.label_ids, test_set)
     save_model(trainer, built, model_args, training_args.output_dir)
+    if data.dicom is not None and trainer.is_world_process_zero():
+        save_settings(training_args.output_dir, data.dicom)  # predict reads DICOM files alike
 
     ###########################
     # Save the curves and card

@@ -16,6 +16,7 @@ from datasets import Dataset
 from medft.config import DataArguments, MedftTrainingArguments
 from medft.data.loading import load_training_data
 from medft.data.transforms import InputSpec, batch_transform, eval_pixels, input_spec, train_pixels
+from medft.dicom import DicomSettings, dataset_settings
 from medft.tasks import TaskInfo
 
 logger = logging.getLogger("medft")
@@ -35,6 +36,7 @@ class TrainingData:
     eval_sets: dict[str, Dataset]  # validation first, then test if present
     train_probe: Dataset | None
     train_labels: list
+    dicom: DicomSettings | None = None  # how `medft prepare dicom` read the files, if it did
 
     @property
     def validation(self) -> Dataset:
@@ -70,15 +72,17 @@ def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> Trainin
         eval_sets,
         probe,
         list(train_set[task.label_column]),
+        dataset_settings(data_args.dataset_name),
     )
 
 
 def set_transforms(data: TrainingData, processor: Any, data_args: DataArguments) -> InputSpec:
     """Augmented training images; every other split preprocessed as `pipeline()` will."""
     spec = input_spec(processor)
-    data.train_set.set_transform(batch_transform(train_pixels(spec, data_args), data.task))
+    augmented = batch_transform(train_pixels(spec, data_args), data.task, data.dicom)
+    data.train_set.set_transform(augmented)
     for part in [*data.eval_sets.values(), *([data.train_probe] if data.train_probe else [])]:
-        part.set_transform(batch_transform(eval_pixels(processor), data.task))
+        part.set_transform(batch_transform(eval_pixels(processor), data.task, data.dicom))
     return spec
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from datasets import Value
 
-from medft.dicom import UnreadableDicom, number_of_frames, read_dataset, sop_class
+from medft.dicom import UnreadableDicom, number_of_frames, open_dicom, sop_class
 from medft.errors import MedftError
 
 SALT_SUFFIX = ".id-salt"
@@ -134,7 +134,7 @@ class Header:
 def read_header(path: Path, file_key: str, force: bool, pseudonyms: Pseudonyms, age: bool):
     """The `Header` of one file, or raises `UnreadableDicom` (a file that is not DICOM or
     holds no image). ``file_key`` (the file's path in the source) names a file without IDs."""
-    ds = read_dataset(path, force=force, stop_before_pixels=True)
+    ds = open_dicom(path, force=force, stop_before_pixels=True)
     if "Rows" not in ds or "Columns" not in ds:
         raise UnreadableDicom(f"holds no image:{sop_class(ds) or ' no image pixel module'}")
     patient = str(ds.get("PatientID") or "").strip()
