@@ -94,6 +94,23 @@ def test_a_voi_lut_sequence_is_preferred_to_the_window(tmp_path):
     assert not np.array_equal(np.asarray(image), read_pixels(pydicom_file("MR_small.dcm")))
 
 
+def test_enhanced_multi_frame_values_in_functional_groups_apply(tmp_path):
+    """Rescale in the shared functional group, a window in the frame's own: as if top-level."""
+    rescale, window = Dataset(), Dataset()
+    rescale.RescaleIntercept, rescale.RescaleSlope, rescale.RescaleType = -1024, 1, "HU"
+    window.WindowCenter, window.WindowWidth = 40, 400
+    shared, frame = Dataset(), Dataset()
+    shared.PixelValueTransformationSequence = Sequence([rescale])
+    frame.FrameVOILUTSequence = Sequence([window])
+    enhanced = dicom_copy(
+        "CT_small.dcm", tmp_path / "enhanced.dcm", RescaleIntercept=None, RescaleSlope=None,
+        SharedFunctionalGroupsSequence=Sequence([shared]),
+        PerFrameFunctionalGroupsSequence=Sequence([frame]),
+    )  # fmt: skip
+    expected = expected_grey(pydicom_file("CT_small.dcm"), WindowCenter=40, WindowWidth=400)
+    assert_close_to(read_dicom(enhanced, EIGHT_BIT).image, expected)
+
+
 def test_colour_files_come_out_rgb():
     for name in ("SC_ybr_full_422_uncompressed.dcm", "SC_rgb_jpeg_dcmtk.dcm"):  # YBR_FULL(_422)
         path = pydicom_file(name)

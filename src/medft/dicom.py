@@ -54,6 +54,7 @@ DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic"})
 HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
 GREY = ("MONOCHROME1", "MONOCHROME2")
+FRAME_GROUP_MACROS = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
 LOOKUP_MAX_VALUES = 1 << 17  # stored-value ranges up to this size go through a lookup table
 
 
@@ -223,6 +224,19 @@ def number_of_frames(ds) -> int:
         return max(1, int(ds.get("NumberOfFrames") or 1))
     except (TypeError, ValueError):
         return 1
+
+
+def lift_frame_groups(ds, index: int) -> None:
+    """Enhanced multi-frame files keep Rescale Slope / Intercept and Window Center / Width in
+    functional groups (shared, then per frame), where pydicom's LUT functions do not look:
+    copy frame ``index``'s values to the top level, the per-frame ones last so they win."""
+    shared = ds.get("SharedFunctionalGroupsSequence") or []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    for group in [*shared[:1], *per_frame[index : index + 1]]:
+        for keyword in FRAME_GROUP_MACROS:
+            if group.get(keyword):
+                for element in group[keyword][0]:
+                    ds[element.tag] = element
 
 
 def frame_for(ds, frames: str) -> int:
@@ -417,6 +431,7 @@ def read_dicom(path: str | Path, settings: DicomSettings, frame: int | None = No
     if index >= number_of_frames(ds):
         raise UnreadableDicom(f"no such frame: {index} (the file has {number_of_frames(ds)})")
     pixels = decode_frame(ds, index)
+    lift_frame_groups(ds, index)
     photometric = str(ds.get("PhotometricInterpretation") or "MONOCHROME2").upper()
     try:
         with quiet_pydicom():
