@@ -16,7 +16,6 @@ from datasets import ClassLabel, Features, Image, List, Value
 
 from medft.dicom import DicomSettings
 from medft.prepare.splits import SPLITS
-from medft.tasks import TaskInfo
 
 
 @dataclass
@@ -54,6 +53,8 @@ class SourceListing:
 
     @property
     def task(self) -> str:
+        from medft.tasks import TaskInfo  # imports torch: not for the writer's worker processes
+
         return TaskInfo(self.label_names, self.multi_label).task
 
     @property
