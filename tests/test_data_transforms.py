@@ -8,7 +8,8 @@ from torchvision.transforms import v2
 
 from medft.config import DataArguments
 from medft.data.transforms import InputSpec, batch_transform, train_transform
-from medft.dicom import OFFSET_16BIT, DicomSettings, Window
+from medft.dicom import OFFSET_16BIT
+from medft.dicom_settings import DicomSettings, Window
 from medft.errors import MedftError
 from medft.tasks import TaskInfo
 

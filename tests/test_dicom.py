@@ -1,4 +1,5 @@
-"""medft.dicom: a DICOM frame -> the image a model sees, checked against pydicom's functions."""
+"""medft.dicom (and its settings): a DICOM frame -> the image a model sees, checked against
+pydicom's own functions."""
 
 import re
 
@@ -10,18 +11,14 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_space, pixel_array
 from pydicom.sequence import Sequence
 
-from medft.dicom import (
-    OFFSET_16BIT,
+from medft.dicom import OFFSET_16BIT, UnreadableDicom, is_dicom_file, read_dicom, to_model_image
+from medft.dicom_settings import (
     WINDOW_PRESETS,
     DicomSettings,
-    UnreadableDicom,
     Window,
-    is_dicom_file,
     load_settings,
     parse_window,
-    read_dicom,
     save_settings,
-    to_model_image,
 )
 from medft.errors import MedftError
 from tests.dicom_files import assert_close_to, dicom_copy, expected_grey, pydicom_file, without_meta

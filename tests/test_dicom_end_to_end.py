@@ -1,8 +1,9 @@
 """From a folder of DICOM files to a trained model and predictions on .dcm files.
 
-A 16-bit dataset (windowed at train time) trains a tiny random-init timm ResNet-18; the
-model folder records the DICOM settings, and `medft predict`, `medft explain`,
-`medft evaluate` and plain `pipeline()` on `medft.load_image` all read new files alike.
+A 16-bit dataset, windowed at train time by the recipe's `dicom_window`, trains a tiny
+random-init timm ResNet-18; the model folder records the DICOM settings, and `medft
+predict`, `medft explain`, `medft evaluate` and plain `pipeline()` on `medft.load_image`
+all read new files alike.
 """
 
 import csv
@@ -15,7 +16,10 @@ import pytest
 from transformers import pipeline
 
 import medft
-from medft.dicom import DicomSettings, load_settings, parse_window, save_settings
+from medft.config import DataArguments
+from medft.data.pipeline import dicom_settings
+from medft.dicom_settings import DicomSettings, load_settings, parse_window, save_settings
+from medft.errors import MedftError
 from medft.evaluation import evaluate_model
 from medft.explain import explain
 from medft.prediction import predict
@@ -51,15 +55,23 @@ def trained(tmp_path_factory):
     raw = write_classes(root / "raw")
     write_new_studies(root / "new")
     dataset = root / "data"
-    prepare_dataset("dicom", dataset, source=raw, window="lung", bit_depth=16, num_proc=1)
+    prepare_dataset("dicom", dataset, source=raw, bit_depth=16, num_proc=1)  # no window yet
     model = root / "model"
-    run_recipe("tiny_timm.yaml", dataset, model, "--bootstrap_resamples", "20")
+    run_recipe("tiny_timm.yaml", dataset, model, "--bootstrap_resamples", "20",
+               "--dicom_window", "lung")  # fmt: skip
     return raw, dataset, model
 
 
-def test_the_model_folder_records_the_dicom_settings(trained):
-    _, _, model = trained
+def test_the_model_folder_records_the_dicom_settings(trained, tmp_path):
+    _, dataset, model = trained
     assert load_settings(model) == DicomSettings(window=parse_window("lung"), bit_depth=16)
+    assert dicom_settings(DataArguments(str(dataset))) == DicomSettings(bit_depth=16)
+    eight_bit = tmp_path / "eight_bit"
+    prepare_dataset("dicom", eight_bit, source=trained[0], num_proc=1)
+    with pytest.raises(MedftError, match="dicom_window needs a dataset prepared with"):
+        dicom_settings(DataArguments(str(eight_bit), dicom_window="lung"))
+    with pytest.raises(MedftError, match="dicom_window 'lungs'"):
+        DataArguments(str(dataset), dicom_window="lungs")
     assert json.loads((model / "dicom.json").read_text())["window"] == {
         "center": -600.0, "width": 1500.0,
     }  # fmt: skip

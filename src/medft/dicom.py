@@ -23,33 +23,31 @@ or else min-max, is applied when the image is read for a model (`to_model_image`
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi,
+    apply_windowing,
+    pixel_array,
+)
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from medft.errors import MedftError
+from medft.dicom_settings import DicomSettings, Window
 
-# centre, width in Hounsfield units: the usual CT windows (Radiopaedia, "Windowing (CT)")
-WINDOW_PRESETS = {
-    "lung": (-600.0, 1500.0),
-    "mediastinum": (50.0, 350.0),
-    "abdomen": (50.0, 400.0),
-    "liver": (30.0, 150.0),
-    "bone": (400.0, 1800.0),
-    "brain": (40.0, 80.0),
-}
-FRAME_CHOICES = ("first", "middle", "all")
-BIT_DEPTHS = (8, 16)
 OFFSET_16BIT = 32768  # a 16-bit stored image holds the modality value + 32768
-SETTINGS_NAME = "dicom.json"
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic"})
 HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
@@ -60,92 +58,6 @@ LOOKUP_MAX_VALUES = 1 << 17  # stored-value ranges up to this size go through a 
 
 class UnreadableDicom(ValueError):
     """A file that cannot become an image; the message says why and names no patient data."""
-
-
-@dataclass(frozen=True)
-class Window:
-    """A VOI window in modality units (Hounsfield units for CT)."""
-
-    center: float
-    width: float
-
-    def __str__(self) -> str:
-        return f"{self.center:g},{self.width:g}"
-
-
-def parse_window(text: str | None) -> Window | None:
-    """'lung' (a preset) or 'C,W' (centre, width) -> a `Window`; None stays None."""
-    if text is None:
-        return None
-    name = text.strip().lower()
-    if name in WINDOW_PRESETS:
-        return Window(*WINDOW_PRESETS[name])
-    try:
-        center, width = (float(part) for part in name.split(","))
-    except ValueError:
-        raise MedftError(
-            f"--window {text!r} is neither 'CENTER,WIDTH' (e.g. -600,1500) nor a preset "
-            f"({', '.join(WINDOW_PRESETS)})."
-        ) from None
-    if width < 1:
-        raise MedftError(f"--window {text!r}: the width must be at least 1.")
-    return Window(center, width)
-
-
-@dataclass(frozen=True)
-class DicomSettings:
-    """How DICOM files become images. A model folder keeps them (``dicom.json``) so that
-    predict reads new files as the training data was read."""
-
-    window: Window | None = None  # overrides the files' own VOI LUT / window
-    bit_depth: int = 8
-    frames: str = "first"
-    force: bool = False  # read files without a DICOM file meta header
-
-    def __post_init__(self) -> None:
-        if self.bit_depth not in BIT_DEPTHS:
-            raise MedftError(f"--bit-depth must be 8 or 16, got {self.bit_depth}.")
-        if self.frames not in FRAME_CHOICES:
-            choices = ", ".join(FRAME_CHOICES)
-            raise MedftError(f"--frames must be one of {choices}, got {self.frames!r}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> DicomSettings:
-        window = values.get("window")
-        window = parse_window(window) if isinstance(window, str) else window
-        if isinstance(window, dict):
-            window = Window(window["center"], window["width"])
-        return cls(window, int(values["bit_depth"]), values["frames"], bool(values["force"]))
-
-
-def dataset_settings(dataset_name: str) -> DicomSettings | None:
-    """The settings a dataset prepared by `medft prepare dicom` was read with (from its
-    prepare_report.json); None for any other dataset, and for a Hub id."""
-    from medft.prepare.report import read_report
-
-    folder = Path(dataset_name).expanduser()
-    report = read_report(folder) if folder.is_dir() else None
-    return DicomSettings.from_dict(report["dicom"]) if report and report.get("dicom") else None
-
-
-def save_settings(folder: str | Path, settings: DicomSettings) -> Path:
-    path = Path(folder) / SETTINGS_NAME
-    path.write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
-    return path
-
-
-def load_settings(folder: str | Path) -> DicomSettings | None:
-    """The settings a model folder records (``dicom.json``); None if it has none."""
-    path = Path(folder) / SETTINGS_NAME
-    if not path.is_file():
-        return None
-    try:
-        return DicomSettings.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as error:
-        raise MedftError(f"{path} is not a valid DICOM settings file ({error}).") from None
 
 
 # finding and opening files --------------------------------------------------------------------
@@ -189,10 +101,6 @@ def safe_reason(error: Exception) -> str:
 def open_dicom(path: str | Path, force: bool = False, stop_before_pixels: bool = False):
     """The file's `pydicom.Dataset`. With ``force``, a file without a file meta header is
     read as pydicom guesses it, and its transfer syntax is the encoding pydicom found."""
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
     try:
         with quiet_pydicom():
             ds = dcmread(path, force=force, stop_before_pixels=stop_before_pixels)
@@ -246,8 +154,6 @@ def frame_for(ds, frames: str) -> int:
 
 def decode_frame(ds, index: int) -> np.ndarray:
     """Frame ``index`` of the file's pixel data, decoded by pydicom (YBR converted to RGB)."""
-    from pydicom.pixels import pixel_array
-
     if not any(key in ds for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise UnreadableDicom(f"holds no image: no pixel data{sop_class(ds, ' in a ')}")
     syntax = ds.file_meta.get("TransferSyntaxUID")
@@ -291,8 +197,6 @@ def scale_to_8bit_array(values: np.ndarray) -> np.ndarray:
 
 def display_dataset(window: Window, function: str = "LINEAR"):
     """A dataset whose windowing output range is 0-255, so `apply_windowing` gives 8 bits."""
-    from pydicom.dataset import Dataset
-
     display = Dataset()
     display.PhotometricInterpretation = "MONOCHROME2"
     display.BitsStored, display.PixelRepresentation = 8, 0
@@ -302,15 +206,11 @@ def display_dataset(window: Window, function: str = "LINEAR"):
 
 
 def windowed_8bit(values: np.ndarray, window: Window, function: str = "LINEAR") -> np.ndarray:
-    from pydicom.pixels import apply_windowing
-
     return np.rint(apply_windowing(values, display_dataset(window, function))).astype(np.uint8)
 
 
 def first_value(value) -> float:
     """The first of a multi-valued element (Window Center may hold several), as a number."""
-    from pydicom.multival import MultiValue
-
     return float(value[0] if isinstance(value, (MultiValue, list, tuple)) else value)
 
 
@@ -327,7 +227,6 @@ def file_window(ds) -> tuple[Window, str] | None:
 
 def grey_8bit(stored: np.ndarray, ds, window: Window | None) -> np.ndarray:
     """Modality LUT, then ``window`` or the file's VOI LUT / window or min-max, in 8 bits."""
-    from pydicom.pixels import apply_modality_lut, apply_voi
 
     def modality(values: np.ndarray) -> np.ndarray:
         return apply_modality_lut(values, ds)
@@ -352,8 +251,6 @@ def grey_8bit(stored: np.ndarray, ds, window: Window | None) -> np.ndarray:
 
 def modality_range(ds) -> tuple[float, float]:
     """The modality values the stored bits can hold (Bits Stored, Pixel Representation)."""
-    from pydicom.pixels import apply_modality_lut
-
     bits = int(ds.get("BitsStored") or 16)
     signed = int(ds.get("PixelRepresentation") or 0) == 1
     stored = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1])
@@ -364,8 +261,6 @@ def modality_range(ds) -> tuple[float, float]:
 def grey_16bit(stored: np.ndarray, ds, monochrome1: bool) -> tuple[np.ndarray, bool]:
     """Modality values + 32768 as uint16 (MONOCHROME1 inverted within the range its bits can
     hold); and whether any value fell outside the 16 bits and was clipped."""
-    from pydicom.pixels import apply_modality_lut
-
     values = through_lookup(stored, lambda v: apply_modality_lut(v, ds))
     if monochrome1:
         low, high = modality_range(ds)
@@ -399,8 +294,6 @@ def to_model_image(image: Image.Image, settings: DicomSettings | None = None) ->
 
 def colour_8bit(pixels: np.ndarray, ds) -> np.ndarray:
     """RGB in 8 bits: palettes through pydicom's `apply_color_lut`, deeper samples scaled."""
-    from pydicom.pixels import apply_color_lut
-
     bits = int(ds.get("BitsStored") or 8)
     if ds.PhotometricInterpretation == "PALETTE COLOR":
         pixels = apply_color_lut(pixels, ds)

@@ -37,15 +37,14 @@ from transformers.image_utils import load_image as rgb_image
 from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from medft.data.loading import check_split, read_dataset
 from medft.dicom import (
-    DicomSettings,
     UnreadableDicom,
     is_dicom_file,
-    load_settings,
     number_of_frames,
     open_dicom,
     read_dicom,
     to_model_image,
 )
+from medft.dicom_settings import DicomSettings, load_settings
 from medft.errors import MedftError, first_line
 from medft.prepare.files import IMAGE_EXTENSIONS, is_image_file, is_visible_file, scan_images
 from medft.tasks import TaskInfo

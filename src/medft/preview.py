@@ -15,8 +15,8 @@ import torch
 from medft.config import DataArguments, ModelArguments
 from medft.data.loading import load_training_data
 from medft.data.mixing import BatchMixer
+from medft.data.pipeline import dicom_settings
 from medft.data.transforms import eval_pixels, input_spec, to_picture, to_rgb, train_transform
-from medft.dicom import dataset_settings
 from medft.modeling.backbones import build_processor
 from medft.plots import plot_augmentation_grid
 
@@ -48,7 +48,7 @@ def augmentation_grid(
     torch.manual_seed(seed)
 
     examples = [train[int(i)] for i in rows]
-    dicom = dataset_settings(data_args.dataset_name)
+    dicom = dicom_settings(data_args)
     pictures = [to_rgb(e[task.image_column], dicom) for e in examples]
     shown = list(eval_pixels(processor)(pictures))  # what evaluation and pipeline() see
     drawn = [[augment(p) for _ in range(versions)] for p in pictures]

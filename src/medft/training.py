@@ -35,7 +35,7 @@ from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_
 from medft.data.transforms import (
     collate,
 )
-from medft.dicom import save_settings
+from medft.dicom_settings import save_settings
 from medft.errors import MedftError
 from medft.evaluation import EvaluationReport, evaluate_scores, scores_from_logits
 from medft.hub import push_model

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from medft.dicom import BIT_DEPTHS, WINDOW_PRESETS, parse_window
+from medft.dicom_settings import BIT_DEPTHS, WINDOW_PRESETS, parse_window
 from medft.errors import MedftError
 
 DEFAULT_RESAMPLES = 1000  # bootstrap resamples for the 95% intervals

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medft.config.checks import check_probability, check_range
+from medft.dicom_settings import parse_window
 from medft.errors import MedftError
 
 AUTO_AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment")
@@ -44,6 +45,15 @@ class DataArguments:
     )
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Use only this many validation and test images."}
+    )
+    dicom_window: str | None = field(
+        default=None,
+        metadata={
+            "help": "A dataset of `medft prepare dicom --bit-depth 16`: the window applied before "
+            "the model sees an image, 'CENTER,WIDTH' or a preset (lung, mediastinum, abdomen, "
+            "liver, bone, brain), instead of the one it was prepared with. Saved with the model "
+            "(dicom.json), so predict applies it too."
+        },
     )
 
     # augmentation (training images only) -----------------------------------------------------
@@ -104,6 +114,7 @@ class DataArguments:
                 raise MedftError(f"{name} must not be negative, got {getattr(self, name)}.")
         if self.zoom >= 1:
             raise MedftError(f"zoom must be below 1 (a fraction), got {self.zoom}.")
+        parse_window(self.dicom_window, "dicom_window")  # a bad window stops here, named
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:

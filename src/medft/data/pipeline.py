@@ -7,6 +7,7 @@ processor, as `pipeline()` will.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,8 @@ from datasets import Dataset
 from medft.config import DataArguments, MedftTrainingArguments
 from medft.data.loading import load_training_data
 from medft.data.transforms import InputSpec, batch_transform, eval_pixels, input_spec, train_pixels
-from medft.dicom import DicomSettings, dataset_settings
+from medft.dicom_settings import DicomSettings, dataset_settings, parse_window
+from medft.errors import MedftError
 from medft.tasks import TaskInfo
 
 logger = logging.getLogger("medft")
@@ -72,8 +74,25 @@ def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> Trainin
         eval_sets,
         probe,
         list(train_set[task.label_column]),
-        dataset_settings(data_args.dataset_name),
+        dicom_settings(data_args),
     )
+
+
+def dicom_settings(data_args: DataArguments) -> DicomSettings | None:
+    """How the dataset's DICOM files were read, with the recipe's `dicom_window` (16-bit
+    datasets only: 8-bit ones were windowed when prepared)."""
+    settings = dataset_settings(data_args.dataset_name)
+    if data_args.dicom_window is None:
+        return settings
+    if settings is None or settings.bit_depth != 16:
+        raise MedftError(
+            f"dicom_window needs a dataset prepared with `medft prepare dicom --bit-depth 16`; "
+            f"{data_args.dataset_name} holds {'8-bit' if settings else 'no DICOM'} images, "
+            "windowed when they were prepared. Prepare it again with --bit-depth 16 "
+            "(or with --window), or remove dicom_window."
+        )
+    window = parse_window(data_args.dicom_window, "dicom_window")
+    return dataclasses.replace(settings, window=window)
 
 
 def set_transforms(data: TrainingData, processor: Any, data_args: DataArguments) -> InputSpec:

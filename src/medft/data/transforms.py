@@ -20,7 +20,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
 from medft.config import DataArguments
-from medft.dicom import DicomSettings, to_model_image
+from medft.dicom import to_model_image
+from medft.dicom_settings import DicomSettings
 from medft.tasks import TaskInfo
 
 PIL_TO_TORCHVISION = {

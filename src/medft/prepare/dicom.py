@@ -20,13 +20,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from medft.dicom import (
-    DICOM_EXTENSIONS,
-    DicomSettings,
-    UnreadableDicom,
-    has_dicom_preamble,
-    parse_window,
-)
+from medft.dicom import DICOM_EXTENSIONS, UnreadableDicom, has_dicom_preamble
+from medft.dicom_settings import DicomSettings, parse_window
 from medft.errors import MedftError
 from medft.prepare.csv_table import read_label_table
 from medft.prepare.dicom_privacy import (

@@ -18,7 +18,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from medft.dicom import DicomSettings, UnreadableDicom, read_dicom, scale_to_8bit_array
+from medft.dicom import UnreadableDicom, read_dicom, scale_to_8bit_array
+from medft.dicom_settings import DicomSettings
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail loudly, not decode grey
 

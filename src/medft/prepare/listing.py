@@ -14,7 +14,7 @@ from typing import Any
 
 from datasets import ClassLabel, Features, Image, List, Value
 
-from medft.dicom import DicomSettings
+from medft.dicom_settings import DicomSettings
 from medft.prepare.splits import SPLITS
 
 
