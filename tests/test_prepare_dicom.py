@@ -177,6 +177,7 @@ def test_window_preset_sixteen_bits_middle_frame_force_and_age(raw, tmp_path):
     dicom_copy("CT_small.dcm", source / "a" / "ct.dcm", PatientAge="093Y")
     dicom_copy("examples_ybr_color.dcm", source / "a" / "cine.dcm")  # 30 frames
     without_meta("MR_small.dcm", source / "b" / "IM0001")  # no extension, no meta header
+    without_meta("MR_small.dcm", source / "b" / "1.2.826.0.1.77")  # named by a UID
     dicom_copy("CT_small.dcm", source / "b" / "ct.dcm", PatientID="other", PatientAge="045Y")
     options = {"source": source, "num_proc": 1, "frames": "middle", "force": True, "age": True}
 
@@ -190,6 +191,7 @@ def test_window_preset_sixteen_bits_middle_frame_force_and_age(raw, tmp_path):
     (cine,) = rows_of(lung, "a/cine.dcm")
     assert cine["frame"] == 15
     (bare,) = rows_of(lung, "b/IM0001")  # read with --force
+    assert len(rows_of(lung, "b/1.2.826.0.1.77")) == 1
     assert_close_to(
         bare["image"],
         expected_grey(pydicom_file("MR_small.dcm"), WindowCenter=-600, WindowWidth=1500),
@@ -261,6 +263,7 @@ def test_privacy_no_identifier_reaches_any_file_or_log(tmp_path, capfd):
     assert report["skipped_count"] == 1
     words = [value.lower() for value in secrets.values()] + ["jonathan", "77665544"]
     card = dataset_card(report, "me/data").content
+    assert "## Privacy" in card and "burned into the pixels was not checked" in card
     written = [path.read_bytes().lower() for path in output.rglob("*") if path.is_file()]
     log = capfd.readouterr()
     for word in words:

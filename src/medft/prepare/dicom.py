@@ -1,12 +1,13 @@
 """DICOM files: class subfolders of them, or a CSV of their paths and labels.
 
 Files are recognised by a .dcm / .dicom / .dic extension or by the 'DICM' preamble
-(PACS exports often have no extension); with ``force``, files without an extension
-are tried too. Each header is read once (`medft.prepare.dicom_privacy`, which keeps
-only pseudonyms and technical tags) to group files by patient (PatientID, else
-StudyInstanceUID) for a patient-level split, to count frames, and to pass over files
-that hold no image (structured reports, RT plans, waveforms, DICOMDIR). Pixels are
-read later, by the writer's workers (`medft.dicom`).
+(PACS exports often have no extension); with ``force``, files without an extension,
+or with a numeric one (files named by their UID), are tried too. Each header is read
+once (`medft.prepare.dicom_privacy`, which keeps only pseudonyms and technical tags)
+to group files by patient (PatientID, else StudyInstanceUID) for a patient-level
+split, to count frames, and to pass over files that hold no image (structured
+reports, RT plans, waveforms, DICOMDIR). Pixels are read later, by the writer's
+workers (`medft.dicom`).
 
 ``image_id`` is a keyed hash of the file's path in the source, not the path: folder
 and file names of PACS exports often hold patient names.
@@ -57,13 +58,14 @@ class Candidate:
 
 def dicom_candidate(force: bool):
     """The test a file passes to be read as DICOM (with ``force``: any visible file without
-    an extension, too)."""
+    an extension, or with a numeric one as in '1.2.840.113619.2.55.504', too)."""
 
     def accept(path: Path) -> bool:
         if not is_visible_file(path):
             return False
         suffix = path.suffix.lower()
-        return suffix in DICOM_EXTENSIONS or (force and not suffix) or has_dicom_preamble(path)
+        bare = not suffix or suffix[1:].isdigit()
+        return suffix in DICOM_EXTENSIONS or (force and bare) or has_dicom_preamble(path)
 
     return accept
 
