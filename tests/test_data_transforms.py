@@ -2,11 +2,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_voi_lut
 from torchvision.transforms import v2
 
 from medft.config import DataArguments
-from medft.data.transforms import DeviceTransform, InputSpec, train_transform
+from medft.data.transforms import DeviceTransform, InputSpec, batch_transform, train_transform
+from medft.dicom import OFFSET_16BIT
+from medft.dicom_settings import DicomSettings, Window
 from medft.errors import MedftError
+from medft.tasks import TaskInfo
 
 SPEC = InputSpec(size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -74,3 +79,25 @@ def test_augmentation_values_are_checked():
         augment(auto_augment="augmix")
     with pytest.raises(MedftError, match="zoom must be below 1"):
         augment(zoom=1.5)
+
+
+def test_sixteen_bit_images_are_windowed_before_the_processor():
+    hounsfield = np.array([[-1000, -600], [100, 900]])
+    stored = Image.fromarray((hounsfield + OFFSET_16BIT).astype(np.uint16))
+    seen: list[Image.Image] = []
+    task = TaskInfo(["a", "b"], multi_label=False)
+    lung = DicomSettings(window=Window(-600, 1500), bit_depth=16)
+    for settings in (lung, None):
+        batch_transform(lambda images: seen.extend(images) or images, task, settings)(
+            {"image": [stored], "label": [0]}
+        )
+    windowed, own_range = (np.asarray(image, dtype=float)[..., 0] for image in seen)
+    ds = Dataset()  # the window as pydicom applies it to signed 16-bit values
+    ds.PhotometricInterpretation, ds.BitsStored, ds.PixelRepresentation = "MONOCHROME2", 16, 1
+    ds.WindowCenter, ds.WindowWidth = -600, 1500
+    low, high = apply_voi_lut(np.array([-1e9, 1e9]), ds)
+    expected = (apply_voi_lut(hounsfield, ds) - low) * 255 / (high - low)
+    assert np.abs(windowed - expected).max() <= 0.5
+    # without DICOM settings, its own range (min-max), not clipped at 255 as convert() would
+    expected = (hounsfield - hounsfield.min()) * 255 / np.ptp(hounsfield)
+    assert np.abs(own_range - expected).max() <= 0.5

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medft.prepare.images import ImageOptions, read_image, scale_to_8bit, shorter_side_size
+from medft.prepare.images import (
+    ImageOptions,
+    read_image,
+    scale_to_8bit,
+    shorter_side_size,
+    stored_png,
+)
 
 
 def saved(tmp_path, image: Image.Image, name: str, **save_args) -> str:
@@ -134,3 +140,13 @@ def test_png_compression_of_re_encoded_images(tmp_path):
     small = read_image(path, ImageOptions(image_size=64, png_compression=9))
     assert decoded(stored).tobytes() == decoded(small).tobytes()  # lossless either way
     assert len(small.data) < len(stored.data) / 4
+
+
+@pytest.mark.parametrize("mode,shape,dtype", [("L", (7, 5), np.uint8), ("RGB", (7, 5, 3), np.uint8),
+                                              ("I;16", (7, 5), np.uint16)])  # fmt: skip
+def test_uncompressed_png_is_written_without_pillow_and_read_back_exactly(mode, shape, dtype):
+    pixels = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    data = stored_png(Image.fromarray(pixels))
+    with Image.open(io.BytesIO(data)) as image:
+        assert (image.format, image.mode) == ("PNG", mode)
+        assert np.array_equal(np.asarray(image), pixels)

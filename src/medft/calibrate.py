@@ -38,7 +38,7 @@ def calibrate_model(options: CalibrateArguments) -> tuple[EvaluationReport, Path
         raise MedftError("--per-finding is for multi-label models; leave it out.")
     classifier = load_classifier(options.model)
     tuning = dataset[options.tune_split]
-    reader = ImageReader(classifier.processor, splits=[tuning], image_column=task.image_column)
+    reader = ImageReader(classifier, splits=[tuning])
     logits, errors = score_images(
         classifier,
         reader,

@@ -230,8 +230,8 @@ def explain(
     the top prediction) over what the model saw, and the top-k labels and scores."""
     classifier = load_classifier(model)
     with Explainer(classifier, target, top_k) as explainer:
-        found = collect_inputs(images, split)
-        reader = ImageReader(classifier.processor, found.files, found.splits)
+        found = collect_inputs(images, split, classifier.dicom)
+        reader = ImageReader(classifier, found.files, found.splits, found.frames)
         output = Path(output)
         output.mkdir(parents=True, exist_ok=True)
         summary, taken = ExplainSummary(), Counter()

@@ -156,12 +156,14 @@ def opset_of(path: Path) -> int:
 
 def preprocessor_json(
     settings: dict[str, Any],
-    task: TaskInfo,
+    classifier: Classifier,
     thresholds: Thresholds | None,
     output: Path,
     exported: dict[str, Any],
 ) -> dict[str, Any]:
-    """Everything needed to run ``output`` without medft: inputs, outputs, labels, thresholds."""
+    """Everything needed to run ``output`` without medft: inputs, outputs, labels, thresholds,
+    how DICOM files are read."""
+    task = classifier.task
     height, width = input_size(settings)
     return {
         "model_file": output.name,
@@ -174,6 +176,7 @@ def preprocessor_json(
         "task": task.task,
         "labels": task.label_names,
         "thresholds": thresholds.to_json() if thresholds else None,
+        "dicom": classifier.dicom.to_dict() if classifier.dicom else None,
         **exported,
         "medft_version": __version__,
     }  # fmt: skip
@@ -267,7 +270,7 @@ def export_onnx(
     thresholds = stored_thresholds(classifier, None)
     exported = {"exporter": exporter, "opset": opset_of(output),
                 "quantized": "dynamic int8 (onnxruntime)" if quantize_mode else None}  # fmt: skip
-    content = preprocessor_json(settings, classifier.task, thresholds, output, exported)
+    content = preprocessor_json(settings, classifier, thresholds, output, exported)
     settings_path.write_text(json.dumps(content, indent=2) + "\n")
     summary = ExportSummary(
         output,
@@ -282,7 +285,12 @@ def export_onnx(
     )
     if data is not None:
         onnx = OnnxClassifier(
-            onnx_session(output), SettingsProcessor(content), classifier.task, output, thresholds
+            onnx_session(output),
+            SettingsProcessor(content),
+            classifier.task,
+            output,
+            thresholds,
+            classifier.dicom,
         )
         summary.metrics = compared_metrics(classifier, onnx, data, batch_size, num_workers)
         summary.metrics_split = f"{dataset}:{split}"

@@ -6,12 +6,15 @@ onnxruntime, with the preprocessing its preprocessor.json describes. Worker
 processes (a torch `DataLoader`) decode each image as `pipeline()` does
 (transformers' `load_image`: EXIF orientation applied, RGB) and preprocess it with
 the model's own image processor; the model scores whole batches, on the GPU when
-there is one. An image that cannot be read is reported with the reason, and the
-run goes on.
+there is one. DICOM files are read by `medft.dicom` with the settings the model
+folder records (``dicom.json``: window, bit depth, frames), as its training data
+was; `load_image` gives plain-transformers users the same image. An image that
+cannot be read is reported with the reason, and the run goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections import Counter
 from collections.abc import Sequence
@@ -32,14 +35,23 @@ from transformers import (
     AutoModelForImageClassification,
     PreTrainedModel,
 )
-from transformers.image_utils import load_image
+from transformers.image_utils import load_image as rgb_image
 
 from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from medft.data.loading import check_split, read_dataset
 from medft.data.transforms import use_one_thread_in_workers
+from medft.dicom import (
+    UnreadableDicom,
+    is_dicom_file,
+    number_of_frames,
+    open_dicom,
+    read_dicom,
+    to_model_image,
+)
+from medft.dicom_settings import DicomSettings, load_settings
 from medft.errors import MedftError, first_line
 from medft.onnx_model import OnnxClassifier, load_onnx_classifier
-from medft.prepare.files import scan_images
+from medft.prepare.files import IMAGE_EXTENSIONS, is_image_file, is_visible_file, scan_images
 from medft.tasks import LABEL_COLUMNS, TaskInfo
 from medft.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds
 from medft.tta import ORIGINAL, View
@@ -69,6 +81,7 @@ class Classifier:
     device: torch.device
     folder: Path
     autocast: torch.dtype | None = None  # bf16 / fp16 inference; None keeps fp32
+    dicom: DicomSettings | None = None  # how its training data's DICOM files were read
 
     @property
     def runs_on(self) -> str:
@@ -143,7 +156,9 @@ def load_classifier(
     if precision == "fp16" and chosen.type == "cpu":
         raise MedftError("--precision fp16 needs a GPU; on a CPU use bf16 or fp32.")
     model = model.to(chosen, memory_format=torch.channels_last).eval()
-    return Classifier(model, processor, task, chosen, Path(folder), PRECISIONS[precision])
+    return Classifier(
+        model, processor, task, chosen, Path(folder), PRECISIONS[precision], load_settings(folder)
+    )
 
 
 def stored_thresholds(
@@ -168,25 +183,55 @@ def short_reason(error: Exception) -> str:
     return f"{type(error).__name__}: {text[:200]}"
 
 
+def read_input(
+    path: str | Path, dicom: DicomSettings | None = None, frame: int | None = None
+) -> Image.Image:
+    """An image or DICOM file as the RGB image the model's processor takes: DICOM read with
+    ``dicom`` (default: the file's own window; ``frame`` of a multi-frame file), a 16-bit
+    image windowed as in training."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_EXTENSIONS and is_dicom_file(path):
+        image = read_dicom(path, dicom or DicomSettings(), frame).image
+    else:
+        image = Image.open(path)
+    return rgb_image(to_model_image(image, dicom))
+
+
+def load_image(
+    path: str | Path, model: str | Path | None = None, frame: int | None = None
+) -> Image.Image:
+    """The PIL image of ``path`` (an image or a DICOM file; ``frame`` of a multi-frame one)
+    that `pipeline()` takes, read as medft reads it for ``model`` (a model folder: the DICOM
+    settings in its dicom.json; without one, a DICOM file's own window).
+
+    For users of plain transformers:
+    ``pipeline("image-classification", model=folder)(medft.load_image("scan.dcm", folder))``.
+    """
+    return read_input(path, load_settings(model) if model is not None else None, frame)
+
+
 class ImageReader(torch.utils.data.Dataset):
     """Item i: (i, pixel values from the model's processor, None) or (i, None, why not).
 
-    Items are files, or rows of dataset splits (whose image bytes are decoded
+    Items are files (and frames of multi-frame DICOM files: ``frames``, one per file, None
+    for the one ``dicom`` picks), or rows of dataset splits (whose image bytes are decoded
     here, like files, so a damaged one is reported rather than raised).
     """
 
     def __init__(
         self,
-        processor: Any,
+        model: Classifier | OnnxClassifier,
         files: Sequence[Path] = (),
         splits: Sequence[Dataset] = (),
-        image_column: str = "image",
+        frames: Sequence[int | None] = (),
     ) -> None:
-        self.processor = processor
-        self.column = image_column
+        self.processor = model.processor
+        self.column = image_column = model.task.image_column
+        self.dicom = model.dicom
         undecoded = ImageFeature(decode=False)
         self.splits = [split.cast_column(image_column, undecoded) for split in splits]
-        self.items: list[tuple[int | None, Any]] = [(None, path) for path in files]
+        frames = list(frames) or [None] * len(files)
+        self.items: list[tuple[int | None, Any]] = [(None, file) for file in zip(files, frames)]
         self.items += [(s, row) for s, split in enumerate(self.splits) for row in range(len(split))]
 
     def __len__(self) -> int:
@@ -195,13 +240,14 @@ class ImageReader(torch.utils.data.Dataset):
     def open(self, index: int) -> Image.Image:
         split, item = self.items[index]
         if split is None:
-            if not Path(item).is_file():
+            path, frame = item
+            if not Path(path).is_file():
                 raise FileNotFoundError("no such file")
-            return load_image(str(item))
+            return read_input(path, self.dicom, frame)
         stored = self.splits[split][item][self.column]
         if stored["bytes"] is not None:
-            return load_image(Image.open(io.BytesIO(stored["bytes"])))
-        return load_image(stored["path"])
+            return rgb_image(to_model_image(Image.open(io.BytesIO(stored["bytes"])), self.dicom))
+        return read_input(stored["path"], self.dicom)
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """The model's input for one image, as its processor (and `pipeline()`) makes it."""
@@ -282,16 +328,17 @@ def score_members(
     files: Sequence[Path] = (),
     splits: Sequence[Dataset] = (),
     *,
+    frames: Sequence[int | None] = (),
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int = DEFAULT_WORKERS,
     progress: bool = True,
     views: Sequence[View] = (ORIGINAL,),
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """`score_images` with every member (each reading through its own processor), the
-    probabilities averaged; an item one member cannot read is unreadable."""
+    """`score_images` with every member (each reading through its own processor and DICOM
+    settings), the probabilities averaged; an item one member cannot read is unreadable."""
     probs, errors = [], {}
     for member in members:
-        reader = ImageReader(member.processor, files, splits, member.task.image_column)
+        reader = ImageReader(member, files, splits, frames)
         member_probs, member_errors = score_images(
             member, reader, batch_size=batch_size, num_workers=num_workers, progress=progress,
             views=views,
@@ -317,6 +364,10 @@ def score_split(
 # what to score --------------------------------------------------------------------------------
 
 
+def is_image_or_dicom(path: Path) -> bool:
+    return is_image_file(path) or (is_visible_file(path) and is_dicom_file(path))
+
+
 @dataclass
 class Inputs:
     """Images given on the command line, as files and dataset splits, with a name per image."""
@@ -325,11 +376,29 @@ class Inputs:
     splits: list[Dataset] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # files first, then dataset rows
     ignored: Counter[str] = field(default_factory=Counter)
+    frames: list[int | None] = field(default_factory=list)  # per file: None, or a DICOM frame
 
 
-def collect_inputs(paths: Sequence[str | Path], split: str = "test") -> Inputs:
-    """Image files; folders, searched recursively; prepared datasets (a folder holding
-    dataset_dict.json), of which ``split`` is read. A missing file stays in, to be reported."""
+def every_frame(files: list[Path], force: bool) -> tuple[list[Path], list[int | None]]:
+    """Each multi-frame DICOM file once per frame (as a model trained with --frames all saw
+    it); other files once. A file whose header cannot be read stays, to be reported."""
+    expanded, frames = [], []
+    for path in files:
+        count = 1
+        if path.is_file() and path.suffix.lower() not in IMAGE_EXTENSIONS and is_dicom_file(path):
+            with contextlib.suppress(UnreadableDicom):
+                count = number_of_frames(open_dicom(path, force, stop_before_pixels=True))
+        expanded += [path] * count
+        frames += list(range(count)) if count > 1 else [None]
+    return expanded, frames
+
+
+def collect_inputs(
+    paths: Sequence[str | Path], split: str = "test", dicom: DicomSettings | None = None
+) -> Inputs:
+    """Image and DICOM files (every frame, for a model trained on every frame: ``dicom``);
+    folders, searched recursively; prepared datasets (a folder holding dataset_dict.json), of
+    which ``split`` is read. A missing file stays in, to be reported."""
     inputs = Inputs()
     dataset_rows: list[str] = []
     for given in map(Path, paths):
@@ -343,10 +412,16 @@ def collect_inputs(paths: Sequence[str | Path], split: str = "test") -> Inputs:
                 f"{given}:{split}:{ids[row] if ids else row}" for row in range(len(part))
             ]
         elif given.is_dir():
-            inputs.files += scan_images(given, inputs.ignored)
+            inputs.files += scan_images(given, inputs.ignored, accept=is_image_or_dicom)
         else:
             inputs.files.append(given)
-    inputs.names = [str(path) for path in inputs.files] + dataset_rows
+    inputs.frames = [None] * len(inputs.files)
+    if dicom is not None and dicom.frames == "all":
+        inputs.files, inputs.frames = every_frame(inputs.files, dicom.force)
+    inputs.names = [
+        str(path) if frame is None else f"{path} (frame {frame})"
+        for path, frame in zip(inputs.files, inputs.frames)
+    ] + dataset_rows
     if not inputs.names:
         ignored = sum(inputs.ignored.values())
         raise MedftError(

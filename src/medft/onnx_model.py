@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medft.dicom_settings import DicomSettings
 from medft.errors import MedftError, first_line
 from medft.preprocessing import PREPROCESSOR_NAME, SettingsProcessor
 from medft.tasks import LABEL_COLUMNS, TaskInfo
@@ -30,6 +31,7 @@ class OnnxClassifier:
     task: TaskInfo
     path: Path
     thresholds: Thresholds | None
+    dicom: DicomSettings | None  # how DICOM inputs are read (the model folder's dicom.json)
     device = torch.device("cpu")  # where batches are assembled; onnxruntime takes NumPy
 
     @property
@@ -81,6 +83,7 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
         multi_label = settings["task"] == "multilabel"
         task = TaskInfo(settings["labels"], multi_label, label_column=LABEL_COLUMNS[multi_label])
         processor = SettingsProcessor(settings)
+        dicom = DicomSettings.from_dict(settings["dicom"]) if settings.get("dicom") else None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise MedftError(
             f"{settings_path} is not a preprocessor.json written by medft export "
@@ -88,4 +91,4 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
         ) from None
     stored = settings.get("thresholds")
     thresholds = thresholds_from_json(stored, settings_path, task) if stored else None
-    return OnnxClassifier(onnx_session(path), processor, task, path, thresholds)
+    return OnnxClassifier(onnx_session(path), processor, task, path, thresholds, dicom)

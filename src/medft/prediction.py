@@ -90,11 +90,11 @@ def predict(
     stored = stored_thresholds(members[0], given) if len(members) == 1 or given else None
     stored = stored or fixed_thresholds(task, DEFAULT_THRESHOLD, "default")
     views = tta_views(list(tta), folders) if tta else [ORIGINAL]
-    found = collect_inputs(inputs, split)
+    found = collect_inputs(inputs, split, members[0].dicom)
     start = time.perf_counter()
     probs, errors = score_members(
-        members, found.files, found.splits, batch_size=batch_size, num_workers=num_workers,
-        progress=progress, views=views,
+        members, found.files, found.splits, frames=found.frames, batch_size=batch_size,
+        num_workers=num_workers, progress=progress, views=views,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     header, rows = prediction_rows(

@@ -15,6 +15,7 @@ import torch
 from medft.config import DataArguments, ModelArguments
 from medft.data.loading import load_training_data
 from medft.data.mixing import BatchMixer
+from medft.data.pipeline import dicom_settings
 from medft.data.transforms import (
     DeviceTransform,
     eval_pixels,
@@ -57,7 +58,8 @@ def augmentation_grid(
     torch.manual_seed(seed)
 
     examples = [train[int(i)] for i in rows]
-    pictures = [to_rgb(e[task.image_column]) for e in examples]
+    dicom = dicom_settings(data_args)
+    pictures = [to_rgb(e[task.image_column], dicom) for e in examples]
     shown = list(eval_pixels(processor)(pictures))  # what evaluation and pipeline() see
     drawn = [list(on_device(torch.stack([augment(p) for _ in range(versions)]))) for p in pictures]
     grid = [[s, *d] for s, d in zip(shown, drawn)]

@@ -146,7 +146,7 @@ def classify(
     refused = {i: "the file is empty" for i, path in enumerate(paths) if not path.stat().st_size}
     kept = [i for i in range(len(paths)) if i not in refused]
     classifier = served.classifier
-    reader = ImageReader(classifier.processor, [paths[i] for i in kept])
+    reader = ImageReader(classifier, [paths[i] for i in kept])
     probs, errors = score_images(classifier, reader, num_workers=0, progress=False)
     for index, reason in errors.items():
         path = paths[kept[index]]

@@ -40,6 +40,7 @@ from medft.data.transforms import (
     collate,
     input_spec,
 )
+from medft.dicom_settings import save_settings
 from medft.ema import EmaCallback, keep_better_weights, selected_metric
 from medft.errors import MedftError
 from medft.evaluation import EvaluationReport, SplitScores, evaluate_scores, scores_from_logits
@@ -324,6 +325,8 @@ def train(
         evaluated = scores_from_logits(data.task, test.predictions, test.label_ids, test_set)
         evaluated_logits = logits_of(test)
     save_model(trainer, built, model_args, training_args.output_dir)
+    if data.dicom is not None and trainer.is_world_process_zero():
+        save_settings(training_args.output_dir, data.dicom)  # predict reads DICOM files alike
 
     ###########################
     # Save the curves and card

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from medft.dicom_settings import BIT_DEPTHS, WINDOW_PRESETS, parse_window
 from medft.errors import MedftError
 
 DEFAULT_RESAMPLES = 1000  # bootstrap resamples for the 95% intervals
@@ -452,11 +453,80 @@ class CsvArguments(PrepareArguments, WithTestSize):
     )
 
 
+@dataclass(kw_only=True)
+class DicomArguments(PrepareArguments, WithTestSize):
+    """DICOM files: class subfolders of them, or a CSV of paths and labels; split by patient,
+    patient and study IDs replaced by keyed hashes."""
+
+    source: Path | None = field(
+        default=None,
+        metadata={"help": "a folder of class subfolders of DICOM files (.dcm, or any file with "
+                  "the DICM preamble), optionally in train/ val/ test/"},
+    )  # fmt: skip
+    csv_path: Path | None = field(
+        default=None,
+        metadata={"help": "instead of --source: a CSV of DICOM paths and labels",
+                  "aliases": ["--csv"]},
+    )  # fmt: skip
+    image_root: Path | None = field(
+        default=None, metadata={"help": "--csv paths are relative to this (default: its folder)"}
+    )
+    image_column: str = field(default="image", metadata={"help": "--csv column of DICOM paths"})
+    label_column: str = field(default="label", metadata={"help": "--csv column of labels"})
+    label_separator: str | None = field(
+        default=None, metadata={"help": "multi-label: labels split on this, e.g. '|'"}
+    )
+    negative_label: str | None = field(
+        default=None, metadata={"help": "multi-label value meaning none, e.g. 'No Finding'"}
+    )
+    split_column: str | None = field(
+        default=None, metadata={"help": "--csv column of train/val/test"}
+    )
+    window: str | None = field(
+        default=None,
+        metadata={"help": "CENTER,WIDTH in modality units (HU for CT), or a preset: "
+                  f"{', '.join(WINDOW_PRESETS)}; overrides the files' own VOI LUT / window "
+                  "(default: the file's, else its min-max range)"},
+    )  # fmt: skip
+    frames: Literal["first", "middle", "all"] = field(
+        default="first",
+        metadata={"help": "multi-frame files: the first or middle frame, or all (one row per "
+                  "frame, a file's frames in one split)"},
+    )  # fmt: skip
+    bit_depth: int = field(
+        default=8,
+        metadata={"help": "8: store windowed 8-bit images; 16: store modality values (HU + "
+                  "32768), windowed at train / predict time"},
+    )  # fmt: skip
+    id_salt: str | None = field(
+        default=None,
+        metadata={"help": "secret key of the patient / study / file pseudonyms (default: one "
+                  "drawn once and kept in OUTPUT.id-salt beside the output folder)"},
+    )  # fmt: skip
+    force: bool = field(
+        default=False, metadata={"help": "also read files without a DICOM file meta header"}
+    )
+    age: bool = field(
+        default=False, metadata={"help": "keep the patient's age in whole years (90: above 89)"}
+    )
+
+    def __post_init__(self) -> None:
+        if (self.source is None) == (self.csv_path is None):
+            raise MedftError(
+                "medft prepare dicom needs --source DIR (class subfolders) or --csv FILE "
+                "(paths and labels), not both."
+            )
+        if self.bit_depth not in BIT_DEPTHS:
+            raise MedftError(f"--bit-depth must be 8 or 16, got {self.bit_depth}.")
+        parse_window(self.window)  # a bad window stops here, naming it
+
+
 PREPARE_SOURCES: dict[str, type[PrepareArguments]] = {
     "brain-tumor-44c": BrainTumorArguments,
     "chestxray14": ChestXray14Arguments,
     "folder": FolderArguments,
     "csv": CsvArguments,
+    "dicom": DicomArguments,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medft.config.checks import check_probability, check_range
+from medft.dicom_settings import parse_window
 from medft.errors import MedftError
 
 AUTO_AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment")
@@ -56,6 +57,15 @@ class DataArguments:
     cv_fold: int | None = field(
         default=None,
         metadata={"help": "With cv_folds, the fold held out as the validation split (0-based)."},
+    )
+    dicom_window: str | None = field(
+        default=None,
+        metadata={
+            "help": "A dataset of `medft prepare dicom --bit-depth 16`: the window applied before "
+            "the model sees an image, 'CENTER,WIDTH' or a preset (lung, mediastinum, abdomen, "
+            "liver, bone, brain), instead of the one it was prepared with. Saved with the model "
+            "(dicom.json), so predict applies it too."
+        },
     )
 
     # augmentation (training images only) -----------------------------------------------------
@@ -125,6 +135,7 @@ class DataArguments:
                 f"cv_folds must be at least 2 and cv_fold in 0 .. {self.cv_folds - 1}, "
                 f"got {self.cv_folds} and {self.cv_fold}."
             )
+        parse_window(self.dicom_window, "dicom_window")  # a bad window stops here, named
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -7,6 +7,7 @@ processor, as `pipeline()` will.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from medft.config import DataArguments, MedftTrainingArguments
 from medft.data.folds import fold_splits
 from medft.data.loading import load_training_data
 from medft.data.transforms import InputSpec, batch_transform, eval_pixels, input_spec, train_pixels
+from medft.dicom_settings import DicomSettings, dataset_settings, parse_window
+from medft.errors import MedftError
 from medft.tasks import TaskInfo
 
 logger = logging.getLogger("medft")
@@ -36,6 +39,7 @@ class TrainingData:
     eval_sets: dict[str, Dataset]  # validation first, then test if present
     train_probe: Dataset | None
     train_labels: list
+    dicom: DicomSettings | None = None  # how `medft prepare dicom` read the files, if it did
 
     @property
     def validation(self) -> Dataset:
@@ -81,15 +85,34 @@ def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> Trainin
         eval_sets,
         probe,
         list(train_set[task.label_column]),
+        dicom_settings(data_args),
     )
+
+
+def dicom_settings(data_args: DataArguments) -> DicomSettings | None:
+    """How the dataset's DICOM files were read, with the recipe's `dicom_window` (16-bit
+    datasets only: 8-bit ones were windowed when prepared)."""
+    settings = dataset_settings(data_args.dataset_name)
+    if data_args.dicom_window is None:
+        return settings
+    if settings is None or settings.bit_depth != 16:
+        raise MedftError(
+            f"dicom_window needs a dataset prepared with `medft prepare dicom --bit-depth 16`; "
+            f"{data_args.dataset_name} holds {'8-bit' if settings else 'no DICOM'} images, "
+            "windowed when they were prepared. Prepare it again with --bit-depth 16 "
+            "(or with --window), or remove dicom_window."
+        )
+    window = parse_window(data_args.dicom_window, "dicom_window")
+    return dataclasses.replace(settings, window=window)
 
 
 def set_transforms(data: TrainingData, processor: Any, data_args: DataArguments) -> InputSpec:
     """Augmented training images; every other split preprocessed as `pipeline()` will."""
     spec = input_spec(processor)
-    data.train_set.set_transform(batch_transform(train_pixels(spec, data_args), data.task))
+    augmented = batch_transform(train_pixels(spec, data_args), data.task, data.dicom)
+    data.train_set.set_transform(augmented)
     for part in [*data.eval_sets.values(), *([data.train_probe] if data.train_probe else [])]:
-        part.set_transform(batch_transform(eval_pixels(processor), data.task))
+        part.set_transform(batch_transform(eval_pixels(processor), data.task, data.dicom))
     return spec
 
 

@@ -23,6 +23,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
 from medft.config import DataArguments
+from medft.dicom import to_model_image
+from medft.dicom_settings import DicomSettings
 from medft.tasks import TaskInfo
 
 PIL_TO_TORCHVISION = {
@@ -76,7 +78,10 @@ def to_picture(pixels: torch.Tensor, spec: InputSpec) -> np.ndarray:
     return (pixels.detach().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image, dicom: DicomSettings | None = None) -> Image.Image:
+    """RGB for the processor: a 16-bit image windowed first (``dicom``: a 16-bit DICOM
+    dataset's settings; otherwise by its own range), since converting it would clip."""
+    image = to_model_image(image, dicom)
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
@@ -165,13 +170,15 @@ def train_pixels(
 
 
 def batch_transform(
-    pixels: Callable[[list[Image.Image]], torch.Tensor | list[torch.Tensor]], task: TaskInfo
+    pixels: Callable[[list[Image.Image]], torch.Tensor | list[torch.Tensor]],
+    task: TaskInfo,
+    dicom: DicomSettings | None = None,
 ) -> Callable[[dict[str, list]], dict[str, Any]]:
     """A `Dataset.with_transform` function: image and label columns -> model inputs."""
 
     def transform(batch: dict[str, list]) -> dict[str, Any]:
         use_one_thread_in_workers()
-        images = [to_rgb(image) for image in batch[task.image_column]]
+        images = [to_rgb(image, dicom) for image in batch[task.image_column]]
         labels = [task.target(value) for value in batch[task.label_column]]
         return {"pixel_values": list(pixels(images)), "labels": labels}
 

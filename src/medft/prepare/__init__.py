@@ -11,6 +11,7 @@ from medft.errors import MedftError
 from medft.prepare.brain_tumor import list_brain_tumor_44c
 from medft.prepare.chestxray14 import list_chestxray14
 from medft.prepare.csv_table import list_csv
+from medft.prepare.dicom import list_dicom
 from medft.prepare.folder import list_image_folder
 from medft.prepare.images import ImageOptions
 from medft.prepare.listing import SourceListing
@@ -21,7 +22,12 @@ SOURCES: dict[str, Callable[..., SourceListing]] = {
     "chestxray14": list_chestxray14,
     "folder": list_image_folder,
     "csv": list_csv,
+    "dicom": list_dicom,
 }
+# what a reader may take from the writer's options (the DICOM reader keeps its salt beside
+# the output folder), and options never written to the report (a salt is a secret)
+SHARED_WITH_READERS = ("output",)
+SECRET_OPTIONS = ("id_salt",)
 
 
 def prepare_dataset(
@@ -47,15 +53,22 @@ def prepare_dataset(
         raise MedftError(f"--png-compression must be 0-9, got {png_compression}.")
     check_output_folder(Path(output).expanduser().resolve(), overwrite)  # fail before the listing
     reader = SOURCES[source_type]
-    bound = inspect.signature(reader).bind(**source_options)
+    signature = inspect.signature(reader)
+    shared = {key: output for key in SHARED_WITH_READERS if key in signature.parameters}
+    bound = signature.bind(**source_options, **shared)
     bound.apply_defaults()
     listing = reader(**bound.arguments)
-    options = {key: str(v) if isinstance(v, Path) else v for key, v in bound.arguments.items()}
+    options = {
+        key: "(given, not recorded)" if key in SECRET_OPTIONS and value is not None else value
+        for key, value in bound.arguments.items()
+        if key not in shared
+    }
+    options = {key: str(v) if isinstance(v, Path) else v for key, v in options.items()}
     options |= {"image_size": image_size, "png_compression": png_compression}
     return write_dataset(
         listing,
         output,
-        image_options=ImageOptions(image_size, png_compression),
+        image_options=ImageOptions(image_size, png_compression, listing.dicom),
         num_proc=num_proc,
         overwrite=overwrite,
         options=options,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Value
@@ -46,7 +47,27 @@ def parse_labels(
     return names
 
 
-def list_csv(
+@dataclass
+class LabelTable:
+    """A CSV's rows, each with its label(s) as class indices and the split it was given."""
+
+    csv_path: Path
+    image_root: Path
+    image_column: str
+    rows: list[dict[str, str]]
+    label_names: list[str]
+    labels: list[int | list[int]]  # a class index, or sorted indices (multi-label)
+    multi_label: bool
+    given_splits: list[str | None]
+
+    def image_of(self, row: dict[str, str]) -> tuple[str, Path]:
+        """(the path as the CSV writes it, the file it names)."""
+        written = row[self.image_column].strip()
+        path = Path(written).expanduser()
+        return written, path if path.is_absolute() else self.image_root / path
+
+
+def read_label_table(
     csv_path: str | Path,
     *,
     image_root: str | Path | None = None,
@@ -55,20 +76,14 @@ def list_csv(
     label_separator: str | None = None,
     negative_label: str | None = None,
     split_column: str | None = None,
-    group_column: str | None = None,
-    metadata_columns: Sequence[str] = (),
-    val_size: float = 0.15,
-    test_size: float = 0.15,
-    seed: int = 42,
-) -> SourceListing:
+    other_columns: Sequence[str] = (),
+) -> LabelTable:
+    """Read a CSV of image paths and labels; a missing column, an empty label, a bad split
+    value or a single class stops with a message naming the line or column."""
     csv_path = require_file(csv_path, "--csv")
     image_root = Path(image_root).expanduser() if image_root else csv_path.parent
-    kept_columns = [c for c in (group_column, *metadata_columns) if c]
-    for column in kept_columns:
-        if column in RESERVED_COLUMNS:
-            raise MedftError(f"metadata column {column!r} clashes with a column medft writes.")
-    optional = [c for c in (split_column, group_column) if c]
-    rows = read_rows(csv_path, [image_column, label_column, *optional, *metadata_columns])
+    required = [image_column, label_column, *([split_column] if split_column else [])]
+    rows = read_rows(csv_path, [*required, *other_columns])
     multi_label = label_separator is not None
 
     row_labels = []
@@ -90,34 +105,68 @@ def list_csv(
                 "one of train / val / validation / test."
             )
         given.append(split)
-    groups = [row[group_column] for row in rows] if group_column else None
-    single_labels = None if multi_label else [index_of[names[0]] for names in row_labels]
+    labels: list[int | list[int]] = [
+        sorted(index_of[name] for name in names) if multi_label else index_of[names[0]]
+        for names in row_labels
+    ]
+    return LabelTable(
+        csv_path, image_root, image_column, rows, label_names, labels, multi_label, given
+    )
+
+
+def list_csv(
+    csv_path: str | Path,
+    *,
+    image_root: str | Path | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
+    label_separator: str | None = None,
+    negative_label: str | None = None,
+    split_column: str | None = None,
+    group_column: str | None = None,
+    metadata_columns: Sequence[str] = (),
+    val_size: float = 0.15,
+    test_size: float = 0.15,
+    seed: int = 42,
+) -> SourceListing:
+    kept_columns = [c for c in (group_column, *metadata_columns) if c]
+    for column in kept_columns:
+        if column in RESERVED_COLUMNS:
+            raise MedftError(f"metadata column {column!r} clashes with a column medft writes.")
+    table = read_label_table(
+        csv_path,
+        image_root=image_root,
+        image_column=image_column,
+        label_column=label_column,
+        label_separator=label_separator,
+        negative_label=negative_label,
+        split_column=split_column,
+        other_columns=kept_columns,
+    )
+    groups = [row[group_column] for row in table.rows] if group_column else None
     assigned = assign_splits(
-        given,
+        table.given_splits,
         {"validation": val_size, "test": test_size},
-        labels=single_labels,
+        labels=None if table.multi_label else table.labels,
         groups=groups,
         seed=seed,
     )
 
     listing = SourceListing(
         source_type="csv",
-        source=str(csv_path.resolve()),
-        label_names=label_names,
-        multi_label=multi_label,
+        source=str(table.csv_path.resolve()),
+        label_names=table.label_names,
+        multi_label=table.multi_label,
         splits={},
         metadata_features={"image_id": Value("string")}
         | {column: Value("string") for column in kept_columns},
     )
-    for row, names, split in zip(rows, row_labels, assigned):
-        image_id = row[image_column].strip()
-        path = Path(image_id).expanduser()
-        path = path if path.is_absolute() else image_root / path
+    for row, label, split in zip(table.rows, table.labels, assigned):
+        image_id, path = table.image_of(row)
         if not path.is_file():
-            listing.skip(image_id, f"listed in {csv_path.name} but not found at {path}", split)
+            reason = f"listed in {table.csv_path.name} but not found at {path}"
+            listing.skip(image_id, reason, split)
             continue
-        indices = [index_of[name] for name in names]
-        label = sorted(indices) if multi_label else indices[0]
         metadata = {"image_id": image_id} | {column: row[column] for column in kept_columns}
         listing.splits[split].append(Example(path, label, metadata))
 
@@ -125,5 +174,5 @@ def list_csv(
         by_split = {split: [g for g, s in zip(groups, assigned) if s == split] for split in SPLITS}
         shared = groups_in_several_splits(by_split)
         listing.notes[f"{group_column}_values_in_two_splits"] = len(shared)
-    listing.notes["csv_rows"] = len(rows)
+    listing.notes["csv_rows"] = len(table.rows)
     return listing

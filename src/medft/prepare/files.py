@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -22,7 +23,13 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def ignore_reason(path: Path) -> str:
+def is_visible_file(path: Path) -> bool:
+    """Not hidden, not a system file: worth a look for content (DICOM files may have no
+    extension)."""
+    return not path.name.startswith(".") and path.name.lower() not in SYSTEM_FILES
+
+
+def ignore_reason(path: Path, wanted: str = "an image extension") -> str:
     """Why a file is passed over, as a short category for the report."""
     if path.name.lower() in SYSTEM_FILES:
         return f"system file ({path.name})"
@@ -30,20 +37,26 @@ def ignore_reason(path: Path) -> str:
         return "macOS resource fork (._*)"
     if path.name.startswith("."):
         return "hidden file"
-    return f"not an image extension ({path.suffix.lower() or 'none'})"
+    return f"not {wanted} ({path.suffix.lower() or 'none'})"
 
 
-def scan_images(folder: Path, ignored: Counter[str]) -> list[Path]:
-    """Image files under ``folder``, recursively and sorted; others counted in ``ignored``."""
+def scan_images(
+    folder: Path,
+    ignored: Counter[str],
+    accept: Callable[[Path], bool] = is_image_file,
+    wanted: str = "an image extension",
+) -> list[Path]:
+    """Image files under ``folder`` (those ``accept`` takes), recursively and sorted; others
+    counted in ``ignored``, as not ``wanted``."""
     images = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             path = Path(root) / name
-            if is_image_file(path):
+            if accept(path):
                 images.append(path)
             else:
-                ignored[ignore_reason(path)] += 1
+                ignored[ignore_reason(path, wanted)] += 1
     return images
 
 
@@ -52,12 +65,18 @@ def list_subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def count_loose_files(folder: Path, ignored: Counter[str], where: str) -> None:
+def count_loose_files(
+    folder: Path,
+    ignored: Counter[str],
+    where: str,
+    accept: Callable[[Path], bool] = is_image_file,
+    wanted: str = "an image extension",
+) -> None:
     """Count files sitting beside class folders (they belong to no class)."""
     for path in folder.iterdir():
         if path.is_file():
-            reason = f"image outside a class folder ({where})" if is_image_file(path) else None
-            ignored[reason or ignore_reason(path)] += 1
+            reason = f"image outside a class folder ({where})" if accept(path) else None
+            ignored[reason or ignore_reason(path, wanted)] += 1
 
 
 def require_folder(path: str | Path, what: str) -> Path:

@@ -36,6 +36,16 @@ ORIGINS = {
         ),
     },
 }
+PRIVACY = {
+    "dicom": (
+        "Prepared from DICOM files by `medft prepare dicom`: patient, study and file identifiers "
+        "are replaced by keyed one-way hashes (`patient_id`, `study_id`, `image_id`), and only "
+        "technical tags are kept (modality, view position, body part, rows, columns, bits "
+        "stored, photometric interpretation, manufacturer model; age in whole years if asked). "
+        "**Text burned into the pixels was not checked**: names or dates drawn into an image "
+        "are still there."
+    ),
+}
 CITATION = {
     "chestxray14": (
         "@inproceedings{wang2017chestxray,\n"
@@ -100,6 +110,8 @@ def dataset_card(report: dict[str, Any], repo_id: str) -> DatasetCard:
         "This dataset is for research and education. Models trained on it are not medical "
         "devices and must not be used to diagnose or treat patients.",
     ]
+    if report["source_type"] in PRIVACY:
+        sections[-2:-2] = ["## Privacy", PRIVACY[report["source_type"]]]
     if report["source_type"] in CITATION:
         sections += ["## Citation", f"```bibtex\n{CITATION[report['source_type']]}\n```"]
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")

@@ -3,18 +3,23 @@
 This runs in the worker processes of `medft prepare`, so it takes and returns
 plain values. An image already in L or RGB (or with an alpha channel that is
 opaque everywhere), upright, and not to be resized is stored as its original
-encoded bytes; anything else is normalised and written as a lossless PNG.
+encoded bytes; anything else is normalised and written as a lossless PNG. DICOM
+files are read by `medft.dicom` (windowed to L, RGB, or 16-bit grey) and stored as PNG.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from medft.dicom import UnreadableDicom, read_dicom, scale_to_8bit_array
+from medft.dicom_settings import DicomSettings
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail loudly, not decode grey
 
@@ -37,6 +42,7 @@ class ImageOptions(NamedTuple):
 
     image_size: int | None = None
     png_compression: int = 0
+    dicom: DicomSettings | None = None  # the files are DICOM, read with these settings
 
 
 STORE_AS_IS = ImageOptions()
@@ -49,16 +55,12 @@ class ImageResult(NamedTuple):
     error: str | None
     source_mode: str | None = None
     reencoded: bool = False
+    notes: tuple[str, ...] = ()  # what the report should count, e.g. clipped 16-bit values
 
 
 def scale_to_8bit(image: Image.Image) -> Image.Image:
     """16-bit / 32-bit / float grey to 8 bits by the image's own value range (never clipped)."""
-    pixels = np.asarray(image, dtype=np.float64)
-    low, high = float(pixels.min()), float(pixels.max())
-    if high <= low:
-        return Image.new("L", image.size, 0)
-    scaled = (pixels - low) * (255.0 / (high - low))
-    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+    return Image.fromarray(scale_to_8bit_array(np.asarray(image)), mode="L")
 
 
 def flatten_alpha(image: Image.Image) -> Image.Image:
@@ -107,18 +109,76 @@ def shorter_side_size(size: tuple[int, int], shorter_side: int) -> tuple[int, in
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Bicubic resize; 16-bit grey through 32-bit integers (Pillow resamples "I", not "I;16")."""
+    if image.mode != "I;16":
+        return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
+    large = image.convert("I").resize(size, Image.Resampling.BICUBIC)
+    return Image.fromarray(np.clip(np.asarray(large), 0, 65535).astype(np.uint16))
+
+
+PNG_FORMATS = {"L": (8, 0), "RGB": (8, 2), "I;16": (16, 0)}  # mode: (bit depth, colour type)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def stored_png(image: Image.Image) -> bytes:
+    """An uncompressed, unfiltered PNG of an L, RGB or 16-bit grey image.
+
+    Pillow tries five filters on every row before compressing, even at level 0: 5.5 ms
+    for a 512 x 512 grey image (11 ms at 16 bits) on a 2-core Xeon, where these bytes
+    take 0.4 ms. Any PNG reader decodes them (the tests check Pillow's).
+    """
+    depth, colour = PNG_FORMATS[image.mode]
+    pixels = np.asarray(image)
+    pixels = pixels.astype(">u2") if depth == 16 else pixels
+    rows = pixels.reshape(image.height, -1).view(np.uint8)
+    scanlines = np.zeros((image.height, rows.shape[1] + 1), dtype=np.uint8)  # filter byte 0
+    scanlines[:, 1:] = rows
+    header = struct.pack(">IIBBBBB", image.width, image.height, depth, colour, 0, 0, 0)
+    return b"".join((
+        b"\x89PNG\r\n\x1a\n",
+        png_chunk(b"IHDR", header),
+        png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 0)),
+        png_chunk(b"IEND", b""),
+    ))  # fmt: skip
+
+
 def encode_png(image: Image.Image, compression: int) -> bytes:
+    if compression == 0 and image.mode in PNG_FORMATS:
+        return stored_png(image)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=compression, compress_type=zlib.Z_RLE)
     return buffer.getvalue()
 
 
-def read_image(path: str | Path, options: ImageOptions = STORE_AS_IS) -> ImageResult:
-    """Read and check one file; resize so the shorter side is ``options.image_size`` if larger.
+def read_dicom_image(path: str | Path, options: ImageOptions, frame: int | None) -> ImageResult:
+    """One frame of a DICOM file, windowed (or 16-bit), resized if asked, as PNG bytes."""
+    try:
+        read = read_dicom(path, options.dicom, frame)
+    except UnreadableDicom as error:
+        return ImageResult(None, str(error))
+    image = read.image
+    if options.image_size is not None and min(image.size) > options.image_size:
+        image = resized(image, shorter_side_size(image.size, options.image_size))
+    notes = ("16-bit values clipped",) if read.clipped else ()
+    encoded = encode_png(image, options.png_compression)
+    return ImageResult(encoded, None, read.photometric, reencoded=True, notes=notes)
+
+
+def read_image(
+    path: str | Path, options: ImageOptions = STORE_AS_IS, frame: int | None = None
+) -> ImageResult:
+    """Read and check one file (``frame``: of a multi-frame DICOM); resize so the shorter side
+    is ``options.image_size`` if larger.
 
     Images are never upscaled: the training transforms resize anyway, and
     storing invented pixels only costs space.
     """
+    if options.dicom is not None:
+        return read_dicom_image(path, options, frame)
     image_size = options.image_size
     try:
         data = Path(path).read_bytes()
@@ -139,7 +199,7 @@ def read_image(path: str | Path, options: ImageOptions = STORE_AS_IS) -> ImageRe
             resize = image_size is not None and min(image.size) > image_size
             if resize:
                 target = shorter_side_size(image.size, image_size)
-                image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
+                image = resized(image, target)
             if image is opened and image.size == source_size:
                 return ImageResult(data, None, source_mode, reencoded=False)
             encoded = encode_png(image, options.png_compression)

@@ -1,7 +1,7 @@
 """What a source reader hands the writer: examples per split, label names, what it passed over.
 
-A source module (brain, NIH, folder, CSV) only looks at file names and label
-tables; it never decodes an image. Decoding, checking and storing happen once,
+A source module (brain, NIH, folder, CSV, DICOM) only looks at file names, label
+tables and DICOM headers; it never decodes an image. Decoding, checking and storing happen once,
 in `medft.prepare.writer`, for every source alike.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from datasets import ClassLabel, Features, Image, List, Value
 
+from medft.dicom_settings import DicomSettings
 from medft.prepare.splits import SPLITS
-from medft.tasks import TaskInfo
 
 
 @dataclass
@@ -23,6 +23,7 @@ class Example:
     path: Path
     label: int | list[int]
     metadata: dict[str, Any]
+    frame: int | None = None  # of a multi-frame DICOM file
 
 
 @dataclass
@@ -45,12 +46,15 @@ class SourceListing:
     skipped: list[Skipped] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
     notes: dict[str, Any] = field(default_factory=dict)
+    dicom: DicomSettings | None = None  # the files are DICOM, to be read with these settings
 
     def __post_init__(self) -> None:
         self.splits = {split: self.splits.get(split, []) for split in SPLITS}
 
     @property
     def task(self) -> str:
+        from medft.tasks import TaskInfo  # imports torch: not for the writer's worker processes
+
         return TaskInfo(self.label_names, self.multi_label).task
 
     @property

@@ -51,12 +51,13 @@ def build_report(
         "class_counts": class_counts(listing, dataset),
         "image_modes": {key[5:]: n for key, n in sorted(stats.items()) if key.startswith("mode ")},
         "reencoded": stats["reencoded"],
+        "image_notes": {key[5:]: n for key, n in sorted(stats.items()) if key.startswith("note ")},
         "skipped_count": len(listing.skipped),
         "skipped": [vars(skipped) for skipped in listing.skipped],
         "ignored_count": sum(listing.ignored.values()),
         "ignored": dict(sorted(listing.ignored.items())),
         "notes": listing.notes,
-    }
+    } | ({"dicom": listing.dicom.to_dict()} if listing.dicom else {})
 
 
 def write_report(report: dict[str, Any], folder: Path) -> Path:
@@ -94,6 +95,8 @@ def format_summary(report: dict[str, Any], output: str | Path) -> str:
         lines.append(f"          e.g. {item['file']}: {item['reason']}")
     lines.append(f"ignored: {report['ignored_count']} file(s) that are not images")
     lines += [f"  {count:>6}  {reason}" for reason, count in report["ignored"].items()]
+    for note, count in report.get("image_notes", {}).items():
+        lines.append(f"images with {note}: {count}")
     for key, value in report["notes"].items():
         lines.append(f"{key.replace('_', ' ')}: {value}")
     lines.append(f"report: {Path(output) / REPORT_NAME}")

@@ -64,7 +64,7 @@ class Chunk:
     features: Features
     label_column: str
     image_options: ImageOptions
-    examples: list[tuple[str, Any, dict[str, Any]]]  # (file path, label, metadata)
+    examples: list[tuple[str, int | None, Any, dict[str, Any]]]  # (path, frame, label, metadata)
 
 
 @dataclass
@@ -80,14 +80,15 @@ def write_chunk(chunk: Chunk) -> ChunkResult:
     """Read, check and write the images of one chunk (runs in a worker process)."""
     result = ChunkResult(chunk.split, chunk.index)
     with ArrowWriter(features=chunk.features, path=str(chunk.path)) as writer:
-        for path, label, metadata in chunk.examples:
+        for path, frame, label, metadata in chunk.examples:
             image_id = metadata.get("image_id", path)
-            image = read_image(path, chunk.image_options)
+            image = read_image(path, chunk.image_options, frame)
             if image.error:
                 result.skipped.append((image_id, image.error))
                 continue
             result.stats[f"mode {image.source_mode}"] += 1
             result.stats["reencoded"] += image.reencoded
+            result.stats.update(f"note {note}" for note in image.notes)
             row = {
                 "image": {"bytes": image.data, "path": image_id},
                 chunk.label_column: label,
@@ -115,7 +116,7 @@ def chunks_of(listing: SourceListing, folder: Path, options: ImageOptions, num_p
                 features=features,
                 label_column=listing.label_column,
                 image_options=options,
-                examples=[(str(e.path), e.label, e.metadata) for e in part],
+                examples=[(str(e.path), e.frame, e.label, e.metadata) for e in part],
             )
 
 

@@ -1,0 +1,208 @@
+"""DICOM files: class subfolders of them, or a CSV of their paths and labels.
+
+Files are recognised by a .dcm / .dicom / .dic extension or by the 'DICM' preamble
+(PACS exports often have no extension); with ``force``, files without an extension,
+or with a numeric one (files named by their UID), are tried too. Each header is read
+once (`medft.prepare.dicom_privacy`, which keeps only pseudonyms and technical tags)
+to group files by patient (PatientID, else StudyInstanceUID) for a patient-level
+split, to count frames, and to pass over files that hold no image (structured
+reports, RT plans, waveforms, DICOMDIR). Pixels are read later, by the writer's
+workers (`medft.dicom`).
+
+``image_id`` is a keyed hash of the file's path in the source, not the path: folder
+and file names of PACS exports often hold patient names.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from medft.dicom import DICOM_EXTENSIONS, UnreadableDicom, has_dicom_preamble
+from medft.dicom_settings import DicomSettings, parse_window
+from medft.errors import MedftError
+from medft.prepare.csv_table import read_label_table
+from medft.prepare.dicom_privacy import (
+    Header,
+    Pseudonyms,
+    column_features,
+    read_header,
+    resolve_salt,
+)
+from medft.prepare.files import (
+    count_loose_files,
+    is_visible_file,
+    list_subfolders,
+    require_folder,
+    scan_images,
+)
+from medft.prepare.folder import split_folders
+from medft.prepare.listing import Example, SourceListing
+from medft.prepare.splits import SPLITS, assign_splits, groups_in_several_splits
+
+WANTED = "DICOM (no .dcm extension, no 'DICM' preamble)"
+
+
+@dataclass
+class Candidate:
+    """A file that may be DICOM, with its label and the split its folder or row gave it."""
+
+    path: Path
+    key: str  # its path in the source (as the CSV writes it): hashed into image_id, never kept
+    label: int | list[int]
+    given_split: str | None
+
+
+def dicom_candidate(force: bool):
+    """The test a file passes to be read as DICOM (with ``force``: any visible file without
+    an extension, or with a numeric one as in '1.2.840.113619.2.55.504', too)."""
+
+    def accept(path: Path) -> bool:
+        if not is_visible_file(path):
+            return False
+        suffix = path.suffix.lower()
+        bare = not suffix or suffix[1:].isdigit()
+        return suffix in DICOM_EXTENSIONS or (force and bare) or has_dicom_preamble(path)
+
+    return accept
+
+
+def scan_dicom(folder: Path, ignored: Counter[str], force: bool) -> list[Path]:
+    return scan_images(folder, ignored, accept=dicom_candidate(force), wanted=WANTED)
+
+
+def folder_candidates(root: Path, force: bool, ignored: Counter[str]):
+    """(candidates, class names) of class subfolders, optionally in train/ val/ test/."""
+    given = split_folders(root) or {None: root}
+    class_names = sorted({c.name for folder in given.values() for c in list_subfolders(folder)})
+    if len(class_names) < 2:
+        found = f"only '{class_names[0]}'" if class_names else "none"
+        raise MedftError(
+            f"{root}: found {found} as class folder(s); `medft prepare dicom --source` needs "
+            "one subfolder of DICOM files per class (at least two), optionally inside train/ "
+            "val/ test/ folders, or use --csv."
+        )
+    candidates = []
+    for split, folder in given.items():
+        where = folder.name if split else "dataset root"
+        count_loose_files(folder, ignored, where, accept=dicom_candidate(force), wanted=WANTED)
+        for class_folder in list_subfolders(folder):
+            label = class_names.index(class_folder.name)
+            for path in scan_dicom(class_folder, ignored, force):
+                key = path.relative_to(root).as_posix()
+                candidates.append(Candidate(path, key, label, split))
+    return candidates, class_names
+
+
+def frame_indices(header: Header, frames: str) -> list[int]:
+    if frames == "all":
+        return list(range(header.frames))
+    return [header.frames // 2 if frames == "middle" else 0]
+
+
+def list_dicom(
+    source: str | Path | None = None,
+    *,
+    csv_path: str | Path | None = None,
+    image_root: str | Path | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
+    label_separator: str | None = None,
+    negative_label: str | None = None,
+    split_column: str | None = None,
+    window: str | None = None,
+    frames: str = "first",
+    bit_depth: int = 8,
+    id_salt: str | None = None,
+    force: bool = False,
+    age: bool = False,
+    val_size: float = 0.15,
+    test_size: float = 0.15,
+    seed: int = 42,
+    output: str | Path | None = None,
+) -> SourceListing:
+    """List a DICOM source: labels from class folders (``source``) or a CSV (``csv_path``),
+    split by patient, one example per frame read (see `DicomSettings`)."""
+    if (source is None) == (csv_path is None):
+        raise MedftError(
+            "medft prepare dicom needs --source DIR (class subfolders of DICOM files) or "
+            "--csv FILE (paths and labels), not both and not neither."
+        )
+    settings = DicomSettings(parse_window(window), bit_depth, frames, force)
+    key, salt_note = resolve_salt(id_salt, output)
+    pseudonyms = Pseudonyms(key)
+    ignored: Counter[str] = Counter()
+    if source is not None:
+        root = require_folder(source, "--source")
+        candidates, label_names = folder_candidates(root, force, ignored)
+        multi_label, origin = False, root
+    else:
+        table = read_label_table(
+            csv_path,
+            image_root=image_root,
+            image_column=image_column,
+            label_column=label_column,
+            label_separator=label_separator,
+            negative_label=negative_label,
+            split_column=split_column,
+        )
+        label_names, multi_label, origin = table.label_names, table.multi_label, table.csv_path
+        candidates = []
+        for row, label, split in zip(table.rows, table.labels, table.given_splits):
+            written, path = table.image_of(row)
+            candidates.append(Candidate(path, written, label, split))
+
+    listing = SourceListing(
+        source_type="dicom",
+        source=str(Path(origin).resolve()),
+        label_names=label_names,
+        multi_label=multi_label,
+        splits={},
+        metadata_features=column_features(age),
+        ignored=ignored,
+        dicom=settings,
+    )
+    kept: list[tuple[Candidate, str, Header]] = []
+    for candidate in tqdm(candidates, desc="Reading DICOM headers", unit="file"):
+        image_id = pseudonyms("file", candidate.key)
+        if not candidate.path.is_file():
+            listing.skip(image_id, "listed in the CSV but not found", candidate.given_split)
+            continue
+        try:
+            header = read_header(candidate.path, candidate.key, force, pseudonyms, age)
+        except UnreadableDicom as error:
+            listing.skip(image_id, str(error), candidate.given_split)
+            continue
+        kept.append((candidate, image_id, header))
+
+    assigned = assign_splits(
+        [candidate.given_split for candidate, _, _ in kept],
+        {"validation": val_size, "test": test_size},
+        labels=None if multi_label else [candidate.label for candidate, _, _ in kept],
+        groups=[header.group for _, _, header in kept],
+        seed=seed,
+    )
+    for (candidate, image_id, header), split in zip(kept, assigned):
+        for frame in frame_indices(header, frames):
+            metadata = {"image_id": image_id, "frame": frame, **header.columns}
+            listing.splits[split].append(Example(candidate.path, candidate.label, metadata, frame))
+
+    groups_by_split = {
+        split: [header.group for (_, _, header), given in zip(kept, assigned) if given == split]
+        for split in SPLITS
+    }
+    grouped_by = Counter(header.grouped_by for _, _, header in kept)
+    listing.notes |= {
+        "dicom_files": len(kept),
+        "patients": len({h.group for _, _, h in kept if h.grouped_by == "patient"}),
+        "files_without_patient_id_grouped_by_study": grouped_by["study"],
+        "files_without_patient_or_study_id": grouped_by["file"],
+        "patients_in_two_splits": len(groups_in_several_splits(groups_by_split)),
+        "multi_frame_files": sum(1 for _, _, header in kept if header.frames > 1),
+        "image_id": "a keyed hash of the file's path in the source (not the path)",
+        "id_salt": salt_note,
+    }
+    return listing

@@ -1,0 +1,157 @@
+"""What a DICOM header may give the dataset, and nothing more: the privacy boundary of
+`medft prepare dicom`.
+
+A header is read here and reduced at once to a `Header`: the split group, patient and
+study identifiers replaced by keyed one-way hashes (HMAC-SHA256, keyed by the salt),
+and an allow-list of technical tags. No other tag value (names, dates, institutions,
+accession numbers, descriptions, private tags) leaves this module, so none reaches the
+dataset, the report, the summary or a log. The salt is either given (``--id-salt``) or
+drawn once and kept in a file beside the output folder, outside what is pushed to the
+Hub, so that reruns give the same pseudonyms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Value
+
+from medft.dicom import UnreadableDicom, number_of_frames, open_dicom, sop_class
+from medft.errors import MedftError
+
+SALT_SUFFIX = ".id-salt"
+PSEUDONYM_CHARS = 16  # 64 bits of the HMAC: collisions are negligible for any archive
+# column -> (DICOM keyword, feature): the technical tags kept; nothing else is
+TECHNICAL_TAGS = {
+    "modality": ("Modality", Value("string")),
+    "view_position": ("ViewPosition", Value("string")),
+    "body_part": ("BodyPartExamined", Value("string")),
+    "rows": ("Rows", Value("int32")),
+    "columns": ("Columns", Value("int32")),
+    "bits_stored": ("BitsStored", Value("int32")),
+    "photometric_interpretation": ("PhotometricInterpretation", Value("string")),
+    "manufacturer_model": ("ManufacturerModelName", Value("string")),
+}
+OLDEST_AGE = 90  # ages above 89 identify people (HIPAA Safe Harbor): stored as 90
+AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$")
+DAYS_PER_UNIT = {"D": 1, "W": 7, "M": 365.25 / 12, "Y": 365.25}
+
+
+def salt_file(output: Path) -> Path:
+    """Where the drawn salt is kept: beside the output folder, not in it, so that neither
+    ``--push-to-hub`` nor an upload of the folder takes it, and ``--overwrite`` keeps it."""
+    return output.parent / f"{output.name}{SALT_SUFFIX}"
+
+
+def resolve_salt(id_salt: str | None, output: str | Path | None) -> tuple[bytes, str]:
+    """(the HMAC key, how it was chosen, for the report: never the key itself)."""
+    if id_salt is not None:
+        if len(id_salt) < 16:
+            raise MedftError(
+                "--id-salt must be at least 16 characters (a short salt can be guessed, and "
+                "with it the patient IDs behind the pseudonyms)."
+            )
+        return id_salt.encode(), "given with --id-salt (not recorded)"
+    if output is None:
+        raise MedftError("pseudonyms need --id-salt, or an output folder to keep a salt beside.")
+    path = salt_file(Path(output).expanduser().resolve())
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    salt = path.read_text().strip()
+    if not salt:
+        raise MedftError(f"{path} is empty; delete it (new pseudonyms) or restore its salt.")
+    return salt.encode(), (
+        f"drawn once and kept in {path} (private: it links pseudonyms to patient IDs; "
+        "keep it for reruns to agree, delete it to unlink them for good)"
+    )
+
+
+@dataclass(frozen=True)
+class Pseudonyms:
+    """Keyed one-way hashes: the same value and key give the same pseudonym, and without the
+    key a pseudonym cannot be traced back or confirmed by guessing the value."""
+
+    key: bytes = field(repr=False)
+
+    def __call__(self, kind: str, value: str) -> str:
+        message = f"{kind}\0{value}".encode()
+        return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:PSEUDONYM_CHARS]
+
+
+def age_in_years(value: Any) -> int | None:
+    """A DICOM age string ('045Y', '006M', '010D') in whole years, 90 for any age above 89;
+    None when missing or malformed."""
+    match = AGE.match(str(value or ""))
+    if not match:
+        return None
+    years = int(match.group(1)) * DAYS_PER_UNIT[match.group(2)] / DAYS_PER_UNIT["Y"]
+    return min(int(years), OLDEST_AGE)
+
+
+def column_features(age: bool) -> dict[str, Value]:
+    features = {
+        "image_id": Value("string"),
+        "frame": Value("int32"),
+        "patient_id": Value("string"),
+        "study_id": Value("string"),
+    }
+    features |= {column: feature for column, (_, feature) in TECHNICAL_TAGS.items()}
+    return features | ({"age": Value("int32")} if age else {})
+
+
+def technical_value(ds, keyword: str, feature: Value) -> Any:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    if feature.dtype == "int32":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+    return str(value).strip() or None
+
+
+@dataclass
+class Header:
+    """What one file's header contributes: its split group, pseudonyms and kept columns."""
+
+    group: str
+    grouped_by: str  # "patient", "study", or "file" when the header has neither ID
+    frames: int
+    columns: dict[str, Any]
+
+
+def read_header(path: Path, file_key: str, force: bool, pseudonyms: Pseudonyms, age: bool):
+    """The `Header` of one file, or raises `UnreadableDicom` (a file that is not DICOM or
+    holds no image). ``file_key`` (the file's path in the source) names a file without IDs."""
+    ds = open_dicom(path, force=force, stop_before_pixels=True)
+    if "Rows" not in ds or "Columns" not in ds:
+        raise UnreadableDicom(f"holds no image:{sop_class(ds) or ' no image pixel module'}")
+    patient = str(ds.get("PatientID") or "").strip()
+    study = str(ds.get("StudyInstanceUID") or "").strip()
+    patient_id = pseudonyms("patient", patient) if patient else None
+    study_id = pseudonyms("study", study) if study else None
+    if patient_id:
+        group, grouped_by = f"patient {patient_id}", "patient"
+    elif study_id:
+        group, grouped_by = f"study {study_id}", "study"
+    else:
+        group, grouped_by = f"file {pseudonyms('file', file_key)}", "file"
+    columns = {"patient_id": patient_id, "study_id": study_id}
+    columns |= {
+        column: technical_value(ds, keyword, feature)
+        for column, (keyword, feature) in TECHNICAL_TAGS.items()
+    }
+    if age:
+        columns["age"] = age_in_years(ds.get("PatientAge"))
+    return Header(group, grouped_by, number_of_frames(ds), columns)

@@ -1,0 +1,313 @@
+"""medft prepare dicom: layouts built from pydicom's shipped files and copies with edited tags."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+
+import numpy as np
+import pydicom
+import pytest
+from datasets import load_from_disk
+from pydicom.pixels import apply_modality_lut, pixel_array
+
+from medft.cli import main
+from medft.dicom import OFFSET_16BIT
+from medft.errors import MedftError
+from medft.prepare import prepare_dataset
+from medft.prepare.dicom_privacy import Pseudonyms, age_in_years, salt_file
+from medft.prepare.hub import dataset_card
+from tests.dicom_files import (
+    assert_close_to,
+    dicom_copy,
+    expected_grey,
+    pydicom_file,
+    without_meta,
+)
+
+JUNK = {  # file in the mr class -> the start of its skip reason
+    "mr/rtplan.dcm": "holds no image: RT Plan Storage",
+    "mr/test-SR.dcm": "holds no image: Comprehensive SR Storage",
+    "mr/waveform_ecg.dcm": "holds no image: 12-lead ECG Waveform Storage",
+    "mr/DICOMDIR": "holds no image: Media Storage Directory Storage",
+    "mr/MR_truncated.dcm": "corrupt, truncated or undecodable pixel data",
+    "mr/no_meta.dcm": "no DICOM file meta header",
+    "mr/bare.dcm": "no DICOM file meta header",
+    "mr/video.dcm": "cannot decode transfer syntax: MPEG-4 AVC/H.264",
+}
+COLUMNS = {
+    "image", "label", "image_id", "frame", "patient_id", "study_id", "modality", "view_position",
+    "body_part", "rows", "columns", "bits_stored", "photometric_interpretation",
+    "manufacturer_model",
+}  # fmt: skip
+
+
+def build_layout(root):
+    """Two classes: CT (8 files of 4 patients, one without extension, one without any ID) and
+    MR (every compression of MR_small, MONOCHROME1, colour and multi-frame files, and junk)."""
+    for i in range(8):
+        dicom_copy("CT_small.dcm", root / "ct" / f"ct_{i}.dcm", PatientID=f"CT-{i // 2}")
+    dicom_copy("CT_small.dcm", root / "ct" / "IM0009", PatientID="CT-9")  # preamble, no .dcm
+    dicom_copy("CT_small.dcm", root / "ct" / "anonymous.dcm", PatientID="", StudyInstanceUID="1.2")
+    dicom_copy(
+        "CT_small.dcm", root / "ct" / "same_study.dcm", PatientID=None, StudyInstanceUID="1.2"
+    )
+    (root / "ct" / "notes.txt").write_text("not DICOM")
+    (root / "ct" / ".DS_Store").write_bytes(b"\0")
+    compressions = ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm",
+                    "MR_small_jp2klossless.dcm", "MR_small_bigendian.dcm"]  # fmt: skip
+    for i, name in enumerate(compressions):
+        dicom_copy(name, root / "mr" / name, PatientID=f"MR-{i}")
+    mono1 = {"PhotometricInterpretation": "MONOCHROME1", "PatientID": "MR-8"}
+    dicom_copy("MR_small.dcm", root / "mr" / "mono1.dcm", **mono1)
+    dicom_copy("SC_rgb_rle_2frame.dcm", root / "mr" / "rgb_2frame.dcm", PatientID="MR-9")
+    dicom_copy("SC_ybr_full_422_uncompressed.dcm", root / "mr" / "ybr.dcm", PatientID="MR-10")
+    for junk in (
+        "rtplan.dcm",
+        "test-SR.dcm",
+        "waveform_ecg.dcm",
+        "MR_truncated.dcm",
+        "no_meta.dcm",
+    ):
+        shutil.copy(pydicom_file(junk), root / "mr" / junk)
+    shutil.copy(pydicom_file("DICOMDIR"), root / "mr" / "DICOMDIR")
+    without_meta("MR_small.dcm", root / "mr" / "bare.dcm")
+    video = pydicom.dcmread(dicom_copy("MR_small_RLE.dcm", root / "mr" / "video.dcm"))
+    video.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.102"  # MPEG-4: nothing decodes it
+    video.save_as(root / "mr" / "video.dcm")
+    return root
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    return build_layout(tmp_path_factory.mktemp("dicom_raw"))
+
+
+@pytest.fixture(scope="module")
+def prepared(raw, tmp_path_factory):
+    output = tmp_path_factory.mktemp("dicom_prepared") / "data"
+    report = prepare_dataset("dicom", output, source=raw, frames="all", num_proc=1)
+    return output, report
+
+
+def pseudonyms_of(output) -> Pseudonyms:
+    return Pseudonyms(salt_file(output).read_text().strip().encode())
+
+
+def rows_of(output, key: str) -> list[dict]:
+    """The rows of the file at ``key`` (its path in the source), in every split."""
+    image_id = pseudonyms_of(output)("file", key)
+    dataset = load_from_disk(str(output))
+    return [
+        row | {"split": split} for split, part in dataset.items() for row in part
+        if row["image_id"] == image_id
+    ]  # fmt: skip
+
+
+def test_dataset_contract_and_technical_columns_only(prepared):
+    output, report = prepared
+    dataset = load_from_disk(str(output))
+    assert list(dataset) == ["train", "validation", "test"]
+    assert set(dataset["train"].column_names) == COLUMNS
+    assert dataset["train"].features["label"].names == ["ct", "mr"]
+    assert report["source_type"] == "dicom" and report["dicom"]["bit_depth"] == 8
+    row = rows_of(output, "ct/ct_0.dcm")[0]
+    assert row["modality"] == "CT" and row["rows"] == 128 and row["bits_stored"] == 16
+    assert row["photometric_interpretation"] == "MONOCHROME2"
+    assert row["image"].mode == "L" and row["frame"] == 0
+
+
+def test_pixels_match_pydicoms_own_functions(prepared, raw):
+    output, _ = prepared
+    for key in ("ct/ct_0.dcm", "mr/MR_small.dcm", "mr/MR_small_jp2klossless.dcm", "mr/mono1.dcm"):
+        (row,) = rows_of(output, key)
+        assert_close_to(row["image"], expected_grey(raw / key))
+    (ybr,) = rows_of(output, "mr/ybr.dcm")
+    assert ybr["image"].mode == "RGB"
+    assert np.array_equal(np.asarray(ybr["image"]), pixel_array(raw / "mr" / "ybr.dcm"))
+
+
+def test_every_frame_is_a_row_and_a_files_frames_share_a_split(prepared, raw):
+    output, _ = prepared
+    rows = rows_of(output, "mr/rgb_2frame.dcm")
+    assert sorted(row["frame"] for row in rows) == [0, 1]
+    assert len({row["split"] for row in rows}) == 1
+    frames = pixel_array(raw / "mr" / "rgb_2frame.dcm")
+    for row in rows:
+        assert np.array_equal(np.asarray(row["image"]), frames[row["frame"]])
+
+
+def test_files_holding_no_image_or_broken_are_skipped_with_the_reason(prepared):
+    output, report = prepared
+    pseudonym = pseudonyms_of(output)
+    reasons = {item["file"]: item["reason"] for item in report["skipped"]}
+    for key, reason in JUNK.items():
+        assert reasons[pseudonym("file", key)].startswith(reason), key
+    assert report["skipped_count"] == len(JUNK)
+    assert report["ignored"] == {
+        "not DICOM (no .dcm extension, no 'DICM' preamble) (.txt)": 1,
+        "system file (.DS_Store)": 1,
+    }
+    (found,) = rows_of(output, "ct/IM0009")  # DICOM by its preamble
+    assert found["modality"] == "CT"
+
+
+def test_split_is_by_patient_then_study(prepared):
+    output, report = prepared
+    for patient in range(4):
+        keys = [f"ct/ct_{2 * patient}.dcm", f"ct/ct_{2 * patient + 1}.dcm"]
+        splits = {row["split"] for key in keys for row in rows_of(output, key)}
+        assert len(splits) == 1
+    (anonymous,), (same_study,) = (
+        rows_of(output, "ct/anonymous.dcm"),
+        rows_of(output, "ct/same_study.dcm"),
+    )
+    assert anonymous["patient_id"] is None and anonymous["split"] == same_study["split"]
+    assert anonymous["study_id"] == same_study["study_id"] == pseudonyms_of(output)("study", "1.2")
+    notes = report["notes"]
+    assert notes["files_without_patient_id_grouped_by_study"] == 2
+    assert notes["patients_in_two_splits"] == 0
+    assert notes["patients"] == 14  # 13 given, and MR_small's own, kept by two broken copies
+
+
+def test_window_preset_sixteen_bits_middle_frame_force_and_age(raw, tmp_path):
+    source = tmp_path / "raw"
+    dicom_copy("CT_small.dcm", source / "a" / "ct.dcm", PatientAge="093Y")
+    dicom_copy("examples_ybr_color.dcm", source / "a" / "cine.dcm")  # 30 frames
+    without_meta("MR_small.dcm", source / "b" / "IM0001")  # no extension, no meta header
+    without_meta("MR_small.dcm", source / "b" / "1.2.826.0.1.77")  # named by a UID
+    dicom_copy("CT_small.dcm", source / "b" / "ct.dcm", PatientID="other", PatientAge="045Y")
+    options = {"source": source, "num_proc": 1, "frames": "middle", "force": True, "age": True}
+
+    lung = tmp_path / "lung"
+    prepare_dataset("dicom", lung, window="lung", **options)
+    (ct,) = rows_of(lung, "a/ct.dcm")
+    assert_close_to(
+        ct["image"], expected_grey(source / "a" / "ct.dcm", WindowCenter=-600, WindowWidth=1500)
+    )
+    assert ct["age"] == 90 and rows_of(lung, "b/ct.dcm")[0]["age"] == 45
+    (cine,) = rows_of(lung, "a/cine.dcm")
+    assert cine["frame"] == 15
+    (bare,) = rows_of(lung, "b/IM0001")  # read with --force
+    assert len(rows_of(lung, "b/1.2.826.0.1.77")) == 1
+    assert_close_to(
+        bare["image"],
+        expected_grey(pydicom_file("MR_small.dcm"), WindowCenter=-600, WindowWidth=1500),
+    )
+
+    deep = tmp_path / "deep"
+    report = prepare_dataset("dicom", deep, window="lung", bit_depth=16, **options)
+    (ct16,) = rows_of(deep, "a/ct.dcm")
+    ds = pydicom.dcmread(source / "a" / "ct.dcm")
+    assert ct16["image"].mode == "I;16"
+    expected = np.rint(apply_modality_lut(ds.pixel_array, ds)) + OFFSET_16BIT
+    assert np.array_equal(np.asarray(ct16["image"]), expected)
+    lung_window = {"center": -600.0, "width": 1500.0}
+    assert report["dicom"] == {
+        "window": lung_window,
+        "bit_depth": 16,
+        "frames": "middle",
+        "force": True,
+    }
+    assert age_in_years("006M") == 0 and age_in_years("bad") is None
+    small = tmp_path / "small"
+    prepare_dataset("dicom", small, bit_depth=16, image_size=64, **options)
+    (resized,) = rows_of(small, "a/ct.dcm")
+    assert resized["image"].mode == "I;16" and resized["image"].size == (64, 64)
+
+
+def test_csv_of_paths_and_labels(raw, tmp_path):
+    table = tmp_path / "labels.csv"
+    table.write_text(
+        "path,finding\n"
+        + "".join(f"ct/ct_{i}.dcm,nodule|emphysema\n" for i in range(4))
+        + "".join(f"ct/ct_{i}.dcm,No Finding\n" for i in range(4, 8))
+        + "mr/MR_small.dcm,nodule\nmr/missing.dcm,nodule\n"
+    )
+    output = tmp_path / "out"
+    report = prepare_dataset(
+        "dicom", output, csv_path=table, image_root=raw, image_column="path",
+        label_column="finding", label_separator="|", negative_label="No Finding", num_proc=1,
+    )  # fmt: skip
+    assert report["task"] == "multilabel" and report["label_names"] == ["emphysema", "nodule"]
+    (missing,) = report["skipped"]
+    assert missing == {
+        "file": pseudonyms_of(output)("file", "mr/missing.dcm"),
+        "reason": "listed in the CSV but not found",
+        "split": None,
+    }
+    (row,) = rows_of(output, "ct/ct_0.dcm")
+    assert row["labels"] == [0, 1]
+
+
+def test_privacy_no_identifier_reaches_any_file_or_log(tmp_path, capfd):
+    secrets = {
+        "PatientName": "Doe^Jonathan", "PatientID": "MRN-77665544", "OtherPatientIDs": "ALT-31415",
+        "PatientBirthDate": "19610203", "InstitutionName": "St Elsewhere General",
+        "AccessionNumber": "ACC-99887766", "ReferringPhysicianName": "Welby^Marcus",
+        "StudyInstanceUID": "1.2.826.0.1.3680043.2.1143.777", "StudyDate": "20190704",
+    }  # fmt: skip
+    source = tmp_path / "pacs"
+    folder = source / "pneumonia" / "Doe^Jonathan_MRN-77665544"  # PACS folders name patients
+    dicom_copy("CT_small.dcm", folder / "Doe_Jonathan_1.dcm", **secrets)
+    dicom_copy("MR_small.dcm", folder / "Doe_Jonathan_2.dcm", **secrets)
+    dicom_copy("MR_truncated.dcm", folder / "Doe_Jonathan_3.dcm", **secrets)  # a skipped one
+    for i in range(3):
+        dicom_copy("CT_small.dcm", source / "normal" / f"n{i}.dcm", PatientID=f"N{i}")
+    output = tmp_path / "out"
+    report = prepare_dataset("dicom", output, source=source, num_proc=1)
+    main(["prepare", "dicom", "--source", str(source), "--output", str(output), "--overwrite",
+          "--num-proc", "1"])  # fmt: skip
+    assert report["skipped_count"] == 1
+    words = [value.lower() for value in secrets.values()] + ["jonathan", "77665544"]
+    card = dataset_card(report, "me/data").content
+    assert "## Privacy" in card and "burned into the pixels was not checked" in card
+    written = [path.read_bytes().lower() for path in output.rglob("*") if path.is_file()]
+    log = capfd.readouterr()
+    for word in words:
+        assert not any(word.encode() in content for content in written), word
+        assert word not in (log.out + log.err).lower() and word not in card.lower(), word
+
+
+def test_salt_is_kept_beside_the_output_so_reruns_agree(raw, tmp_path):
+    output = tmp_path / "out"
+    subset = tmp_path / "raw"
+    shutil.copytree(raw / "ct", subset / "ct")
+    shutil.copytree(raw / "ct", subset / "again")
+    first = prepare_dataset("dicom", output, source=subset, num_proc=1)
+    ids = load_from_disk(str(output))["train"]["patient_id"]
+    salt = salt_file(output)
+    assert salt.parent == output.parent and not (output / salt.name).exists()
+    assert stat.S_IMODE(os.stat(salt).st_mode) == 0o600
+    assert str(salt) in first["notes"]["id_salt"]
+    prepare_dataset("dicom", output, source=subset, num_proc=1, overwrite=True)
+    assert load_from_disk(str(output))["train"]["patient_id"] == ids
+    given = "a salt of our own, long enough"
+    report = prepare_dataset(
+        "dicom", output, source=subset, num_proc=1, overwrite=True, id_salt=given
+    )
+    assert set(load_from_disk(str(output))["train"]["patient_id"]).isdisjoint(set(ids) - {None})
+    assert report["options"]["id_salt"] == "(given, not recorded)"
+    assert given not in (output / "prepare_report.json").read_text()
+    with pytest.raises(MedftError, match="at least 16 characters"):
+        prepare_dataset("dicom", tmp_path / "x", source=subset, id_salt="short")
+
+
+def test_command_line_window_and_mistakes(raw, tmp_path, capsys):
+    output = tmp_path / "cli"
+    argv = ["prepare", "dicom", "--source", str(raw), "--output", str(output), "--num-proc", "1"]
+    assert main([*argv, "--window=-600,1500", "--bit-depth", "16"]) == 0
+    report = json.loads((output / "prepare_report.json").read_text())
+    assert report["dicom"]["window"] == {"center": -600.0, "width": 1500.0}
+    assert "Prepared dicom (binary, 2 classes)" in capsys.readouterr().out
+    for extra, message in (
+        (["--window", "lungs"], "--window 'lungs'"),
+        (["--bit-depth", "12"], "--bit-depth must be 8 or 16"),
+        (["--csv", str(tmp_path / "x.csv")], "not both"),
+    ):
+        assert main([*argv, "--overwrite", *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["prepare", "dicom", "--output", str(output)]) == 2
+    assert "--source DIR" in capsys.readouterr().err
