@@ -133,3 +133,29 @@ def test_evaluate_and_explain_read_the_sixteen_bit_dataset(trained, tmp_path):
     assert not report.unreadable and len(scores.labels) > 0
     summary = explain(model, [raw / "lesion" / "l1"], tmp_path / "maps", progress=False)
     assert len(summary.written) == 1 and not summary.errors
+
+
+def test_an_exported_model_and_the_web_page_read_dicom_as_the_model_folder_does(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("gradio")
+    from medft.export import export_onnx
+    from medft.serve import classify, load_served_model
+
+    raw, _, model = trained
+    scans = [raw / "lesion" / "l0", raw / "clear" / "c0.dcm"]
+    exported = tmp_path / "onnx" / "model.onnx"
+    export_onnx(model, exported)
+    assert json.loads((exported.parent / "preprocessor.json").read_text())["dicom"] == (
+        load_settings(model).to_dict()
+    )
+    scores = {}
+    for where in (model, exported):
+        output = tmp_path / f"{where.name}.csv"
+        predict(where, scans, output, num_workers=0, progress=False)
+        with output.open(newline="") as handle:
+            scores[where] = [float(row["score_1"]) for row in csv.DictReader(handle)]
+    assert scores[exported] == pytest.approx(scores[model], abs=1e-4)
+    text, gallery = classify(load_served_model(model), [str(path) for path in scans], False)
+    assert text.startswith("2 of 2 file(s) classified") and len(gallery) == 2
+    expected = pipeline("image-classification", model=str(model))(medft.load_image(scans[0], model))
+    assert f"{expected[0]['score']:.3f}" in text

@@ -198,7 +198,7 @@ def test_the_handler_reports_failures_on_the_page_instead_of_raising(trained_bin
     handle = answer(load_served_model(trained_binary))
     text, gallery = handle([str(tmp_path / "vanished.png")], False)
     assert text.startswith("**Could not classify these files**") and gallery == []
-    assert handle(None, False)[0] == "Upload one or more PNG or JPEG images."
+    assert handle(None, False)[0] == "Upload one or more images (PNG, JPEG, DICOM)."
 
 
 def test_the_notice_comes_from_the_model_card_or_says_there_is_none(trained_binary, tmp_path):

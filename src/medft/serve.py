@@ -142,7 +142,7 @@ def classify(
     gallery: each readable image, or its Grad-CAM overlay."""
     paths = [Path(file) for file in files or []]
     if not paths:
-        return "Upload one or more PNG or JPEG images.", []
+        return "Upload one or more images (PNG, JPEG, DICOM).", []
     refused = {i: "the file is empty" for i, path in enumerate(paths) if not path.stat().st_size}
     kept = [i for i in range(len(paths)) if i not in refused]
     classifier = served.classifier
@@ -201,14 +201,14 @@ def build_app(served: ServedModel) -> gr.Blocks:
         with gr.Row():
             with gr.Column():
                 files = gr.File(
-                    label="Images (PNG, JPEG)",
+                    label="Images (PNG, JPEG, DICOM)",
                     file_count="multiple",
                     type="filepath",
                     elem_id="upload",
                 )
                 show_cam = gr.Checkbox(label="Show Grad-CAM overlay", elem_id="grad-cam")
                 gallery = gr.Gallery(label="Images", columns=3, height="auto", elem_id="gallery")
-            results = gr.Markdown("Upload one or more PNG or JPEG images.", elem_id="results")
+            results = gr.Markdown("Upload one or more images (PNG, JPEG, DICOM).", elem_id="results")
         gr.on(
             [files.change, show_cam.change],
             answer(served),
