@@ -7,11 +7,15 @@ from pydicom.pixels import apply_voi_lut
 from torchvision.transforms import v2
 
 from medft.config import DataArguments
+from medft.data.pipeline import load_data, set_transforms
 from medft.data.transforms import DeviceTransform, InputSpec, batch_transform, train_transform
 from medft.dicom import OFFSET_16BIT
 from medft.dicom_settings import DicomSettings, Window
 from medft.errors import MedftError
+from medft.modeling import build_model
+from medft.parsing import parse_recipe
 from medft.tasks import TaskInfo
+from tests.helpers import FIXTURES
 
 SPEC = InputSpec(size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -101,3 +105,25 @@ def test_sixteen_bit_images_are_windowed_before_the_processor():
     # without DICOM settings, its own range (min-max), not clipped at 255 as convert() would
     expected = (hounsfield - hounsfield.min()) * 255 / np.ptp(hounsfield)
     assert np.abs(own_range - expected).max() <= 0.5
+
+
+@pytest.mark.parametrize("recipe", ["tiny_timm.yaml", "tiny_vit.yaml"])
+def test_evaluation_batches_hold_exactly_what_the_processor_makes(
+    recipe, brain_multiclass, tmp_path
+):
+    """Validation and test pixels are the model's own processor's, as `pipeline()` makes them
+    from the saved model; only training goes through medft's uint8 transform."""
+    data_args, model_args, args = parse_recipe(
+        FIXTURES / recipe, ["--dataset_name", str(brain_multiclass), "--output_dir", str(tmp_path)]
+    )
+    data = load_data(data_args, args)
+    built = build_model(model_args, data.task)
+    set_transforms(data, built.processor, data_args)
+    for part in data.eval_sets.values():
+        images = part.with_format(None)[:6]["image"]
+        assert {image.mode for image in images} >= {"L"}  # greyscale scans among them
+        expected = built.processor(
+            images=[image.convert("RGB") for image in images], return_tensors="pt"
+        )["pixel_values"]
+        loaded = torch.stack([part[index]["pixel_values"] for index in range(6)])
+        assert loaded.dtype == torch.float32 and torch.equal(loaded, expected)
