@@ -2,6 +2,10 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from medft.inference import load_members
 from tests.helpers import FIXTURES
 
 FOLDS = 3
+REPO = Path(__file__).parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +58,7 @@ def test_every_fold_is_a_model_folder_and_the_summary_adds_up(cross_validated, b
         assert (result.output / name).is_file(), name
     text = cv.format_cv(result)
     assert "mean +- sd" in text and "Fold ensemble on the test split" in text
+    assert f"--model '{result.output}/fold-*'" in text  # quoted, or the shell expands it
 
 
 def test_the_ensemble_is_the_mean_of_its_members(cross_validated, brain_binary):
@@ -122,3 +128,30 @@ def test_predict_averages_the_fold_models(cross_validated, brain_raw, tmp_path, 
 
     members = np.mean([tumour_scores(tmp_path / f"{k}.csv") for k in range(3)], axis=0)
     assert tumour_scores(tmp_path / "p.csv") == pytest.approx(members, abs=1e-5)
+
+
+def test_each_fold_runs_under_accelerate_as_one_training_does(brain_binary, tmp_path):
+    """`accelerate launch -m medft.cli cv`: two processes share each fold's epochs; the held-out
+    predictions are gathered from both, and only the main process writes the summaries."""
+    output = tmp_path / "cv"
+    command = [sys.executable, "-m", "accelerate.commands.launch",
+               "--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml"),
+               "-m", "medft.cli", "cv", str(FIXTURES / "tiny_timm.yaml"), "--folds", "2",
+               "--dataset_name", str(brain_binary), "--output_dir", str(output)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    dataset, _ = load_training_data(str(brain_binary))
+    summary = json.loads((output / "cv_summary.json").read_text())
+    assert [fold["validation"] for fold in summary["per_fold"]] == [
+        len(np.load(output / f"fold-{k}" / cv.HELD_OUT)["labels"]) for k in range(2)
+    ]
+    assert sum(fold["validation"] for fold in summary["per_fold"]) == (
+        len(dataset["train"]) + len(dataset["validation"])
+    )
+    for fold in summary["per_fold"]:
+        state = json.loads((output / f"fold-{fold['fold']}" / "trainer_state.json").read_text())
+        steps_one_process = -(-fold["train"] // 16)
+        assert state["global_step"] == -(-steps_one_process // 2)  # each epoch shared by two
+    assert summary["ensemble_test"]["auroc"] >= 0
+    assert (output / "ensemble" / "metrics.json").is_file()

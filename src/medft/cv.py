@@ -238,7 +238,7 @@ def format_cv(result: CvResult) -> str:
         lines += [
             "",
             "Predict with the ensemble:",
-            f"  medft predict --model {result.output}/fold-* --thresholds {thresholds} "
+            f"  medft predict --model '{result.output}/fold-*' --thresholds {thresholds} "
             "IMAGES --output predictions.csv",
         ]
     lines += [
