@@ -12,9 +12,13 @@ time a training run spends in the kernel.
 2. **Training, end to end** (EfficientNet-Lite0, random init, 224 px, on the CPU): medft
    against a bare PyTorch loop over the same model, data and transforms, each as its own
    process, with the user and system CPU time of the whole process tree (loader workers
-   included). medft also runs once with torch's default threads in its loader workers (the
-   one-thread rule of `use_one_thread_in_workers` switched off), to show the kernel time that
-   rule removes.
+   included); medft's images/s come from the Trainer's own `train_runtime` (the training
+   loop, as the bare loop times its own), so start-up, the final save and evaluation count
+   in the CPU time but not in the rate. medft also runs once with torch's default threads in
+   its loader workers (the one-thread rule of `use_one_thread_in_workers` switched off), and,
+   with ``--compare-with SRC`` (the ``src`` folder of an earlier medft checkout, e.g. a git
+   worktree of the release before this pipeline), once as that version, to show the kernel
+   time the change removed.
 """
 
 from __future__ import annotations
@@ -105,16 +109,20 @@ def bare_loop(dataset: Path) -> float:
 
 
 TRAIN_CHILD = """
-import json, sys, time
-from medft.parsing import parse_recipe
+import json, sys
+from pathlib import Path
+if sys.argv[2] == "earlier":  # --compare-with: that medft's parser lived in medft.config
+    from medft.config import parse_recipe
+else:
+    from medft.parsing import parse_recipe
 from medft.training import train
 if sys.argv[2] == "default-threads":
     import medft.data.transforms as transforms
     transforms.use_one_thread_in_workers = lambda: None
 values = json.loads(sys.argv[1])
-start = time.perf_counter()
 train(*parse_recipe(values=values))
-print(json.dumps({"seconds": time.perf_counter() - start}))
+metrics = json.loads((Path(values["output_dir"]) / "train_results.json").read_text())
+print(json.dumps({"seconds": metrics["train_runtime"]}))
 """
 
 BARE_CHILD = """
@@ -152,16 +160,22 @@ print(json.dumps({"seconds": time.perf_counter() - start}))
 """
 
 
-def timed_child(script: str, values: dict, mode: str) -> dict[str, float]:
-    """Wall, user and system seconds of a child process and everything it started."""
+def timed_child(
+    script: str, values: dict, mode: str, source: Path | None = None
+) -> dict[str, float]:
+    """Wall, user and system seconds of a child process and everything it started; ``source``:
+    the medft source tree it imports instead of the installed one."""
+    env = {**os.environ, "PYTHONPATH": str(source)} if source else None
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-c", script, json.dumps(values), mode],
         capture_output=True,
         text=True,
-        check=True,
+        env=env,
     )
+    if result.returncode:
+        raise SystemExit(f"the {mode} child failed:\n{result.stderr[-3000:]}")
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     loop = json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
@@ -186,19 +200,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-per-class", type=int, default=8)
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--skip-loader", action="store_true")
+    parser.add_argument(
+        "--compare-with", type=Path, help="src folder of an earlier medft: one more training row"
+    )
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="medft-input-bench-"))
     cores = len(os.sched_getaffinity(0))
     print(f"{cores} cores, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
 
-    prepared = prepared_datasets(work, options.per_class)
+    if not options.skip_loader:
+        loader_rows(work, options.per_class, options.repeats)
+    if not options.skip_training:
+        training_rows(work, options)
+
+
+def loader_rows(work: Path, per_class: int, repeats: int) -> None:
+    prepared = prepared_datasets(work, per_class)
     print(
         "| stored as | bare loop, 1 process | medft loader, 1 worker | ratio | "
         "CPU ms / image | 16-core host (15 workers) |\n|---|---|---|---|---|---|"
     )
     for kind, dataset in prepared.items():
         bare, medft = [], []
-        for _ in range(options.repeats):  # interleaved: the machine is shared and drifts
+        for _ in range(repeats):  # interleaved: the machine is shared and drifts
             bare.append(bare_loop(dataset))
             medft.append(medft_loader(dataset, workers=1))
         ratio = statistics.median(medft) / statistics.median(bare)
@@ -209,8 +234,8 @@ def main() -> None:
             f"{ratio:.2f}x | {per_image:.2f} | ~{host:,.0f} img/s |"
         )
 
-    if options.skip_training:
-        return
+
+def training_rows(work: Path, options: argparse.Namespace) -> None:
     raw = synthesize_brain_tumor_44c(
         work / "train_raw", per_class=options.train_per_class, image_size=256
     )
@@ -228,15 +253,20 @@ def main() -> None:
         "dataloader_num_workers": 2,
         "horizontal_flip": 0.5,
     }
-    runs = {"bare PyTorch loop": [], "medft": [], "medft, torch's default threads in workers": []}
+    children = {
+        "bare PyTorch loop": (BARE_CHILD, "-", None),
+        "medft": (TRAIN_CHILD, "one-thread", None),
+        "medft, torch's default threads in workers": (TRAIN_CHILD, "default-threads", None),
+    }
+    if options.compare_with:
+        children[f"medft at {options.compare_with}"] = (
+            TRAIN_CHILD, "earlier", options.compare_with
+        )  # fmt: skip
+    runs = {name: [] for name in children}
     for repeat in range(options.repeats):
-        values["output_dir"] = str(work / f"out-{repeat}")
-        runs["bare PyTorch loop"].append(timed_child(BARE_CHILD, values, "-"))
-        runs["medft"].append(timed_child(TRAIN_CHILD, values, "one-thread"))
-        values["output_dir"] = str(work / f"out-default-{repeat}")
-        runs["medft, torch's default threads in workers"].append(
-            timed_child(TRAIN_CHILD, values, "default-threads")
-        )
+        for index, (name, (script, mode, source)) in enumerate(children.items()):
+            values["output_dir"] = str(work / f"out-{repeat}-{index}")
+            runs[name].append(timed_child(script, values, mode, source))
     n = len(load_training_data(str(dataset))[0]["train"])
     print(
         f"\nTraining EfficientNet-Lite0 (random init) at {SIZE} px on {n} images, 1 epoch, "
