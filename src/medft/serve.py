@@ -42,6 +42,7 @@ from medft.thresholds import fixed_thresholds
 
 CACHE_LIFETIME = (3600, 3600)  # Gradio deletes cached uploads hourly, once an hour old
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~])")
+UPLOAD_PROMPT = "Upload one or more images (PNG, JPEG, DICOM)."
 
 
 @dataclass
@@ -142,7 +143,7 @@ def classify(
     gallery: each readable image, or its Grad-CAM overlay."""
     paths = [Path(file) for file in files or []]
     if not paths:
-        return "Upload one or more images (PNG, JPEG, DICOM).", []
+        return UPLOAD_PROMPT, []
     refused = {i: "the file is empty" for i, path in enumerate(paths) if not path.stat().st_size}
     kept = [i for i in range(len(paths)) if i not in refused]
     classifier = served.classifier
@@ -208,7 +209,7 @@ def build_app(served: ServedModel) -> gr.Blocks:
                 )
                 show_cam = gr.Checkbox(label="Show Grad-CAM overlay", elem_id="grad-cam")
                 gallery = gr.Gallery(label="Images", columns=3, height="auto", elem_id="gallery")
-            results = gr.Markdown("Upload one or more images (PNG, JPEG, DICOM).", elem_id="results")
+            results = gr.Markdown(UPLOAD_PROMPT, elem_id="results")
         gr.on(
             [files.change, show_cam.change],
             answer(served),
