@@ -226,10 +226,10 @@ class ImageReader(torch.utils.data.Dataset):
         frames: Sequence[int | None] = (),
     ) -> None:
         self.processor = model.processor
-        self.column = image_column = model.task.image_column
+        self.column = model.task.image_column
         self.dicom = model.dicom
         undecoded = ImageFeature(decode=False)
-        self.splits = [split.cast_column(image_column, undecoded) for split in splits]
+        self.splits = [split.cast_column(self.column, undecoded) for split in splits]
         frames = list(frames) or [None] * len(files)
         self.items: list[tuple[int | None, Any]] = [(None, file) for file in zip(files, frames)]
         self.items += [(s, row) for s, split in enumerate(self.splits) for row in range(len(split))]
