@@ -32,14 +32,8 @@ from medft.prepare.dicom_privacy import (
     read_header,
     resolve_salt,
 )
-from medft.prepare.files import (
-    count_loose_files,
-    is_visible_file,
-    list_subfolders,
-    require_folder,
-    scan_images,
-)
-from medft.prepare.folder import split_folders
+from medft.prepare.files import is_visible_file, require_folder
+from medft.prepare.folder import read_class_folders
 from medft.prepare.listing import Example, SourceListing
 from medft.prepare.splits import SPLITS, assign_splits, groups_in_several_splits
 
@@ -70,31 +64,21 @@ def dicom_candidate(force: bool):
     return accept
 
 
-def scan_dicom(folder: Path, ignored: Counter[str], force: bool) -> list[Path]:
-    return scan_images(folder, ignored, accept=dicom_candidate(force), wanted=WANTED)
-
-
 def folder_candidates(root: Path, force: bool, ignored: Counter[str]):
     """(candidates, class names) of class subfolders, optionally in train/ val/ test/."""
-    given = split_folders(root) or {None: root}
-    class_names = sorted({c.name for folder in given.values() for c in list_subfolders(folder)})
-    if len(class_names) < 2:
-        found = f"only '{class_names[0]}'" if class_names else "none"
-        raise MedftError(
-            f"{root}: found {found} as class folder(s); `medft prepare dicom --source` needs "
-            "one subfolder of DICOM files per class (at least two), optionally inside train/ "
-            "val/ test/ folders, or use --csv."
-        )
-    candidates = []
-    for split, folder in given.items():
-        where = folder.name if split else "dataset root"
-        count_loose_files(folder, ignored, where, accept=dicom_candidate(force), wanted=WANTED)
-        for class_folder in list_subfolders(folder):
-            label = class_names.index(class_folder.name)
-            for path in scan_dicom(class_folder, ignored, force):
-                key = path.relative_to(root).as_posix()
-                candidates.append(Candidate(path, key, label, split))
-    return candidates, class_names
+    found = read_class_folders(
+        root,
+        ignored,
+        "`medft prepare dicom --source` needs one subfolder of DICOM files per class (at "
+        "least two), optionally inside train/ val/ test/ folders, or use --csv.",
+        accept=dicom_candidate(force),
+        wanted=WANTED,
+    )
+    candidates = [
+        Candidate(path, path.relative_to(root).as_posix(), label, split)
+        for path, label, split in zip(found.paths, found.labels, found.given_splits)
+    ]
+    return candidates, found.class_names
 
 
 def frame_indices(header: Header, frames: str) -> list[int]:

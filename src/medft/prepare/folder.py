@@ -8,6 +8,8 @@ together so a copy cannot leak from train into evaluation.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Value
@@ -17,6 +19,7 @@ from medft.prepare.files import (
     class_folder_splits,
     count_loose_files,
     duplicate_notes,
+    is_image_file,
     list_subfolders,
     require_folder,
     scan_images,
@@ -44,28 +47,58 @@ def split_folders(root: Path) -> dict[str, Path] | None:
     return folders
 
 
+@dataclass
+class ClassFolders:
+    """A tree of class folders (optionally inside train/ val/ test/): the class names, and
+    each file found with its class and the split its folder gives (None: not given)."""
+
+    given: dict[str | None, Path]  # split -> its folder; {None: root} when not split
+    class_names: list[str]
+    paths: list[Path] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    given_splits: list[str | None] = field(default_factory=list)
+
+
+def read_class_folders(
+    root: Path,
+    ignored: Counter[str],
+    needs: str,
+    accept: Callable[[Path], bool] = is_image_file,
+    wanted: str = "an image extension",
+) -> ClassFolders:
+    """The files (those ``accept`` takes; others counted in ``ignored`` as not ``wanted``) of
+    the class folders under ``root``; fewer than two classes stops, saying what the command
+    ``needs``."""
+    given = split_folders(root) or {None: root}
+    class_names = sorted({c.name for folder in given.values() for c in list_subfolders(folder)})
+    if len(class_names) < 2:
+        found = f"only '{class_names[0]}'" if class_names else "none"
+        raise MedftError(f"{root}: found {found} as class folder(s); {needs}")
+    found = ClassFolders(given, class_names)
+    for split, folder in given.items():
+        where = folder.name if split else "dataset root"
+        count_loose_files(folder, ignored, where, accept=accept, wanted=wanted)
+        for class_folder in list_subfolders(folder):
+            files = scan_images(class_folder, ignored, accept=accept, wanted=wanted)
+            found.paths += files
+            found.labels += [class_names.index(class_folder.name)] * len(files)
+            found.given_splits += [split] * len(files)
+    return found
+
+
 def list_image_folder(
     source: str | Path, *, val_size: float = 0.15, test_size: float = 0.15, seed: int = 42
 ) -> SourceListing:
     root = require_folder(source, "--source")
-    given = split_folders(root) or {None: root}
     ignored: Counter[str] = Counter()
-    class_names = sorted({c.name for folder in given.values() for c in list_subfolders(folder)})
-    if len(class_names) < 2:
-        found = f"only '{class_names[0]}'" if class_names else "none"
-        raise MedftError(
-            f"{root}: found {found} as class folder(s); `medft prepare folder` needs one "
-            "subfolder per class (at least two), optionally inside train/ val/ test/ folders."
-        )
-
-    paths, labels, given_splits = [], [], []
-    for split, folder in given.items():
-        count_loose_files(folder, ignored, where=folder.name if split else "dataset root")
-        for class_folder in list_subfolders(folder):
-            images = scan_images(class_folder, ignored)
-            paths += images
-            labels += [class_names.index(class_folder.name)] * len(images)
-            given_splits += [split] * len(images)
+    found = read_class_folders(
+        root,
+        ignored,
+        "`medft prepare folder` needs one subfolder per class (at least two), optionally "
+        "inside train/ val/ test/ folders.",
+    )
+    given, class_names = found.given, found.class_names
+    paths, labels, given_splits = found.paths, found.labels, found.given_splits
 
     sizes = {"validation": val_size, "test": test_size}
     assigned, hashes = class_folder_splits(paths, labels, given_splits, sizes, seed)
