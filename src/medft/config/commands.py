@@ -429,14 +429,13 @@ class FolderArguments(PrepareArguments, WithTestSize):
 
 
 @dataclass(kw_only=True)
-class CsvArguments(PrepareArguments, WithTestSize):
-    """A CSV of image paths and labels."""
+class LabelTableColumns:
+    """How a CSV of file paths and labels is read (`medft prepare csv`, and `dicom --csv`)."""
 
-    csv_path: Path = field(metadata={"help": "the CSV", "aliases": ["--csv"]})
     image_root: Path | None = field(
         default=None, metadata={"help": "paths are relative to this (default: the CSV's folder)"}
     )
-    image_column: str = field(default="image", metadata={"help": "column of image paths"})
+    image_column: str = field(default="image", metadata={"help": "column of file paths"})
     label_column: str = field(default="label", metadata={"help": "column of labels"})
     label_separator: str | None = field(
         default=None, metadata={"help": "multi-label: labels split on this, e.g. '|'"}
@@ -445,6 +444,13 @@ class CsvArguments(PrepareArguments, WithTestSize):
         default=None, metadata={"help": "multi-label value meaning none, e.g. 'No Finding'"}
     )
     split_column: str | None = field(default=None, metadata={"help": "column of train/val/test"})
+
+
+@dataclass(kw_only=True)
+class CsvArguments(LabelTableColumns, PrepareArguments, WithTestSize):
+    """A CSV of image paths and labels."""
+
+    csv_path: Path = field(metadata={"help": "the CSV", "aliases": ["--csv"]})
     group_column: str | None = field(
         default=None, metadata={"help": "keep each value (e.g. a patient) in one split"}
     )
@@ -454,7 +460,7 @@ class CsvArguments(PrepareArguments, WithTestSize):
 
 
 @dataclass(kw_only=True)
-class DicomArguments(PrepareArguments, WithTestSize):
+class DicomArguments(LabelTableColumns, PrepareArguments, WithTestSize):
     """DICOM files: class subfolders of them, or a CSV of paths and labels; split by patient,
     patient and study IDs replaced by keyed hashes."""
 
@@ -468,20 +474,6 @@ class DicomArguments(PrepareArguments, WithTestSize):
         metadata={"help": "instead of --source: a CSV of DICOM paths and labels",
                   "aliases": ["--csv"]},
     )  # fmt: skip
-    image_root: Path | None = field(
-        default=None, metadata={"help": "--csv paths are relative to this (default: its folder)"}
-    )
-    image_column: str = field(default="image", metadata={"help": "--csv column of DICOM paths"})
-    label_column: str = field(default="label", metadata={"help": "--csv column of labels"})
-    label_separator: str | None = field(
-        default=None, metadata={"help": "multi-label: labels split on this, e.g. '|'"}
-    )
-    negative_label: str | None = field(
-        default=None, metadata={"help": "multi-label value meaning none, e.g. 'No Finding'"}
-    )
-    split_column: str | None = field(
-        default=None, metadata={"help": "--csv column of train/val/test"}
-    )
     window: str | None = field(
         default=None,
         metadata={"help": "CENTER,WIDTH in modality units (HU for CT), or a preset: "
