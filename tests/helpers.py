@@ -3,11 +3,12 @@
 from pathlib import Path
 
 import numpy as np
+import torch
 from transformers import AutoModelForImageClassification, set_seed
 
 from medft.config import EvaluationOptions, ModelArguments
 from medft.evaluation import EvaluationReport, SplitScores, evaluate_scores
-from medft.modeling import build_model
+from medft.modeling import BuiltModel, build_model
 from medft.parsing import parse_recipe
 from medft.tasks import TaskInfo
 from medft.training import train
@@ -27,6 +28,18 @@ def tiny_vit(**settings) -> ModelArguments:
 
 def tiny_timm(name: str = "timm/resnet18", **settings) -> ModelArguments:
     return ModelArguments(name, pretrained=False, image_size=32, **settings)
+
+
+def lora_vit_with_adapters() -> BuiltModel:
+    """A tiny ViT with LoRA adapters that change its output (peft starts lora_B at zero, so
+    merging untouched adapters would be a no-op), seeded."""
+    set_seed(0)
+    built = build_model(tiny_vit(lora_r=4), THREE)
+    with torch.no_grad():
+        for name, parameter in built.model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    return built
 
 
 def run_recipe(recipe: str, dataset: Path, output: Path, *overrides: str) -> dict[str, float]:

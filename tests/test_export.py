@@ -12,17 +12,15 @@ import onnxruntime
 import pytest
 import torch
 from datasets import load_from_disk
-from transformers import set_seed
 
 from medft.cli import main
 from medft.errors import MedftError
 from medft.export import PARITY_TOLERANCE, export_onnx, generated_scans
 from medft.inference import load_classifier
-from medft.modeling import build_model
 from medft.modeling.lora import merged
 from medft.prediction import predict
 from medft.tasks import TaskInfo
-from tests.helpers import THREE, tiny_vit
+from tests.helpers import lora_vit_with_adapters
 
 FLOAT_COLUMNS = ("path", "error", "findings", "decision")
 
@@ -111,12 +109,7 @@ def test_a_transformers_vit_exports_from_the_command_line(
 
 
 def test_a_merged_lora_model_exports_at_parity(tmp_path):
-    set_seed(0)
-    built = build_model(tiny_vit(lora_r=4), THREE)
-    with torch.no_grad():  # give the adapters something to merge (B starts at zero)
-        for name, parameter in built.model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0, 0.5)
+    built = lora_vit_with_adapters()
     model = tmp_path / "lora"
     merged(built.model).save_pretrained(model)  # as medft train saves a LoRA run
     built.processor.save_pretrained(model)

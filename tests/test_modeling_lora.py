@@ -12,7 +12,7 @@ from medft.errors import MedftError
 from medft.modeling import build_model
 from medft.modeling.lora import merged
 from medft.tasks import TaskInfo
-from tests.helpers import THREE, run_recipe, tiny_timm, tiny_vit
+from tests.helpers import THREE, lora_vit_with_adapters, run_recipe, tiny_timm, tiny_vit
 
 BINARY = TaskInfo(["normal", "tumor"], multi_label=False)
 
@@ -64,12 +64,7 @@ def test_cnn_lora_adapts_the_convolutions():
 
 
 def test_merged_model_loads_in_pipeline_with_the_same_logits(tmp_path):
-    set_seed(0)
-    built = build_model(tiny_vit(lora_r=4), THREE)
-    with torch.no_grad():  # give the adapters something to merge (B starts at zero)
-        for name, parameter in built.model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0, 0.5)
+    built = lora_vit_with_adapters()
     built.model.eval()
     pixels = built.processor(
         images=[Image.new("RGB", (40, 40), (90, 30, 200))], return_tensors="pt"
