@@ -11,6 +11,7 @@ from transformers import AutoModelForImageClassification, pipeline
 
 from medft.calibration import fit_temperature
 from medft.cli import main
+from medft.errors import MedftError
 from medft.modeling import build_model
 from medft.modeling.heads import fold_temperature
 from medft.tasks import TaskInfo
@@ -86,3 +87,13 @@ def test_a_recipe_calibrates_after_training(brain_binary, tmp_path):
     assert len(report["temperature"]["values"]) == 1
     assert (output / "reliability_diagram_uncalibrated.png").is_file()
     assert "The probabilities are calibrated" in (output / "README.md").read_text()
+
+
+def test_one_temperature_per_finding_on_single_label_data_stops_before_training(
+    brain_binary, tmp_path
+):
+    output = tmp_path / "model"
+    with pytest.raises(MedftError, match="temperature_per_finding needs multi-label data"):
+        run_recipe("tiny_timm.yaml", brain_binary, output, "--calibration",
+                   "temperature_per_finding")  # fmt: skip
+    assert not list(output.glob("checkpoint-*"))  # nothing was trained

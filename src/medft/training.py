@@ -139,10 +139,6 @@ def calibrate(trainer: MedftTrainer, built: BuiltModel, data: TrainingData, how:
     temperatures (None when ``how`` is none)."""
     if how == "none":
         return None
-    if how == "temperature_per_finding" and not data.task.multi_label:
-        raise MedftError(
-            "calibration: temperature_per_finding needs multi-label data; use temperature."
-        )
     validation = trainer.predict(data.validation, metric_key_prefix="uncalibrated")
     temperature = fit_temperature(
         logits_of(validation), validation.label_ids, data.task, how == "temperature_per_finding"
@@ -265,6 +261,10 @@ def train(
     # Load data, model, transforms
     ##############################
     data = load_data(data_args, training_args)
+    if training_args.calibration == "temperature_per_finding" and not data.task.multi_label:
+        raise MedftError(  # here, not after training: the data decides it
+            "calibration: temperature_per_finding needs multi-label data; use temperature."
+        )
     built = build_model(model_args, data.task)
     if training_args.gradient_checkpointing and not built.model.supports_gradient_checkpointing:
         raise MedftError(
