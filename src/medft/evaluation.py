@@ -196,8 +196,9 @@ def evaluate_scores(
 
     metrics = task.headline_metrics(scores.probs, scores.labels, cut)
     resampler = Resampler(len(scores.labels), scores.patients)
+    weighted = task.weighted_metrics(scores.probs, scores.labels, cut)
     intervals = bootstrap_intervals(
-        lambda indices: task.headline_metrics(scores.probs[indices], scores.labels[indices], cut),
+        lambda drawn: weighted(np.bincount(drawn, minlength=len(scores.labels)).astype(float)),
         resampler,
         resamples=options.bootstrap_resamples,
         seed=options.seed,

@@ -38,6 +38,7 @@ from medft.tasks.scores import (
     CalibrationScores,
     CurvePanel,
 )
+from medft.tasks.weighted import WeightedMetrics, single_label_metrics
 
 PROBLEM_TYPES = {True: "multi_label_classification", False: "single_label_classification"}
 LABEL_COLUMNS = {True: "labels", False: "label"}  # multi-label or not: the prepared column
@@ -165,6 +166,13 @@ class TaskInfo:
     ) -> dict[str, float]:
         """The metrics that get confidence intervals (NaN where undefined on these images)."""
         return self.metrics(probs, labels, cutoffs)
+
+    def weighted_metrics(
+        self, probs: np.ndarray, labels: np.ndarray, cutoffs: np.ndarray | None
+    ) -> WeightedMetrics:
+        """`headline_metrics` of a bootstrap resample given as per-image weights (fast: the
+        bootstrap calls it a thousand times)."""
+        return single_label_metrics(probs, labels)
 
     def details(
         self, probs: np.ndarray, labels: np.ndarray, cutoffs: np.ndarray | None

@@ -21,6 +21,7 @@ from medft.tasks.scores import (
     nan_if_none,
     sensitivity_specificity,
 )
+from medft.tasks.weighted import multilabel_metrics
 
 
 class MultilabelTask(TaskInfo):
@@ -101,6 +102,10 @@ class MultilabelTask(TaskInfo):
         metrics = self.metrics(probs, labels, cutoffs)
         metrics["micro_auroc"] = nan_if_none(auroc_or_none(labels.ravel(), probs.ravel()))
         return metrics
+
+    def weighted_metrics(self, probs, labels, cutoffs):
+        cut = np.full(len(self.label_names), DEFAULT_THRESHOLD) if cutoffs is None else cutoffs
+        return multilabel_metrics(probs, labels, cut, self.label_names)
 
     def details(self, probs, labels, cutoffs):
         """AUROC, AUPRC, the threshold, and sensitivity, specificity and F1 at it, per finding."""

@@ -13,6 +13,7 @@ from medft.tasks.scores import (
     nan_if_none,
     sensitivity_specificity,
 )
+from medft.tasks.weighted import binary_metrics
 
 
 class MulticlassTask(TaskInfo):
@@ -67,6 +68,9 @@ class BinaryTask(TaskInfo):
         metrics["auroc"] = metrics.get("auroc", float("nan"))
         metrics["auprc"] = nan_if_none(auprc_or_none(labels, probs[:, 1]))
         return metrics
+
+    def weighted_metrics(self, probs, labels, cutoffs):
+        return binary_metrics(probs, labels, None if cutoffs is None else float(cutoffs[0]))
 
     def threshold_targets(self, labels):
         return [(1, np.asarray(labels) == 1)]
