@@ -1,0 +1,121 @@
+"""Perceptual hashes and near-duplicate groups (medft.prepare.near_duplicates)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom import dcmread
+from pydicom.pixels import pixel_array
+from sklearn.datasets import load_sample_images
+
+from medft.errors import MedftError
+from medft.prepare.near_duplicates import (
+    DEFAULT_THRESHOLD,
+    distance,
+    hash_values,
+    near_groups,
+    near_pairs,
+    parse_threshold,
+    perceptual_hash,
+)
+from tests.dicom_files import pydicom_file
+
+
+def real_scans() -> dict[str, Image.Image]:
+    """Real images that packages ship: pydicom's CT and MR slices (scaled to 8 bits) and
+    scikit-learn's two photographs."""
+    scans = {}
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        values = pixel_array(dcmread(pydicom_file(name))).astype(np.float64)
+        values = (values - values.min()) * 255 / (values.max() - values.min())
+        scans[name] = Image.fromarray(np.rint(values).astype(np.uint8), mode="L")
+    for name, photo in zip(("china.jpg", "flower.jpg"), load_sample_images().images):
+        scans[name] = Image.fromarray(photo)
+    return scans
+
+
+def copies(image: Image.Image) -> dict[str, Image.Image]:
+    """The near copies a scraped dataset holds: another size, another JPEG quality with a few
+    pixels cropped (3 of a 630-pixel scan's side, as many in proportion here), greyscale."""
+    width, height = image.size
+    crop = max(1, round(min(width, height) * 3 / 630))
+    encoded = io.BytesIO()
+    image.convert("RGB").crop((crop, crop, width - crop, height - crop)).save(
+        encoded, "JPEG", quality=70
+    )
+    return {
+        "resized to 80%": image.resize((int(width * 0.8), int(height * 0.8))),
+        "JPEG 70, a few pixels cropped": Image.open(encoded),
+        "greyscale": image.convert("L"),
+    }
+
+
+def test_copies_of_a_real_scan_are_within_the_default_threshold():
+    for name, original in real_scans().items():
+        for kind, copy in copies(original).items():
+            gap = distance(perceptual_hash(original), perceptual_hash(copy))
+            assert gap <= DEFAULT_THRESHOLD, f"{name}, {kind}: {gap} bits"
+
+
+def test_distinct_real_images_are_far_apart():
+    hashes = {name: perceptual_hash(image) for name, image in real_scans().items()}
+    names = list(hashes)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            assert distance(hashes[first], hashes[second]) > 3 * DEFAULT_THRESHOLD
+
+
+def test_a_16_bit_image_is_hashed_by_its_own_range():
+    values = pixel_array(dcmread(pydicom_file("CT_small.dcm"))).astype(np.int32) + 32768
+    sixteen = Image.fromarray(values.astype(np.uint16))
+    eight = real_scans()["CT_small.dcm"]
+    assert distance(perceptual_hash(sixteen), perceptual_hash(eight)) <= 2
+
+
+def test_near_pairs_are_every_pair_within_the_threshold():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**63, size=40, dtype=np.uint64)
+    flips = np.uint64(1) << rng.integers(0, 64, size=(40, 3)).astype(np.uint64)
+    values = np.concatenate([base, base ^ flips[:, 0] ^ flips[:, 1] ^ flips[:, 2]])
+    for threshold in (0, 3, 6, 30):
+        expected = {
+            (i, j)
+            for i in range(len(values))
+            for j in range(i + 1, len(values))
+            if int(np.bitwise_count(values[i] ^ values[j])) <= threshold
+        }
+        pairs = near_pairs(values, threshold)
+        assert {(int(i), int(j)) for i, j, _ in pairs} == expected
+        assert all(int(np.bitwise_count(values[i] ^ values[j])) == d for i, j, d in pairs)
+
+
+def test_near_pairs_between_two_sets(monkeypatch):
+    monkeypatch.setattr("medft.prepare.near_duplicates.PAIR_BLOCK", 3)  # several blocks
+    first = hash_values(["0000000000000000", "ffffffffffffffff", "00000000000000ff"])
+    second = hash_values(["0000000000000001", "0f0f0f0f0f0f0f0f", "fffffffffffffff0"] * 3)
+    pairs = {(int(i), int(j), int(d)) for i, j, d in near_pairs(first, 4, second)}
+    assert pairs == {(0, 0, 1), (0, 3, 1), (0, 6, 1), (1, 2, 4), (1, 5, 4), (1, 8, 4)}
+
+
+def test_groups_are_connected_chains():
+    # a -1 bit- b -1 bit- c: a and c are 2 bits apart, one group at threshold 1
+    values = hash_values(["0000000000000000", "0000000000000001", "0000000000000003",
+                          "ff00000000000000"])  # fmt: skip
+    groups = near_groups(values, 1)
+    assert groups[0] == groups[1] == groups[2] != groups[3]
+    assert len(set(near_groups(values, 0))) == 4
+
+
+@pytest.mark.parametrize("given", ["17", "-1", "four", "4.5"])
+def test_a_threshold_out_of_range_is_one_line(given):
+    with pytest.raises(MedftError, match="--near-duplicates must be a Hamming distance"):
+        parse_threshold(given)
+
+
+def test_threshold_values():
+    assert parse_threshold("off") is None and parse_threshold("OFF") is None
+    assert parse_threshold(None) is None
+    assert parse_threshold("0") == 0 and parse_threshold(6) == 6
