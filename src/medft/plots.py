@@ -1,5 +1,6 @@
 """Every figure medft draws, as PNG files: training curves, confusion matrix, ROC and
-precision-recall curves, reliability diagram, and saliency explanations.
+precision-recall curves, reliability diagram, subgroup forest plots, contact sheets of
+near-duplicate groups, and saliency explanations.
 
 Functions take plain arrays and numbers worked out elsewhere (`medft.evaluation`,
 `medft.explain`) and only draw; each returns the path it wrote.
@@ -233,6 +234,61 @@ def plot_fold_metrics(values: list[float], metric: str, path: Path) -> Path:
                    fontsize=10)  # fmt: skip
     axis.legend(loc="lower right", fontsize=8)
     axis.grid(alpha=0.3, axis="y")
+    return save(figure, path)
+
+
+def plot_subgroups(
+    attribute: str, groups: list[Any], overall: dict[str, float], metrics: list[str], path: Path
+) -> Path:
+    """A forest plot: each group's value of each metric with its 95% interval, against the
+    whole split's value (dashed); groups too small to say anything in grey, hollow."""
+    panels = [metric for metric in metrics if any(metric in g.metrics for g in groups)]
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    height = 0.45 * len(groups) + 1.2
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, height * rows),
+                                squeeze=False, constrained_layout=True)  # fmt: skip
+    names = [f"{g.value} (n={g.images}{', too small' if g.too_small else ''})" for g in groups]
+    for axis, metric in zip(axes.ravel(), panels):
+        for row, group in enumerate(groups):
+            if metric not in group.metrics:
+                continue
+            value, interval = group.metrics[metric], group.intervals.get(metric)
+            colour = "grey" if group.too_small else "navy"
+            if interval:
+                axis.plot([interval["low"], interval["high"]], [row, row], color=colour)
+            axis.plot(value, row, "o", color=colour,
+                      markerfacecolor="white" if group.too_small else colour)  # fmt: skip
+        if metric in overall:
+            axis.axvline(overall[metric], color="crimson", linestyle="--", linewidth=1,
+                         label=f"all images {overall[metric]:.3f}")  # fmt: skip
+            axis.legend(fontsize=7, loc="lower left")
+        axis.set_yticks(range(len(groups)), names, fontsize=8)
+        axis.invert_yaxis()
+        axis.set_xlim(-0.02, 1.02)
+        axis.set_title(metric.replace("_", " "), fontsize=9)
+        axis.grid(alpha=0.3, axis="x")
+    for axis in axes.ravel()[len(panels) :]:
+        axis.axis("off")
+    figure.suptitle(f"By {attribute.replace('_', ' ')}: value and 95% interval", fontsize=10)
+    return save(figure, path)
+
+
+def plot_contact_sheet(rows: list[tuple[str, list[tuple[Image.Image, str]]]], path: Path) -> Path:
+    """One row per group of images (its title above, then each image with its caption), so
+    that a person can see whether a group's images are copies of one scan."""
+    columns = max(len(images) for _, images in rows)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(1.7 * columns, 2.1 * len(rows)),
+                                squeeze=False)  # fmt: skip
+    for axis_row, (title, images) in zip(axes, rows):
+        for axis in axis_row:
+            axis.axis("off")
+        for axis, (image, caption) in zip(axis_row, images):
+            axis.imshow(image, cmap="gray" if image.mode == "L" else None)
+            axis.set_title(caption, fontsize=6)
+        axis_row[0].annotate(title, xy=(0, 1.22), xycoords="axes fraction", fontsize=8,
+                             fontweight="bold")  # fmt: skip
+    figure.tight_layout(h_pad=2.5)
     return save(figure, path)
 
 

@@ -24,6 +24,7 @@ from medft.dicom import HIGH_DEPTH_MODES, scale_to_8bit_array
 from medft.errors import MedftError
 
 HASH_BITS = 64
+HASH_COLUMN = "perceptual_hash"  # the prepared dataset's column of each image's hash
 THUMBNAIL = 32  # pHash's DCT input: hash size 8 x high-frequency factor 4
 DEFAULT_THRESHOLD = 4  # bits; README "Leakage audit" shows the pairs at and beyond it
 MAX_THRESHOLD = 16  # beyond this, distinct scans of one body part match

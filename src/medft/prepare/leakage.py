@@ -1,0 +1,120 @@
+"""The near-duplicate leakage audit: what the groups of near copies say about a dataset's splits.
+
+`medft prepare` reports it for the splits it made (and what a plain image-level split would
+have done), and `medft audit` for any prepared dataset or pair of datasets. Everything here
+works on hashes, splits and patient ids; images are only read to draw the contact sheet.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from medft.prepare.near_duplicates import near_groups, near_pairs
+
+TRAIN = "train"
+SHEET_GROUPS = 8  # groups on the contact sheet, largest first
+SHEET_IMAGES = 8  # images per group shown
+
+
+@dataclass
+class LeakageAudit:
+    """Near-duplicate groups in a dataset and where its splits put them."""
+
+    threshold: int
+    images: int
+    groups: int  # groups of two or more images
+    images_in_groups: int
+    largest_group: int
+    groups_across_splits: int  # groups whose images sit in more than one split
+    with_copy_in_train: dict[str, int]  # per evaluation split: images with a near copy in train
+    split_sizes: dict[str, int]
+    groups_joining_patients: int | None = None  # where patient ids exist
+    image_level_split_across: int | None = None  # what a plain image-level split would do
+    examples: list[list[int]] = field(default_factory=list)  # the largest groups' rows
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if key != "examples"}
+
+
+def group_members(groups: np.ndarray) -> list[np.ndarray]:
+    """The rows of each group of two or more, largest first (then by first row)."""
+    order = np.argsort(groups, kind="stable")
+    cuts = np.flatnonzero(np.diff(groups[order])) + 1
+    members = [part for part in np.split(order, cuts) if len(part) > 1]
+    return sorted(members, key=lambda rows: (-len(rows), rows[0]))
+
+
+def spread(members: list[np.ndarray], labels: np.ndarray) -> int:
+    """How many groups hold more than one value of ``labels`` (splits, patients; None, an
+    unknown patient, joins nobody)."""
+    return sum(1 for rows in members if len(set(labels[rows]) - {None}) > 1)
+
+
+def copies_in_train(
+    values: np.ndarray, splits: np.ndarray, threshold: int, train: str = TRAIN
+) -> dict[str, int]:
+    """Per split other than train: how many of its images have a near copy in train."""
+    in_train = np.flatnonzero(splits == train)
+    found = {}
+    for split in sorted(set(splits) - {train}):
+        rows = np.flatnonzero(splits == split)
+        pairs = near_pairs(values[rows], threshold, values[in_train])
+        found[split] = len(set(pairs[:, 0].tolist()))
+    return found
+
+
+def audit(
+    values: np.ndarray,
+    splits: list[str],
+    threshold: int,
+    patients: list | None = None,
+    image_level_splits: list[str] | None = None,
+) -> LeakageAudit:
+    """The audit of one dataset: its hashes (as integers), each image's split, optionally its
+    patient and the split a plain image-level split would have given it."""
+    splits_array = np.asarray(splits, dtype=object)
+    groups = near_groups(values, threshold)
+    members = group_members(groups)
+    known = None if patients is None else np.asarray(patients, dtype=object)
+    return LeakageAudit(
+        threshold=threshold,
+        images=len(values),
+        groups=len(members),
+        images_in_groups=int(sum(len(rows) for rows in members)),
+        largest_group=max((len(rows) for rows in members), default=1),
+        groups_across_splits=spread(members, splits_array),
+        with_copy_in_train=copies_in_train(values, splits_array, threshold),
+        split_sizes=dict(Counter(splits)),
+        groups_joining_patients=None if known is None else spread(members, known),
+        image_level_split_across=None
+        if image_level_splits is None
+        else spread(members, np.asarray(image_level_splits, dtype=object)),
+        examples=[rows.tolist() for rows in members[:SHEET_GROUPS]],
+    )
+
+
+def format_audit(report: LeakageAudit) -> list[str]:
+    """The audit as lines of the prepare summary and of `medft audit`."""
+    lines = [
+        f"near-duplicate groups (pHash within {report.threshold} bits): {report.groups} groups, "
+        f"{report.images_in_groups} of {report.images} images, largest {report.largest_group}",
+        f"  groups across splits: {report.groups_across_splits}",
+    ]
+    if report.image_level_split_across is not None:
+        lines.append(
+            f"  a plain image-level split would have put {report.image_level_split_across} "
+            "groups across splits"
+        )
+    for split, count in report.with_copy_in_train.items():
+        size = report.split_sizes.get(split, 0)
+        lines.append(f"  {split} images with a near copy in train: {count} of {size}")
+    if report.groups_joining_patients:
+        lines.append(
+            f"  groups joining two or more patients: {report.groups_joining_patients} (the same "
+            "image under two patient ids is worth a look)"
+        )
+    return lines
