@@ -88,3 +88,43 @@ def test_bad_columns_values_and_labels_are_named(tmp_path, image_dir):
         list_csv(path, image_root=image_dir)
     with pytest.raises(MedftError, match="does not exist"):
         list_csv(tmp_path / "none.csv")
+
+
+def listed(listing):
+    return {split: [(e.path, e.label, e.metadata["image_id"]) for e in examples]
+            for split, examples in listing.splits.items()}  # fmt: skip
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_with_a_byte_order_mark_is_read_as_its_utf8_copy(tmp_path, image_dir, encoding):
+    """Excel's "Unicode Text" and some PACS exports write UTF-16 with a byte-order mark."""
+    lines = [
+        "image,label",
+        *(f"{i:02d}.png,{'épanchement' if i % 2 else 'normal'}" for i in range(20)),
+    ]
+    utf8 = tmp_path / "utf8.csv"
+    utf8.write_bytes("\n".join(lines).encode() + b"\n")
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode(encoding))
+    expected = listed(list_csv(utf8, image_root=image_dir))
+    assert listed(list_csv(utf16, image_root=image_dir)) == expected
+    assert list_csv(utf16, image_root=image_dir).label_names == ["normal", "épanchement"]
+
+
+def test_a_csv_that_is_not_utf8_is_refused_naming_the_line_and_the_byte(tmp_path, image_dir):
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("image,label\n00.png,normal\n01.png,épanchement\n".encode("latin-1"))
+    with pytest.raises(MedftError) as error:
+        list_csv(latin1, image_root=image_dir)
+    assert str(error.value) == (
+        f"{latin1} is not UTF-8 text: line 3 has the byte 0xe9 after '01.png,'; save it as "
+        "UTF-8 (in Excel: Save As, CSV UTF-8)."
+    )
+    cut_short = tmp_path / "utf16_cut.csv"  # a UTF-16 file one byte short
+    cut_short.write_bytes("\ufeffimage,label\n00.png,normal\n".encode("utf-16-le")[:-1])
+    with pytest.raises(MedftError, match="utf16_cut.csv is not UTF-16 text: line 2 has the byte"):
+        list_csv(cut_short, image_root=image_dir)
+    no_byte_order_mark = tmp_path / "utf16_no_bom.csv"
+    no_byte_order_mark.write_bytes("image,label\n00.png,normal\n".encode("utf-16-le"))
+    with pytest.raises(MedftError, match="NUL bytes.*UTF-16 without a byte-order mark"):
+        list_csv(no_byte_order_mark, image_root=image_dir)
