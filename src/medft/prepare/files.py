@@ -104,7 +104,8 @@ def open_text(path: Path) -> io.TextIOBase:
 
 
 def decode_text(data: bytes, path: Path) -> str:
-    """``data`` as text; anything else is refused, naming the line and the byte at fault.
+    """``data`` as text: UTF-8, or UTF-16 with a byte-order mark; anything else is refused,
+    naming the line and the byte at fault.
 
     Other encodings (Latin-1, cp1252) are not guessed: a wrong guess would change the labels
     without a word.
