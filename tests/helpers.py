@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification, set_seed
 
 from medft.config import EvaluationOptions, ModelArguments
@@ -28,6 +29,36 @@ def tiny_vit(**settings) -> ModelArguments:
 
 def tiny_timm(name: str = "timm/resnet18", **settings) -> ModelArguments:
     return ModelArguments(name, pretrained=False, image_size=32, **settings)
+
+
+def save_tiny_model(folder: Path, family: str = "vit") -> Path:
+    """A tiny ViT (or timm ResNet-18) with THREE's labels, saved as `medft train` saves one."""
+    built = build_model(tiny_vit() if family == "vit" else tiny_timm(), THREE)
+    built.model.save_pretrained(folder)
+    if family == "vit":  # a TimmWrapper's preprocessing travels in its config.json
+        built.processor.save_pretrained(folder)
+    return folder
+
+
+def as_pytorch_bin(folder: Path) -> Path:
+    """The folder's model.safetensors rewritten as the pytorch_model.bin of older releases."""
+    weights = folder / "model.safetensors"
+    torch.save(load_file(weights), folder / "pytorch_model.bin")
+    weights.unlink()
+    return folder / "pytorch_model.bin"
+
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\noid sha256:0f1e\nsize 1024\n"
+DAMAGES = {  # what an interrupted save, copy or download, or a clone without git-lfs, leaves
+    "truncated": lambda data: data[: len(data) // 2],
+    "empty": lambda data: b"",
+    "git_lfs_pointer": lambda data: LFS_POINTER,
+}
+
+
+def damage(path: Path, how: str) -> Path:
+    path.write_bytes(DAMAGES[how](path.read_bytes()))
+    return path
 
 
 def lora_vit_with_adapters() -> BuiltModel:

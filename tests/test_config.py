@@ -1,7 +1,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
+from medft.cli import main
 from medft.errors import MedftError
 from medft.modeling.backbones import check_timm_arguments, timm_architecture
 from medft.modeling.heads import timm_head_settings
@@ -91,3 +93,68 @@ def test_missing_keys_and_bad_overrides_are_named(tmp_path):
         parse_recipe(tmp_path / "list.yaml")
     with pytest.raises(MedftError, match="does not exist"):
         parse_recipe(tmp_path / "none.yaml")
+
+
+NAN, INF = float("nan"), float("inf")
+BAD_VALUES = [
+    ("per_device_train_batch_size", -1, "per_device_train_batch_size must be at least 1, got -1"),
+    ("per_device_train_batch_size", 0, "per_device_train_batch_size must be at least 1, got 0"),
+    ("per_device_eval_batch_size", 0, "per_device_eval_batch_size must be at least 1, got 0"),
+    ("gradient_accumulation_steps", 0, "gradient_accumulation_steps must be at least 1, got 0"),
+    ("learning_rate", NAN, "learning_rate must be a finite number, got nan"),
+    ("learning_rate", INF, "learning_rate must be a finite number, got inf"),
+    ("learning_rate", 0, "learning_rate must be positive, got 0.0"),
+    ("learning_rate", -1e-3, "learning_rate must be positive, got -0.001"),
+    ("weight_decay", NAN, "weight_decay must be a finite number, got nan"),
+    ("weight_decay", -0.1, "weight_decay must not be negative, got -0.1"),
+    ("num_train_epochs", NAN, "num_train_epochs must be a finite number, got nan"),
+    ("num_train_epochs", -1, "num_train_epochs must be positive (or give max_steps), got -1.0"),
+    ("num_train_epochs", 0, "num_train_epochs must be positive (or give max_steps), got 0.0"),
+    ("warmup_steps", NAN, "warmup_steps must be a finite number, got nan"),
+    ("warmup_steps", -0.1, "warmup_steps = -0.1, Expected value warmup_steps >= 0"),  # by HF
+    ("max_grad_norm", NAN, "max_grad_norm must be a finite number, got nan"),
+    ("adam_epsilon", -0.1, "adam_epsilon must not be negative, got -0.1"),
+    ("adam_beta2", 1.0, "adam_beta2 must be in [0, 1), got 1.0"),
+    ("label_smoothing_factor", 1.5, "label_smoothing_factor must be in [0, 1), got 1.5"),
+    ("early_stopping_threshold", NAN, "early_stopping_threshold must be a finite number, got nan"),
+    ("zoom", NAN, "zoom must be a finite number, got nan"),
+    ("crop_scale", [NAN, 1.0], "crop_scale must be finite numbers, got [nan, 1.0]"),
+    ("drop_path_rate", INF, "drop_path_rate must be a finite number, got inf"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("key,value,message", BAD_VALUES, ids=lambda v: str(v))
+def test_bad_values_are_refused_when_parsed_from_a_recipe_file_or_the_command_line(
+    key, value, message, tmp_path
+):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": "vit", **REQUIRED, key: value}))
+    with pytest.raises(MedftError) as from_file:
+        parse_recipe(recipe)
+    words = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    with pytest.raises(MedftError) as from_command_line:
+        parse_recipe(FIXTURES / "tiny_vit.yaml", [*REQUIRED_FLAGS, f"--{key}", *words])
+    for error in (from_file, from_command_line):
+        assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_medft_train_refuses_a_bad_value_before_it_looks_for_the_data(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"model_name_or_path: vit\npretrained: false\nlearning_rate: .nan\n"
+        f"dataset_name: {tmp_path / 'no_such_data'}\noutput_dir: {tmp_path / 'o'}\n"
+    )
+    assert main(["train", str(recipe)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "medft: error: learning_rate must be a finite number, got nan."
+    ]
+    assert main(["train", str(recipe), "--learning_rate", "1e-3", "--num_train_epochs", "-1"]) == 2
+    assert "num_train_epochs must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_key_that_transformers_renamed_names_its_new_key(tmp_path):
+    with pytest.raises(MedftError, match="warmup_ratio.*warmup_steps"):
+        parse_recipe(values={"model_name_or_path": "vit", **REQUIRED, "warmup_ratio": 0.1})
+    with pytest.raises(MedftError, match="warmup_ratio.*warmup_steps"):
+        parse_recipe(FIXTURES / "tiny_vit.yaml", [*REQUIRED_FLAGS, "--warmup_ratio", "0.1"])

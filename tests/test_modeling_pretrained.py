@@ -2,6 +2,8 @@
 Hub ids served from a local cache, and a weights file holding real ImageNet weights."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import timm
@@ -22,7 +24,7 @@ from medft.parsing import parse_recipe
 from medft.tasks import TaskInfo
 from medft.training import train
 from tests import pretrained
-from tests.helpers import FIXTURES, THREE
+from tests.helpers import DAMAGES, FIXTURES, THREE, damage
 
 BRAIN_BINARY = {0: "normal", 1: "tumor"}
 ROUTES = ["timm_wrapper", "timm_hub_export", "vit", "timm hub id", "transformers hub id"]
@@ -144,6 +146,43 @@ def test_every_model_key_works_from_a_local_folder_or_is_refused_in_one_line(
         assert built.model.config.model_args["drop_path_rate"] == 0.1
 
 
+@pytest.mark.parametrize("folder", ["timm_wrapper", "timm_hub_export", "vit"])
+@pytest.mark.parametrize("how", ["truncated", "empty"])
+def test_a_damaged_weights_file_in_a_model_folder_is_one_line_naming_it(
+    pretrained_folders, folder, how, tmp_path
+):
+    copy = shutil.copytree(pretrained_folders[folder], tmp_path / folder)
+    weights = damage(copy / "model.safetensors", how)
+    with pytest.raises(MedftError) as error:
+        build_model(ModelArguments(str(copy)), THREE)
+    message = str(error.value)
+    assert message.startswith(f"the weights file {weights} is ") and "\n" not in message
+    assert message.endswith("save the model again (save_pretrained) or download it again.")
+
+
+@pytest.mark.parametrize("name", ["config.json", "preprocessor_config.json"])
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_a_damaged_config_in_a_model_folder_is_one_line_naming_it(
+    pretrained_folders, name, pretrained, tmp_path
+):
+    copy = shutil.copytree(pretrained_folders["vit"], tmp_path / "vit")
+    (copy / name).write_text('{"model_type": "vit", "hidd')  # cut short
+    with pytest.raises(MedftError) as error:
+        build_model(ModelArguments(str(copy), pretrained=pretrained), THREE)
+    message = str(error.value)
+    assert f"{copy / name}' is not a valid JSON file" in message and "\n" not in message
+    assert message.endswith("save the model again (save_pretrained) or download it again.")
+
+
+def test_only_the_weights_file_transformers_reads_is_checked(pretrained_folders, tmp_path):
+    copy = shutil.copytree(pretrained_folders["timm_hub_export"], tmp_path / "export")
+    damage(copy / "pytorch_model.bin", "truncated")  # beside model.safetensors: never read
+    assert build_model(ModelArguments(str(copy)), THREE).model.num_labels == 3
+    (copy / "model.safetensors").unlink()
+    with pytest.raises(MedftError, match="pytorch_model.bin is damaged or incomplete"):
+        build_model(ModelArguments(str(copy)), THREE)
+
+
 # real ImageNet weights from a file ------------------------------------------------------------
 
 
@@ -230,6 +269,26 @@ def test_weights_that_do_not_fit_are_one_line_naming_the_keys(lite0_weights, tmp
         build_backbone(lite0_args(whole_model), THREE)
     with pytest.raises(MedftError, match="does not exist"):
         build_backbone(lite0_args(tmp_path / "nowhere.safetensors"), THREE)
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_weights_file_is_one_line_saying_to_save_or_download_it_again(
+    lite0_weights, how, tmp_path
+):
+    weights = damage(Path(shutil.copy(lite0_weights, tmp_path / "lite0.safetensors")), how)
+    with pytest.raises(MedftError) as error:
+        build_backbone(lite0_args(weights), THREE)
+    message = str(error.value)
+    assert message.startswith(f"pretrained_weights {weights} cannot be read as a state dict (")
+    assert "save or download it again" in message and "\n" not in message
+    page = tmp_path / "weights.pth"  # a download that saved the server's error page
+    page.write_text("<html><body>404 Not Found</body></html>")
+    with pytest.raises(MedftError, match="weights.pth cannot be read as a state dict \\(not a "):
+        build_backbone(lite0_args(page), THREE)
+    one_tensor = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), one_tensor)
+    with pytest.raises(MedftError, match="tensor.pt cannot be read as a state dict"):
+        build_backbone(lite0_args(one_tensor), THREE)
 
 
 @pytest.mark.parametrize(

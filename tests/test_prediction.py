@@ -10,11 +10,13 @@ import torch
 from datasets import load_from_disk
 from transformers import pipeline
 
+from medft.cli import main
 from medft.errors import MedftError
-from medft.inference import collect_inputs
+from medft.inference import collect_inputs, load_classifier
 from medft.prediction import format_prediction_summary, predict, prediction_rows
 from medft.prepare.files import is_image_file
 from medft.tasks import TaskInfo
+from tests.helpers import DAMAGES, as_pytorch_bin, damage, save_tiny_model
 
 BAD_FILES = ("empty.jpg", "notes.jpg", "truncated.jpeg")
 
@@ -124,3 +126,30 @@ def test_inputs_are_files_folders_and_prepared_splits(brain_raw, brain_binary, t
 def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
     with pytest.raises(MedftError, match="is not a saved model"):
         predict(tmp_path, [tmp_path], tmp_path / "p.csv")
+
+
+@pytest.mark.parametrize("family", ["vit", "timm"])
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_weights_file_is_one_line_naming_it(family, how, tmp_path):
+    folder = save_tiny_model(tmp_path / "model", family)
+    weights = damage(folder / "model.safetensors", how)
+    with pytest.raises(MedftError) as error:
+        load_classifier(folder)
+    message = str(error.value)
+    assert message.startswith(f"the weights file {weights} is ") and "\n" not in message
+    assert message.endswith("save the model again (save_pretrained) or download it again.")
+    assert {"truncated": "damaged or incomplete (SafetensorError", "empty": "is empty",
+            "git_lfs_pointer": "a Git LFS pointer"}[how] in message  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty"])
+def test_a_damaged_pytorch_model_bin_is_one_line_naming_it(how, tmp_path, capsys):
+    folder = save_tiny_model(tmp_path / "model")
+    weights = damage(as_pytorch_bin(folder), how)
+    capsys.readouterr()  # the progress bar of the save
+    code = main(["predict", "--model", str(folder), str(tmp_path), "--output", str(tmp_path / "p")])
+    printed = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(printed) == 1
+    problem = "empty" if how == "empty" else "damaged or incomplete ("
+    assert printed[0].startswith(f"medft: error: the weights file {weights} is {problem}")
+    assert printed[0].endswith(": save the model again (save_pretrained) or download it again.")

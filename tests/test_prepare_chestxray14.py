@@ -118,6 +118,22 @@ def test_bom_crlf_and_the_v2020_header_without_trailing_comma(tmp_path):
     assert entries[1].findings == () and entries[1].view_position == "AP"
 
 
+def test_a_utf16_table_and_split_list_read_as_their_utf8_copies(nih_raw, tmp_path):
+    table = nih_raw / "Data_Entry_2017.csv"
+    utf16 = tmp_path / "Data_Entry_2017.csv"
+    utf16.write_bytes(table.read_text().encode("utf-16"))  # with a byte-order mark
+    assert read_table(utf16) == read_table(table)
+    names = tmp_path / "test_list.txt"
+    names.write_bytes("00000001_000.png\r\n00000002_000.png\r\n".encode("utf-16"))
+    assert read_name_list(names) == ["00000001_000.png", "00000002_000.png"]
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(table.read_bytes().replace(b"No Finding", b"No Finding \xe9", 1))
+    with pytest.raises(
+        MedftError, match="latin1.csv is not UTF-8 text: line [0-9]+ has the byte 0xe9"
+    ):
+        read_table(latin1)
+
+
 def test_trailing_comma_rows_of_the_kaggle_table(nih_raw):
     first = (nih_raw / "Data_Entry_2017.csv").read_text().splitlines()[1]
     assert first.endswith(",")

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 from datasets import load_from_disk
 from PIL import Image
@@ -88,3 +90,116 @@ def test_bad_columns_values_and_labels_are_named(tmp_path, image_dir):
         list_csv(path, image_root=image_dir)
     with pytest.raises(MedftError, match="does not exist"):
         list_csv(tmp_path / "none.csv")
+
+
+def listed(listing):
+    return {split: [(e.path, e.label, e.metadata["image_id"]) for e in examples]
+            for split, examples in listing.splits.items()}  # fmt: skip
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_with_a_byte_order_mark_is_read_as_its_utf8_copy(tmp_path, image_dir, encoding):
+    """Excel's "Unicode Text" and some PACS exports write UTF-16 with a byte-order mark."""
+    lines = [
+        "image,label",
+        *(f"{i:02d}.png,{'épanchement' if i % 2 else 'normal'}" for i in range(20)),
+    ]
+    utf8 = tmp_path / "utf8.csv"
+    utf8.write_bytes("\n".join(lines).encode() + b"\n")
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode(encoding))
+    expected = listed(list_csv(utf8, image_root=image_dir))
+    assert listed(list_csv(utf16, image_root=image_dir)) == expected
+    assert list_csv(utf16, image_root=image_dir).label_names == ["normal", "épanchement"]
+
+
+def test_a_csv_that_is_not_utf8_is_refused_naming_the_line_and_the_byte(tmp_path, image_dir):
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("image,label\n00.png,normal\n01.png,épanchement\n".encode("latin-1"))
+    with pytest.raises(MedftError) as error:
+        list_csv(latin1, image_root=image_dir)
+    assert str(error.value) == (
+        f"{latin1} is not UTF-8 text: line 3 has the byte 0xe9 after '01.png,'; save it as "
+        "UTF-8 (in Excel: Save As, CSV UTF-8)."
+    )
+    cut_short = tmp_path / "utf16_cut.csv"  # a UTF-16 file one byte short
+    cut_short.write_bytes("\ufeffimage,label\n00.png,normal\n".encode("utf-16-le")[:-1])
+    with pytest.raises(MedftError, match="utf16_cut.csv is not UTF-16 text: line 2 has the byte"):
+        list_csv(cut_short, image_root=image_dir)
+    no_byte_order_mark = tmp_path / "utf16_no_bom.csv"
+    no_byte_order_mark.write_bytes("image,label\n00.png,normal\n".encode("utf-16-le"))
+    with pytest.raises(MedftError, match="NUL bytes.*UTF-16 without a byte-order mark"):
+        list_csv(no_byte_order_mark, image_root=image_dir)
+
+
+def splits_of(listing) -> dict[str, set[str]]:
+    """file -> the splits its rows landed in."""
+    found: dict[str, set[str]] = {}
+    for split, examples in listing.splits.items():
+        for example in examples:
+            found.setdefault(example.path.resolve().name, set()).add(split)
+    return found
+
+
+def test_a_file_listed_13_times_lands_in_one_split(tmp_path, image_dir):
+    spellings = ["00.png", "./00.png", str(image_dir / "00.png"), "sub/../00.png"]
+    rows = [f"{spellings[i % 4]},a" for i in range(13)]
+    rows += [f"{i:02d}.png,{'a' if i % 2 else 'b'}" for i in range(1, 40)]
+    (image_dir / "sub").mkdir()
+    listing = list_csv(write_csv(tmp_path / "t.csv", "image,label", rows), image_root=image_dir)
+    assert len(splits_of(listing)["00.png"]) == 1
+    assert sum(len(examples) for examples in listing.splits.values()) == 52  # every row kept
+    assert listing.notes["rows_repeating_a_file"] == 12
+
+
+def test_byte_identical_copies_under_other_names_land_in_one_split(tmp_path, image_dir):
+    for i in range(10):
+        shutil.copy(image_dir / f"{i:02d}.png", image_dir / f"copy_{i:02d}.png")
+    rows = [f"{i:02d}.png,{'a' if i % 2 else 'b'}" for i in range(40)]
+    rows += [f"copy_{i:02d}.png,{'a' if i % 2 or i < 3 else 'b'}" for i in range(10)]
+    listing = list_csv(write_csv(tmp_path / "t.csv", "image,label", rows), image_root=image_dir)
+    found = splits_of(listing)
+    assert all(found[f"{i:02d}.png"] == found[f"copy_{i:02d}.png"] for i in range(10))
+    assert listing.notes["byte_identical_groups"] == 10
+    assert listing.notes["byte_identical_groups_across_classes"] == 2  # copies 00 and 02
+    assert listing.notes["rows_repeating_a_file"] == 0
+
+
+def test_a_file_under_two_patient_ids_brings_both_patients_into_one_split(tmp_path, image_dir):
+    rows = [f"{i:02d}.png,{'a' if i % 2 else 'b'},p{i // 2}" for i in range(40)]
+    rows += [f"{4 * k:02d}.png,b,p{2 * k + 1}" for k in range(10)]  # p0 and p1, p2 and p3, ...
+    path = write_csv(tmp_path / "t.csv", "image,label,patient", rows)
+    listing = list_csv(path, image_root=image_dir, group_column="patient")
+    patients: dict[str, set[str]] = {}
+    for split, examples in listing.splits.items():
+        for example in examples:
+            patients.setdefault(example.metadata["patient"], set()).add(split)
+    assert all(patients[f"p{2 * k}"] == patients[f"p{2 * k + 1}"] for k in range(10))
+    assert all(len(splits) == 1 for splits in patients.values())
+    assert listing.notes["patient_groups_joined_by_shared_files"] == 10
+    assert listing.notes["patient_values_in_two_splits"] == 0
+
+
+def test_a_file_listed_with_two_labels_keeps_both_rows_in_one_split_and_is_counted(
+    tmp_path, image_dir
+):
+    rows = [f"{i:02d}.png,{'a' if i % 2 else 'b'}" for i in range(40)]
+    rows += [f"{i:02d}.png,{'b' if i % 2 else 'a'}" for i in range(0, 40, 3)]  # the other label
+    listing = list_csv(write_csv(tmp_path / "t.csv", "image,label", rows), image_root=image_dir)
+    labels: dict[str, set[int]] = {}
+    for examples in listing.splits.values():
+        for example in examples:
+            labels.setdefault(example.path.name, set()).add(example.label)
+    assert all(len(splits_of(listing)[f"{i:02d}.png"]) == 1 for i in range(0, 40, 3))
+    assert all(labels[f"{i:02d}.png"] == {0, 1} for i in range(0, 40, 3))
+    assert listing.notes["repeated_files_with_conflicting_labels"] == 14
+    assert listing.notes["rows_repeating_a_file"] == 14
+
+
+def test_a_file_given_two_splits_by_the_split_column_is_counted(tmp_path, image_dir):
+    rows = [f"{i:02d}.png,{'a' if i % 2 else 'b'},train" for i in range(40)]
+    rows += ["00.png,b,test", "01.png,a,test"]
+    path = write_csv(tmp_path / "t.csv", "image,label,split", rows)
+    listing = list_csv(path, image_root=image_dir, split_column="split")
+    assert splits_of(listing)["00.png"] == {"train", "test"}  # the split column decides
+    assert listing.notes["same_or_identical_files_in_two_splits"] == 2

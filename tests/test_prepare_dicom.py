@@ -17,6 +17,7 @@ from medft.cli import main
 from medft.dicom import OFFSET_16BIT
 from medft.errors import MedftError
 from medft.prepare import prepare_dataset
+from medft.prepare.dicom import list_dicom
 from medft.prepare.dicom_privacy import Pseudonyms, age_in_years, salt_file
 from medft.prepare.hub import dataset_card
 from tests.dicom_files import (
@@ -240,6 +241,26 @@ def test_csv_of_paths_and_labels(raw, tmp_path):
     }
     (row,) = rows_of(output, "ct/ct_0.dcm")
     assert row["labels"] == [0, 1]
+
+
+def test_a_csv_naming_a_file_twice_keeps_its_rows_in_one_split(tmp_path):
+    """Files with a patient or study ID share their header's group however they are written;
+    files with neither are grouped by the file, not by how the CSV spells its path."""
+    root = tmp_path / "raw"
+    for i in range(20):
+        dicom_copy("CT_small.dcm", root / f"ct_{i}.dcm", PatientID=None, StudyInstanceUID=None)
+    dicom_copy("CT_small.dcm", root / "patient.dcm", PatientID="P-1")
+    rows = [f"{spelling}ct_{i}.dcm,{'a' if i % 2 else 'b'}\n" for i in range(20)
+            for spelling in ("", "./")]  # fmt: skip
+    table = tmp_path / "labels.csv"
+    table.write_text("image,label\n" + "".join(rows) + "patient.dcm,a\n./patient.dcm,a\n")
+    listing = list_dicom(csv_path=table, image_root=root, id_salt="a salt for this test only")
+    splits: dict[str, set[str]] = {}
+    for split, examples in listing.splits.items():
+        for example in examples:
+            splits.setdefault(example.path.resolve().name, set()).add(split)
+    assert len(splits) == 21 and all(len(found) == 1 for found in splits.values())
+    assert listing.notes["files_without_patient_or_study_id"] == 40
 
 
 def test_privacy_no_identifier_reaches_any_file_or_log(tmp_path, capfd):

@@ -8,6 +8,7 @@ from medft.prepare.splits import (
     canonical_split,
     carve_splits,
     groups_in_several_splits,
+    joined_groups,
 )
 
 SIZES = {"validation": 0.15, "test": 0.15}
@@ -73,3 +74,15 @@ def test_split_aliases():
     assert canonical_split("val") == canonical_split("VALID") == "validation"
     assert canonical_split("Testing") == "test"
     assert canonical_split("images") is None
+
+
+def test_items_sharing_a_key_in_any_list_are_one_group_numbered_by_its_first_item():
+    files = ["a", "b", "c", "d", "e", None]
+    patients = [1, None, 1, 2, 2, None]
+    assert joined_groups(files) == [0, 1, 2, 3, 4, 5]
+    assert joined_groups(files, patients) == [0, 1, 0, 3, 3, 5]
+    contents = ["x", "y", None, "y", None, None]  # joins b to d, and so to e
+    assert joined_groups(files, patients, contents) == [0, 1, 0, 1, 1, 5]
+    assert joined_groups(["k", None], [None, "k"]) == [0, 1]  # each list keys its own items
+    with pytest.raises(ValueError, match="one key per item"):
+        joined_groups(files, patients[:-1])

@@ -50,6 +50,7 @@ from medft.dicom import (
 )
 from medft.dicom_settings import DicomSettings, load_settings
 from medft.errors import MedftError, first_line
+from medft.modeling.weights import check_saved_weights
 from medft.onnx_model import OnnxClassifier, load_onnx_classifier
 from medft.prepare.files import IMAGE_EXTENSIONS, is_image_file, is_visible_file, scan_images
 from medft.tasks import LABEL_COLUMNS, TaskInfo
@@ -147,6 +148,7 @@ def load_classifier(
             )
         return load_onnx_classifier(Path(folder))
     task = saved_task(folder)
+    check_saved_weights(folder)
     try:
         model = AutoModelForImageClassification.from_pretrained(folder)
         processor = AutoImageProcessor.from_pretrained(folder)

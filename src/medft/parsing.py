@@ -67,7 +67,14 @@ def required_keys() -> list[str]:
     ]
 
 
+RENAMED_KEYS = {  # keys of older transformers releases, and where their values go now
+    "warmup_ratio": "warmup_steps (a value below 1 is a fraction of the training steps)",
+}
+
+
 def closest_key(key: str, keys: list[str]) -> str:
+    if key in RENAMED_KEYS:
+        return f" (transformers now calls it {RENAMED_KEYS[key]})"
     match = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
 

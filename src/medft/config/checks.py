@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from medft.errors import MedftError
+
+
+def check_finite(values: Any) -> None:
+    """Every float setting of the dataclass ``values`` (and every float in a list setting) is a
+    number: NaN or infinity means nothing for any of them."""
+    for item in dataclasses.fields(values):
+        value = getattr(values, item.name)
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(number, float) and not math.isfinite(number) for number in numbers):
+            what = "finite numbers" if isinstance(value, list) else "a finite number"
+            raise MedftError(f"{item.name} must be {what}, got {value}.")
 
 
 def check_probability(*names: str, values: Any) -> None:

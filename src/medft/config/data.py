@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medft.config.checks import check_probability, check_range
+from medft.config.checks import check_finite, check_probability, check_range
 from medft.dicom_settings import parse_window
 from medft.errors import MedftError
 
@@ -110,6 +110,7 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_probability(
             "horizontal_flip", "vertical_flip", "random_erasing", "mix_probability", values=self
         )

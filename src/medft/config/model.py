@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medft.config.checks import (
+    check_finite,
     check_pretrained_cfg_overlay,
     check_probability,
     is_model_type,
@@ -128,6 +129,7 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
+        check_finite(self)
         self.config_overrides = mapping_value("config_overrides", self.config_overrides)
         self.pretrained_cfg_overlay = mapping_value(
             "pretrained_cfg_overlay", self.pretrained_cfg_overlay

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from transformers import IntervalStrategy, TrainingArguments
 
+from medft.config.checks import check_finite
 from medft.config.commands import DEFAULT_RESAMPLES, THRESHOLD_METHODS
 from medft.errors import MedftError
 
@@ -39,6 +40,28 @@ def loader_workers(value: str | int) -> int:
     if workers < 0:
         raise MedftError(f"dataloader_num_workers must not be negative, got {workers}.")
     return workers
+
+
+def check_optimisation(args: TrainingArguments) -> None:
+    """Values that `TrainingArguments` takes without a word but that fail, or train nothing,
+    only once the data and the model are loaded."""
+    for name in (
+        "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"
+    ):  # fmt: skip
+        if getattr(args, name) < 1:
+            raise MedftError(f"{name} must be at least 1, got {getattr(args, name)}.")
+    if args.learning_rate <= 0:
+        raise MedftError(f"learning_rate must be positive, got {args.learning_rate}.")
+    for name in ("weight_decay", "adam_epsilon"):
+        if getattr(args, name) < 0:
+            raise MedftError(f"{name} must not be negative, got {getattr(args, name)}.")
+    for name in ("adam_beta1", "adam_beta2", "label_smoothing_factor"):
+        if not 0 <= getattr(args, name) < 1:
+            raise MedftError(f"{name} must be in [0, 1), got {getattr(args, name)}.")
+    if args.num_train_epochs < 0 or (args.num_train_epochs == 0 and args.max_steps <= 0):
+        raise MedftError(
+            f"num_train_epochs must be positive (or give max_steps), got {args.num_train_epochs}."
+        )
 
 
 @dataclass
@@ -184,6 +207,8 @@ class MedftTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        check_finite(self)
+        check_optimisation(self)
         self.dataloader_num_workers = loader_workers(self.dataloader_num_workers)
         if not self.dataloader_num_workers:
             self.dataloader_persistent_workers = False  # nothing to keep

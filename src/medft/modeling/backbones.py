@@ -38,7 +38,7 @@ from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPI
 from medft.config import ModelArguments, is_model_type
 from medft.errors import MedftError, first_line
 from medft.modeling.heads import set_transformers_drop_path, timm_head_settings
-from medft.modeling.weights import load_weights_file
+from medft.modeling.weights import check_saved_weights, load_weights_file
 from medft.tasks import TaskInfo
 
 DEFAULT_TIMM_CFG = {  # for architectures that timm ships without pretrained weights
@@ -140,8 +140,14 @@ def hub_settings(args: ModelArguments) -> dict[str, Any]:
 
 
 def load_error(name: str, error: Exception) -> MedftError:
+    reason = f"{type(error).__name__}: {first_line(error)}"
+    if Path(name).expanduser().is_dir():
+        return MedftError(
+            f"cannot load the model folder {name} ({reason}): save the model again "
+            "(save_pretrained) or download it again."
+        )
     return MedftError(
-        f"cannot load model '{name}' ({type(error).__name__}: {first_line(error)}). "
+        f"cannot load model '{name}' ({reason}). "
         "Check the name, your network and `hf auth login`; offline, give a local folder "
         "(README: Offline and air-gapped), or use pretrained: false to build it offline."
     )
@@ -259,6 +265,7 @@ def build_transformers_model(args: ModelArguments, config: PretrainedConfig) -> 
         return AutoModelForImageClassification.from_config(
             config, trust_remote_code=args.trust_remote_code
         )
+    check_saved_weights(source)
     try:
         return AutoModelForImageClassification.from_pretrained(
             source, config=config, ignore_mismatched_sizes=True, **hub_settings(args)
@@ -298,9 +305,12 @@ def default_processor(config: PretrainedConfig) -> Any:
 def local_processor(name: str) -> Any | None:
     """The image processor saved in a local model folder, if any."""
     folder = Path(name).expanduser()
-    if folder.is_dir() and (folder / "preprocessor_config.json").is_file():
+    if not (folder.is_dir() and (folder / "preprocessor_config.json").is_file()):
+        return None
+    try:
         return AutoImageProcessor.from_pretrained(folder)
-    return None
+    except (OSError, ValueError) as error:
+        raise load_error(name, error) from None
 
 
 def transformers_processor(args: ModelArguments, config: PretrainedConfig) -> Any:
@@ -365,6 +375,7 @@ def check_timm_arguments(architecture: str, model_args: dict[str, Any]) -> None:
 def build_timm_model(args: ModelArguments, config: TimmWrapperConfig) -> PreTrainedModel:
     source = weights_source(args)
     if source is not None:
+        check_saved_weights(source)
         try:
             return TimmWrapperForImageClassification.from_pretrained(
                 source, config=config, ignore_mismatched_sizes=True, revision=args.model_revision

@@ -2,23 +2,31 @@
 
 Paths are relative to ``image_root`` (default: the CSV's folder) unless absolute.
 With a split column its values (train / val / validation / test, any case) are
-kept; missing splits are carved from train. With a group column (for example a
-patient id) every group stays in one carved split.
+kept; missing splits are carved from train. Rows naming one file (``a.png``,
+``./a.png``, its absolute path) and rows naming byte-identical files stay in one
+carved split, as the folder source keeps copies; with a group column (for example a
+patient id) every group does too, and groups sharing a file are joined.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Value
 
 from medft.errors import MedftError
-from medft.prepare.files import open_text, require_file
+from medft.prepare.files import content_hashes, open_text, require_file
 from medft.prepare.listing import Example, SourceListing
-from medft.prepare.splits import SPLITS, assign_splits, canonical_split, groups_in_several_splits
+from medft.prepare.splits import (
+    SPLITS,
+    assign_splits,
+    canonical_split,
+    groups_in_several_splits,
+    joined_groups,
+)
 
 RESERVED_COLUMNS = ("image", "label", "labels", "image_id")
 
@@ -114,6 +122,50 @@ def read_label_table(
     )
 
 
+def row_files(table: LabelTable) -> list[Path | None]:
+    """The file each row names, resolved, so ``a.png``, ``./a.png`` and its absolute path are
+    one file; None where there is no such file."""
+    paths = [path for _, path in map(table.image_of, table.rows)]
+    return [path.resolve() if path.is_file() else None for path in paths]
+
+
+def same_file_groups(files: list[Path | None]) -> list[int]:
+    """A split group per row: rows naming one file, or byte-identical files, share one (as the
+    folder source keeps copies together)."""
+    distinct = list(dict.fromkeys(file for file in files if file))
+    digest_of = dict(zip(distinct, content_hashes(distinct)))
+    return joined_groups(files, [digest_of.get(file) for file in files])
+
+
+def repeated_file_notes(
+    files: list[Path | None], same_file: list[int], labels: list[int | list[int]]
+) -> dict[str, int]:
+    """The report's counts of rows naming a file listed before, of files listed with two
+    labels, and of groups of byte-identical files (and of those across classes)."""
+    files_in: dict[int, set[Path]] = {}
+    labels_in: dict[int, set] = {}
+    labels_of: dict[Path, set] = {}
+    for file, group, label in zip(files, same_file, labels):
+        if file is not None:
+            label = tuple(label) if isinstance(label, list) else label
+            files_in.setdefault(group, set()).add(file)
+            labels_in.setdefault(group, set()).add(label)
+            labels_of.setdefault(file, set()).add(label)
+    copies = [group for group, found in files_in.items() if len(found) > 1]
+    return {
+        "rows_repeating_a_file": sum(1 for file in files if file) - len(labels_of),
+        "repeated_files_with_conflicting_labels": sum(1 for s in labels_of.values() if len(s) > 1),
+        "byte_identical_groups": len(copies),
+        "byte_identical_groups_across_classes": sum(1 for g in copies if len(labels_in[g]) > 1),
+    }
+
+
+def split_apart(groups: Sequence[Hashable], assigned: Sequence[str]) -> int:
+    """How many groups have items in more than one split."""
+    by_split = {split: [g for g, s in zip(groups, assigned) if s == split] for split in SPLITS}
+    return len(groups_in_several_splits(by_split))
+
+
 def list_csv(
     csv_path: str | Path,
     *,
@@ -144,11 +196,14 @@ def list_csv(
         other_columns=kept_columns,
     )
     groups = [row[group_column] for row in table.rows] if group_column else None
+    files = row_files(table)
+    same_file = same_file_groups(files)
+    units = joined_groups(same_file, groups) if groups else same_file
     assigned = assign_splits(
         table.given_splits,
         {"validation": val_size, "test": test_size},
         labels=None if table.multi_label else table.labels,
-        groups=groups,
+        groups=units,
         seed=seed,
     )
 
@@ -170,9 +225,15 @@ def list_csv(
         metadata = {"image_id": image_id} | {column: row[column] for column in kept_columns}
         listing.splits[split].append(Example(path, label, metadata))
 
+    listing.notes |= repeated_file_notes(files, same_file, table.labels)
+    if split_column:  # the column's splits are kept, even where they part a file's rows
+        listing.notes["same_or_identical_files_in_two_splits"] = split_apart(same_file, assigned)
     if group_column:
-        by_split = {split: [g for g, s in zip(groups, assigned) if s == split] for split in SPLITS}
-        shared = groups_in_several_splits(by_split)
-        listing.notes[f"{group_column}_values_in_two_splits"] = len(shared)
+        joining: dict[int, set[str]] = {}
+        for unit, value in zip(units, groups):
+            joining.setdefault(unit, set()).add(value)
+        joined = sum(1 for values in joining.values() if len(values) > 1)
+        listing.notes[f"{group_column}_groups_joined_by_shared_files"] = joined
+        listing.notes[f"{group_column}_values_in_two_splits"] = split_apart(groups, assigned)
     listing.notes["csv_rows"] = len(table.rows)
     return listing

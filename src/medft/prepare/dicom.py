@@ -35,7 +35,7 @@ from medft.prepare.dicom_privacy import (
 from medft.prepare.files import is_visible_file, require_folder
 from medft.prepare.folder import read_class_folders
 from medft.prepare.listing import Example, SourceListing
-from medft.prepare.splits import SPLITS, assign_splits, groups_in_several_splits
+from medft.prepare.splits import SPLITS, assign_splits, groups_in_several_splits, joined_groups
 
 WANTED = "DICOM (no .dcm extension, no 'DICM' preamble)"
 
@@ -166,7 +166,10 @@ def list_dicom(
         [candidate.given_split for candidate, _, _ in kept],
         {"validation": val_size, "test": test_size},
         labels=None if multi_label else [candidate.label for candidate, _, _ in kept],
-        groups=[header.group for _, _, header in kept],
+        groups=joined_groups(  # a file without IDs is keyed by its path as the CSV writes it
+            [header.group for _, _, header in kept],
+            [candidate.path.resolve() for candidate, _, _ in kept],
+        ),
         seed=seed,
     )
     for (candidate, image_id, header), split in zip(kept, assigned):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
@@ -96,10 +97,34 @@ def require_file(path: str | Path, what: str) -> Path:
 
 
 def open_text(path: Path) -> io.TextIOBase:
-    """A text file (or .gz) with any BOM stripped and any line ending, for the csv module."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return path.open(encoding="utf-8-sig", newline="")
+    """A text file (or .gz) for the csv module, any line ending kept: UTF-8 (a BOM stripped), or
+    UTF-16 with a byte-order mark (Excel's "Unicode Text", some PACS exports)."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
+        return io.StringIO(decode_text(file.read(), path), newline="")
+
+
+def decode_text(data: bytes, path: Path) -> str:
+    """``data`` as text: UTF-8, or UTF-16 with a byte-order mark; anything else is refused,
+    naming the line and the byte at fault.
+
+    Other encodings (Latin-1, cp1252) are not guessed: a wrong guess would change the labels
+    without a word.
+    """
+    encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else None
+    if encoding is None and b"\0" in data:
+        raise MedftError(
+            f"{path} holds NUL bytes: it is UTF-16 without a byte-order mark, or not text; save "
+            "it as UTF-8 (in Excel: Save As, CSV UTF-8)."
+        )
+    try:
+        return data.decode(encoding or "utf-8-sig")
+    except UnicodeDecodeError as error:
+        lines = data[: error.start].decode(encoding or "utf-8", "replace").split("\n")
+        raise MedftError(
+            f"{path} is not {'UTF-16' if encoding else 'UTF-8'} text: line {len(lines)} has the "
+            f"byte 0x{data[error.start]:02x} after {lines[-1][-40:]!r}; save it as UTF-8 (in "
+            "Excel: Save As, CSV UTF-8)."
+        ) from None
 
 
 def content_hashes(paths: list[Path]) -> list[str]:

@@ -1,5 +1,8 @@
 """Train / validation / test assignment: stratified by class, grouped (patient, duplicate).
 
+Groups can join several keys (the same file listed twice, byte-identical copies, a
+patient id): `joined_groups` makes one group of every item linked through any of them.
+
 Every split is a pure function of the labels, groups and seed, so the same
 files always land in the same split, and two tasks built from one source (the
 brain dataset's binary and 44-class tasks) share one assignment.
@@ -85,6 +88,29 @@ def carve_splits(
         for position in order[start:]:
             split_of_unit[units[position]] = "train"
     return [split_of_unit[unit] for unit in unit_of_item]
+
+
+def joined_groups(*key_lists: Sequence[Hashable | None]) -> list[int]:
+    """One group per item, numbered by the group's first item: items that share a key in any
+    of ``key_lists`` (a file, its bytes, a patient), directly or through other items, are one
+    group. Each list keys the items on its own; a None key joins nothing."""
+    if len({len(keys) for keys in key_lists}) != 1:
+        raise ValueError("joined_groups needs one key per item in every list")
+    parent = list(range(len(key_lists[0])))
+
+    def root(item: int) -> int:
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    for keys in key_lists:
+        first_with: dict[Hashable, int] = {}
+        for item, key in enumerate(keys):
+            if key is not None:
+                one, other = root(item), root(first_with.setdefault(key, item))
+                parent[max(one, other)] = min(one, other)  # the first item stays the root
+    return [root(item) for item in range(len(parent))]
 
 
 def groups_in_several_splits(groups_by_split: dict[str, Sequence[Hashable]]) -> set[Hashable]:
