@@ -73,6 +73,7 @@ def test_the_card_names_the_dataset_and_shows_no_path(tmp_path):
     assert card.data.pretty_name == "scans" and "The images of `scans`" in card.text
     assert "DOE^JOHN" not in str(card) and str(tmp_path) not in str(card)
     assert "`seed=42`" in card.text and "source=" not in card.text
+    assert "Metadata that is not pixels" in card.text and "(0 files had some)" in card.text
 
 
 def test_an_older_report_that_records_paths_is_not_pushed(brain_multiclass, tmp_path):

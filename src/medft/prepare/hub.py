@@ -48,6 +48,11 @@ PRIVACY = {
         "are still there."
     ),
 }
+METADATA_REMOVED = (
+    "Metadata that is not pixels (EXIF, XMP, IPTC, comments, PNG text chunks) was removed from "
+    "every stored image ({stripped} files had some): JPEG and PNG files keep their compressed "
+    "pixels as they were, other formats were re-encoded as PNG."
+)
 CITATION = {
     "chestxray14": (
         "@inproceedings{wang2017chestxray,\n"
@@ -104,7 +109,12 @@ def dataset_card(report: dict[str, Any], repo_id: str) -> DatasetCard:
         f"Task: **{report['task']}**, {len(report['label_names'])} classes, "
         f"labels as {label_kind}. "
         f"{report['skipped_count']} unreadable or missing files were skipped and "
-        f"{report['ignored_count']} non-image files ignored; `{REPORT_NAME}` lists each one.",
+        f"{report['ignored_count']} non-image files ignored; `{REPORT_NAME}` lists each one."
+        + (
+            " " + METADATA_REMOVED.format(stripped=report["metadata_stripped"])
+            if "metadata_stripped" in report
+            else ""
+        ),
         "## Splits",
         markdown_table(["split", "images"], [[s, report["counts"][s]] for s in splits]),
         "## Classes",

@@ -60,6 +60,7 @@ def build_report(
         "class_counts": class_counts(listing, dataset),
         "image_modes": {key[5:]: n for key, n in sorted(stats.items()) if key.startswith("mode ")},
         "reencoded": stats["reencoded"],
+        "metadata_stripped": stats["metadata_stripped"],
         "image_notes": {key[5:]: n for key, n in sorted(stats.items()) if key.startswith("note ")},
         "skipped_count": len(listing.skipped),
         "skipped": [vars(skipped) for skipped in listing.skipped],
@@ -106,6 +107,8 @@ def format_summary(report: dict[str, Any], output: str | Path) -> str:
     lines += [f"  {count:>6}  {reason}" for reason, count in report["ignored"].items()]
     for note, count in report.get("image_notes", {}).items():
         lines.append(f"images with {note}: {count}")
+    if report.get("metadata_stripped"):
+        lines.append(f"images stored without their metadata: {report['metadata_stripped']}")
     for key, value in report["notes"].items():
         lines.append(f"{key.replace('_', ' ')}: {value}")
     lines.append(f"report: {Path(output) / REPORT_NAME}")

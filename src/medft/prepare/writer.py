@@ -89,6 +89,7 @@ def write_chunk(chunk: Chunk) -> ChunkResult:
                 continue
             result.stats[f"mode {image.source_mode}"] += 1
             result.stats["reencoded"] += image.reencoded
+            result.stats["metadata_stripped"] += image.metadata_stripped
             result.stats.update(f"note {note}" for note in image.notes)
             row = {
                 "image": {"bytes": image.data, "path": image_id},
