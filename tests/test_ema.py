@@ -73,8 +73,8 @@ def test_the_better_of_raw_and_average_is_saved_and_the_card_says_which(brain_bi
     run_recipe("tiny_timm.yaml", brain_binary, output, "--ema_decay", DECAY,
                "--num_train_epochs", "2")  # fmt: skip
     state = json.loads((output / "trainer_state.json").read_text())
-    best = state["best_model_checkpoint"]
-    step = int(best.rsplit("-", 1)[1])
+    best = output / state["best_model_checkpoint"]
+    step = int(best.name.rsplit("-", 1)[1])
     entry = next(e for e in state["log_history"] if e.get("step") == step and
                  "eval_selected_is_ema" in e)  # fmt: skip
     saved = AutoModelForImageClassification.from_pretrained(output).state_dict()

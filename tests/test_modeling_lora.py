@@ -85,7 +85,7 @@ def test_lora_training_keeps_the_best_epoch_and_saves_a_merged_model(brain_binar
     run_recipe("tiny_vit.yaml", brain_binary, output, "--lora_r", "4", "--num_train_epochs", "2",
                "--learning_rate", "0.01")  # fmt: skip
     state = json.loads((output / "trainer_state.json").read_text())
-    best_checkpoint = state["best_model_checkpoint"]
+    best_checkpoint = output / state["best_model_checkpoint"]
     set_seed(42)
     base = build_model(tiny_vit(), BINARY).model
     from_best = merged(PeftModel.from_pretrained(base, best_checkpoint))

@@ -20,6 +20,7 @@ from medft.prepare import prepare_dataset
 from medft.prepare.dicom import list_dicom
 from medft.prepare.dicom_privacy import Pseudonyms, age_in_years, salt_file
 from medft.prepare.hub import dataset_card
+from medft.prepare.private import private_file
 from tests.dicom_files import (
     assert_close_to,
     dicom_copy,
@@ -302,7 +303,8 @@ def test_salt_is_kept_beside_the_output_so_reruns_agree(raw, tmp_path):
     salt = salt_file(output)
     assert salt.parent == output.parent and not (output / salt.name).exists()
     assert stat.S_IMODE(os.stat(salt).st_mode) == 0o600
-    assert str(salt) in first["notes"]["id_salt"]
+    assert salt.name in first["notes"]["id_salt"]  # by name: the report holds no path
+    assert str(salt.parent) not in (output / "prepare_report.json").read_text()
     prepare_dataset("dicom", output, source=subset, num_proc=1, overwrite=True)
     assert load_from_disk(str(output))["train"]["patient_id"] == ids
     given = "a salt of our own, long enough"
@@ -332,3 +334,96 @@ def test_command_line_window_and_mistakes(raw, tmp_path, capsys):
         assert message in capsys.readouterr().err
     assert main(["prepare", "dicom", "--output", str(output)]) == 2
     assert "--source DIR" in capsys.readouterr().err
+
+
+def salt_routes_source(raw, tmp_path):
+    subset = tmp_path / "raw"
+    shutil.copytree(raw / "ct", subset / "ct")
+    shutil.copytree(raw / "ct", subset / "again")
+    return subset
+
+
+def test_the_salt_comes_from_a_file_the_environment_or_python(raw, tmp_path, monkeypatch):
+    source = salt_routes_source(raw, tmp_path)
+    salt = "a salt of our own, long enough"
+    salt_path = tmp_path / "salt.txt"
+    salt_path.write_text(salt + "\n")
+    argv = ["prepare", "dicom", "--source", str(source), "--num-proc", "1", "--output"]
+    assert main([*argv, str(tmp_path / "file"), "--id-salt-file", str(salt_path)]) == 0
+    monkeypatch.setenv("MEDFT_ID_SALT", salt)
+    assert main([*argv, str(tmp_path / "environment")]) == 0
+    monkeypatch.delenv("MEDFT_ID_SALT")
+    prepare_dataset("dicom", tmp_path / "python", source=source, num_proc=1, id_salt=salt)
+    expected = Pseudonyms(salt.encode())("file", "ct/ct_0.dcm")
+    for route, how in (("file", "read from --id-salt-file"), ("environment", "read from "
+                       "MEDFT_ID_SALT"), ("python", "given as id_salt")):  # fmt: skip
+        output = tmp_path / route
+        ids = {i for part in load_from_disk(str(output)).values() for i in part["image_id"]}
+        assert expected in ids and not salt_file(output).exists(), route
+        text = (output / "prepare_report.json").read_text()
+        assert salt not in text and str(salt_path) not in text and str(tmp_path) not in text
+        assert json.loads(text)["notes"]["id_salt"] == f"{how} (not recorded)"
+    private = json.loads(private_file(tmp_path / "file").read_text())
+    assert private["options"]["id_salt_file"] == str(salt_path)
+
+
+def test_a_bad_salt_file_or_variable_is_named(raw, tmp_path, monkeypatch):
+    source = salt_routes_source(raw, tmp_path)
+    short = tmp_path / "short.txt"
+    short.write_text("short\n")
+    with pytest.raises(MedftError, match=r"salt \(read from --id-salt-file\) must be at least 16"):
+        prepare_dataset("dicom", tmp_path / "a", source=source, id_salt_file=short)
+    with pytest.raises(MedftError, match=r"--id-salt-file .*missing.txt cannot be read"):
+        prepare_dataset(
+            "dicom", tmp_path / "b", source=source, id_salt_file=tmp_path / "missing.txt"
+        )
+    with pytest.raises(MedftError, match="not both"):
+        prepare_dataset(
+            "dicom", tmp_path / "c", source=source, id_salt="x" * 20, id_salt_file=short
+        )
+    monkeypatch.setenv("MEDFT_ID_SALT", "")
+    with pytest.raises(MedftError, match=r"salt \(read from MEDFT_ID_SALT\) must be at least 16"):
+        prepare_dataset("dicom", tmp_path / "d", source=source)
+
+
+def test_a_salt_on_the_command_line_is_refused_before_anything_is_read(
+    raw, tmp_path, monkeypatch, capsys
+):
+    called = []
+    monkeypatch.setattr("medft.prepare.prepare_dataset", lambda *a, **kw: called.append(kw))
+    output = tmp_path / "out"
+    for option in (["--id-salt", "a salt of our own, long enough"], ["--id_salt=salty-salt-salt"]):
+        code = main(["prepare", "dicom", "--source", str(raw), "--output", str(output), *option])
+        error = capsys.readouterr().err
+        assert code == 2 and error.count("\n") == 1
+        assert "`ps` and shell history" in error and "--id-salt-file FILE" in error
+        assert "MEDFT_ID_SALT" in error
+    assert called == [] and not output.exists() and not salt_file(output).exists()
+
+
+def test_skipped_files_are_found_by_their_path_in_the_private_record_only(tmp_path):
+    source = tmp_path / "export"
+    for i in range(3):
+        dicom_copy("CT_small.dcm", source / "ct" / f"ct{i}.dcm", PatientID=f"C{i}")
+        dicom_copy("MR_small.dcm", source / "mr" / f"mr{i}.dcm", PatientID=f"M{i}")
+    skipped = {  # one passed over with its header, one whose pixels fail to decode
+        "mr/Smith_Anne/plan.dcm": ("rtplan.dcm", "holds no image: RT Plan Storage"),
+        "ct/Smith_Anne/scan.dcm": ("MR_truncated.dcm", "corrupt, truncated or undecodable"),
+    }
+    for path, (name, _) in skipped.items():
+        (source / path).parent.mkdir(parents=True)
+        shutil.copy(pydicom_file(name), source / path)
+    output = tmp_path / "out"
+    report = prepare_dataset("dicom", output, source=source, num_proc=1)
+    pseudonym = pseudonyms_of(output)
+    record = json.loads(private_file(output).read_text())
+    found = {item["file"]: item for item in record["skipped"]}
+    assert set(found) == set(skipped)
+    for path, (_, reason) in skipped.items():
+        assert found[path]["reason"].startswith(reason)
+        assert found[path]["image_id"] == pseudonym("file", path)
+    assert {item["file"] for item in report["skipped"]} == {pseudonym("file", p) for p in skipped}
+    assert found["ct/Smith_Anne/scan.dcm"]["split"] in ("train", "validation", "test")
+    written = [path.read_bytes() for path in output.rglob("*") if path.is_file()]
+    assert not any(b"Smith" in content for content in written)
+    assert stat.S_IMODE(os.stat(private_file(output)).st_mode) == 0o600

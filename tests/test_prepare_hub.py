@@ -1,10 +1,15 @@
 """What `--push-to-hub` would upload: the Hub is out of reach here, so its client is faked."""
 
+import json
+import shutil
+
 import pytest
 from datasets import DatasetDict
 from huggingface_hub import DatasetCard, HfApi
+from PIL import Image
 
 from medft.errors import MedftError
+from medft.prepare import prepare_dataset
 from medft.prepare.hub import dataset_card, push_dataset
 from medft.prepare.report import read_report
 
@@ -54,3 +59,28 @@ def test_push_uploads_card_then_data_then_report(brain_multiclass, monkeypatch):
 def test_push_needs_a_prepared_folder(tmp_path):
     with pytest.raises(MedftError, match="no prepare_report.json"):
         push_dataset(tmp_path, "me/x")
+
+
+def test_the_card_names_the_dataset_and_shows_no_path(tmp_path):
+    raw = tmp_path / "DOE^JOHN_MRN1234567"
+    for label, shade in (("benign", 0), ("malignant", 200)):
+        (raw / label).mkdir(parents=True)
+        for i in range(6):
+            Image.new("L", (12, 12), shade + i).save(raw / label / f"{i}.png")
+    output = tmp_path / "exported"
+    report = prepare_dataset("folder", output, source=raw, num_proc=1, name="scans")
+    card = dataset_card(report, "me/scans-v2")
+    assert card.data.pretty_name == "scans" and "The images of `scans`" in card.text
+    assert "DOE^JOHN" not in str(card) and str(tmp_path) not in str(card)
+    assert "`seed=42`" in card.text and "source=" not in card.text
+    assert "Metadata that is not pixels" in card.text and "(0 files had some)" in card.text
+
+
+def test_an_older_report_that_records_paths_is_not_pushed(brain_multiclass, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(brain_multiclass, old)
+    report = read_report(old)
+    del report["name"]
+    (old / "prepare_report.json").write_text(json.dumps(report | {"source": "/exports/x"}))
+    with pytest.raises(MedftError, match="older medft that recorded local paths.*--overwrite"):
+        push_dataset(old, "me/x")

@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 from datasets import Dataset, Features, SplitInfo, load_from_disk
@@ -7,6 +9,7 @@ from datasets.utils.info_utils import verify_splits
 from medft.errors import MedftError
 from medft.prepare import prepare_dataset
 from medft.prepare.brain_tumor import list_brain_tumor_44c
+from medft.prepare.private import KEPT_PRIVATELY, private_file
 from medft.prepare.report import format_summary, read_report
 from medft.prepare.writer import write_dataset
 
@@ -38,7 +41,8 @@ def test_existing_output_needs_overwrite_and_overwrite_replaces(brain_raw, tmp_p
         prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1)
     prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1, overwrite=True)
     assert len(load_from_disk(str(output))["train"].features["label"].names) == 44
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging left behind
+    # no staging left behind; the private record beside the dataset
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.private.json"]
 
 
 def test_overwrite_never_deletes_a_folder_that_is_not_a_dataset(brain_raw, tmp_path):
@@ -106,3 +110,32 @@ def test_the_written_layout_is_what_save_to_disk_writes(brain_multiclass, tmp_pa
     recorded = {split: SplitInfo(split, num_examples=len(ours[split])) for split in ours}
     verify_splits(recorded, {split: SplitInfo(split, num_examples=len(theirs[split]))
                              for split in theirs})  # fmt: skip
+
+
+def test_the_paths_go_to_a_private_record_beside_the_dataset(brain_raw, tmp_path):
+    output = tmp_path / "out"
+    report = prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1)
+    assert report["name"] == "out" and "source" not in report
+    assert report["options"]["source"] == KEPT_PRIVATELY
+    assert str(brain_raw) not in (output / "prepare_report.json").read_text()
+    private = private_file(output)
+    assert private == tmp_path / "out.private.json"
+    record = json.loads(private.read_text())
+    assert record["source"] == record["options"]["source"] == str(brain_raw.resolve())
+    assert record["dataset"] == str(output.resolve())
+    assert [item["file"] for item in record["skipped"]] == [
+        item["file"] for item in report["skipped"]
+    ]  # brain files are skipped by their path in the source already
+    private.chmod(0o644)
+    prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1, overwrite=True,
+                    name="brain scans")  # fmt: skip
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+    assert read_report(output)["name"] == "brain scans"
+    summary = format_summary(read_report(output), output)
+    assert f"private: {private} (the source path" in summary
+
+
+@pytest.mark.parametrize("name", ["", "exports/scans", "C:\\scans"])
+def test_a_name_that_is_a_path_is_refused(brain_raw, tmp_path, name):
+    with pytest.raises(MedftError, match="must be a name, not a path"):
+        prepare_dataset("brain-tumor-44c", tmp_path / "out", source=brain_raw, name=name)

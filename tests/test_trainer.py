@@ -83,7 +83,7 @@ def test_early_stopping_stops_when_the_metric_stalls_and_keeps_the_best(
     steps_per_epoch = state["global_step"] // 4
     assert state["epoch"] == 4  # best at 2, then two evaluations without improvement
     best = output / f"checkpoint-{2 * steps_per_epoch}"
-    assert state["best_model_checkpoint"] == str(best)
+    assert state["best_model_checkpoint"] == best.name  # relative to the model folder
     saved, at_best = load_file(output / "model.safetensors"), load_file(best / "model.safetensors")
     assert all(torch.equal(saved[name], at_best[name]) for name in saved)
     last = load_file(output / f"checkpoint-{4 * steps_per_epoch}" / "model.safetensors")

@@ -85,7 +85,8 @@ def test_best_epoch_is_chosen_by_the_task_metric(brain_multiclass, tmp_path):
     output = tmp_path / "model"
     run_recipe("tiny_timm.yaml", brain_multiclass, output, "--num_train_epochs", "2")
     state = json.loads((output / "trainer_state.json").read_text())
-    assert state["best_model_checkpoint"].startswith(str(output / "checkpoint-"))
+    best = output / state["best_model_checkpoint"]  # relative: the folder names no local path
+    assert best.parent == output and best.name.startswith("checkpoint-") and best.is_dir()
     logged = [e for e in state["log_history"] if "eval_macro_f1" in e]
     assert state["best_metric"] == max(e["eval_macro_f1"] for e in logged)
     assert any("train_macro_f1" in e for e in state["log_history"])  # the curves' train sample

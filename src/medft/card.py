@@ -1,6 +1,7 @@
 """The model card README.md of a trained model: what it is, its data, the evaluation's
 numbers (rendered from the `EvaluationReport`, as `medft evaluate` prints them), how it was
-trained, how to use it, and what not to use it for."""
+trained, how to use it, and what not to use it for. It names the model and the dataset
+(`medft.public_names`), never their local paths."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from medft.plots import (
     ROC_NAME,
     UNCALIBRATED_NAME,
 )
+from medft.public_names import dataset_name, model_name
 from medft.reporting import (
     chexnet_aurocs,
     finding_rows,
@@ -83,9 +85,9 @@ def card_settings(
 class CardFacts:
     """What the model card says about one training run."""
 
-    model_name_or_path: str
+    model_name_or_path: str  # as the recipe gives it: the card shows only its name
     base_model: str | None  # the Hub id of the pretrained weights; None for random or local
-    dataset_name: str
+    dataset_name: str  # as the recipe gives it: the card shows only its name
     task: TaskInfo
     split_sizes: dict[str, int]
     hyperparameters: dict[str, Any]
@@ -126,8 +128,9 @@ HUB_METRICS = {
 }  # fmt: skip
 
 
-def eval_results(report: EvaluationReport | None, dataset_name: str) -> list[EvalResult] | None:
-    """The evaluation's headline metrics as the Hub's model-index entries."""
+def eval_results(report: EvaluationReport | None, dataset: str) -> list[EvalResult] | None:
+    """The evaluation's headline metrics as the Hub's model-index entries; ``dataset``: a Hub id
+    or a local dataset's name."""
     if not report:
         return None
     results = []
@@ -137,8 +140,8 @@ def eval_results(report: EvaluationReport | None, dataset_name: str) -> list[Eva
         results.append(
             EvalResult(
                 task_type="image-classification",
-                dataset_type=hub_id(dataset_name) or Path(dataset_name).name,
-                dataset_name=Path(dataset_name).name,
+                dataset_type=dataset,
+                dataset_name=dataset.split("/")[-1],
                 dataset_split=report.split,
                 metric_type=metric_type,
                 metric_config=config,
@@ -153,7 +156,7 @@ def replace_results(card_text: str, report: EvaluationReport) -> str:
     """A model card with its results section and model-index replaced by ``report``'s (after
     `medft calibrate` changed the model)."""
     card = ModelCard(card_text)
-    card.data.eval_results = eval_results(report, report.dataset or "dataset")
+    card.data.eval_results = eval_results(report, dataset_name(report.dataset or "dataset"))
     start = card.text.index("## Results on the ")
     end = card.text.index("\n## ", start + 1)
     card.text = card.text[:start] + "\n\n".join(evaluation_section(report)) + card.text[end:]
@@ -225,6 +228,7 @@ def evaluation_section(report: EvaluationReport) -> list[str]:
 
 def model_card(facts: CardFacts) -> ModelCard:
     base = facts.base_model
+    dataset, model = dataset_name(facts.dataset_name), model_name(facts.model_name_or_path)
     data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-classification",
@@ -232,15 +236,13 @@ def model_card(facts: CardFacts) -> ModelCard:
         base_model=base,
         datasets=[hub_id(facts.dataset_name)] if hub_id(facts.dataset_name) else None,
         metrics=["accuracy", "f1", "roc_auc"],
-        model_name=facts.repo_id or Path(facts.model_name_or_path).name,
-        eval_results=eval_results(facts.evaluation, facts.dataset_name),
+        model_name=facts.repo_id or model,
+        eval_results=eval_results(facts.evaluation, dataset),
     )
     origin = facts.weights_origin or (base and f"[`{base}`](https://huggingface.co/{base})")
-    start = (
-        f"fine-tuned from {origin}"
-        if origin
-        else f"trained from random initialisation (`{facts.model_name_or_path}` architecture)"
-    )
+    start = f"fine-tuned from {origin}" if origin else (
+        f"trained from random initialisation (`{model}` architecture)"
+    )  # fmt: skip
     kind = facts.task.description
     labels = ", ".join(f"`{label}`" for label in facts.task.label_names)
     splits = ", ".join(f"{split}: {n:,}" for split, n in facts.split_sizes.items())
@@ -252,15 +254,14 @@ def model_card(facts: CardFacts) -> ModelCard:
         f'classifier("scan.png", top_k={min(5, len(facts.task.label_names))})\n```'
     )
     sections = [
-        f"# {facts.repo_id or Path(facts.model_name_or_path).name} for {facts.task.task} "
-        "medical image classification",
+        f"# {facts.repo_id or model} for {facts.task.task} medical image classification",
         f"An image classifier {start} with [medft](https://github.com/medft/medft) on "
-        f"`{facts.dataset_name}`: {kind}.",
+        f"`{dataset}`: {kind}.",
         NOT_FOR_CLINICAL_USE,
         "## Labels",
         labels,
         "## Data",
-        f"Dataset `{facts.dataset_name}`; images per split: {splits}. Inputs are {size} pixels, "
+        f"Dataset `{dataset}`; images per split: {splits}. Inputs are {size} pixels, "
         "greyscale scans repeated to three channels.",
         *(
             evaluation_section(facts.evaluation)
@@ -278,7 +279,7 @@ def model_card(facts: CardFacts) -> ModelCard:
         usage,
         INTENDED_USE,
         f"Intended for research on {facts.task.task} classification of images like those in "
-        f"`{facts.dataset_name}`. Scores are not calibrated probabilities unless checked with "
+        f"`{dataset}`. Scores are not calibrated probabilities unless checked with "
         "`medft evaluate`. Performance on other scanners, sites, populations or image "
         "preparations is unknown; labels of public datasets can be noisy (NIH ChestX-ray14's "
         "are text-mined).",

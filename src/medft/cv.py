@@ -29,6 +29,7 @@ from medft.evaluation import EvaluationReport, SplitScores, evaluate_scores, spl
 from medft.inference import load_members
 from medft.parsing import parse_recipe
 from medft.plots import plot_fold_metrics
+from medft.public_names import model_name
 from medft.reporting import write_evaluation
 from medft.training import train
 
@@ -174,7 +175,7 @@ def cross_validate(
                 tuning_split="out-of-fold",
                 options=options,
             )
-            ensemble.members = [str(folder) for folder in folders]
+            ensemble.members = [model_name(folder) for folder in folders]
             write_evaluation(ensemble, task, scores, output / "ensemble")
     result = CvResult(output, task.main_metric, results, oof_report, ensemble)
     if recipe.training.should_save:

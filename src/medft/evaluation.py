@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
+from medft import public_names
 from medft.bootstrap import CONFIDENCE, Resampler, bootstrap_intervals
 from medft.calibration import Reliability, TemperatureScaling, reliability
 from medft.config import EvaluationOptions
@@ -80,7 +81,7 @@ class EvaluationReport:
     confusion_matrix: list[list[int]] | None = None  # single-label
     per_finding: dict[str, dict[str, Any]] | None = None  # multi-label
     chexnet_comparison: dict[str, Any] | None = None  # models of the 14 NIH findings
-    model: str | None = None
+    model: str | None = None  # names, not paths (`medft.public_names`): metrics.json is pushed
     dataset: str | None = None
     unreadable: dict[str, str] | None = None  # image -> reason (saved models only)
     temperature: TemperatureScaling | None = None  # when the scores were calibrated
@@ -322,9 +323,11 @@ def evaluate_model(
         stored=stored,
         options=options,
     )
-    report.model, report.dataset, report.unreadable = str(folders[0]), dataset_name, unreadable
+    report.model = public_names.model_name(folders[0])
+    report.dataset = public_names.dataset_name(dataset_name)
+    report.unreadable = unreadable
     if len(members) > 1:
-        report.members = [str(folder) for folder in folders]
+        report.members = [public_names.model_name(folder) for folder in folders]
     if len(views) > 1:
         report.tta = [view.name for view in views]
     return report, scores

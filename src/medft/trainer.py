@@ -11,6 +11,8 @@ moving average of the weights beside the raw ones).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import torch
 from datasets import Dataset
 from torch.utils.data import WeightedRandomSampler
 from transformers import Trainer, TrainingArguments
-from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 
 from medft.data.mixing import BatchMixer
 from medft.data.transforms import DeviceTransform
@@ -26,17 +28,28 @@ from medft.ema import SELECTED_IS_EMA, EmaCallback, selected_metric, weights_of
 from medft.losses import ClassificationLoss
 from medft.modeling.freezing import keep_frozen_norms_in_eval
 from medft.modeling.layout import BlockLayout
+from medft.modeling.lora import name_the_base_model
 from medft.optim import exponential_decay, parameter_groups
+from medft.public_names import path_within
 
 ARGUMENTS_NAME = "training_args.json"
+# TrainingArguments that may hold a local path (output_dir itself is written as its name)
+PATH_ARGUMENTS = (
+    "output_dir", "resume_from_checkpoint", "deepspeed", "fsdp_config", "accelerator_config",
+)  # fmt: skip
 RUN_STATS = ("_runtime", "_per_second")  # timings, not metrics
 
 
 def write_training_arguments(args: TrainingArguments, folder: Path) -> Path:
-    """``args`` as JSON (`to_json_string` redacts every ``*_token``), replacing the pickle."""
+    """``args`` as JSON (`to_dict` redacts every ``*_token``), replacing the pickle; paths
+    relative to output_dir, else by name (the file is pushed, and paths may name patients)."""
     (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+    content = args.to_dict()
+    for key in PATH_ARGUMENTS:
+        if isinstance(content.get(key), str):
+            content[key] = path_within(content[key], args.output_dir)
     path = folder / ARGUMENTS_NAME
-    path.write_text(args.to_json_string())
+    path.write_text(json.dumps(content, indent=2) + "\n")
     return path
 
 
@@ -83,10 +96,24 @@ class MedftTrainer(Trainer):
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """As the Trainer saves (final model and checkpoints), with the training arguments as
-        redacted JSON instead of the pickled ``training_args.bin``."""
+        redacted JSON instead of the pickled ``training_args.bin``, and a LoRA adapter's local
+        base model by name."""
         super()._save(output_dir, state_dict)
         if self.args.should_save:
             write_training_arguments(self.args, Path(output_dir or self.args.output_dir))
+            name_the_base_model(Path(output_dir or self.args.output_dir))
+
+    def save_state(self) -> None:
+        """As the Trainer saves it, with the best checkpoint relative to output_dir
+        ('checkpoint-40'): the final folder is pushed, and paths may name patients. The
+        checkpoints' own states, which resuming reads, keep the full path."""
+        if not self.is_world_process_zero():
+            return
+        best = self.state.best_model_checkpoint
+        state = dataclasses.replace(
+            self.state, best_model_checkpoint=best and path_within(best, self.args.output_dir)
+        )
+        state.save_to_json(str(Path(self.args.output_dir) / TRAINER_STATE_NAME))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]

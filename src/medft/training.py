@@ -52,6 +52,7 @@ from medft.modeling.heads import fold_temperature
 from medft.modeling.lora import merged
 from medft.parsing import RECIPE_NAME
 from medft.plots import CURVES_NAME, plot_training_curves
+from medft.public_names import dataset_name, model_name
 from medft.reporting import format_evaluation, write_evaluation
 from medft.tasks import TaskInfo
 from medft.trainer import MedftTrainer, write_training_arguments
@@ -222,7 +223,13 @@ class TrainingResult:
 def write_recipe(output: Path, data_args: DataArguments, model_args: ModelArguments) -> None:
     """recipe.json: the data and model settings of the run, which inference reads back (the
     flips test-time augmentation may use). Training settings are in training_args.json."""
-    content = {"data": dataclasses.asdict(data_args), "model": dataclasses.asdict(model_args)}
+    data = dataclasses.asdict(data_args) | {"dataset_name": dataset_name(data_args.dataset_name)}
+    model = dataclasses.asdict(model_args) | {
+        key: model_name(getattr(model_args, key))
+        for key in ("model_name_or_path", "pretrained_weights")
+        if getattr(model_args, key)
+    }
+    content = {"data": data, "model": model}  # names, not paths: the file is pushed
     (output / RECIPE_NAME).write_text(json.dumps(content, indent=2) + "\n")
 
 
@@ -347,7 +354,7 @@ def train(
                 progress=not training_args.disable_tqdm,
             ),
         )
-        report.model, report.dataset = str(output), data_args.dataset_name
+        report.model, report.dataset = model_name(output), dataset_name(data_args.dataset_name)
         if temperature is not None:
             uncalibrated = data.task.probabilities(evaluated_logits * temperature)
             report.temperature = TemperatureScaling(

@@ -7,6 +7,7 @@ arguments without a flag), so a default and its name live here and nowhere else.
 
 from __future__ import annotations
 
+import argparse
 import glob
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -368,6 +369,12 @@ class PrepareArguments:
     """What every `medft prepare` source takes: where to write, splits, image storage."""
 
     output: Path = field(metadata={"help": "folder to write to"})
+    name: str | None = field(
+        default=None,
+        metadata={"help": "the dataset's name in its report and card, which never hold a path "
+                  "(default: the output folder's name); the paths go to OUTPUT.private.json "
+                  "beside the output folder"},
+    )  # fmt: skip
     val_size: float = field(default=0.15, metadata={"help": "validation fraction"})
     seed: int = field(default=42, metadata={"help": "split seed"})
     image_size: int | None = field(
@@ -391,7 +398,7 @@ class PrepareArguments:
     )
     private: bool = field(default=False, metadata={"help": "make the pushed dataset private"})
 
-    WRITER_KEYS = ("output", "image_size", "png_compression", "num_proc", "overwrite")
+    WRITER_KEYS = ("output", "name", "image_size", "png_compression", "num_proc", "overwrite")
     HUB_KEYS = ("push_to_hub", "private")
 
 
@@ -490,11 +497,16 @@ class DicomArguments(LabelTableColumns, PrepareArguments, WithTestSize):
         metadata={"help": "8: store windowed 8-bit images; 16: store modality values (HU + "
                   "32768), windowed at train / predict time"},
     )  # fmt: skip
+    id_salt_file: Path | None = field(
+        default=None,
+        metadata={"help": "a file holding the secret key of the patient / study / file "
+                  "pseudonyms, or set MEDFT_ID_SALT (default: one drawn once and kept in "
+                  "OUTPUT.id-salt beside the output folder)", "metavar": "FILE"},
+    )  # fmt: skip
     id_salt: str | None = field(
         default=None,
-        metadata={"help": "secret key of the patient / study / file pseudonyms (default: one "
-                  "drawn once and kept in OUTPUT.id-salt beside the output folder)"},
-    )  # fmt: skip
+        metadata={"help": argparse.SUPPRESS},  # refused: see __post_init__
+    )
     force: bool = field(
         default=False, metadata={"help": "also read files without a DICOM file meta header"}
     )
@@ -503,6 +515,11 @@ class DicomArguments(LabelTableColumns, PrepareArguments, WithTestSize):
     )
 
     def __post_init__(self) -> None:
+        if self.id_salt is not None:
+            raise MedftError(
+                "--id-salt on the command line shows in `ps` and shell history; put the salt in a "
+                "file named by --id-salt-file FILE, or in the MEDFT_ID_SALT environment variable."
+            )
         if (self.source is None) == (self.csv_path is None):
             raise MedftError(
                 "medft prepare dicom needs --source DIR (class subfolders) or --csv FILE "

@@ -9,15 +9,19 @@ be merged back, so they are left out).
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils import CONFIG_NAME as ADAPTER_CONFIG_NAME
 from torch import nn
 from transformers import PreTrainedModel
 
 from medft.config import ModelArguments
 from medft.errors import MedftError
 from medft.modeling.layout import BlockLayout
+from medft.public_names import model_name
 
 logger = logging.getLogger("medft")
 # query and value projections, as transformers 5 names them, as older models name them, and
@@ -78,3 +82,13 @@ def add_lora(model: PreTrainedModel, layout: BlockLayout, args: ModelArguments) 
 def merged(model: PeftModel) -> PreTrainedModel:
     """The base model with the adapter folded into its weights: loads without peft."""
     return model.merge_and_unload()
+
+
+def name_the_base_model(folder: Path) -> None:
+    """An adapter saved in ``folder`` names a local base model by its name, not its path
+    (peft records the path, which may name a patient, and is pushed with the adapter)."""
+    path = folder / ADAPTER_CONFIG_NAME
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    if config.get("base_model_name_or_path"):
+        config["base_model_name_or_path"] = model_name(config["base_model_name_or_path"])
+        path.write_text(json.dumps(config, indent=2, sort_keys=True))

@@ -219,8 +219,7 @@ def list_csv(
     for row, label, split in zip(table.rows, table.labels, assigned):
         image_id, path = table.image_of(row)
         if not path.is_file():
-            reason = f"listed in {table.csv_path.name} but not found at {path}"
-            listing.skip(image_id, reason, split)
+            listing.skip(image_id, f"listed in {table.csv_path.name} but not found", split)
             continue
         metadata = {"image_id": image_id} | {column: row[column] for column in kept_columns}
         listing.splits[split].append(Example(path, label, metadata))

@@ -10,7 +10,9 @@ reports, RT plans, waveforms, DICOMDIR). Pixels are read later, by the writer's
 workers (`medft.dicom`).
 
 ``image_id`` is a keyed hash of the file's path in the source, not the path: folder
-and file names of PACS exports often hold patient names.
+and file names of PACS exports often hold patient names. The path behind each hash
+reaches only the private record beside the output (`medft.prepare.private`), for
+skipped files.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ def list_dicom(
     frames: str = "first",
     bit_depth: int = 8,
     id_salt: str | None = None,
+    id_salt_file: str | Path | None = None,
     force: bool = False,
     age: bool = False,
     val_size: float = 0.15,
@@ -116,7 +119,7 @@ def list_dicom(
             "--csv FILE (paths and labels), not both and not neither."
         )
     settings = DicomSettings(parse_window(window), bit_depth, frames, force)
-    key, salt_note = resolve_salt(id_salt, output)
+    key, salt_note = resolve_salt(id_salt, id_salt_file, output)
     pseudonyms = Pseudonyms(key)
     ignored: Counter[str] = Counter()
     if source is not None:
@@ -152,6 +155,7 @@ def list_dicom(
     kept: list[tuple[Candidate, str, Header]] = []
     for candidate in tqdm(candidates, desc="Reading DICOM headers", unit="file"):
         image_id = pseudonyms("file", candidate.key)
+        listing.source_paths[image_id] = candidate.key
         if not candidate.path.is_file():
             listing.skip(image_id, "listed in the CSV but not found", candidate.given_split)
             continue

@@ -5,9 +5,11 @@ A header is read here and reduced at once to a `Header`: the split group, patien
 study identifiers replaced by keyed one-way hashes (HMAC-SHA256, keyed by the salt),
 and an allow-list of technical tags. No other tag value (names, dates, institutions,
 accession numbers, descriptions, private tags) leaves this module, so none reaches the
-dataset, the report, the summary or a log. The salt is either given (``--id-salt``) or
-drawn once and kept in a file beside the output folder, outside what is pushed to the
-Hub, so that reruns give the same pseudonyms.
+dataset, the report, the summary or a log. The salt is either given (``id_salt=`` from
+Python, a file named by ``--id-salt-file``, or the ``MEDFT_ID_SALT`` environment variable:
+never on the command line, where ``ps`` and shell history show it) or drawn once and kept
+in a file beside the output folder, outside what is pushed to the Hub, so that reruns give
+the same pseudonyms.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from medft.dicom import UnreadableDicom, number_of_frames, open_dicom, sop_class
 from medft.errors import MedftError
 
 SALT_SUFFIX = ".id-salt"
+SALT_VARIABLE = "MEDFT_ID_SALT"
+MIN_SALT_CHARS = 16
 PSEUDONYM_CHARS = 16  # 64 bits of the HMAC: collisions are negligible for any archive
 # column -> (DICOM keyword, feature): the technical tags kept; nothing else is
 TECHNICAL_TAGS = {
@@ -50,17 +54,45 @@ def salt_file(output: Path) -> Path:
     return output.parent / f"{output.name}{SALT_SUFFIX}"
 
 
-def resolve_salt(id_salt: str | None, output: str | Path | None) -> tuple[bytes, str]:
-    """(the HMAC key, how it was chosen, for the report: never the key itself)."""
+def given_salt(id_salt: str | None, id_salt_file: str | Path | None) -> tuple[str, str] | None:
+    """(the salt, how it was given) from ``id_salt``, the file ``id_salt_file`` or the
+    environment variable `SALT_VARIABLE`, in that order; None when none holds one."""
+    if id_salt is not None and id_salt_file is not None:
+        raise MedftError("give the salt one way: id_salt or --id-salt-file, not both.")
     if id_salt is not None:
-        if len(id_salt) < 16:
+        return id_salt, "given as id_salt"
+    if id_salt_file is not None:
+        path = Path(id_salt_file).expanduser()
+        try:
+            return path.read_text().strip(), "read from --id-salt-file"
+        except OSError as error:
             raise MedftError(
-                "--id-salt must be at least 16 characters (a short salt can be guessed, and "
-                "with it the patient IDs behind the pseudonyms)."
+                f"--id-salt-file {path} cannot be read ({error.strerror or error}); "
+                "name a file holding the salt."
+            ) from None
+    if SALT_VARIABLE in os.environ:
+        return os.environ[SALT_VARIABLE], f"read from {SALT_VARIABLE}"
+    return None
+
+
+def resolve_salt(
+    id_salt: str | None, id_salt_file: str | Path | None, output: str | Path | None
+) -> tuple[bytes, str]:
+    """(the HMAC key, how it was chosen, for the report: never the key itself, nor a path)."""
+    given = given_salt(id_salt, id_salt_file)
+    if given is not None:
+        salt, how = given
+        if len(salt) < MIN_SALT_CHARS:
+            raise MedftError(
+                f"the salt ({how}) must be at least {MIN_SALT_CHARS} characters (a short salt "
+                "can be guessed, and with it the patient IDs behind the pseudonyms)."
             )
-        return id_salt.encode(), "given with --id-salt (not recorded)"
+        return salt.encode(), f"{how} (not recorded)"
     if output is None:
-        raise MedftError("pseudonyms need --id-salt, or an output folder to keep a salt beside.")
+        raise MedftError(
+            f"pseudonyms need a salt (--id-salt-file or {SALT_VARIABLE}), or an output folder "
+            "to keep one beside."
+        )
     path = salt_file(Path(output).expanduser().resolve())
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,8 +103,8 @@ def resolve_salt(id_salt: str | None, output: str | Path | None) -> tuple[bytes,
     if not salt:
         raise MedftError(f"{path} is empty; delete it (new pseudonyms) or restore its salt.")
     return salt.encode(), (
-        f"drawn once and kept in {path} (private: it links pseudonyms to patient IDs; "
-        "keep it for reruns to agree, delete it to unlink them for good)"
+        f"drawn once and kept in {path.name} beside the dataset folder (private: it links "
+        "pseudonyms to patient IDs; keep it for reruns to agree, delete it to unlink them for good)"
     )
 
 

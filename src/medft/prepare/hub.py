@@ -1,7 +1,8 @@
 """Push a prepared dataset to the Hugging Face Hub with a dataset card that says how it was made.
 
 The card goes up first; `DatasetDict.push_to_hub` then merges its own metadata
-(features, splits, data files) into that card instead of writing a bare one.
+(features, splits, data files) into that card instead of writing a bare one. The card
+knows the dataset by its name: nothing in it comes from a path.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datasets import load_from_disk
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
 from medft.errors import MedftError
+from medft.prepare.private import KEPT_PRIVATELY
 from medft.prepare.report import REPORT_NAME, read_report
 
 ORIGINS = {
@@ -46,6 +48,11 @@ PRIVACY = {
         "are still there."
     ),
 }
+METADATA_REMOVED = (
+    "Metadata that is not pixels (EXIF, XMP, IPTC, comments, PNG text chunks) was removed from "
+    "every stored image ({stripped} files had some): JPEG and PNG files keep their compressed "
+    "pixels as they were, other formats were re-encoded as PNG."
+)
 CITATION = {
     "chestxray14": (
         "@inproceedings{wang2017chestxray,\n"
@@ -74,32 +81,40 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 def dataset_card(report: dict[str, Any], repo_id: str) -> DatasetCard:
     """A dataset card built from a ``prepare_report.json``."""
     origin = ORIGINS.get(report["source_type"], {})
+    name = report.get("name") or repo_id.split("/")[-1]
     splits = list(report["counts"])
     total = sum(report["counts"].values())
     data = DatasetCardData(
-        pretty_name=origin.get("pretty_name", repo_id.split("/")[-1]),
+        pretty_name=origin.get("pretty_name", name),
         license=origin.get("license", "unknown"),
         task_categories=["image-classification"],
         size_categories=size_category(total),
         tags=["medical", "medft", report["source_type"], report["task"]],
     )
     class_rows = [
-        [name, *(report["class_counts"][split][name] for split in splits)]
-        for name in report["class_counts"][splits[0]]
+        [label, *(report["class_counts"][split][label] for split in splits)]
+        for label in report["class_counts"][splits[0]]
     ]
-    options = ", ".join(f"`{key}={value}`" for key, value in report["options"].items())
+    options = ", ".join(
+        f"`{key}={value}`" for key, value in report["options"].items() if value != KEPT_PRIVATELY
+    )
     multi_label = report["task"] == "multilabel"
     label_kind = "`labels` (a list of class ids)" if multi_label else "`label` (a class id)"
     command = f"medft prepare {report['source_type']}"
     sections = [
         f"# {data.pretty_name}",
-        origin.get("about", f"Images from `{report['source']}`, prepared with medft."),
+        origin.get("about", f"The images of `{name}`, prepared with medft."),
         "## How it was prepared",
         f"`{command}` (medft {report['medft_version']}) with {options}. "
         f"Task: **{report['task']}**, {len(report['label_names'])} classes, "
         f"labels as {label_kind}. "
         f"{report['skipped_count']} unreadable or missing files were skipped and "
-        f"{report['ignored_count']} non-image files ignored; `{REPORT_NAME}` lists each one.",
+        f"{report['ignored_count']} non-image files ignored; `{REPORT_NAME}` lists each one."
+        + (
+            " " + METADATA_REMOVED.format(stripped=report["metadata_stripped"])
+            if "metadata_stripped" in report
+            else ""
+        ),
         "## Splits",
         markdown_table(["split", "images"], [[s, report["counts"][s]] for s in splits]),
         "## Classes",
@@ -124,6 +139,11 @@ def push_dataset(
     report = read_report(folder)
     if report is None:
         raise MedftError(f"{folder} has no {REPORT_NAME}; push a folder written by medft prepare.")
+    if "name" not in report:
+        raise MedftError(
+            f"{Path(folder) / REPORT_NAME} was written by an older medft that recorded local "
+            "paths in it; prepare the dataset again (--overwrite) before pushing it."
+        )
     api = HfApi(token=token)
     url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     dataset_card(report, repo_id).push_to_hub(repo_id, token=token, repo_type="dataset")

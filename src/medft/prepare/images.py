@@ -3,8 +3,9 @@
 This runs in the worker processes of `medft prepare`, so it takes and returns
 plain values. An image already in L or RGB (or with an alpha channel that is
 opaque everywhere), upright, and not to be resized is stored as its original
-encoded bytes; anything else is normalised and written as a lossless PNG. DICOM
-files are read by `medft.dicom` (windowed to L, RGB, or 16-bit grey) and stored as PNG.
+encoded bytes, less what is not pixels (`medft.prepare.image_metadata`: JPEG and PNG;
+other formats are re-encoded); anything else is normalised and written as a lossless PNG.
+DICOM files are read by `medft.dicom` (windowed to L, RGB, or 16-bit grey) and stored as PNG.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from medft.dicom import UnreadableDicom, read_dicom, scale_to_8bit_array
 from medft.dicom_settings import DicomSettings
+from medft.prepare.image_metadata import without_metadata
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail loudly, not decode grey
 
@@ -56,6 +58,7 @@ class ImageResult(NamedTuple):
     source_mode: str | None = None
     reencoded: bool = False
     notes: tuple[str, ...] = ()  # what the report should count, e.g. clipped 16-bit values
+    metadata_stripped: bool = False  # the original bytes, less EXIF, comments, text chunks
 
 
 def scale_to_8bit(image: Image.Image) -> Image.Image:
@@ -200,8 +203,11 @@ def read_image(
             if resize:
                 target = shorter_side_size(image.size, image_size)
                 image = resized(image, target)
-            if image is opened and image.size == source_size:
-                return ImageResult(data, None, source_mode, reencoded=False)
+            unchanged = image is opened and image.size == source_size
+            original = without_metadata(data, opened.format) if unchanged else None
+            if original is not None:  # JPEG or PNG: its own bytes, less what is not pixels
+                stripped = original != data
+                return ImageResult(original, None, source_mode, metadata_stripped=stripped)
             encoded = encode_png(image, options.png_compression)
             return ImageResult(encoded, None, source_mode, reencoded=True)
     except UnidentifiedImageError:

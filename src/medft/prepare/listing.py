@@ -47,6 +47,9 @@ class SourceListing:
     ignored: Counter[str] = field(default_factory=Counter)
     notes: dict[str, Any] = field(default_factory=dict)
     dicom: DicomSettings | None = None  # the files are DICOM, to be read with these settings
+    # image_id -> the file's path in the source, where image_id is a keyed hash (DICOM): for
+    # the private record beside the dataset only (`medft.prepare.private`)
+    source_paths: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.splits = {split: self.splits.get(split, []) for split in SPLITS}

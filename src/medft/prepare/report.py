@@ -1,4 +1,8 @@
-"""`prepare_report.json` and the one-screen summary printed at the end of `medft prepare`."""
+"""`prepare_report.json` and the one-screen summary printed at the end of `medft prepare`.
+
+The report is pushed with the dataset, so it knows the dataset by its name and holds no
+path that may name a patient; those are in the private record (`medft.prepare.private`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 from datasets import DatasetDict
 
 from medft.prepare.listing import SourceListing
+from medft.prepare.private import private_file
 
 REPORT_NAME = "prepare_report.json"
 NO_FINDING = "(no finding)"
@@ -34,15 +39,19 @@ def class_counts(listing: SourceListing, dataset: DatasetDict) -> dict[str, dict
 
 
 def build_report(
-    listing: SourceListing, dataset: DatasetDict, stats: Counter[str], options: dict[str, Any]
+    listing: SourceListing,
+    dataset: DatasetDict,
+    stats: Counter[str],
+    options: dict[str, Any],
+    name: str,
 ) -> dict[str, Any]:
     from medft import __version__
 
     return {
+        "name": name,
         "medft_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source_type": listing.source_type,
-        "source": listing.source,
         "task": listing.task,
         "options": options,
         "label_column": listing.label_column,
@@ -51,6 +60,7 @@ def build_report(
         "class_counts": class_counts(listing, dataset),
         "image_modes": {key[5:]: n for key, n in sorted(stats.items()) if key.startswith("mode ")},
         "reencoded": stats["reencoded"],
+        "metadata_stripped": stats["metadata_stripped"],
         "image_notes": {key[5:]: n for key, n in sorted(stats.items()) if key.startswith("note ")},
         "skipped_count": len(listing.skipped),
         "skipped": [vars(skipped) for skipped in listing.skipped],
@@ -97,7 +107,13 @@ def format_summary(report: dict[str, Any], output: str | Path) -> str:
     lines += [f"  {count:>6}  {reason}" for reason, count in report["ignored"].items()]
     for note, count in report.get("image_notes", {}).items():
         lines.append(f"images with {note}: {count}")
+    if report.get("metadata_stripped"):
+        lines.append(f"images stored without their metadata: {report['metadata_stripped']}")
     for key, value in report["notes"].items():
         lines.append(f"{key.replace('_', ' ')}: {value}")
     lines.append(f"report: {Path(output) / REPORT_NAME}")
+    lines.append(
+        f"private: {private_file(Path(output))} (the source path, and the path of each skipped "
+        "file; yours only: never push or share it)"
+    )
     return "\n".join(lines)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from medft.errors import MedftError
 from medft.prepare.images import STORE_AS_IS, ImageOptions, read_image
 from medft.prepare.listing import SourceListing
+from medft.prepare.private import write_private_record
 from medft.prepare.report import build_report, write_report
 
 DATASET_MARKERS = ("dataset_dict.json", "prepare_report.json")
@@ -88,6 +89,7 @@ def write_chunk(chunk: Chunk) -> ChunkResult:
                 continue
             result.stats[f"mode {image.source_mode}"] += 1
             result.stats["reencoded"] += image.reencoded
+            result.stats["metadata_stripped"] += image.metadata_stripped
             result.stats.update(f"note {note}" for note in image.notes)
             row = {
                 "image": {"bytes": image.data, "path": image_id},
@@ -174,10 +176,14 @@ def write_dataset(
     num_proc: int | None = None,
     overwrite: bool = False,
     options: dict[str, Any] | None = None,
+    name: str | None = None,
+    private_options: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Read every listed image and save the `DatasetDict` and ``prepare_report.json`` to ``output``.
+    """Read every listed image and save the `DatasetDict` and ``prepare_report.json`` to
+    ``output``, and the paths (the source, ``private_options``, skipped files) to the private
+    record beside it.
 
-    Returns the report (also written beside the dataset).
+    Returns the report. ``name`` (default: the output folder's) is how the report knows it.
     """
     output = Path(output).expanduser().resolve()
     check_output_folder(output, overwrite)  # again, right before anything is deleted
@@ -194,9 +200,11 @@ def write_dataset(
         finish_split(partial_output / split, split, listing.features())
     (partial_output / "dataset_dict.json").write_text(json.dumps({"splits": list(listing.splits)}))
 
-    report = build_report(listing, load_from_disk(str(partial_output)), stats, options or {})
+    dataset = load_from_disk(str(partial_output))
+    report = build_report(listing, dataset, stats, options or {}, name or output.name)
     write_report(report, partial_output)
     if output.exists():
         shutil.rmtree(output)
     partial_output.rename(output)
+    write_private_record(listing, output, private_options or {})
     return report
