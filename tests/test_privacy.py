@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from datasets import load_from_disk
 from PIL import Image, PngImagePlugin
 
 from medft.cli import main
@@ -127,6 +128,21 @@ def test_a_prepared_csv_names_no_patient_and_the_summary_says_where_the_paths_ar
         "file": "gone/missing.png", "reason": "listed in labels.csv but not found",
         "split": skipped["split"],
     }]  # fmt: skip
+
+
+def test_absolute_paths_in_a_csv_reach_the_dataset_as_paths_below_their_shared_folder(exports):
+    raw = (exports / "raw").resolve()
+    rows = [f"{raw / name / f'scan{i:02d}.png'},{name}" for name in ("benign", "malignant")
+            for i in range(16)]  # fmt: skip
+    table = exports / "absolute.csv"
+    table.write_text("image,label\n" + "\n".join(rows) + "\n")
+    output = exports / "prepared-absolute"
+    prepare_dataset("csv", output, csv_path=table, image_root=exports / "elsewhere", num_proc=1)
+    check_dataset(output)
+    ids = sorted(
+        image_id for part in load_from_disk(str(output)).values() for image_id in part["image_id"]
+    )
+    assert ids[0] == "benign/scan00.png" and ids[-1] == "malignant/scan15.png"
 
 
 def test_a_prepared_dicom_source_names_no_patient(exports):

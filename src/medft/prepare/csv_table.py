@@ -11,6 +11,7 @@ patient id) every group does too, and groups sharing a file are joined.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,25 @@ class LabelTable:
         written = row[self.image_column].strip()
         path = Path(written).expanduser()
         return written, path if path.is_absolute() else self.image_root / path
+
+    def image_ids(self) -> list[str]:
+        """Each row's image id: its path as the CSV writes it, or, for an absolute path, its
+        path below the image root (else below the folder all absolute paths share), so that no
+        absolute path reaches the dataset."""
+        written = [self.image_of(row) for row in self.rows]
+        absolute = [path for text, path in written if Path(text).expanduser().is_absolute()]
+        if not absolute:
+            return [text for text, _ in written]
+        shared = Path(os.path.commonpath([path.parent for path in absolute]))
+        ids = []
+        for text, path in written:
+            if not Path(text).expanduser().is_absolute():
+                ids.append(text)
+            elif path.is_relative_to(self.image_root.expanduser()):
+                ids.append(path.relative_to(self.image_root.expanduser()).as_posix())
+            else:
+                ids.append(path.relative_to(shared).as_posix())
+        return ids
 
 
 def read_label_table(
@@ -216,8 +236,8 @@ def list_csv(
         metadata_features={"image_id": Value("string")}
         | {column: Value("string") for column in kept_columns},
     )
-    for row, label, split in zip(table.rows, table.labels, assigned):
-        image_id, path = table.image_of(row)
+    for row, label, split, image_id in zip(table.rows, table.labels, assigned, table.image_ids()):
+        _, path = table.image_of(row)
         if not path.is_file():
             listing.skip(image_id, f"listed in {table.csv_path.name} but not found", split)
             continue
