@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medft.errors import MedftError
+from medft.pixel_budget import max_megapixels
 
 
 class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
@@ -315,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif overrides:
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     try:
+        max_megapixels()  # a bad MEDFT_MAX_MEGAPIXELS stops any command here, not file by file
         args.handler(args, options_from(args, args.options))
     except MedftError as error:
         print(f"medft: error: {error}", file=sys.stderr)
