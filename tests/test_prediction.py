@@ -15,6 +15,7 @@ from medft.inference import collect_inputs
 from medft.prediction import format_prediction_summary, predict, prediction_rows
 from medft.prepare.files import is_image_file
 from medft.tasks import TaskInfo
+from tests.oversized import constant_png, rle_dicom
 
 BAD_FILES = ("empty.jpg", "notes.jpg", "truncated.jpeg")
 
@@ -124,3 +125,26 @@ def test_inputs_are_files_folders_and_prepared_splits(brain_raw, brain_binary, t
 def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
     with pytest.raises(MedftError, match="is not a saved model"):
         predict(tmp_path, [tmp_path], tmp_path / "p.csv")
+
+
+def test_images_over_the_pixel_budget_get_error_rows(trained_binary, tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDFT_MAX_MEGAPIXELS", raising=False)
+    bombs = [
+        constant_png(tmp_path / "bomb.png", 12_000, 12_000),  # 140 KB, 144 megapixels
+        rle_dicom(tmp_path / "bomb.dcm", 10_000, 10_000),  # 1.6 MB, 100 megapixels
+    ]
+    output = tmp_path / "predictions.csv"
+    summary = predict(trained_binary, bombs, output, num_workers=0, progress=False)
+    errors = {Path(row["path"]).name: row["error"] for row in read_rows(output)}
+    assert len(summary.errors) == 2
+    too_large = "ImageTooLarge: image too large to decode safely: "
+    assert errors["bomb.png"].startswith(too_large + "144000000 pixels (144.0 megapixels)")
+    assert errors["bomb.dcm"].startswith(too_large + "10000 x 10000 pixels (100.0 megapixels)")
+
+    scan = constant_png(tmp_path / "scan.png", 1200, 1000)  # in the decoding worker process:
+    monkeypatch.setenv("MEDFT_MAX_MEGAPIXELS", "1")
+    predict(trained_binary, [scan], output, num_workers=1, progress=False)
+    assert read_rows(output)[0]["error"].startswith(too_large + "1200000 pixels")
+    monkeypatch.setenv("MEDFT_MAX_MEGAPIXELS", "1.5")
+    predict(trained_binary, [scan], output, num_workers=1, progress=False)
+    assert read_rows(output)[0]["error"] == "" and read_rows(output)[0]["label_1"]

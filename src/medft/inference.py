@@ -51,6 +51,7 @@ from medft.dicom import (
 from medft.dicom_settings import DicomSettings, load_settings
 from medft.errors import MedftError, first_line
 from medft.onnx_model import OnnxClassifier, load_onnx_classifier
+from medft.pixel_budget import opened_image
 from medft.prepare.files import IMAGE_EXTENSIONS, is_image_file, is_visible_file, scan_images
 from medft.tasks import LABEL_COLUMNS, TaskInfo
 from medft.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds
@@ -188,13 +189,13 @@ def read_input(
 ) -> Image.Image:
     """An image or DICOM file as the RGB image the model's processor takes: DICOM read with
     ``dicom`` (default: the file's own window; ``frame`` of a multi-frame file), a 16-bit
-    image windowed as in training."""
+    image windowed as in training. Raises `ImageTooLarge` for an image over the pixel budget."""
     path = Path(path)
     if path.suffix.lower() not in IMAGE_EXTENSIONS and is_dicom_file(path):
         image = read_dicom(path, dicom or DicomSettings(), frame).image
-    else:
-        image = Image.open(path)
-    return rgb_image(to_model_image(image, dicom))
+        return rgb_image(to_model_image(image, dicom))
+    with opened_image(path) as image:
+        return rgb_image(to_model_image(image, dicom))
 
 
 def load_image(
@@ -246,7 +247,8 @@ class ImageReader(torch.utils.data.Dataset):
             return read_input(path, self.dicom, frame)
         stored = self.splits[split][item][self.column]
         if stored["bytes"] is not None:
-            return rgb_image(to_model_image(Image.open(io.BytesIO(stored["bytes"])), self.dicom))
+            with opened_image(io.BytesIO(stored["bytes"])) as image:
+                return rgb_image(to_model_image(image, self.dicom))
         return read_input(stored["path"], self.dicom)
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
