@@ -275,7 +275,7 @@ def collate_images(items: list[tuple[int, torch.Tensor | None, str | None]]):
 
 def score_images(
     classifier: Classifier | OnnxClassifier,
-    reader: ImageReader,
+    reader: ImageReader | Sequence[tuple[int, torch.Tensor | None, str | None]],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int = DEFAULT_WORKERS,
@@ -285,7 +285,8 @@ def score_images(
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Probabilities per item (softmax or sigmoid, averaged over the test-time ``views``; NaN
     rows for unreadable items), or with ``logits`` the raw logits, and the reason each
-    unreadable item failed."""
+    unreadable item failed. ``reader``'s items are (index, pixels, None) or (index, None,
+    reason), as `ImageReader` reads them or a caller has made them."""
     scores = (lambda raw: raw) if logits else classifier.task.probabilities
     loader = torch.utils.data.DataLoader(
         reader,
