@@ -17,6 +17,7 @@ medft opens and decodes an image its warning is an error.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import warnings
@@ -43,40 +44,45 @@ def max_megapixels() -> float:
     if not given:
         return DEFAULT_MEGAPIXELS
     try:
-        megapixels = float(given)
+        value = float(given)
     except ValueError:
-        megapixels = float("nan")
-    if not megapixels > 0 or megapixels == float("inf"):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
         raise MedftError(
             f"{BUDGET_VARIABLE}={given!r} is not a positive number of megapixels; set it to "
             f"e.g. 200, or unset it for the default of {DEFAULT_MEGAPIXELS}."
         )
-    return megapixels
+    return value
 
 
 def max_pixels() -> int:
     return int(max_megapixels() * 1e6)
 
 
-def too_large(size: str, pixels: int) -> ImageTooLarge:
+def too_large(size: str) -> ImageTooLarge:
     return ImageTooLarge(
-        f"image too large to decode safely: {size} ({pixels / 1e6:.1f} megapixels) is over "
-        f"medft's budget of {max_megapixels():g} megapixels; set {BUDGET_VARIABLE} to raise "
-        "it for real large scans"
+        f"image too large to decode safely: {size} is over medft's budget of "
+        f"{max_megapixels():g} megapixels; set {BUDGET_VARIABLE} to raise it for real large scans"
     )
+
+
+def megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f} megapixels"
 
 
 def check_pixels(width: int, height: int) -> None:
     """Raise `ImageTooLarge` when ``width`` x ``height`` is over the budget."""
     if width * height > max_pixels():
-        raise too_large(f"{width} x {height} pixels", width * height)
+        raise too_large(f"{width} x {height} pixels ({megapixels(width * height)})")
 
 
 def pillow_refusal(error: Exception) -> ImageTooLarge:
     """Pillow's bomb warning or error as `ImageTooLarge`, with the pixel count it reports."""
     found = PILLOW_PIXELS.search(str(error))
-    pixels = int(found.group(1)) if found else max_pixels() + 1
-    return too_large(f"{pixels} pixels" if found else "more pixels", pixels)
+    if found is None:  # a reworded message: the size is not known, only that it is too large
+        return too_large("its size")
+    pixels = int(found.group(1))
+    return too_large(f"{pixels} pixels ({megapixels(pixels)})")
 
 
 @contextlib.contextmanager
