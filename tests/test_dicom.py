@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_space, pixel_array
 from pydicom.sequence import Sequence
 
+import medft.dicom
 from medft.dicom import OFFSET_16BIT, UnreadableDicom, is_dicom_file, read_dicom, to_model_image
 from medft.dicom_settings import (
     WINDOW_PRESETS,
@@ -21,7 +22,9 @@ from medft.dicom_settings import (
     save_settings,
 )
 from medft.errors import MedftError
+from medft.pixel_budget import ImageTooLarge
 from tests.dicom_files import assert_close_to, dicom_copy, expected_grey, pydicom_file, without_meta
+from tests.oversized import rle_dicom
 
 EIGHT_BIT = DicomSettings()
 
@@ -44,6 +47,16 @@ def test_compressed_copies_read_like_the_uncompressed_file():
     plain = np.asarray(read_dicom(pydicom_file("MR_small.dcm"), EIGHT_BIT).image)
     for name in ("MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"):
         assert np.array_equal(np.asarray(read_dicom(pydicom_file(name), EIGHT_BIT).image), plain)
+
+
+def test_min_max_scaling_is_exactly_the_rounded_linear_map(tmp_path):
+    scaled = dicom_copy("CT_small.dcm", tmp_path / "scaled.dcm", RescaleSlope=0.37)
+    for path in (pydicom_file("CT_small.dcm"), scaled):
+        ds = pydicom.dcmread(path)
+        values = apply_modality_lut(ds.pixel_array, ds).astype(np.float64)
+        low, high = values.min(), values.max()
+        expected = np.rint((values - low) * (255.0 / (high - low))).astype(np.uint8)
+        assert np.array_equal(read_pixels(path), expected)
 
 
 def test_without_a_window_the_modality_values_are_scaled_by_their_range():
@@ -244,3 +257,44 @@ def test_settings_round_trip_through_the_model_folder(tmp_path):
         DicomSettings(bit_depth=12)
     with pytest.raises(MedftError, match="--frames"):
         DicomSettings(frames="last")
+
+
+def never_decode(*args, **kwargs):
+    raise AssertionError("the pixel data was decoded")
+
+
+def test_a_frame_over_the_pixel_budget_is_refused_from_its_header(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDFT_MAX_MEGAPIXELS", raising=False)
+    bomb = rle_dicom(tmp_path / "bomb.dcm", 10_000, 10_000)  # 1.6 MB declaring 100 megapixels
+    monkeypatch.setattr(medft.dicom, "pixel_array", never_decode)
+    expected = "10000 x 10000 pixels (100.0 megapixels) is over medft's budget of 50 megapixels"
+    with pytest.raises(ImageTooLarge, match=re.escape(expected)):
+        read_dicom(bomb, EIGHT_BIT)
+
+
+def test_the_budget_counts_one_frame_and_moves_with_the_variable(tmp_path, monkeypatch):
+    scan = rle_dicom(tmp_path / "scan.dcm", 1000, 1200, value=100)  # 1.2 megapixels
+    monkeypatch.setenv("MEDFT_MAX_MEGAPIXELS", "1")
+    with pytest.raises(ImageTooLarge, match="budget of 1 megapixels"):
+        read_dicom(scan, EIGHT_BIT)
+    monkeypatch.setenv("MEDFT_MAX_MEGAPIXELS", "1.5")
+    pixels = read_pixels(scan)
+    assert pixels.shape == (1000, 1200) and not pixels.any()  # one value: black, by min-max
+    frames = pydicom_file("examples_ybr_color.dcm")  # 30 frames of 320 x 240: 2.3 megapixels
+    monkeypatch.setenv("MEDFT_MAX_MEGAPIXELS", "0.1")
+    assert read_pixels(frames).shape == (240, 320, 3)
+
+
+@pytest.mark.parametrize(
+    "tags,reason",
+    [
+        ({"Columns": None}, "no usable image size: Columns is missing (1 to 65535)"),
+        ({"Rows": 0}, "no usable image size: Rows is '0' (1 to 65535)"),
+        ({"SamplesPerPixel": 2}, "unsupported Samples per Pixel: 2 (1 or 3)"),
+    ],
+)
+def test_a_missing_or_impossible_image_size_says_so(tmp_path, monkeypatch, tags, reason):
+    path = dicom_copy("MR_small_RLE.dcm", tmp_path / "odd.dcm", **tags)
+    monkeypatch.setattr(medft.dicom, "pixel_array", never_decode)
+    with pytest.raises(UnreadableDicom, match=re.escape(reason)):
+        read_dicom(path, EIGHT_BIT)

@@ -139,7 +139,7 @@ def test_an_exported_model_and_the_web_page_read_dicom_as_the_model_folder_does(
     pytest.importorskip("onnxruntime")
     pytest.importorskip("gradio")
     from medft.export import export_onnx
-    from medft.serve import classify, escaped, load_served_model
+    from medft.serve import answer, escaped, load_served_model
 
     raw, _, model = trained
     scans = [raw / "lesion" / "l0", raw / "clear" / "c0.dcm"]
@@ -155,7 +155,7 @@ def test_an_exported_model_and_the_web_page_read_dicom_as_the_model_folder_does(
         with output.open(newline="") as handle:
             scores[where] = [float(row["score_1"]) for row in csv.DictReader(handle)]
     assert scores[exported] == pytest.approx(scores[model], abs=1e-4)
-    text, gallery = classify(load_served_model(model), [str(path) for path in scans], False)
+    text, gallery, _ = answer(load_served_model(model))([str(path) for path in scans], False)
     assert text.startswith("2 of 2 file(s) classified") and len(gallery) == 2
     expected = pipeline("image-classification", model=str(model))(medft.load_image(scans[0], model))
     assert escaped(f"{expected[0]['score']:.3f}") in text  # the page's Markdown, escaped

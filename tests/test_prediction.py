@@ -17,6 +17,7 @@ from medft.prediction import format_prediction_summary, predict, prediction_rows
 from medft.prepare.files import is_image_file
 from medft.tasks import TaskInfo
 from tests.helpers import DAMAGES, as_pytorch_bin, damage, save_tiny_model
+from tests.oversized import constant_png, rle_dicom
 
 BAD_FILES = ("empty.jpg", "notes.jpg", "truncated.jpeg")
 
@@ -153,3 +154,26 @@ def test_a_damaged_pytorch_model_bin_is_one_line_naming_it(how, tmp_path, capsys
     problem = "empty" if how == "empty" else "damaged or incomplete ("
     assert printed[0].startswith(f"medft: error: the weights file {weights} is {problem}")
     assert printed[0].endswith(": save the model again (save_pretrained) or download it again.")
+
+
+def test_images_over_the_pixel_budget_get_error_rows(trained_binary, tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDFT_MAX_MEGAPIXELS", raising=False)
+    bombs = [
+        constant_png(tmp_path / "bomb.png", 12_000, 12_000),  # 140 KB, 144 megapixels
+        rle_dicom(tmp_path / "bomb.dcm", 10_000, 10_000),  # 1.6 MB, 100 megapixels
+    ]
+    output = tmp_path / "predictions.csv"
+    summary = predict(trained_binary, bombs, output, num_workers=0, progress=False)
+    errors = {Path(row["path"]).name: row["error"] for row in read_rows(output)}
+    assert len(summary.errors) == 2
+    too_large = "ImageTooLarge: image too large to decode safely: "
+    assert errors["bomb.png"].startswith(too_large + "144000000 pixels (144.0 megapixels)")
+    assert errors["bomb.dcm"].startswith(too_large + "10000 x 10000 pixels (100.0 megapixels)")
+
+    scan = constant_png(tmp_path / "scan.png", 1200, 1000)  # in the decoding worker process:
+    monkeypatch.setenv("MEDFT_MAX_MEGAPIXELS", "1")
+    predict(trained_binary, [scan], output, num_workers=1, progress=False)
+    assert read_rows(output)[0]["error"].startswith(too_large + "1200000 pixels")
+    monkeypatch.setenv("MEDFT_MAX_MEGAPIXELS", "1.5")
+    predict(trained_binary, [scan], output, num_workers=1, progress=False)
+    assert read_rows(output)[0]["error"] == "" and read_rows(output)[0]["label_1"]

@@ -9,6 +9,7 @@ from PIL import Image
 from medft.errors import MedftError
 from medft.prepare import prepare_dataset
 from medft.prepare.folder import list_image_folder
+from tests.oversized import constant_png
 
 
 def make_images(folder, n, shade=0):
@@ -84,3 +85,21 @@ def test_split_folders_need_train_and_no_twins(tmp_path):
     make_images(tmp_path / "b" / "validation" / "x", 2)
     with pytest.raises(MedftError, match="two folders for the validation split"):
         list_image_folder(tmp_path / "b")
+
+
+def test_an_image_over_the_pixel_budget_is_skipped_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDFT_MAX_MEGAPIXELS", raising=False)
+    for name, shade in (("a", 0), ("b", 100)):
+        make_images(tmp_path / "src" / name, 10, shade)
+    constant_png(tmp_path / "src" / "a" / "bomb.png", 12_000, 12_000)  # 140 KB, 144 megapixels
+    report = prepare_dataset("folder", tmp_path / "out", source=tmp_path / "src", num_proc=1)
+    assert sum(report["counts"].values()) == 20 and report["skipped_count"] == 1
+    (skipped,) = report["skipped"]
+    assert skipped["file"].endswith("bomb.png")
+    assert skipped["reason"] == (
+        "image too large to decode safely: 144000000 pixels (144.0 megapixels) is over medft's "
+        "budget of 50 megapixels; set MEDFT_MAX_MEGAPIXELS to raise it for real large scans"
+    )
+    monkeypatch.setenv("MEDFT_MAX_MEGAPIXELS", "150")  # a real large scan: read as any other
+    report = prepare_dataset("folder", tmp_path / "raised", source=tmp_path / "src", num_proc=1)
+    assert sum(report["counts"].values()) == 21 and report["skipped_count"] == 0

@@ -10,10 +10,17 @@ otherwise the screenshot goes to the test's temporary folder.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import runpy
 import shutil
+import signal
 import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import gradio as gr
@@ -26,16 +33,18 @@ from medft.cli import main
 from medft.errors import MedftError
 from medft.prediction import predict
 from medft.serve import (
+    SESSIONS_KEPT,
     answer,
     build_app,
     card_notice,
-    classify,
+    gallery,
     launch,
     load_served_model,
     model_folder,
     write_space,
 )
 from tests import pretrained
+from tests.oversized import constant_png, rle_dicom
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "serve.png"
 CHROMIUM = next(
@@ -175,29 +184,33 @@ def test_bad_uploads_get_a_message_and_the_server_stays_up(page, nih_raw, tmp_pa
 def test_a_binary_model_shows_its_decision_at_the_stored_threshold(trained_binary, brain_raw):
     served = load_served_model(trained_binary)
     scans = sorted((brain_raw / "Glioblastoma T2").glob("*.jp*g"))[:2]
-    text, gallery = classify(served, [str(path) for path in scans], show_cam=True)
+    text, shown, upload = answer(served)([str(path) for path in scans], True)
     text = text.replace("\\", "")  # Markdown escapes
     assert text.count(f"threshold {served.thresholds['tumor']:.3f})") == 2
-    assert [caption.split(":")[0] for _, caption in gallery] == [path.name for path in scans]
-    overlay = gallery[0][0]
+    assert [caption.split(":")[0] for _, caption in shown] == [path.name for path in scans]
+    overlay = shown[0][0]
     assert overlay.dtype == np.uint8 and overlay.shape[2] == 3
-    _, plain = classify(served, [str(scans[0])], show_cam=False)
+    _, plain, _ = answer(served)([str(scans[0])], False)
     assert isinstance(plain[0][0], Image.Image)
+    assert all(path.is_file() for path in scans)  # files not uploaded through Gradio stay
+    # the Grad-CAM toggle redraws the gallery from the images the upload kept, not the files
+    assert [caption for _, caption in gallery(served, upload, False)] == [p.name for p in scans]
+    assert np.array_equal(gallery(served, upload, True)[0][0], overlay)
 
 
 def test_a_decompression_bomb_is_refused_with_a_message(trained_binary, tmp_path):
     bomb = tmp_path / "bomb.png"
     Image.new("1", (20_000, 10_000)).save(bomb)  # 200 megapixels in a few kilobytes
-    text, gallery = classify(load_served_model(trained_binary), [str(bomb)], show_cam=False)
+    text, shown, _ = answer(load_served_model(trained_binary))([str(bomb)], False)
     text = text.replace("\\", "")  # Markdown escapes
-    assert "**bomb.png**: not readable as an image (DecompressionBombError" in text
-    assert not gallery
+    assert "**bomb.png**: not readable as an image (ImageTooLarge: image too large" in text
+    assert not shown
 
 
 def test_the_handler_reports_failures_on_the_page_instead_of_raising(trained_binary, tmp_path):
     handle = answer(load_served_model(trained_binary))
-    text, gallery = handle([str(tmp_path / "vanished.png")], False)
-    assert text.startswith("**Could not classify these files**") and gallery == []
+    text, shown, _ = handle([str(tmp_path / "vanished.png")], False)
+    assert text.startswith("**Could not classify these files**") and shown == []
     assert handle(None, False)[0] == "Upload one or more images (PNG, JPEG, DICOM)."
 
 
@@ -249,3 +262,122 @@ def test_the_command_writes_a_space_or_says_what_is_wrong(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "model.onnx")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "needs the PyTorch model folder" in error[0]
+
+
+# bombs: files whose headers declare huge images -------------------------------------------------
+
+MEMORY_BOUND_MB = 150
+PEAK_MEMORY = """
+import json, resource, sys
+from medft.serve import answer, load_served_model
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+handle = answer(load_served_model(sys.argv[1]))
+handle([sys.argv[2]], False)  # a real scan first: imports and first-call buffers come before
+before = peak_mb()
+text = handle(sys.argv[3:], False)[0]
+print(json.dumps({"grown_mb": peak_mb() - before, "text": text}))
+"""
+
+
+def test_bombs_are_refused_from_their_headers_in_bounded_memory(
+    trained_binary, brain_raw, tmp_path
+):
+    bombs = [
+        rle_dicom(tmp_path / "rle_10000.dcm", 10_000, 10_000),  # 1.6 MB
+        rle_dicom(tmp_path / "rle_15000.dcm", 15_000, 15_000),  # 3.5 MB
+        constant_png(tmp_path / "grey_12000.png", 12_000, 12_000),  # 140 KB
+    ]
+    scan = sorted((brain_raw / "Glioblastoma T2").glob("*.jp*g"))[0]
+    run = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY, str(trained_binary), str(scan), *map(str, bombs)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    measured = json.loads(run.stdout.strip().splitlines()[-1])
+    text = measured["text"].replace("\\", "")  # Markdown escapes
+    assert "0 of 3 file(s) classified" in text
+    refusal = "not readable as an image (ImageTooLarge: image too large to decode safely"
+    assert all(f"**{bomb.name}**: {refusal}" in text for bomb in bombs)
+    assert "10000 x 10000 pixels (100.0 megapixels) is over medft's budget of 50 megapixels" in text
+    assert "MEDFT_MAX_MEGAPIXELS" in text
+    assert measured["grown_mb"] < MEMORY_BOUND_MB, measured
+
+
+# limits and privacy -----------------------------------------------------------------------------
+
+
+def test_files_over_the_cap_are_listed_as_not_classified(trained_binary, brain_raw):
+    scans = sorted((brain_raw / "Glioblastoma T2").glob("*.jp*g"))[:3]
+    handle = answer(load_served_model(trained_binary), max_files=2)
+    text, shown, upload = handle([str(path) for path in scans], False)
+    text = text.replace("\\", "")  # Markdown escapes
+    assert "2 of 3 file(s) classified" in text
+    assert f"**{scans[2].name}**: over the limit of 2 files per upload; upload it again" in text
+    assert len(shown) == len(upload.images) == 2
+
+
+def test_the_limits_must_be_positive(capsys):
+    for option in ("--max-files", "--max-queue"):
+        assert main(["serve", "--model", "user/model", option, "0"]) == 2
+        assert f"{option} must be at least 1, got 0." in capsys.readouterr().err
+
+
+def test_the_queue_and_the_sessions_kept_are_bounded(trained_binary):
+    app = build_app(load_served_model(trained_binary))
+    launch(app, free_port(), max_queue=3, prevent_thread_lock=True, quiet=True)
+    try:
+        assert app._queue.max_size == 3  # Gradio turns the fourth waiting request away
+        assert app.state_session_capacity == SESSIONS_KEPT  # and forgets the oldest sessions
+    finally:
+        app.close()
+
+
+def wait_for_page(url: str, server: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"medft serve did not come up at {url} (exit status {server.poll()})")
+
+
+def test_uploads_are_deleted_once_read_and_the_server_folder_goes_with_it(
+    trained_binary, brain_raw, tmp_path
+):
+    from gradio_client import Client, handle_file
+
+    temp = tmp_path / "tmp"  # the server's $TMPDIR: whatever it writes lands here
+    temp.mkdir()
+    scans = sorted((brain_raw / "Glioblastoma T2").glob("*.jp*g"))[:2]
+    uploads = [tmp_path / f"Doe_Jane_1961_{i}.jpg" for i in range(2)]  # named after a patient
+    for scan, upload in zip(scans, uploads):
+        shutil.copy(scan, upload)
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "GRADIO_TEMP_DIR"}
+    command = [sys.executable, "-m", "medft.cli", "serve", "--model", str(trained_binary),
+               "--port", str(port), "--max-files", "1"]  # fmt: skip
+    with (tmp_path / "server.log").open("w") as log:
+        server = subprocess.Popen(command, env=env | {"TMPDIR": str(temp)}, stdout=log, stderr=log)
+    try:
+        wait_for_page(f"http://127.0.0.1:{port}/", server)
+        (folder,) = temp.glob("medft-serve-*")
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+        client = Client(f"http://127.0.0.1:{port}/", download_files=False, verbose=False)
+        files = [handle_file(str(upload)) for upload in uploads]
+        text = client.predict(files, False, api_name="/classify")[0].replace("\\", "")
+        assert "1 of 2 file(s) classified" in text
+        assert f"**{uploads[1].name}**: over the limit of 1 files per upload" in text
+        contents = {scan.read_bytes() for scan in scans}
+        kept = [path for path in folder.rglob("*") if path.is_file()
+                and ("Doe_Jane" in path.name or path.read_bytes() in contents)]  # fmt: skip
+        assert kept == []  # the gallery's picture is re-encoded, nameless
+        assert not (temp / "gradio").exists()  # Gradio's own default: nothing of it is used
+    finally:
+        server.send_signal(signal.SIGTERM)
+        status = server.wait(timeout=120)
+    assert status == 0 and not folder.exists()

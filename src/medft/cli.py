@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medft.errors import MedftError
+from medft.pixel_budget import max_megapixels
 
 
 class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
@@ -222,24 +223,31 @@ def run_explain(args: argparse.Namespace, options: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace, options: Any) -> None:
-    try:
-        from medft.serve import serve, write_space
-    except ModuleNotFoundError as error:
-        if error.name != "gradio":
-            raise
-        raise MedftError("medft serve needs Gradio: pip install 'medft[serve]'.") from None
+    from medft.private_folder import private_temp_folder
 
-    if options.write_space:
-        written = write_space(options.model, options.write_space, options.max_upload_mb)
-        print(f"Wrote {', '.join(path.name for path in written)} to {options.write_space}")
-        print(
-            "Push them to a Gradio Space, e.g. huggingface-cli upload --repo-type space "
-            f"USER/SPACE {options.write_space}"
-        )
-        return
-    serve(
-        options.model, port=options.port, share=options.share, max_upload_mb=options.max_upload_mb
-    )
+    # Gradio's uploads and pictures go to a folder of this server's own, named before Gradio
+    # is imported (some of its modules read GRADIO_TEMP_DIR once, at import)
+    with private_temp_folder("GRADIO_TEMP_DIR", "medft-serve-"):
+        try:
+            from medft.serve import serve, write_space
+        except ModuleNotFoundError as error:
+            if error.name != "gradio":
+                raise
+            raise MedftError("medft serve needs Gradio: pip install 'medft[serve]'.") from None
+
+        if options.write_space:
+            written = write_space(options.model, options.write_space, options.max_upload_mb)
+            print(f"Wrote {', '.join(path.name for path in written)} to {options.write_space}")
+            print(
+                "Push them to a Gradio Space, e.g. huggingface-cli upload --repo-type space "
+                f"USER/SPACE {options.write_space}"
+            )
+            return
+        serve(
+            options.model, port=options.port, share=options.share,
+            max_upload_mb=options.max_upload_mb, max_files=options.max_files,
+            max_queue=options.max_queue,
+        )  # fmt: skip
 
 
 def run_export(args: argparse.Namespace, options: Any) -> None:
@@ -315,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif overrides:
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     try:
+        max_megapixels()  # a bad MEDFT_MAX_MEGAPIXELS stops any command here, not file by file
         args.handler(args, options_from(args, args.options))
     except MedftError as error:
         print(f"medft: error: {error}", file=sys.stderr)

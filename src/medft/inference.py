@@ -52,6 +52,7 @@ from medft.dicom_settings import DicomSettings, load_settings
 from medft.errors import MedftError, first_line
 from medft.modeling.weights import check_saved_weights
 from medft.onnx_model import OnnxClassifier, load_onnx_classifier
+from medft.pixel_budget import opened_image
 from medft.prepare.files import IMAGE_EXTENSIONS, is_image_file, is_visible_file, scan_images
 from medft.tasks import LABEL_COLUMNS, TaskInfo
 from medft.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds
@@ -190,13 +191,13 @@ def read_input(
 ) -> Image.Image:
     """An image or DICOM file as the RGB image the model's processor takes: DICOM read with
     ``dicom`` (default: the file's own window; ``frame`` of a multi-frame file), a 16-bit
-    image windowed as in training."""
+    image windowed as in training. Raises `ImageTooLarge` for an image over the pixel budget."""
     path = Path(path)
     if path.suffix.lower() not in IMAGE_EXTENSIONS and is_dicom_file(path):
         image = read_dicom(path, dicom or DicomSettings(), frame).image
-    else:
-        image = Image.open(path)
-    return rgb_image(to_model_image(image, dicom))
+        return rgb_image(to_model_image(image, dicom))
+    with opened_image(path) as image:
+        return rgb_image(to_model_image(image, dicom))
 
 
 def load_image(
@@ -248,7 +249,8 @@ class ImageReader(torch.utils.data.Dataset):
             return read_input(path, self.dicom, frame)
         stored = self.splits[split][item][self.column]
         if stored["bytes"] is not None:
-            return rgb_image(to_model_image(Image.open(io.BytesIO(stored["bytes"])), self.dicom))
+            with opened_image(io.BytesIO(stored["bytes"])) as image:
+                return rgb_image(to_model_image(image, self.dicom))
         return read_input(stored["path"], self.dicom)
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
@@ -275,7 +277,7 @@ def collate_images(items: list[tuple[int, torch.Tensor | None, str | None]]):
 
 def score_images(
     classifier: Classifier | OnnxClassifier,
-    reader: ImageReader,
+    reader: ImageReader | Sequence[tuple[int, torch.Tensor | None, str | None]],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int = DEFAULT_WORKERS,
@@ -285,7 +287,8 @@ def score_images(
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Probabilities per item (softmax or sigmoid, averaged over the test-time ``views``; NaN
     rows for unreadable items), or with ``logits`` the raw logits, and the reason each
-    unreadable item failed."""
+    unreadable item failed. ``reader``'s items are (index, pixels, None) or (index, None,
+    reason), as `ImageReader` reads them or a caller has made them."""
     scores = (lambda raw: raw) if logits else classifier.task.probabilities
     loader = torch.utils.data.DataLoader(
         reader,

@@ -1,33 +1,49 @@
 """`medft serve`: a web page (Gradio) that classifies uploaded images with a saved model.
 
-Uploaded files go through the inference engine exactly as `medft predict`'s do
-(`ImageReader`, `score_images`, the thresholds beside the model), and each gets the
-task's verdict and table: the top labels, the binary decision at its threshold, or
-every finding with its threshold and whether it is reached. A toggle overlays
-Grad-CAM, from `medft explain`'s `Explainer`. The page shows the model card's
-intended use and the not-for-clinical-use notice. A file that is not an image, is
-empty or is too large gets a line on the page saying so, and the server goes on.
+Each uploaded file is read once, as `medft predict` reads it (`ImageReader`, under
+medft's pixel budget), and that one image gives the model's pixels, scored in one batch
+with the thresholds beside the model, and the picture the gallery shows (or its
+Grad-CAM, from `medft explain`'s `Explainer`). Each image gets the task's verdict and
+table: the top labels, the binary decision at its threshold, or every finding with its
+threshold and whether it is reached. The page shows the model card's intended use and
+the not-for-clinical-use notice. A file that is not an image, is empty, is over the
+pixel budget, or is one more than an upload may hold gets a line on the page saying so,
+and the server goes on; requests beyond a bounded queue are turned away.
 
-Images and results stay on the server and the user's screen: Gradio's analytics,
-run history, MCP server and monitoring endpoint are off, and its cache of uploads is
-emptied hourly. `write_space` writes the three files of a Hugging Face Space that
-serves a Hub model with this same page.
+Images and results stay on the server and the user's screen: Gradio's analytics, run
+history, MCP server and monitoring endpoint are off. `medft serve` gives Gradio a
+private temporary folder (`medft.private_folder`, mode 0700) for uploads and the
+gallery's pictures; each uploaded file is deleted as soon as it has been read, the
+decoded images stay in the session's memory only (for the Grad-CAM toggle, at most
+`UPLOAD_LIFETIME`), the gallery's pictures are deleted once that old, and the folder is
+removed when the server stops. `write_space` writes the three files of a Hugging Face
+Space that serves a Hub model with this same page.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import torch
+from gradio.utils import get_upload_folder, is_in_or_equal
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+from PIL import Image
 
 from medft import __version__
 from medft.card import INTENDED_USE, NOT_FOR_CLINICAL_USE
-from medft.config.commands import DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT, DEFAULT_TOP_K
+from medft.config.commands import (
+    DEFAULT_MAX_FILES,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_UPLOAD_MB,
+    DEFAULT_PORT,
+    DEFAULT_TOP_K,
+)
 from medft.errors import MedftError, first_line
 from medft.explain import Explainer
 from medft.inference import (
@@ -35,12 +51,17 @@ from medft.inference import (
     ImageReader,
     load_classifier,
     score_images,
+    short_reason,
     stored_thresholds,
 )
 from medft.tasks import DEFAULT_THRESHOLD
 from medft.thresholds import fixed_thresholds
 
-CACHE_LIFETIME = (3600, 3600)  # Gradio deletes cached uploads hourly, once an hour old
+UPLOAD_LIFETIME = 600  # seconds an upload's images stay in the session, and its pictures on disk
+GALLERY_SIDE = 1024  # the gallery shows each image at most this many pixels a side
+# Sessions whose state (their last upload's images, ~3.6 MB a file) is kept, the least
+# recently used dropped first: with 16-file uploads at most ~1.9 GB, whatever the traffic.
+SESSIONS_KEPT = 32
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~])")
 UPLOAD_PROMPT = "Upload one or more images (PNG, JPEG, DICOM)."
 
@@ -136,53 +157,125 @@ def image_section(served: ServedModel, name: str, scores: Any) -> str:
     return "\n".join([f"#### {escaped(name)}", f"**{escaped(verdict)}**", "", *table])
 
 
+@dataclass
+class ReadImage:
+    """One uploaded file, read once: the picture the gallery shows and the model's input."""
+
+    name: str
+    picture: Image.Image  # the image as read, at most GALLERY_SIDE a side
+    pixels: torch.Tensor  # as the model's processor made them: scored, and explained
+
+
+@dataclass
+class Upload:
+    """What the page keeps of one upload, in the session's memory: its results, and each
+    readable image (to redraw the gallery with or without Grad-CAM)."""
+
+    text: str
+    images: list[ReadImage] = field(default_factory=list)
+
+
+def discard_upload(path: Path) -> None:
+    """Delete an uploaded file, and its folder once empty; files outside Gradio's upload
+    folder are the caller's and stay."""
+    if is_in_or_equal(path, get_upload_folder()):
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+
+
+def read_upload(reader: ImageReader, index: int, name: str) -> ReadImage:
+    image = reader.open(index)
+    pixels = reader.pixels(image)
+    image.thumbnail((GALLERY_SIDE, GALLERY_SIDE))
+    return ReadImage(name, image, pixels)
+
+
+def read_uploads(
+    classifier: Classifier, paths: list[Path], max_files: int
+) -> tuple[dict[int, ReadImage], dict[int, str]]:
+    """Each of the first ``max_files`` files read once, by index, and why the others are not
+    classified; every upload is deleted as soon as it has been read (or refused)."""
+    reader = ImageReader(classifier, paths)
+    read, refused = {}, {}
+    try:
+        for index, path in enumerate(paths):
+            if index >= max_files:
+                refused[index] = f"over the limit of {max_files} files per upload; upload it again"
+            elif not path.stat().st_size:
+                refused[index] = "the file is empty"
+            else:
+                try:
+                    read[index] = read_upload(reader, index, path.name)
+                except Exception as error:  # any failure to decode or preprocess it: said
+                    reason = short_reason(error).replace(str(path), path.name)
+                    refused[index] = f"not readable as an image ({reason})"
+            discard_upload(path)
+    finally:  # all of them, also after a failure
+        for path in paths:
+            discard_upload(path)
+    return read, refused
+
+
 def classify(
-    served: ServedModel, files: list[str] | None, show_cam: bool
-) -> tuple[str, list[tuple[Any, str]]]:
-    """Markdown for the uploaded ``files`` (results, and what could not be read) and the
-    gallery: each readable image, or its Grad-CAM overlay."""
+    served: ServedModel, files: list[str] | None, max_files: int = DEFAULT_MAX_FILES
+) -> Upload:
+    """The uploaded ``files`` read once and scored in one batch: the results as Markdown
+    (what could not be read, then each image's verdict and table) and the images read."""
     paths = [Path(file) for file in files or []]
     if not paths:
-        return UPLOAD_PROMPT, []
-    refused = {i: "the file is empty" for i, path in enumerate(paths) if not path.stat().st_size}
-    kept = [i for i in range(len(paths)) if i not in refused]
-    classifier = served.classifier
-    reader = ImageReader(classifier, [paths[i] for i in kept])
-    probs, errors = score_images(classifier, reader, num_workers=0, progress=False)
-    for index, reason in errors.items():
-        path = paths[kept[index]]
-        refused[kept[index]] = f"not readable as an image ({reason.replace(str(path), path.name)})"
-    sections, gallery = [], []
-    with Explainer(classifier) as explainer:
-        for index in (i for i in range(len(kept)) if i not in errors):
-            name = paths[kept[index]].name
-            sections.append(image_section(served, name, probs[index]))
-            image = reader.open(index)
-            if show_cam:
-                shown = explainer(reader.pixels(image)[None])
-                gallery.append((shown.overlay, f"{name}: Grad-CAM for {shown.explained}"))
-            else:
-                gallery.append((image, name))
-    header = f"{len(paths) - len(refused)} of {len(paths)} file(s) classified"
+        return Upload(UPLOAD_PROMPT)
+    read, refused = read_uploads(served.classifier, paths, max_files)
+    images = list(read.values())
+    batch = [(i, image.pixels, None) for i, image in enumerate(images)]
+    probs, _ = score_images(served.classifier, batch, num_workers=0, progress=False)
+    header = f"{len(read)} of {len(paths)} file(s) classified"
     if served.threshold_source:
         header += f" ({escaped(served.threshold_source)})"
+    sections = [image_section(served, image.name, p) for image, p in zip(images, probs)]
     problems = [
         f"- **{escaped(paths[i].name)}**: {escaped(reason)}"
         for i, reason in sorted(refused.items())
     ]
     if problems:
         sections.insert(0, "**Not classified:**\n" + "\n".join(problems))
-    return "\n\n".join([header, *sections]), gallery
+    return Upload("\n\n".join([header, *sections]), images)
 
 
-def answer(served: ServedModel):
-    """The event handler: `classify`, with anything unexpected shown on the page, not raised."""
+def gallery(served: ServedModel, upload: Upload | None, show_cam: bool) -> list[tuple[Any, str]]:
+    """The upload's images as read, or their Grad-CAM overlays, with captions."""
+    if upload is None:
+        return []
+    if not show_cam:
+        return [(image.picture, image.name) for image in upload.images]
+    with Explainer(served.classifier) as explainer:
+        shown = [(explainer(image.pixels[None]), image.name) for image in upload.images]
+    return [(cam.overlay, f"{name}: Grad-CAM for {cam.explained}") for cam, name in shown]
 
-    def handle(files: list[str] | None, show_cam: bool) -> tuple[str, list[tuple[Any, str]]]:
+
+def answer(served: ServedModel, max_files: int = DEFAULT_MAX_FILES):
+    """The upload handler: `classify` and the `gallery`, and the upload kept in the session;
+    anything unexpected is shown on the page, not raised."""
+
+    def handle(files: list[str] | None, show_cam: bool) -> tuple[str, list, Upload | None]:
         try:
-            return classify(served, files, show_cam)
+            upload = classify(served, files, max_files)
+            return upload.text, gallery(served, upload, show_cam), upload
         except Exception as error:  # the page reports it and the server goes on
-            return f"**Could not classify these files**: {escaped(first_line(error))}", []
+            return f"**Could not classify these files**: {escaped(first_line(error))}", [], None
+
+    return handle
+
+
+def redraw(served: ServedModel):
+    """The Grad-CAM toggle's handler: the `gallery` of the upload the session kept; a failure
+    is a message on the page."""
+
+    def handle(show_cam: bool, upload: Upload | None) -> list[tuple[Any, str]]:
+        try:
+            return gallery(served, upload, show_cam)
+        except Exception as error:
+            raise gr.Error(f"Could not draw these images: {first_line(error)}") from None
 
     return handle
 
@@ -190,32 +283,45 @@ def answer(served: ServedModel):
 # the page ---------------------------------------------------------------------------------------
 
 
-def build_app(served: ServedModel) -> gr.Blocks:
+def build_app(served: ServedModel, max_files: int = DEFAULT_MAX_FILES) -> gr.Blocks:
     """The page: upload, Grad-CAM toggle, results, images, and the model card's notice."""
     task = served.classifier.task
     labels = ", ".join(task.label_names[:20]) + (" ..." if len(task.label_names) > 20 else "")
     with gr.Blocks(
-        title=f"{served.name} · medft", analytics_enabled=False, delete_cache=CACHE_LIFETIME
+        title=f"{served.name} · medft",
+        analytics_enabled=False,
+        delete_cache=(UPLOAD_LIFETIME, UPLOAD_LIFETIME),  # pictures deleted 10-20 minutes on
     ) as app:
         gr.Markdown(f"## {escaped(served.name)}\n{task.describe()}: {escaped(labels)}")
         gr.Markdown(served.notice, elem_id="notice")
+        upload = gr.State(time_to_live=UPLOAD_LIFETIME)
         with gr.Row():
             with gr.Column():
                 files = gr.File(
-                    label="Images (PNG, JPEG, DICOM)",
+                    label=f"Images (PNG, JPEG, DICOM; up to {max_files} at a time)",
                     file_count="multiple",
                     type="filepath",
                     elem_id="upload",
                 )
                 show_cam = gr.Checkbox(label="Show Grad-CAM overlay", elem_id="grad-cam")
-                gallery = gr.Gallery(label="Images", columns=3, height="auto", elem_id="gallery")
+                images = gr.Gallery(label="Images", columns=3, height="auto", elem_id="gallery")
             results = gr.Markdown(UPLOAD_PROMPT, elem_id="results")
-        gr.on(
-            [files.change, show_cam.change],
-            answer(served),
+        # one model, and Grad-CAM's hooks on it: one request at a time, of either kind
+        files.change(
+            answer(served, max_files),
             inputs=[files, show_cam],
-            outputs=[results, gallery],
-            concurrency_limit=1,  # one model, and Grad-CAM's hooks on it: one request at a time
+            outputs=[results, images, upload],
+            api_name="classify",
+            concurrency_limit=1,
+            concurrency_id="model",
+        )
+        show_cam.change(
+            redraw(served),
+            inputs=[show_cam, upload],
+            outputs=images,
+            api_name="gallery",
+            concurrency_limit=1,
+            concurrency_id="model",
         )
     return app
 
@@ -225,14 +331,17 @@ def launch(
     port: int | None = None,
     share: bool = False,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_queue: int = DEFAULT_MAX_QUEUE,
     **settings: Any,
 ):
     """Serve the page (port None: $GRADIO_SERVER_PORT or 7860), with nothing sent elsewhere;
-    Gradio refuses larger uploads with a message on the page."""
-    return app.launch(
+    Gradio refuses larger uploads, and requests beyond ``max_queue`` waiting, with a message
+    on the page, and keeps the state of the `SESSIONS_KEPT` sessions used last."""
+    return app.queue(max_size=max_queue).launch(
         server_port=port,
         share=share,
         max_file_size=int(max_upload_mb * 1e6),
+        state_session_capacity=SESSIONS_KEPT,
         run_history=False,
         mcp_server=False,
         enable_monitoring=False,
@@ -248,9 +357,13 @@ def serve(
     port: int = DEFAULT_PORT,
     share: bool = False,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_files: int = DEFAULT_MAX_FILES,
+    max_queue: int = DEFAULT_MAX_QUEUE,
 ) -> None:
-    """`medft serve`: the page for ``model`` on http://127.0.0.1:``port`` until interrupted."""
-    launch(build_app(load_served_model(model)), port, share, max_upload_mb)
+    """`medft serve`: the page for ``model`` on http://127.0.0.1:``port`` until interrupted
+    (the command runs it in a private temporary folder: `medft.private_folder`)."""
+    app = build_app(load_served_model(model), max_files)
+    launch(app, port, share, max_upload_mb, max_queue)
 
 
 # a Hugging Face Space -------------------------------------------------------------------------

@@ -25,6 +25,8 @@ DEFAULT_WORKERS = 2
 DEFAULT_TOP_K = 5
 DEFAULT_PORT = 7860  # Gradio's, and what Hugging Face Spaces expect
 DEFAULT_MAX_UPLOAD_MB = 50.0
+DEFAULT_MAX_FILES = 16  # files one upload to medft serve may hold
+DEFAULT_MAX_QUEUE = 8  # requests medft serve holds waiting for the model
 
 
 def positional(help: str, **settings) -> dict:
@@ -238,6 +240,14 @@ class ServeArguments:
     max_upload_mb: float = field(
         default=DEFAULT_MAX_UPLOAD_MB, metadata={"help": "largest file accepted, in MB"}
     )
+    max_files: int = field(
+        default=DEFAULT_MAX_FILES,
+        metadata={"help": "files classified per upload; the page lists any more as not classified"},
+    )
+    max_queue: int = field(
+        default=DEFAULT_MAX_QUEUE,
+        metadata={"help": "requests waiting for the model at once; the page turns more away"},
+    )
     write_space: Path | None = field(
         default=None,
         metadata={"help": "write app.py, requirements.txt and README.md of a Hugging Face "
@@ -250,6 +260,11 @@ class ServeArguments:
             raise MedftError(f"--port must be between 1 and 65535, got {self.port}.")
         if self.max_upload_mb <= 0:
             raise MedftError(f"--max-upload-mb must be positive, got {self.max_upload_mb}.")
+        for name in ("max_files", "max_queue"):
+            if getattr(self, name) < 1:
+                raise MedftError(
+                    f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}."
+                )
 
 
 @dataclass(kw_only=True)

@@ -21,6 +21,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from medft.dicom import UnreadableDicom, read_dicom, scale_to_8bit_array
 from medft.dicom_settings import DicomSettings
+from medft.pixel_budget import ImageTooLarge, opened_image
 from medft.prepare.image_metadata import without_metadata
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail loudly, not decode grey
@@ -161,7 +162,7 @@ def read_dicom_image(path: str | Path, options: ImageOptions, frame: int | None)
     """One frame of a DICOM file, windowed (or 16-bit), resized if asked, as PNG bytes."""
     try:
         read = read_dicom(path, options.dicom, frame)
-    except UnreadableDicom as error:
+    except (UnreadableDicom, ImageTooLarge) as error:
         return ImageResult(None, str(error))
     image = read.image
     if options.image_size is not None and min(image.size) > options.image_size:
@@ -190,7 +191,7 @@ def read_image(
     if not data:
         return ImageResult(None, "empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        with opened_image(io.BytesIO(data)) as opened:
             source_mode, source_size = opened.mode, opened.size
             if image_size and opened.format == "JPEG":
                 opened.draft(None, (image_size, image_size))
@@ -212,7 +213,7 @@ def read_image(
             return ImageResult(encoded, None, source_mode, reencoded=True)
     except UnidentifiedImageError:
         return ImageResult(None, "not an image: Pillow cannot identify the file format")
-    except Image.DecompressionBombError as error:
-        return ImageResult(None, f"image too large to decode safely: {error}")
+    except ImageTooLarge as error:
+        return ImageResult(None, str(error))
     except (OSError, SyntaxError, ValueError) as error:
         return ImageResult(None, f"corrupt or truncated image: {error}")
