@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from medft.near_duplicates import hash_values
 from medft.prepare.leakage import audit, format_audit
-from medft.prepare.near_duplicates import hash_values
 
 A, A_COPY = "0000000000000000", "0000000000000003"  # 2 bits apart
 B, B_COPY, B_CHAIN = "ff00000000000000", "ff00000000000001", "ff00000000000007"

@@ -15,6 +15,7 @@ from typing import Literal
 
 from medft.dicom_settings import BIT_DEPTHS, WINDOW_PRESETS, parse_window
 from medft.errors import MedftError
+from medft.near_duplicates import DEFAULT_THRESHOLD
 
 DEFAULT_RESAMPLES = 1000  # bootstrap resamples for the 95% intervals
 DEFAULT_BINS = 15  # equal-width bins of the reliability diagram
@@ -413,7 +414,15 @@ class PrepareArguments:
     )
     private: bool = field(default=False, metadata={"help": "make the pushed dataset private"})
 
-    WRITER_KEYS = ("output", "name", "image_size", "png_compression", "num_proc", "overwrite")
+    near_duplicates: str = field(
+        default=str(DEFAULT_THRESHOLD),
+        metadata={"help": "keep near copies of an image (resized, re-encoded, cropped a few "
+                  "pixels, greyscale) in one split: perceptual hashes within this many bits "
+                  "(0-16), or off; the report counts them and draws the largest groups"},
+    )  # fmt: skip
+
+    WRITER_KEYS = ("output", "name", "image_size", "png_compression", "num_proc", "overwrite",
+                   "near_duplicates")  # fmt: skip
     HUB_KEYS = ("push_to_hub", "private")
 
 

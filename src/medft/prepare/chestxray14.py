@@ -223,6 +223,8 @@ def list_chestxray14(
             "sex": Value("string"),
             "view_position": Value("string"),
         },
+        carve_sizes={"validation": val_size},
+        carve_seed=seed,
     )
     view_counts: Counter[str] = Counter()
     for split, part in splits.items():
@@ -239,7 +241,9 @@ def list_chestxray14(
                 continue
             metadata = entry._asdict()
             del metadata["findings"]
-            kept.append(Example(path, list(entry.findings), metadata))
+            given = "test" if split == "test" else None  # NIH's list; the rest carved by patient
+            kept.append(Example(path, list(entry.findings), metadata, given_split=given,
+                                group=entry.patient_id))  # fmt: skip
         listing.splits[split] = kept
 
     listed = {entry.image_id for entry in entries}

@@ -219,9 +219,10 @@ def list_csv(
     files = row_files(table)
     same_file = same_file_groups(files)
     units = joined_groups(same_file, groups) if groups else same_file
+    sizes = {"validation": val_size, "test": test_size}
     assigned = assign_splits(
         table.given_splits,
-        {"validation": val_size, "test": test_size},
+        sizes,
         labels=None if table.multi_label else table.labels,
         groups=units,
         seed=seed,
@@ -236,13 +237,17 @@ def list_csv(
         metadata_features={"image_id": Value("string")}
         | {column: Value("string") for column in kept_columns},
     )
-    for row, label, split, image_id in zip(table.rows, table.labels, assigned, table.image_ids()):
+    listing.carve_sizes, listing.carve_seed = sizes, seed
+    rows = zip(table.rows, table.labels, assigned, table.given_splits, table.image_ids(), units)
+    for row, label, split, given, image_id, unit in rows:
         _, path = table.image_of(row)
         if not path.is_file():
             listing.skip(image_id, f"listed in {table.csv_path.name} but not found", split)
             continue
         metadata = {"image_id": image_id} | {column: row[column] for column in kept_columns}
-        listing.splits[split].append(Example(path, label, metadata))
+        stratum = None if table.multi_label else label
+        example = Example(path, label, metadata, given_split=given, stratum=stratum, group=unit)
+        listing.splits[split].append(example)
 
     listing.notes |= repeated_file_notes(files, same_file, table.labels)
     if split_column:  # the column's splits are kept, even where they part a file's rows

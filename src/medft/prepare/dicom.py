@@ -37,7 +37,12 @@ from medft.prepare.dicom_privacy import (
 from medft.prepare.files import is_visible_file, require_folder
 from medft.prepare.folder import read_class_folders
 from medft.prepare.listing import Example, SourceListing
-from medft.prepare.splits import SPLITS, assign_splits, groups_in_several_splits, joined_groups
+from medft.prepare.splits import (
+    SPLITS,
+    assign_splits,
+    groups_in_several_splits,
+    joined_groups,
+)
 
 WANTED = "DICOM (no .dcm extension, no 'DICM' preamble)"
 
@@ -166,20 +171,27 @@ def list_dicom(
             continue
         kept.append((candidate, image_id, header))
 
+    given = [candidate.given_split for candidate, _, _ in kept]
+    sizes = {"validation": val_size, "test": test_size}
+    units = joined_groups(  # a file without IDs is keyed by its path as the CSV writes it
+        [header.group for _, _, header in kept],
+        [candidate.path.resolve() for candidate, _, _ in kept],
+    )
     assigned = assign_splits(
-        [candidate.given_split for candidate, _, _ in kept],
-        {"validation": val_size, "test": test_size},
+        given,
+        sizes,
         labels=None if multi_label else [candidate.label for candidate, _, _ in kept],
-        groups=joined_groups(  # a file without IDs is keyed by its path as the CSV writes it
-            [header.group for _, _, header in kept],
-            [candidate.path.resolve() for candidate, _, _ in kept],
-        ),
+        groups=units,
         seed=seed,
     )
-    for (candidate, image_id, header), split in zip(kept, assigned):
+    listing.carve_sizes, listing.carve_seed = sizes, seed
+    for (candidate, image_id, header), split, unit in zip(kept, assigned, units):
+        stratum = None if multi_label else candidate.label
         for frame in frame_indices(header, frames):
             metadata = {"image_id": image_id, "frame": frame, **header.columns}
-            listing.splits[split].append(Example(candidate.path, candidate.label, metadata, frame))
+            example = Example(candidate.path, candidate.label, metadata, frame,
+                              candidate.given_split, stratum, unit)  # fmt: skip
+            listing.splits[split].append(example)
 
     groups_by_split = {
         split: [header.group for (_, _, header), given in zip(kept, assigned) if given == split]

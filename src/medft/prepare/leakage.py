@@ -7,17 +7,22 @@ works on hashes, splits and patient ids; images are only read to draw the contac
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from medft.prepare.near_duplicates import near_groups, near_pairs
+from medft.near_duplicates import near_groups, near_pairs
+from medft.pixel_budget import opened_image
 
 TRAIN = "train"
 SHEET_GROUPS = 8  # groups on the contact sheet, largest first
 SHEET_IMAGES = 8  # images per group shown
+THUMBNAIL = 160  # pixels, the longer side of each picture on the sheet
 
 
 @dataclass
@@ -118,3 +123,64 @@ def format_audit(report: LeakageAudit) -> list[str]:
             "image under two patient ids is worth a look)"
         )
     return lines
+
+
+# the contact sheet -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """Where an audited image is stored: a prepared dataset's folder, a split, a row."""
+
+    dataset: str
+    split: str
+    row: int
+
+
+def thumbnails(wanted: list[Row]) -> dict[Row, Image.Image]:
+    """Small copies of the stored images at ``wanted``, each split read once."""
+    from datasets import Image as ImageFeature
+    from datasets import load_from_disk
+
+    found = {}
+    for dataset, split in sorted({(row.dataset, row.split) for row in wanted}):
+        rows = sorted({row.row for row in wanted if (row.dataset, row.split) == (dataset, split)})
+        part = load_from_disk(dataset)[split].cast_column("image", ImageFeature(decode=False))
+        for index, stored in zip(rows, part.select(rows)["image"]):
+            source = io.BytesIO(stored["bytes"]) if stored["bytes"] else stored["path"]
+            with opened_image(source) as image:
+                small = image.convert("RGB") if image.mode not in ("L", "RGB") else image.copy()
+            small.thumbnail((THUMBNAIL, THUMBNAIL))
+            found[Row(dataset, split, index)] = small
+    return found
+
+
+def describe(rows: list[Row]) -> str:
+    """'9 images (8 shown): train 8, validation 1'."""
+    splits = Counter(row.split for row in rows)
+    shown = "" if len(rows) <= SHEET_IMAGES else f" ({SHEET_IMAGES} shown)"
+    return f"{len(rows)} images{shown}: " + ", ".join(f"{s} {n}" for s, n in splits.items())
+
+
+def contact_sheet(report: LeakageAudit, rows: list[Row], path: Path) -> Path | None:
+    """The largest groups' images side by side, captioned with split and row (None when there
+    is no group)."""
+    if not report.examples:
+        return None
+    from medft.plots import plot_contact_sheet  # matplotlib: not for prepare's workers
+
+    groups = [[rows[item] for item in members] for members in report.examples]
+    pictures = thumbnails([row for group in groups for row in group[:SHEET_IMAGES]])
+    several = len({row.dataset for row in rows}) > 1
+
+    def caption(row: Row) -> str:
+        return f"{Path(row.dataset).name}:" * several + f"{row.split} #{row.row}"
+
+    sheet = [
+        (
+            f"group {number}: {describe(group)}",
+            [(pictures[row], caption(row)) for row in group[:SHEET_IMAGES]],
+        )
+        for number, group in enumerate(groups, start=1)
+    ]
+    return plot_contact_sheet(sheet, path)

@@ -14,6 +14,7 @@ from typing import Any
 
 from datasets import DatasetDict
 
+from medft.prepare.leakage import LeakageAudit, format_audit
 from medft.prepare.listing import SourceListing
 from medft.prepare.private import private_file
 
@@ -44,6 +45,7 @@ def build_report(
     stats: Counter[str],
     options: dict[str, Any],
     name: str,
+    near_duplicates: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from medft import __version__
 
@@ -67,6 +69,7 @@ def build_report(
         "ignored_count": sum(listing.ignored.values()),
         "ignored": dict(sorted(listing.ignored.items())),
         "notes": listing.notes,
+        "near_duplicates": near_duplicates,
     } | ({"dicom": listing.dicom.to_dict()} if listing.dicom else {})
 
 
@@ -111,9 +114,27 @@ def format_summary(report: dict[str, Any], output: str | Path) -> str:
         lines.append(f"images stored without their metadata: {report['metadata_stripped']}")
     for key, value in report["notes"].items():
         lines.append(f"{key.replace('_', ' ')}: {value}")
+    lines += near_duplicate_lines(report.get("near_duplicates"), Path(output))
     lines.append(f"report: {Path(output) / REPORT_NAME}")
     lines.append(
         f"private: {private_file(Path(output))} (the source path, and the path of each skipped "
         "file; yours only: never push or share it)"
     )
     return "\n".join(lines)
+
+
+def near_duplicate_lines(section: dict[str, Any] | None, output: Path) -> list[str]:
+    """The leakage audit of the splits made, and of the splits without near-duplicate groups."""
+    if not section:
+        return []
+    lines = format_audit(LeakageAudit(**section["after"]))
+    without = LeakageAudit(**section["without_near_duplicate_groups"])
+    copies = ", ".join(f"{split} {n}" for split, n in without.with_copy_in_train.items())
+    lines += [
+        f"  without these groups: {without.groups_across_splits} groups across splits; images "
+        f"with a near copy in train: {copies or 'none'}",
+        f"  images in another split than without these groups: {section['images_moved']}",
+    ]
+    if section.get("contact_sheet"):
+        lines.append(f"  the largest groups: {output / section['contact_sheet']}")
+    return lines

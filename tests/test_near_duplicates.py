@@ -1,4 +1,4 @@
-"""Perceptual hashes and near-duplicate groups (medft.prepare.near_duplicates)."""
+"""Perceptual hashes and near-duplicate groups (medft.near_duplicates)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydicom.pixels import pixel_array
 from sklearn.datasets import load_sample_images
 
 from medft.errors import MedftError
-from medft.prepare.near_duplicates import (
+from medft.near_duplicates import (
     DEFAULT_THRESHOLD,
     distance,
     hash_values,
@@ -93,7 +93,7 @@ def test_near_pairs_are_every_pair_within_the_threshold():
 
 
 def test_near_pairs_between_two_sets(monkeypatch):
-    monkeypatch.setattr("medft.prepare.near_duplicates.PAIR_BLOCK", 3)  # several blocks
+    monkeypatch.setattr("medft.near_duplicates.PAIR_BLOCK", 3)  # several blocks
     first = hash_values(["0000000000000000", "ffffffffffffffff", "00000000000000ff"])
     second = hash_values(["0000000000000001", "0f0f0f0f0f0f0f0f", "fffffffffffffff0"] * 3)
     pairs = {(int(i), int(j), int(d)) for i, j, d in near_pairs(first, 4, second)}
