@@ -1,5 +1,6 @@
 """A run's output_dir: resumed only by the same run, refused to another, replaced on request."""
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -8,8 +9,9 @@ import time
 import pytest
 from safetensors.torch import save_file
 
+from medft.config import DataArguments, MedftTrainingArguments, ModelArguments
 from medft.errors import MedftError
-from medft.run_record import RECORD_NAME, RunRecord, claim_output_dir
+from medft.run_record import NOT_TRAINED, RECORD_NAME, RunRecord, claim_output_dir
 from tests.helpers import run_recipe
 
 RECIPE = "tiny_timm.yaml"
@@ -121,3 +123,10 @@ def test_a_fresh_start_removes_what_a_run_left_and_keeps_the_rest(tmp_path):
     assert claim_output_dir(tmp_path, record, overwrite=False) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == [RECORD_NAME, "notes.txt"]
     assert not RunRecord.read(tmp_path).finished
+
+
+def test_the_settings_left_out_of_the_record_are_recipe_keys():
+    """A misspelt or vanished name here would silently put a setting back into the record."""
+    classes = (DataArguments, ModelArguments, MedftTrainingArguments)
+    keys = {item.name for cls in classes for item in dataclasses.fields(cls)}
+    assert not NOT_TRAINED - keys

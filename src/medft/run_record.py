@@ -57,6 +57,7 @@ from medft.trainer import ARGUMENTS_NAME
 
 logger = logging.getLogger("medft")
 RECORD_NAME = "medft_run.json"
+PARTIAL = ".partial"  # a file being written (`write_atomically`)
 CHECKPOINTS = f"{PREFIX_CHECKPOINT_DIR}-*"
 # The Trainer resumes a model from one of these files (or from a folder of FSDP / DeepSpeed
 # / adapter state), and writes trainer_state.json after them.
@@ -64,8 +65,9 @@ WEIGHT_FILES = (SAFE_WEIGHTS_NAME, WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHT
                 ADAPTER_SAFE_WEIGHTS_NAME, ADAPTER_WEIGHTS_NAME)  # fmt: skip
 # Settings that do not change what is trained, left out of the record so that a rerun that
 # changes only them resumes: where the run writes, pushes and logs, how it treats the folder,
-# and how fast this machine loads and evaluates (the loader settings default to this
-# machine's cores). The dataset is compared by its fingerprint, not by where it lies.
+# how fast this machine loads and evaluates, and which device it has (the loader workers
+# and use_cpu default to this machine's). The dataset is compared by its fingerprint, not by
+# where it lies.
 NOT_TRAINED = frozenset({
     "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "save_total_limit",
     "save_on_each_node", "dataset_name",
@@ -77,12 +79,13 @@ NOT_TRAINED = frozenset({
     "dataloader_num_workers", "dataloader_persistent_workers", "dataloader_prefetch_factor",
     "dataloader_pin_memory", "dataloader_multiprocessing_context", "per_device_eval_batch_size",
     "eval_accumulation_steps", "torch_empty_cache_steps", "ddp_timeout", "local_rank",
+    "use_cpu",
 })  # fmt: skip
 
 
 def owned_names() -> tuple[str, ...]:
     """Name patterns of every file and folder a run writes into its output_dir."""
-    from medft.cv import FOLD_RESULT, HELD_OUT  # here: medft.cv imports the training run
+    from medft.cv import FOLD_RESULT, HELD_OUT  # not above: medft.cv imports medft.training
 
     return (
         CONFIG_NAME, SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, "model-*-of-*.safetensors",
@@ -91,7 +94,7 @@ def owned_names() -> tuple[str, ...]:
         CHECKPOINTS, TRAINER_STATE_NAME, TRAINING_ARGS_NAME, "*_results.json",
         ARGUMENTS_NAME, RECIPE_NAME, SETTINGS_NAME, METRICS_NAME, THRESHOLDS_NAME,
         CURVES_NAME, CONFUSION_NAME, ROC_NAME, PR_NAME, RELIABILITY_NAME, UNCALIBRATED_NAME,
-        REPOCARD_NAME, FOLD_RESULT, HELD_OUT, RECORD_NAME, f"{RECORD_NAME}.*",
+        REPOCARD_NAME, FOLD_RESULT, HELD_OUT, RECORD_NAME, f"*{PARTIAL}",
     )  # fmt: skip
 
 
@@ -116,7 +119,7 @@ def remove(path: Path) -> None:
 
 def write_atomically(path: Path, text: str) -> None:
     """``text`` into ``path`` whole or not at all (a kill never leaves half a file)."""
-    partial = path.with_name(f"{path.name}.partial")
+    partial = path.with_name(path.name + PARTIAL)
     partial.write_text(text)
     os.replace(partial, path)
 
@@ -260,6 +263,22 @@ def check_resume_from(
         )
 
 
+def other_run(folder: Path, record: RunRecord) -> str | None:
+    """Why ``folder`` holds another run than ``record``'s; None when it holds this run or
+    none."""
+    leftovers = owned_files(folder)
+    if not leftovers:
+        return None
+    before = RunRecord.read(folder)
+    if before is None and (folder / RECORD_NAME).exists():
+        return f"its {RECORD_NAME} cannot be read"
+    if before is None:
+        names = ", ".join(path.name for path in leftovers[:3]) + ", ..." * (len(leftovers) > 3)
+        return f"{names} without a {RECORD_NAME}: written by an older medft or another tool"
+    differences = record.differences(before)
+    return f"differs in: {', '.join(differences)}" if differences else None
+
+
 def claim_output_dir(
     folder: Path,
     record: RunRecord,
@@ -272,34 +291,29 @@ def claim_output_dir(
     same settings and dataset), else None after removing every file a run owns there (with
     ``overwrite``, or when none of this run's checkpoints is complete). Refuses a folder
     holding another run. Only the process that ``writes`` removes and writes files."""
-    before = RunRecord.read(folder)
-    leftovers = owned_files(folder)
-    if leftovers and not overwrite:
-        if before is None and (folder / RECORD_NAME).exists():
-            raise another_run(folder, f"its {RECORD_NAME} cannot be read")
-        if before is None:
-            names = ", ".join(path.name for path in leftovers[:3])
-            raise another_run(
-                folder, f"{names}{', ...' * (len(leftovers) > 3)} without a {RECORD_NAME}: "
-                "written by an older medft or another tool",
-            )  # fmt: skip
-        differences = record.differences(before)
-        if differences:
-            raise another_run(folder, f"differs in: {', '.join(differences)}")
+    if not overwrite:
+        why = other_run(folder, record)
+        if why:
+            raise another_run(folder, why)
         checkpoint = newest_complete_checkpoint(folder, needs, writes)
         if checkpoint is not None:
             if writes:
                 record.write(folder)
             return checkpoint
-        leftovers = owned_files(folder)
     if writes:
-        if leftovers:
-            logger.info("Starting afresh in %s: removing %d files and folders of a run there "
-                        "(others are kept)", folder, len(leftovers))  # fmt: skip
-        for path in leftovers:
-            remove(path)
+        remove_owned(folder)
         record.write(folder)
     return None
+
+
+def remove_owned(folder: Path) -> None:
+    """Remove every file and folder of a run from ``folder``, keeping the others."""
+    leftovers = owned_files(folder)
+    if leftovers:
+        logger.info("Removing %d files and folders of a run from %s (others are kept)",
+                    len(leftovers), folder)  # fmt: skip
+    for path in leftovers:
+        remove(path)
 
 
 def mark_finished(folder: Path) -> None:
