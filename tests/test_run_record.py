@@ -35,6 +35,7 @@ def test_the_record_names_no_path_and_says_the_run_finished(multiclass_run, brai
     assert str(multiclass_run) not in text and str(brain_multiclass) not in text
     assert record["finished"] and len(record["dataset"]["labels"]) == 44
     assert "learning_rate" in record["settings"] and "output_dir" not in record["settings"]
+    assert RunRecord.read(multiclass_run).recipe == record["recipe"]
 
 
 def test_another_recipe_or_dataset_is_refused_in_one_line(

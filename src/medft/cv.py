@@ -47,6 +47,7 @@ from medft.training import setup_logging, train
 
 logger = logging.getLogger("medft")
 FOLD_RESULT = "cv_fold.json"  # written when a fold has finished
+MARKER_KEYS = {"folds", "recipe", "settings", "dataset", "sizes", "metrics"}  # what it holds
 HELD_OUT = "held_out.npz"  # its out-of-fold probabilities
 FOLDS_NAME = "folds.csv"
 SUMMARY_NAME = "cv_summary.json"
@@ -117,24 +118,26 @@ class Fold:
 
     def marker(self, sizes: dict[str, int], metrics: dict[str, float]) -> dict[str, Any]:
         seed = self.arguments[2].seed
-        run = {"settings": self.record.settings, "dataset": self.record.dataset}
+        record = self.record
+        run = {"recipe": record.recipe, "settings": record.settings, "dataset": record.dataset}
         return {"folds": self.folds, "seed": seed, **run, "sizes": sizes, "metrics": metrics}
 
     def differences(self, marker: dict[str, Any]) -> list[str]:
         """How the fold recorded in ``marker`` differs from this one (empty: it is this one)."""
         if marker.get("folds") != self.folds:
             return [f"--folds {self.folds} (was {marker.get('folds')})"]
-        before = RunRecord(marker["settings"], marker["dataset"])
+        before = RunRecord(marker["recipe"], marker["settings"], marker["dataset"])
         return self.record.differences(before)
 
 
 def read_marker(folder: Path) -> dict[str, Any] | None:
-    """A finished fold's cv_fold.json; None when it cannot be read (the fold did not finish)."""
+    """A finished fold's cv_fold.json; None when it cannot be read (the fold did not finish)
+    or was written by an older medft."""
     try:
         marker = json.loads((folder / FOLD_RESULT).read_text())
-        return marker if {"settings", "dataset", "sizes", "metrics"} <= set(marker) else None
     except (OSError, ValueError):
         return None
+    return marker if isinstance(marker, dict) and set(marker) >= MARKER_KEYS else None
 
 
 def other_folds(output: Path, folds: list[Fold]) -> dict[Path, str]:

@@ -143,6 +143,7 @@ class RunRecord:
     """One run: a digest of each setting (so that a refusal names what differs), the dataset.
     ``values`` are this process's settings, for messages; never written (they hold paths)."""
 
+    recipe: str  # the digest of ``settings``: one value to compare runs by
     settings: dict[str, str]
     dataset: dict[str, Any]
     medft_version: str = __version__
@@ -151,7 +152,8 @@ class RunRecord:
 
     @classmethod
     def of(cls, values: Mapping[str, Any], dataset: dict[str, Any]) -> RunRecord:
-        return cls({name: digest(value) for name, value in values.items()}, dataset, values=values)
+        settings = {name: digest(value) for name, value in values.items()}
+        return cls(digest(settings), settings, dataset, values=values)
 
     def differences(self, before: RunRecord) -> list[str]:
         """The settings that differ from ``before``'s, with their values now, then "the
