@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from medft import cv
 from medft.cli import main
 from medft.data.loading import load_training_data
+from medft.errors import MedftError
 from medft.evaluation import split_scores
 from medft.inference import load_members
 from tests.helpers import FIXTURES
@@ -155,3 +157,45 @@ def test_each_fold_runs_under_accelerate_as_one_training_does(brain_binary, tmp_
         assert state["global_step"] == -(-steps_one_process // 2)  # each epoch shared by two
     assert summary["ensemble_test"]["auroc"] >= 0
     assert (output / "ensemble" / "metrics.json").is_file()
+
+
+def test_folds_of_another_cross_validation_are_refused_and_overwrite_replaces_them(
+    cross_validated, brain_binary, tmp_path, capsys
+):
+    """A rerun with other --folds no longer mixes old folds into the out-of-fold pool."""
+    output = tmp_path / "cv"
+    shutil.copytree(cross_validated.output, output)
+    overrides = ["--dataset_name", str(brain_binary), "--output_dir", str(output)]
+    code = main(["cv", str(FIXTURES / "tiny_timm.yaml"), "--folds", "2", *overrides])
+    error = capsys.readouterr().err
+    assert code == 2 and "fold-0: differs in: --folds 2 (was 3)" in error
+    assert "pass --overwrite to train the folds again, or choose a new --output" in error
+    assert len(error.strip().splitlines()) == 1
+
+    again = cv.cross_validate(FIXTURES / "tiny_timm.yaml", overrides, 2, overwrite=True)
+    dataset, _ = load_training_data(str(brain_binary))
+    pool = len(dataset["train"]) + len(dataset["validation"])
+    assert again.out_of_fold.images == pool and len(again.folds) == 2
+    assert sorted(path.name for path in output.glob("fold-*")) == ["fold-0", "fold-1"]
+    with pytest.raises(MedftError, match=r"differs in: --folds 3 \(was 2\)"):
+        cv.cross_validate(FIXTURES / "tiny_timm.yaml", overrides, 3)
+    with pytest.raises(MedftError, match=r"differs in: seed \(now 7\)"):
+        cv.cross_validate(FIXTURES / "tiny_timm.yaml", [*overrides, "--seed", "7"], 2)
+
+
+def test_a_truncated_fold_marker_trains_that_fold_again(cross_validated, brain_binary, tmp_path):
+    """A kill while cv_fold.json was written: that fold did not finish (it resumes from its
+    checkpoints), the others are read back, and the log says so from its first line."""
+    output = tmp_path / "cv"
+    shutil.copytree(cross_validated.output, output)
+    marker = output / "fold-1" / cv.FOLD_RESULT
+    marker.write_text(marker.read_text()[:20])
+    command = [sys.executable, "-m", "medft.cli", "cv", str(FIXTURES / "tiny_timm.yaml"),
+               "--folds", str(FOLDS), "--dataset_name", str(brain_binary),
+               "--output_dir", str(output)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Fold 0 of {FOLDS} finished before" in result.stdout
+    assert f"{marker} cannot be read: fold 1 did not finish" in result.stdout
+    assert f"Resuming from {output / 'fold-1' / 'checkpoint-'}" in result.stdout
+    assert json.loads(marker.read_text())["folds"] == FOLDS

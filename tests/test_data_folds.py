@@ -4,7 +4,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from datasets import concatenate_datasets, load_from_disk
+from datasets import Value, concatenate_datasets, load_from_disk
 
 from medft.data.folds import assign_folds, fold_splits, groups_of, strata
 from medft.data.loading import load_training_data
@@ -58,3 +58,22 @@ def test_more_folds_than_patients_is_a_clear_error(nih_prepared):
     )
     with pytest.raises(MedftError, match="need at least 3 patients"):
         assign_folds(task, tiny, folds=3, seed=0)
+
+
+def test_images_without_a_patient_id_are_folded_each_on_its_own(nih_prepared):
+    """A dataset whose patient_id column has gaps (a Hub dataset, a CSV, an older medft) folds:
+    the known patients stay whole, and each image without an id is a group of its own."""
+    dataset, task = load_training_data(str(nih_prepared))
+    pool = concatenate_datasets([dataset["train"], dataset["validation"]])
+    patients = list(pool["patient_id"])
+    gaps = [row for row in range(len(pool)) if row % 3 == 0]
+    with_gaps = pool.cast_column("patient_id", Value("string")).map(
+        lambda row, index: {"patient_id": None if index in gaps else str(row["patient_id"])},
+        with_indices=True,
+    )
+    fold_of = assign_folds(task, with_gaps, folds=3, seed=0)
+    groups = groups_of(with_gaps, "image")
+    assert len(set(groups[gaps])) == len(gaps)  # never pooled into one "None" patient
+    for patient in set(patients):
+        rows = [r for r, p in enumerate(patients) if p == patient and r not in gaps]
+        assert len(set(fold_of[rows])) <= 1

@@ -13,9 +13,11 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
+from datasets import load_from_disk
 from transformers import pipeline
 
 import medft
+from medft.cli import main
 from medft.config import DataArguments
 from medft.data.pipeline import dicom_settings
 from medft.dicom_settings import DicomSettings, load_settings, parse_window, save_settings
@@ -25,7 +27,7 @@ from medft.explain import explain
 from medft.prediction import predict
 from medft.prepare import prepare_dataset
 from tests.dicom_files import dicom_copy, pydicom_file
-from tests.helpers import run_recipe
+from tests.helpers import FIXTURES, run_recipe
 
 PER_CLASS = 12
 
@@ -159,3 +161,40 @@ def test_an_exported_model_and_the_web_page_read_dicom_as_the_model_folder_does(
     assert text.startswith("2 of 2 file(s) classified") and len(gallery) == 2
     expected = pipeline("image-classification", model=str(model))(medft.load_image(scans[0], model))
     assert escaped(f"{expected[0]['score']:.3f}") in text  # the page's Markdown, escaped
+
+
+def test_files_without_patient_id_prepare_cross_validate_and_evaluate(tmp_path, capsys):
+    """PACS exports hold files without PatientID; prepare keeps them, grouped by their study
+    (else alone), and every later command reads the dataset: `medft cv` (each fold a whole
+    `train()`, evaluated at its end) and `medft evaluate`."""
+    raw = write_classes(tmp_path / "raw")
+    for index, path in enumerate(sorted(p for p in raw.rglob("*") if p.is_file())):
+        ds = pydicom.dcmread(path)
+        del ds.PatientID
+        if index % 2:
+            del ds.StudyInstanceUID
+        else:  # two files a study
+            ds.StudyInstanceUID = f"1.2.3.{index // 4}"
+        ds.save_as(path)
+    dataset = tmp_path / "data"
+    report = prepare_dataset("dicom", dataset, source=raw, num_proc=1)
+    assert report["notes"]["files_without_patient_id_grouped_by_study"] == PER_CLASS
+    assert report["notes"]["patients"] == 0
+    assert report["notes"]["files_without_patient_or_study_id"] == PER_CLASS
+    rows = [row for split in load_from_disk(str(dataset)).values() for row in split]
+    assert all(row["patient_id"] for row in rows)  # each file's group: its study, else itself
+    by_study = {}
+    for row in rows:
+        by_study.setdefault(row["study_id"], set()).add(row["patient_id"])
+    assert {len(patients) for study, patients in by_study.items() if study} == {1}
+    cv = tmp_path / "cv"
+    code = main(["cv", str(FIXTURES / "tiny_timm.yaml"), "--folds", "2",
+                 "--dataset_name", str(dataset), "--output_dir", str(cv),
+                 "--bootstrap_resamples", "20"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((cv / "fold-0" / "metrics.json").read_text())
+    assert metrics["bootstrap"]["unit"] == "patient"
+    code = main(["evaluate", "--model", str(cv / "fold-0"), "--dataset", str(dataset),
+                 "--num-workers", "0", "--output", str(tmp_path / "evaluation")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["patients"] > 0

@@ -168,3 +168,12 @@ def test_every_plot_is_written_as_a_png_beside_metrics_and_thresholds(tmp_path):
         assert saved["metrics"] == pytest.approx(report["metrics"])
         assert set(saved["files"]) == expected[name]
         assert f"to {output}" in format_evaluation(EvaluationReport.from_json(saved), output)
+
+
+def test_images_without_a_patient_id_are_each_a_patient_of_their_own():
+    """Hub datasets, CSVs and older medft datasets can hold missing ids: the bootstrap draws
+    each such image alone, never the missing ones pooled into one patient."""
+    patients = np.array(["a", "a", None, None, "", "b"], dtype=object)
+    scores = binary([0.2, 0.3, 0.7, 0.8, 0.6, 0.1], [0, 0, 1, 1, 1, 0], patients)
+    report = evaluate_scores(BINARY, scores, split="test", options=FAST).to_json()
+    assert report["bootstrap"]["unit"] == "patient" and report["patients"] == 5

@@ -166,8 +166,10 @@ def test_split_is_by_patient_then_study(prepared):
         rows_of(output, "ct/anonymous.dcm"),
         rows_of(output, "ct/same_study.dcm"),
     )
-    assert anonymous["patient_id"] is None and anonymous["split"] == same_study["split"]
-    assert anonymous["study_id"] == same_study["study_id"] == pseudonyms_of(output)("study", "1.2")
+    assert anonymous["split"] == same_study["split"]
+    study = pseudonyms_of(output)("study", "1.2")
+    assert anonymous["study_id"] == same_study["study_id"] == study
+    assert anonymous["patient_id"] == same_study["patient_id"] == study  # the group's pseudonym
     notes = report["notes"]
     assert notes["files_without_patient_id_grouped_by_study"] == 2
     assert notes["patients_in_two_splits"] == 0

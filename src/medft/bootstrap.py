@@ -4,7 +4,7 @@ scikit-learn has no bootstrap, so this draws seeded resamples and calls the
 same scikit-learn metric functions on each. When images carry a patient id,
 patients are drawn with replacement and bring all their images along: images
 of one patient are not independent, and resampling them one by one would give
-intervals that are too narrow.
+intervals that are too narrow. An image without a patient id is drawn alone.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medft.config.commands import DEFAULT_RESAMPLES
+from medft.data.patients import patient_keys
 
 CONFIDENCE = 0.95
 
@@ -40,7 +41,7 @@ class Resampler:
             self.members = None
             self.n_units = n_items
         else:
-            _, unit_of_item = np.unique(np.asarray(groups), return_inverse=True)
+            _, unit_of_item = np.unique(patient_keys(groups), return_inverse=True)
             order = np.argsort(unit_of_item, kind="stable")
             starts = np.flatnonzero(np.diff(unit_of_item[order], prepend=-1))
             self.members = np.split(order, starts[1:])

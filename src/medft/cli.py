@@ -196,7 +196,9 @@ def run_evaluate(args: argparse.Namespace, options: Any) -> None:
 def run_cv(args: argparse.Namespace, options: Any) -> None:
     from medft.cv import cross_validate, format_cv
 
-    result = cross_validate(options.recipe, args.overrides, options.folds, options.output)
+    result = cross_validate(
+        options.recipe, args.overrides, options.folds, options.output, options.overwrite
+    )
     print(format_cv(result))
 
 

@@ -6,7 +6,10 @@ split, into ``OUTPUT/fold-<k>`` (a complete model folder, so ``--model OUTPUT/fo
 works for `medft predict` and `medft evaluate`). Folds run one after another in this
 process (under `accelerate launch` as a single run would); a fold that finished is
 skipped when the command is run again, and one that was cut short resumes from its
-last checkpoint. Then: the per-fold table and its mean and sd, the pooled
+last complete checkpoint. Each finished fold's `cv_fold.json` records the number of
+folds, its run's settings and the dataset's fingerprint (`medft.run_record`), so folds
+of another cross-validation in the folder are refused, before anything is trained,
+unless ``--overwrite`` trains them again. Then: the per-fold table and its mean and sd, the pooled
 out-of-fold evaluation with bootstrap intervals, and the ensemble of the fold models
 (mean probabilities) on the test split, which the folds never saw.
 """
@@ -23,18 +26,29 @@ from typing import Any
 
 import numpy as np
 
-from medft.config import EvaluationOptions
+from medft.config import DataArguments, EvaluationOptions, MedftTrainingArguments, ModelArguments
 from medft.data.loading import read_dataset, task_of
+from medft.data.pipeline import dataset_identity, recipe_splits
+from medft.errors import MedftError
 from medft.evaluation import EvaluationReport, SplitScores, evaluate_scores, split_scores
 from medft.inference import load_members
-from medft.parsing import parse_recipe
+from medft.parsing import Recipe, parse_recipe
 from medft.plots import plot_fold_metrics
 from medft.public_names import model_name
 from medft.reporting import write_evaluation
-from medft.training import train
+from medft.run_record import (
+    RunRecord,
+    other_run,
+    owned_files,
+    recipe_settings,
+    remove_owned,
+    write_atomically,
+)
+from medft.training import setup_logging, train
 
 logger = logging.getLogger("medft")
 FOLD_RESULT = "cv_fold.json"  # written when a fold has finished
+MARKER_KEYS = {"folds", "recipe", "settings", "dataset", "sizes", "metrics"}  # what it holds
 HELD_OUT = "held_out.npz"  # its out-of-fold probabilities
 FOLDS_NAME = "folds.csv"
 SUMMARY_NAME = "cv_summary.json"
@@ -83,24 +97,95 @@ def load_held_out(folder: Path) -> SplitScores:
         return SplitScores(saved["probs"], saved["labels"], patients)
 
 
-def run_fold(recipe, fold: int, folds: int, folder: Path) -> FoldResult:
+@dataclass
+class Fold:
+    """One fold's run: its recipe, its folder, and the record its run keeps there."""
+
+    index: int
+    folds: int
+    folder: Path
+    arguments: tuple[DataArguments, ModelArguments, MedftTrainingArguments]
+    record: RunRecord
+
+    @classmethod
+    def of(cls, recipe: Recipe, index: int, folds: int, output: Path, identity: dict) -> Fold:
+        folder = output / f"fold-{index}"
+        data_args = dataclasses.replace(recipe.data, cv_folds=folds, cv_fold=index)
+        training_args = dataclasses.replace(recipe.training, output_dir=str(folder))
+        arguments = (data_args, recipe.model, training_args)
+        return cls(
+            index, folds, folder, arguments, RunRecord.of(recipe_settings(*arguments), identity)
+        )
+
+    def marker(self, sizes: dict[str, int], metrics: dict[str, float]) -> dict[str, Any]:
+        seed = self.arguments[2].seed
+        record = self.record
+        run = {"recipe": record.recipe, "settings": record.settings, "dataset": record.dataset}
+        return {"folds": self.folds, "seed": seed, **run, "sizes": sizes, "metrics": metrics}
+
+    def differences(self, marker: dict[str, Any]) -> list[str]:
+        """How the fold recorded in ``marker`` differs from this one (empty: it is this one)."""
+        if marker.get("folds") != self.folds:
+            return [f"--folds {self.folds} (was {marker.get('folds')})"]
+        before = RunRecord(marker["recipe"], marker["settings"], marker["dataset"])
+        return self.record.differences(before)
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """A finished fold's cv_fold.json; None when it cannot be read (the fold did not finish)
+    or was written by an older medft."""
+    try:
+        marker = json.loads((folder / FOLD_RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and set(marker) >= MARKER_KEYS else None
+
+
+def other_folds(output: Path, folds: list[Fold]) -> dict[Path, str]:
+    """The fold folders under ``output`` that hold another cross-validation, and how it
+    differs: a finished fold of other settings, a fold beyond ``folds``, or a run of another
+    recipe. Unreadable markers are folds that did not finish (trained again)."""
+    found: dict[Path, str] = {}
+    for fold in folds:
+        marker = read_marker(fold.folder)
+        if marker is not None:
+            why = fold.differences(marker)
+            why = f"differs in: {', '.join(why)}" if why else None
+        else:
+            why = other_run(fold.folder, fold.record)
+            if why is None and (fold.folder / FOLD_RESULT).exists():
+                logger.warning("%s cannot be read: fold %d did not finish, and is trained "
+                               "again", fold.folder / FOLD_RESULT, fold.index)  # fmt: skip
+        if why:
+            found[fold.folder] = why
+    planned = {fold.folder for fold in folds}
+    for folder in sorted(output.glob("fold-*")):
+        if folder not in planned and folder.is_dir() and owned_files(folder):
+            was = (read_marker(folder) or {}).get("folds", "more")
+            found[folder] = f"differs in: --folds {len(folds)} (was {was})"
+    return found
+
+
+def run_fold(fold: Fold, overwrite: bool) -> FoldResult:
     """Train one fold (or read it back when it finished before)."""
-    if (folder / FOLD_RESULT).is_file():
-        saved = json.loads((folder / FOLD_RESULT).read_text())
-        logger.info("Fold %d of %d finished before: %s", fold, folds, folder)
-        return FoldResult(fold, folder, saved["sizes"], saved["metrics"], load_held_out(folder))
-    data_args = dataclasses.replace(recipe.data, cv_folds=folds, cv_fold=fold)
-    training_args = dataclasses.replace(recipe.training, output_dir=str(folder))
-    result = train(data_args, recipe.model, training_args)
+    marker = None if overwrite else read_marker(fold.folder)
+    if marker is not None:
+        logger.info("Fold %d of %d finished before: %s", fold.index, fold.folds, fold.folder)
+        held_out = load_held_out(fold.folder)
+        return FoldResult(fold.index, fold.folder, marker["sizes"], marker["metrics"], held_out)
+    data_args, model_args, training_args = fold.arguments
+    training_args = dataclasses.replace(training_args, overwrite_output_dir=overwrite)
+    result = train(data_args, model_args, training_args)
     task = result.task
     held_out = result.validation
     metrics = task.headline_metrics(held_out.probs, held_out.labels, None)
     metrics = {name: float(value) for name, value in metrics.items() if np.isfinite(value)}
     sizes = result.split_sizes
     if training_args.should_save:
-        save_held_out(folder, held_out)
-        (folder / FOLD_RESULT).write_text(json.dumps({"sizes": sizes, "metrics": metrics}) + "\n")
-    return FoldResult(fold, folder, sizes, metrics, held_out)
+        save_held_out(fold.folder, held_out)
+        text = json.dumps(fold.marker(sizes, metrics), indent=2) + "\n"
+        write_atomically(fold.folder / FOLD_RESULT, text)
+    return FoldResult(fold.index, fold.folder, sizes, metrics, held_out)
 
 
 def pooled(parts: list[SplitScores]) -> SplitScores:
@@ -141,11 +226,29 @@ def cross_validate(
     overrides: list[str],
     folds: int,
     output: str | Path | None = None,
+    overwrite: bool = False,
 ) -> CvResult:
-    """Run every fold of ``recipe_path``, then evaluate the folds, pooled, and as an ensemble."""
+    """Run every fold of ``recipe_path``, then evaluate the folds, pooled, and as an ensemble.
+    Folds of another cross-validation in ``output`` are refused before anything is trained;
+    ``overwrite`` trains every fold again instead."""
     recipe = parse_recipe(recipe_path, overrides)
+    setup_logging(recipe.training)
     output = Path(output or recipe.training.output_dir)
-    results = [run_fold(recipe, k, folds, output / f"fold-{k}") for k in range(folds)]
+    identity = dataset_identity(*recipe_splits(recipe.data))
+    plan = [Fold.of(recipe, k, folds, output, identity) for k in range(folds)]
+    others = other_folds(output, plan)
+    if others and not overwrite:
+        folder, why = next(iter(others.items()))
+        raise MedftError(
+            f"{output} holds the folds of another cross-validation ({folder.name}: {why}); "
+            "pass --overwrite to train the folds again, or choose a new --output."
+        )
+    if recipe.training.should_save:
+        for folder in set(others) - {fold.folder for fold in plan}:  # beyond --folds
+            remove_owned(folder)
+            if not any(folder.iterdir()):
+                folder.rmdir()
+    results = [run_fold(fold, overwrite) for fold in plan]
     dataset = read_dataset(recipe.data.dataset_name, recipe.data.dataset_config)
     task = task_of(
         dataset, recipe.data.train_split, recipe.data.image_column, recipe.data.label_column

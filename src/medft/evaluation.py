@@ -24,6 +24,7 @@ from medft.bootstrap import CONFIDENCE, Resampler, bootstrap_intervals
 from medft.calibration import Reliability, TemperatureScaling, reliability
 from medft.config import EvaluationOptions
 from medft.data.loading import check_split, read_dataset, task_of
+from medft.data.patients import patient_groups
 from medft.errors import MedftError
 from medft.inference import (
     Classifier,
@@ -238,19 +239,13 @@ def evaluate_scores(
 # a split's scores, from the Trainer or from a saved model -------------------------------------
 
 
-def patient_ids(dataset: Dataset) -> np.ndarray | None:
-    """The split's `patient_id` column (read past any transform), or None if it has none."""
-    if "patient_id" not in dataset.column_names:
-        return None
-    return np.asarray(list(dataset.with_format(None)["patient_id"]))
-
-
 def scores_from_logits(
     task: TaskInfo, logits: np.ndarray, labels: np.ndarray, dataset: Dataset
 ) -> SplitScores:
     """A split's scores from the Trainer's predictions on it (same order as ``dataset``)."""
     logits = logits[0] if isinstance(logits, tuple) else logits
-    return SplitScores(task.probabilities(logits), labels, patient_ids(dataset))
+    patients = patient_groups(dataset, task.image_column)
+    return SplitScores(task.probabilities(logits), labels, patients)
 
 
 def split_scores(
@@ -269,7 +264,7 @@ def split_scores(
     )
     keep = np.array([row not in errors for row in range(len(dataset))], dtype=bool)
     labels = task.encode(list(dataset[task.label_column]))
-    patients = patient_ids(dataset)
+    patients = patient_groups(dataset, task.image_column)
     ids = list(dataset["image_id"]) if "image_id" in dataset.column_names else None
     unreadable = {str(ids[row] if ids else row): reason for row, reason in errors.items()}
     scores = SplitScores(probs[keep], labels[keep], None if patients is None else patients[keep])

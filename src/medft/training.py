@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import transformers
 from transformers import EarlyStoppingCallback, EvalPrediction, TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from medft.calibration import TemperatureScaling, fit_temperature, reliability
 from medft.card import CardFacts, card_settings, model_card
@@ -41,7 +40,7 @@ from medft.data.transforms import (
     input_spec,
 )
 from medft.dicom_settings import save_settings
-from medft.ema import EmaCallback, keep_better_weights, selected_metric
+from medft.ema import EMA_NAME, EmaCallback, keep_better_weights, selected_metric
 from medft.errors import MedftError
 from medft.evaluation import EvaluationReport, SplitScores, evaluate_scores, scores_from_logits
 from medft.hub import push_model
@@ -54,6 +53,13 @@ from medft.parsing import RECIPE_NAME
 from medft.plots import CURVES_NAME, plot_training_curves
 from medft.public_names import dataset_name, model_name
 from medft.reporting import format_evaluation, write_evaluation
+from medft.run_record import (
+    RunRecord,
+    check_resume_from,
+    claim_output_dir,
+    mark_finished,
+    recipe_settings,
+)
 from medft.tasks import TaskInfo
 from medft.trainer import MedftTrainer, write_training_arguments
 
@@ -72,17 +78,20 @@ def setup_logging(args: MedftTrainingArguments) -> None:
     transformers.utils.logging.set_verbosity(level)
 
 
-def checkpoint_to_resume(args: MedftTrainingArguments) -> str | None:
-    """The checkpoint named by ``resume_from_checkpoint``, else the last one in ``output_dir``."""
-    if args.resume_from_checkpoint:
-        if not Path(args.resume_from_checkpoint).is_dir():
-            raise MedftError(
-                f"resume_from_checkpoint {args.resume_from_checkpoint} does not exist."
-            )
-        return args.resume_from_checkpoint
-    if Path(args.output_dir).is_dir():
-        return get_last_checkpoint(args.output_dir)
-    return None
+def checkpoint_to_resume(args: MedftTrainingArguments, record: RunRecord) -> str | None:
+    """The checkpoint named by ``resume_from_checkpoint``, else the newest complete one of this
+    run in ``output_dir``, once output_dir is this run's (`medft.run_record`). Every process
+    decides alike; the main one removes and writes files first."""
+    output, needs = Path(args.output_dir), (EMA_NAME,) * (args.ema_decay is not None)
+    given = args.resume_from_checkpoint
+    if given:
+        check_resume_from(Path(given), output, overwrite=args.overwrite_output_dir, needs=needs)
+    with args.main_process_first(local=args.save_on_each_node, desc="claiming output_dir"):
+        found = claim_output_dir(
+            output, record, overwrite=args.overwrite_output_dir, needs=needs,
+            writes=args.should_save,
+        )  # fmt: skip
+    return given or (str(found) if found else None)
 
 
 def resolve_best_metric(args: MedftTrainingArguments, task: TaskInfo) -> MedftTrainingArguments:
@@ -257,17 +266,18 @@ def train(
     push_to = push_to if training_args.push_to_hub else None
     training_args = dataclasses.replace(training_args, push_to_hub=False)  # medft pushes once
 
-    ###############################
-    # Detect the last checkpoint
-    ###############################
-    checkpoint = checkpoint_to_resume(training_args)
+    ###############################################
+    # Load data, claim output_dir, find a checkpoint
+    ###############################################
+    data = load_data(data_args, training_args)
+    settings = recipe_settings(data_args, model_args, training_args)
+    checkpoint = checkpoint_to_resume(training_args, RunRecord.of(settings, data.identity))
     if checkpoint:
         logger.info("Resuming from %s", checkpoint)
 
-    ##############################
-    # Load data, model, transforms
-    ##############################
-    data = load_data(data_args, training_args)
+    ##########################
+    # Model and transforms
+    ##########################
     if training_args.calibration == "temperature_per_finding" and not data.task.multi_label:
         raise MedftError(  # here, not after training: the data decides it
             "calibration: temperature_per_finding needs multi-label data; use temperature."
@@ -381,6 +391,7 @@ def train(
             saved_weights=saved_weights_note(training_args, average_won),
         )
         model_card(facts).save(output / "README.md")
+        mark_finished(output)
 
         #################
         # Push to the Hub

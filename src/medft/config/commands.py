@@ -339,6 +339,11 @@ class CvArguments(RecipeCommand):
         metadata={"help": "folder for fold-0 ... fold-<k-1> and the summaries (default: the "
                   "recipe's output_dir)"},
     )  # fmt: skip
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "train every fold again, replacing the folds of an earlier "
+                  "cross-validation in the folder (their run files; others are kept)"},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.folds < 2:

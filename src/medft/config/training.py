@@ -69,6 +69,14 @@ class MedftTrainingArguments(TrainingArguments):
     """`transformers.TrainingArguments` with defaults for fine-tuning image classifiers."""
 
     output_dir: str = field(metadata={"help": "Where checkpoints, the model and its reports go."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the run in output_dir: remove every file a run owns there (model, "
+            "checkpoints, reports; other files are kept) and train afresh. Without it, a rerun "
+            "resumes its own run and refuses a folder holding another."
+        },
+    )
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint."})
     logging_strategy: str = field(default="epoch", metadata={"help": "When to log the loss."})

@@ -3,19 +3,18 @@
 Folds are stratified by class (multi-label: by the combination of findings, with
 combinations too rare to spread over the folds pooled into one stratum) and grouped
 so that related images never straddle two folds: by `patient_id` where the data has
-it, else by the image's bytes (byte-identical copies, which real datasets hold, stay
-together). scikit-learn's `StratifiedGroupKFold` does the assignment, seeded.
+it (an image without one alone), else by the image's bytes (byte-identical copies, which
+real datasets hold, stay together). scikit-learn's `StratifiedGroupKFold` does the
+assignment, seeded.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 from datasets import Dataset, concatenate_datasets
-from datasets import Image as ImageFeature
 from sklearn.model_selection import StratifiedGroupKFold
 
+from medft.data.patients import image_digests, patient_groups
 from medft.errors import MedftError
 from medft.tasks import TaskInfo
 
@@ -33,17 +32,12 @@ def strata(task: TaskInfo, labels: list, folds: int) -> np.ndarray:
 
 
 def groups_of(dataset: Dataset, image_column: str) -> np.ndarray:
-    """Each image's group: its patient where known, else a digest of its stored bytes."""
-    if "patient_id" in dataset.column_names:
-        return np.asarray(list(dataset.with_format(None)["patient_id"]), dtype=object)
-    stored = dataset.with_format(None).cast_column(image_column, ImageFeature(decode=False))
-    return np.array(
-        [
-            hashlib.blake2b(row["bytes"] or row["path"].encode(), digest_size=16).hexdigest()
-            for row in stored[image_column]
-        ],
-        dtype=object,
-    )
+    """Each image's group: its patient where known (`medft.data.patients`), else a digest of
+    its stored bytes."""
+    patients = patient_groups(dataset, image_column)
+    if patients is not None:
+        return patients
+    return np.array(image_digests(dataset, image_column), dtype=object)
 
 
 def assign_folds(task: TaskInfo, pool: Dataset, folds: int, seed: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from datasets import Dataset
@@ -40,6 +40,7 @@ class TrainingData:
     train_probe: Dataset | None
     train_labels: list
     dicom: DicomSettings | None = None  # how `medft prepare dicom` read the files, if it did
+    identity: dict[str, Any] = field(default_factory=dict)  # see `dataset_identity`
 
     @property
     def validation(self) -> Dataset:
@@ -49,7 +50,9 @@ class TrainingData:
         return {"train": len(self.train_set)} | {s: len(d) for s, d in self.eval_sets.items()}
 
 
-def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> TrainingData:
+def recipe_splits(data_args: DataArguments) -> tuple[dict[str, Dataset], TaskInfo]:
+    """The recipe's train, validation and (if there is one) test split as loaded, before
+    folds and sample limits, and the task."""
     splits = (data_args.train_split, data_args.eval_split, data_args.test_split)
     dataset, task = load_training_data(
         data_args.dataset_name,
@@ -58,7 +61,25 @@ def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> Trainin
         image_column=data_args.image_column,
         label_column=data_args.label_column,
     )
-    parts = {split: dataset[split] for split in splits if split in dataset}
+    return {split: dataset[split] for split in splits if split in dataset}, task
+
+
+def dataset_identity(splits: dict[str, Dataset], task: TaskInfo) -> dict[str, Any]:
+    """What identifies the data a run trains on, without a path: each split's fingerprint as
+    loaded (`datasets` changes it with any change of the rows; folds and sample limits are
+    recipe settings), its size, and the labels."""
+    return {
+        "fingerprints": {name: split._fingerprint for name, split in splits.items()},
+        "sizes": {name: len(split) for name, split in splits.items()},
+        "labels": list(task.label_names),
+        "multi_label": task.multi_label,
+    }
+
+
+def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> TrainingData:
+    splits = (data_args.train_split, data_args.eval_split, data_args.test_split)
+    as_loaded, task = recipe_splits(data_args)
+    parts = dict(as_loaded)
     if data_args.cv_folds:
         train_split, eval_split = splits[:2]
         parts[train_split], parts[eval_split] = fold_splits(
@@ -86,6 +107,7 @@ def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> Trainin
         probe,
         list(train_set[task.label_column]),
         dicom_settings(data_args),
+        dataset_identity(as_loaded, task),
     )
 
 

@@ -165,7 +165,9 @@ class Header:
 
 def read_header(path: Path, file_key: str, force: bool, pseudonyms: Pseudonyms, age: bool):
     """The `Header` of one file, or raises `UnreadableDicom` (a file that is not DICOM or
-    holds no image). ``file_key`` (the file's path in the source) names a file without IDs."""
+    holds no image). ``file_key`` (the file's path in the source) names a file without IDs.
+    Without a PatientID, the patient is the group's pseudonym (its study's, else its file's),
+    so that every row has one."""
     ds = open_dicom(path, force=force, stop_before_pixels=True)
     if "Rows" not in ds or "Columns" not in ds:
         raise UnreadableDicom(f"holds no image:{sop_class(ds) or ' no image pixel module'}")
@@ -176,9 +178,10 @@ def read_header(path: Path, file_key: str, force: bool, pseudonyms: Pseudonyms, 
     if patient_id:
         group, grouped_by = f"patient {patient_id}", "patient"
     elif study_id:
-        group, grouped_by = f"study {study_id}", "study"
+        group, grouped_by, patient_id = f"study {study_id}", "study", study_id
     else:
-        group, grouped_by = f"file {pseudonyms('file', file_key)}", "file"
+        patient_id = pseudonyms("file", file_key)
+        group, grouped_by = f"file {patient_id}", "file"
     columns = {"patient_id": patient_id, "study_id": study_id}
     columns |= {
         column: technical_value(ds, keyword, feature)
