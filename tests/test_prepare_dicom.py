@@ -42,7 +42,7 @@ JUNK = {  # file in the mr class -> the start of its skip reason
 COLUMNS = {
     "image", "label", "image_id", "frame", "patient_id", "study_id", "modality", "view_position",
     "body_part", "rows", "columns", "bits_stored", "photometric_interpretation",
-    "manufacturer_model",
+    "manufacturer_model", "perceptual_hash",
 }  # fmt: skip
 
 

@@ -375,6 +375,33 @@ class CalibrateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
 
 
 @dataclass(kw_only=True)
+class AuditArguments:
+    """medft audit: the near-duplicate leakage audit of a prepared dataset (near copies of an
+    image across its splits), or of one dataset's training images against another's, without
+    rewriting anything."""
+
+    dataset: str = field(metadata=positional("a prepared dataset folder (or Hub dataset id)"))
+    against: str | None = field(
+        default=None,
+        metadata={"help": "another prepared dataset: audit DATASET's train split against its "
+                  "splits (a model trained on one and tested on the other)"},
+    )  # fmt: skip
+    near_duplicates: str = field(
+        default=str(DEFAULT_THRESHOLD),
+        metadata={"help": "perceptual hashes within this many bits (0-16) are near copies"},
+    )
+    output: Path = field(
+        default=Path("leakage-audit"),
+        metadata={"help": "folder for leakage_audit.json and the contact sheet of the largest "
+                  "groups"},
+    )  # fmt: skip
+    num_proc: int = field(
+        default=2, metadata={"help": "processes hashing images (datasets medft prepared store "
+                             "their hashes)"}
+    )  # fmt: skip
+
+
+@dataclass(kw_only=True)
 class DemoArguments:
     """medft demo: generate a brain-layout dataset, prepare it and fine-tune a small model."""
 

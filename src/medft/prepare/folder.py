@@ -107,7 +107,9 @@ def list_image_folder(
         paths, labels, assigned, given_splits, hashes
     ):
         metadata = {"image_id": path.relative_to(root).as_posix()}
-        example = Example(path, label, metadata, given_split, stratum=label, group=digest)
+        example = Example(
+            path, label, metadata, given_split=given_split, stratum=label, group=digest
+        )
         splits.setdefault(split, []).append(example)
 
     notes = duplicate_notes(hashes, labels)

@@ -38,7 +38,6 @@ class LeakageAudit:
     with_copy_in_train: dict[str, int]  # per evaluation split: images with a near copy in train
     split_sizes: dict[str, int]
     groups_joining_patients: int | None = None  # where patient ids exist
-    image_level_split_across: int | None = None  # what a plain image-level split would do
     examples: list[list[int]] = field(default_factory=list)  # the largest groups' rows
 
     def to_json(self) -> dict[str, Any]:
@@ -77,10 +76,9 @@ def audit(
     splits: list[str],
     threshold: int,
     patients: list | None = None,
-    image_level_splits: list[str] | None = None,
 ) -> LeakageAudit:
     """The audit of one dataset: its hashes (as integers), each image's split, optionally its
-    patient and the split a plain image-level split would have given it."""
+    patient."""
     splits_array = np.asarray(splits, dtype=object)
     groups = near_groups(values, threshold)
     members = group_members(groups)
@@ -95,28 +93,22 @@ def audit(
         with_copy_in_train=copies_in_train(values, splits_array, threshold),
         split_sizes=dict(Counter(splits)),
         groups_joining_patients=None if known is None else spread(members, known),
-        image_level_split_across=None
-        if image_level_splits is None
-        else spread(members, np.asarray(image_level_splits, dtype=object)),
         examples=[rows.tolist() for rows in members[:SHEET_GROUPS]],
     )
 
 
 def format_audit(report: LeakageAudit) -> list[str]:
     """The audit as lines of the prepare summary and of `medft audit`."""
+    copies = ", ".join(
+        f"{split} {count} of {report.split_sizes.get(split, 0)}"
+        for split, count in report.with_copy_in_train.items()
+    )
     lines = [
-        f"near-duplicate groups (pHash within {report.threshold} bits): {report.groups} groups, "
-        f"{report.images_in_groups} of {report.images} images, largest {report.largest_group}",
-        f"  groups across splits: {report.groups_across_splits}",
+        f"near-duplicate groups (pHash within {report.threshold} bits): {report.groups}, "
+        f"holding {report.images_in_groups} of {report.images} images (largest "
+        f"{report.largest_group}); {report.groups_across_splits} across splits",
+        f"  images with a near copy in train: {copies or 'no split but train'}",
     ]
-    if report.image_level_split_across is not None:
-        lines.append(
-            f"  a plain image-level split would have put {report.image_level_split_across} "
-            "groups across splits"
-        )
-    for split, count in report.with_copy_in_train.items():
-        size = report.split_sizes.get(split, 0)
-        lines.append(f"  {split} images with a near copy in train: {count} of {size}")
     if report.groups_joining_patients:
         lines.append(
             f"  groups joining two or more patients: {report.groups_joining_patients} (the same "

@@ -14,6 +14,7 @@ from typing import Any
 
 from datasets import DatasetDict
 
+from medft.near_duplicates import parse_threshold
 from medft.prepare.leakage import LeakageAudit, format_audit
 from medft.prepare.listing import SourceListing
 from medft.prepare.private import private_file
@@ -130,11 +131,20 @@ def near_duplicate_lines(section: dict[str, Any] | None, output: Path) -> list[s
     lines = format_audit(LeakageAudit(**section["after"]))
     without = LeakageAudit(**section["without_near_duplicate_groups"])
     copies = ", ".join(f"{split} {n}" for split, n in without.with_copy_in_train.items())
-    lines += [
-        f"  without these groups: {without.groups_across_splits} groups across splits; images "
-        f"with a near copy in train: {copies or 'none'}",
-        f"  images in another split than without these groups: {section['images_moved']}",
-    ]
-    if section.get("contact_sheet"):
-        lines.append(f"  the largest groups: {output / section['contact_sheet']}")
+    sheet = section.get("contact_sheet")
+    lines.append(
+        f"  split without these groups: {without.groups_across_splits} across splits, near "
+        f"copies in train: {copies or 'none'}; {section['images_moved']} images moved"
+        + (f"; the largest groups: {output / sheet}" if sheet else "")
+    )
     return lines
+
+
+def prepared_threshold(dataset_name: str) -> int | None:
+    """The near-copy threshold a prepared dataset was split with (None: off, or a dataset
+    medft did not prepare), so that cross-validation folds keep the same groups together."""
+    folder = Path(dataset_name).expanduser()
+    report = read_report(folder) if folder.is_dir() else None
+    if not report:
+        return None
+    return parse_threshold(report.get("options", {}).get("near_duplicates"))
