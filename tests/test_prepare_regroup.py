@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from datasets import load_from_disk
+from PIL import Image
 
 from medft.prepare import prepare_dataset
+from medft.prepare.hub import dataset_card
 from medft.prepare.report import format_summary
 from tests.real_scans import write_folder_source
 
@@ -38,6 +41,8 @@ def test_every_near_copy_shares_its_scans_split_and_distinct_scans_stay_apart(sc
     assert set(leakage["after"]["with_copy_in_train"].values()) == {0}
     assert len(set(split_of.values())) == 3  # the scans still fill three splits
     assert (tmp_path / "grouped" / leakage["contact_sheet"]).is_file()
+    card = dataset_card(report, "me/scans").content
+    assert "## Near copies" in card and "![The largest groups](near_duplicates.png)" in card
     summary = format_summary(report, tmp_path / "grouped")
     assert f"near-duplicate groups (pHash within 4 bits): {len(versions)}, holding" in summary
 
@@ -70,3 +75,16 @@ def test_a_given_split_is_kept_and_its_copies_counted(scans, tmp_path):
     in_train = [file for file, split in split_of_each(tmp_path / "out").items()
                 if split == "train"]  # fmt: skip
     assert after["with_copy_in_train"]["test"] == 3 * len(in_train)
+
+
+def test_groups_that_empty_a_split_are_a_warning(tmp_path):
+    source = tmp_path / "copies"
+    for label, shade in (("a", 0), ("b", 120)):  # every image of a class is one picture
+        (source / label).mkdir(parents=True)
+        for index in range(10):
+            pixels = np.full((32, 32), shade, dtype=np.uint8)
+            pixels[:, index] = 255 - shade  # a line that moves: near copies, not identical
+            Image.fromarray(pixels).save(source / label / f"{index}.png")
+    report = prepare_dataset("folder", tmp_path / "out", source=source, num_proc=1)
+    assert "empty" in report["near_duplicates"]["warning"]
+    assert "warning: the near-copy groups left" in format_summary(report, tmp_path / "out")

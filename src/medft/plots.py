@@ -288,7 +288,7 @@ def plot_contact_sheet(rows: list[tuple[str, list[tuple[Image.Image, str]]]], pa
             axis.set_title(caption, fontsize=6)
         axis_row[0].annotate(title, xy=(0, 1.22), xycoords="axes fraction", fontsize=8,
                              fontweight="bold")  # fmt: skip
-    figure.tight_layout(h_pad=2.5)
+    figure.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.02, hspace=0.75, wspace=0.1)
     return save(figure, path)
 
 

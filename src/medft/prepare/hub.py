@@ -117,6 +117,7 @@ def dataset_card(report: dict[str, Any], repo_id: str) -> DatasetCard:
         ),
         "## Splits",
         markdown_table(["split", "images"], [[s, report["counts"][s]] for s in splits]),
+        *near_copies_section(report.get("near_duplicates")),
         "## Classes",
         markdown_table(["class", *splits], class_rows),
         "## Use",
@@ -130,6 +131,25 @@ def dataset_card(report: dict[str, Any], repo_id: str) -> DatasetCard:
     if report["source_type"] in CITATION:
         sections += ["## Citation", f"```bibtex\n{CITATION[report['source_type']]}\n```"]
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+
+
+def near_copies_section(section: dict[str, Any] | None) -> list[str]:
+    """What the card says of near copies: how they were kept together, and what is left."""
+    if not section:
+        return []
+    after, without = section["after"], section["without_near_duplicate_groups"]
+    copies = sum(after["with_copy_in_train"].values())
+    before = ", ".join(f"{n} {split}" for split, n in without["with_copy_in_train"].items())
+    text = (
+        f"Near copies of an image (perceptual hashes within {section['threshold']} bits: "
+        "another size, JPEG quality, a few pixels cropped, another colour mode, an adjacent "
+        f"slice) were kept in one split: {after['groups']} groups holding "
+        f"{after['images_in_groups']} images; {after['groups_across_splits']} groups across "
+        f"splits, and {copies} evaluation images with a near copy in train (split without "
+        f"these groups: {before or 'none'})."
+    )
+    sheet = section.get("contact_sheet")
+    return ["## Near copies", text + (f"\n\n![The largest groups]({sheet})" if sheet else "")]
 
 
 def push_dataset(
@@ -148,10 +168,12 @@ def push_dataset(
     url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     dataset_card(report, repo_id).push_to_hub(repo_id, token=token, repo_type="dataset")
     load_from_disk(str(folder)).push_to_hub(repo_id, private=private, token=token)
-    api.upload_file(
-        path_or_fileobj=str(Path(folder) / REPORT_NAME),
-        path_in_repo=REPORT_NAME,
-        repo_id=repo_id,
-        repo_type="dataset",
-    )
+    sheet = (report.get("near_duplicates") or {}).get("contact_sheet")
+    for name in [REPORT_NAME, *([sheet] if sheet else [])]:
+        api.upload_file(
+            path_or_fileobj=str(Path(folder) / name),
+            path_in_repo=name,
+            repo_id=repo_id,
+            repo_type="dataset",
+        )
     return str(url)

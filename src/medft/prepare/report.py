@@ -137,6 +137,8 @@ def near_duplicate_lines(section: dict[str, Any] | None, output: Path) -> list[s
         f"copies in train: {copies or 'none'}; {section['images_moved']} images moved"
         + (f"; the largest groups: {output / sheet}" if sheet else "")
     )
+    if section.get("warning"):
+        lines.append(f"warning: {section['warning']}")
     return lines
 
 
