@@ -94,7 +94,7 @@ def test_sex_age_band_and_view_are_subgroup_columns(nih_prepared, nih_raw):
     assert "subgroup columns: sex, age_band, view_position" in format_summary(report, "out")
     written = written_ages(nih_raw / "Data_Entry_2017.csv")
     over_100 = {name for name, age in written.items() if age > 100}
-    assert over_100 and report["notes"]["ages_over_100_left_out_of_age_bands"] == len(over_100)
+    assert over_100 and report["notes"]["ages_over_100_left_out"] == len(over_100)
     dataset = load_from_disk(str(nih_prepared))
     rows = [row for part in dataset.values() for row in part.remove_columns("image")]
     for row in rows:

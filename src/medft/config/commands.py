@@ -588,10 +588,16 @@ class DicomArguments(LabelTableColumns, PrepareArguments, WithTestSize):
         default=False, metadata={"help": "also read files without a DICOM file meta header"}
     )
     age: bool = field(
-        default=False, metadata={"help": "keep the patient's age in whole years (90: above 89)"}
+        default=False,
+        metadata={"help": "keep the patient's age in whole years (90: above 89; none over 100)"},
+    )
+    subgroup_columns: list[str] = subgroup_columns_field(
+        "keep the patient's sex (M / F / O) and age band (0-17 ... 80+) to compare a model's "
+        "results by: sex, age_band (no other tag: names and IDs identify patients)"
     )
 
     def __post_init__(self) -> None:
+        self.subgroup_columns = comma_separated(self.subgroup_columns)
         if self.id_salt is not None:
             raise MedftError(
                 "--id-salt on the command line shows in `ps` and shell history; put the salt in a "

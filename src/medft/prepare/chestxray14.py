@@ -276,7 +276,7 @@ def list_chestxray14(
             "label_table": table.name,
             "rows_in_neither_split_list": len(unlisted),
             "ages_missing_or_impossible": sum(1 for e in entries if e.age is None),
-            "ages_over_100_left_out_of_age_bands": sum(e.age_impossible for e in entries),
+            "ages_over_100_left_out": sum(e.age_impossible for e in entries),
             "validation": f"{val_size:.0%} of train_val patients",
         }
     )
