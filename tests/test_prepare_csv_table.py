@@ -240,8 +240,12 @@ def test_a_subgroup_column_that_is_not_in_the_csv_or_is_medfts_is_named(tmp_path
     assert str(error.value).startswith(
         f"{table} has no column 'age'; its columns are 'image', 'label', 'sex', 'site', 'patient'."
     )
-    for column in ("label", "image_id", "perceptual_hash"):
+    for column in ("label", "image_id"):
         with pytest.raises(MedftError, match=f"--subgroup-columns '{column}' clashes with a col"):
             list_csv(table, image_root=image_dir, subgroup_columns=[column])
+    hashes = ["00.png,a,x", "01.png,b,y"]  # a column the writer would fill with its own hashes
+    hashed = write_csv(tmp_path / "h.csv", "image,label,perceptual_hash", hashes)
+    with pytest.raises(MedftError, match="--metadata-columns 'perceptual_hash' clashes with"):
+        list_csv(hashed, image_root=image_dir, metadata_columns=["perceptual_hash"])
 
     assert list_csv(table, image_root=image_dir).subgroup_columns == []
