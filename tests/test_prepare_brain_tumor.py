@@ -65,6 +65,10 @@ def test_bad_files_are_reported_and_clutter_counted(brain_multiclass):
     assert kept == 44 * 6 + 4 * 2  # 6 scans per class, plus a screenshot and a copy in 4 classes
 
 
+def test_the_brain_scans_have_no_subgroup_columns(brain_multiclass):
+    assert read_report(brain_multiclass)["subgroup_columns"] == []
+
+
 def test_mixed_extensions_and_modes_are_all_kept(brain_multiclass):
     dataset = load_from_disk(str(brain_multiclass))
     ids = [i for split in dataset for i in dataset[split]["image_id"]]

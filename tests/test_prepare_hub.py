@@ -26,6 +26,13 @@ def test_card_describes_the_prepared_dataset(nih_prepared):
     assert f"| test | {counts['test']} |" in text
 
 
+def test_card_lists_the_subgroup_columns_where_there_are_any(nih_prepared, brain_multiclass):
+    card = dataset_card(read_report(nih_prepared), "me/cxr14").text
+    assert "Subgroup attributes: `sex`, `age_band`, `view_position`" in card
+    assert "0-17, 18-39, 40-59, 60-79, 80+" in card
+    assert "Subgroup attributes" not in dataset_card(read_report(brain_multiclass), "me/b").text
+
+
 def test_push_uploads_card_then_data_then_report(brain_multiclass, monkeypatch):
     calls = []
     monkeypatch.setattr(

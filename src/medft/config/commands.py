@@ -458,6 +458,20 @@ class PrepareArguments:
     HUB_KEYS = ("push_to_hub", "private")
 
 
+def subgroup_columns_field(help: str) -> list[str]:
+    return field(
+        default_factory=list,
+        metadata={"help": f"{help}; comma-separated (a,b) and/or repeated", "action": "extend",
+                  "metavar": "COLUMN"},
+    )  # fmt: skip
+
+
+def comma_separated(values: list[str]) -> list[str]:
+    """``['sex,site', 'view']`` -> ``['sex', 'site', 'view']``: each name once, in order."""
+    names = (name.strip() for value in values for name in value.split(","))
+    return list(dict.fromkeys(name for name in names if name))
+
+
 @dataclass(kw_only=True)
 class WithTestSize:
     test_size: float = field(default=0.15, metadata={"help": "test fraction"})
@@ -520,6 +534,13 @@ class CsvArguments(LabelTableColumns, PrepareArguments, WithTestSize):
     metadata_columns: list[str] = field(
         default_factory=list, metadata={"help": "other columns to keep as text"}
     )
+    subgroup_columns: list[str] = subgroup_columns_field(
+        "columns of attributes to compare a model's results by (sex, age band, site...), kept "
+        "as text and named in the report"
+    )
+
+    def __post_init__(self) -> None:
+        self.subgroup_columns = comma_separated(self.subgroup_columns)
 
 
 @dataclass(kw_only=True)
@@ -567,10 +588,16 @@ class DicomArguments(LabelTableColumns, PrepareArguments, WithTestSize):
         default=False, metadata={"help": "also read files without a DICOM file meta header"}
     )
     age: bool = field(
-        default=False, metadata={"help": "keep the patient's age in whole years (90: above 89)"}
+        default=False,
+        metadata={"help": "keep the patient's age in whole years (90: above 89; none over 100)"},
+    )
+    subgroup_columns: list[str] = subgroup_columns_field(
+        "keep the patient's sex (M / F / O) and age band (0-17 ... 80+) to compare a model's "
+        "results by: sex, age_band (no other tag: names and IDs identify patients)"
     )
 
     def __post_init__(self) -> None:
+        self.subgroup_columns = comma_separated(self.subgroup_columns)
         if self.id_salt is not None:
             raise MedftError(
                 "--id-salt on the command line shows in `ps` and shell history; put the salt in a "

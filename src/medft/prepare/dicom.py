@@ -18,6 +18,7 @@ skipped files.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from medft.prepare.csv_table import read_label_table
 from medft.prepare.dicom_privacy import (
     Header,
     Pseudonyms,
+    check_subgroup_columns,
     column_features,
     read_header,
     resolve_salt,
@@ -111,18 +113,22 @@ def list_dicom(
     id_salt_file: str | Path | None = None,
     force: bool = False,
     age: bool = False,
+    subgroup_columns: Sequence[str] = (),
     val_size: float = 0.15,
     test_size: float = 0.15,
     seed: int = 42,
     output: str | Path | None = None,
 ) -> SourceListing:
     """List a DICOM source: labels from class folders (``source``) or a CSV (``csv_path``),
-    split by patient, one example per frame read (see `DicomSettings`)."""
+    split by patient, one example per frame read (see `DicomSettings`); ``age`` and
+    ``subgroup_columns`` (sex, age_band) keep what a header tells of the patient."""
     if (source is None) == (csv_path is None):
         raise MedftError(
             "medft prepare dicom needs --source DIR (class subfolders of DICOM files) or "
             "--csv FILE (paths and labels), not both and not neither."
         )
+    subgroups = check_subgroup_columns(subgroup_columns)
+    attributes = (["age"] if age else []) + subgroups
     settings = DicomSettings(parse_window(window), bit_depth, frames, force)
     key, salt_note = resolve_salt(id_salt, id_salt_file, output)
     pseudonyms = Pseudonyms(key)
@@ -153,9 +159,10 @@ def list_dicom(
         label_names=label_names,
         multi_label=multi_label,
         splits={},
-        metadata_features=column_features(age),
+        metadata_features=column_features(attributes),
         ignored=ignored,
         dicom=settings,
+        subgroup_columns=subgroups,
     )
     kept: list[tuple[Candidate, str, Header]] = []
     for candidate in tqdm(candidates, desc="Reading DICOM headers", unit="file"):
@@ -165,7 +172,7 @@ def list_dicom(
             listing.skip(image_id, "listed in the CSV but not found", candidate.given_split)
             continue
         try:
-            header = read_header(candidate.path, candidate.key, force, pseudonyms, age)
+            header = read_header(candidate.path, candidate.key, force, pseudonyms, attributes)
         except UnreadableDicom as error:
             listing.skip(image_id, str(error), candidate.given_split)
             continue
@@ -208,4 +215,6 @@ def list_dicom(
         "image_id": "a keyed hash of the file's path in the source (not the path)",
         "id_salt": salt_note,
     }
+    if age or "age_band" in subgroups:  # impossible ages have neither an age nor a band
+        listing.notes["ages_over_100_left_out"] = sum(h.age_impossible for _, _, h in kept)
     return listing

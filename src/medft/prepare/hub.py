@@ -13,6 +13,7 @@ from typing import Any
 from datasets import load_from_disk
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
+from medft.age_bands import AGE_BANDS
 from medft.errors import MedftError
 from medft.prepare.private import KEPT_PRIVATELY
 from medft.prepare.report import REPORT_NAME, read_report
@@ -43,7 +44,8 @@ PRIVACY = {
         "Prepared from DICOM files by `medft prepare dicom`: patient, study and file identifiers "
         "are replaced by keyed one-way hashes (`patient_id`, `study_id`, `image_id`), and only "
         "technical tags are kept (modality, view position, body part, rows, columns, bits "
-        "stored, photometric interpretation, manufacturer model; age in whole years if asked). "
+        "stored, photometric interpretation, manufacturer model; age in whole years, sex and "
+        "age band if asked). "
         "**Text burned into the pixels was not checked**: names or dates drawn into an image "
         "are still there."
     ),
@@ -52,6 +54,11 @@ METADATA_REMOVED = (
     "Metadata that is not pixels (EXIF, XMP, IPTC, comments, PNG text chunks) was removed from "
     "every stored image ({stripped} files had some): JPEG and PNG files keep their compressed "
     "pixels as they were, other formats were re-encoded as PNG."
+)
+SUBGROUPS = "Subgroup attributes: {columns}: columns to compare a model's results by group."
+AGE_BAND = (
+    " `age_band` is the age in years as {bands}; an age over 100 is a recording error and has "
+    "no band."
 )
 CITATION = {
     "chestxray14": (
@@ -76,6 +83,16 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def subgroup_paragraph(columns: list[str]) -> list[str]:
+    """The card's line naming the subgroup columns (none for a source without any)."""
+    if not columns:
+        return []
+    text = SUBGROUPS.format(columns=", ".join(f"`{column}`" for column in columns))
+    if "age_band" in columns:
+        text += AGE_BAND.format(bands=", ".join(AGE_BANDS))
+    return [text]
 
 
 def dataset_card(report: dict[str, Any], repo_id: str) -> DatasetCard:
@@ -120,6 +137,7 @@ def dataset_card(report: dict[str, Any], repo_id: str) -> DatasetCard:
         *near_copies_section(report.get("near_duplicates")),
         "## Classes",
         markdown_table(["class", *splits], class_rows),
+        *subgroup_paragraph(report.get("subgroup_columns", [])),
         "## Use",
         f'```python\nfrom datasets import load_dataset\n\nds = load_dataset("{repo_id}")\n```',
         "## Not for clinical use",

@@ -60,6 +60,9 @@ class SourceListing:
     # the reader's split sizes and seed, to split again once near copies are known
     carve_sizes: dict[str, float] = field(default_factory=dict)
     carve_seed: int = 42
+    # metadata columns that are attributes of the patient or the acquisition (sex, age band,
+    # view) by which a model's results are compared group against group
+    subgroup_columns: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.splits = {split: self.splits.get(split, []) for split in SPLITS}

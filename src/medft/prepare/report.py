@@ -59,6 +59,7 @@ def build_report(
         "options": options,
         "label_column": listing.label_column,
         "label_names": listing.label_names,
+        "subgroup_columns": listing.subgroup_columns,
         "counts": {split: part.num_rows for split, part in dataset.items()},
         "class_counts": class_counts(listing, dataset),
         "image_modes": {key[5:]: n for key, n in sorted(stats.items()) if key.startswith("mode ")},
@@ -113,6 +114,8 @@ def format_summary(report: dict[str, Any], output: str | Path) -> str:
         lines.append(f"images with {note}: {count}")
     if report.get("metadata_stripped"):
         lines.append(f"images stored without their metadata: {report['metadata_stripped']}")
+    if report.get("subgroup_columns"):
+        lines.append(f"subgroup columns: {', '.join(report['subgroup_columns'])}")
     for key, value in report["notes"].items():
         lines.append(f"{key.replace('_', ' ')}: {value}")
     lines += near_duplicate_lines(report.get("near_duplicates"), Path(output))
