@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from medft.errors import MedftError
 from medft.subgroups import MISSING, evaluate_subgroups
 from medft.tasks import TaskInfo
 
@@ -95,3 +96,28 @@ def test_multilabel_groups_have_each_findings_sensitivity():
     assert pa.positives["Mass"] == int(labels[view == "PA", 0].sum())
     assert result.worst_sensitivity["Mass"]["group"] == "AP"
     assert pa.gaps["mean_auroc"] > 0
+
+
+def test_a_rare_finding_marks_its_own_cells_not_the_whole_group():
+    rng = np.random.default_rng(2)
+    labels = np.zeros((400, 2), dtype=np.float32)
+    labels[:, 0] = rng.random(400) < 0.3  # Mass: common
+    labels[[0, 1, 200, 201], 1] = 1  # Nodule: two positives a group
+    view = np.array(["PA"] * 200 + ["AP"] * 200, dtype=object)
+    noise = np.where(view[:, None] == "PA", 0.5, 2.0)
+    probs = 1 / (1 + np.exp(-(3 * labels - 1.5 + rng.normal(size=labels.shape) * noise)))
+    result = evaluate_subgroups(FINDINGS, probs, labels, None, {"view_position": view},
+                                np.array([0.5, 0.5]), resamples=50)[0]  # fmt: skip
+    for group in result.groups:
+        assert not group.too_small and group.few_positives == ["Nodule"]
+        assert "fewer than 5 positives of Nodule" in group.caveat()
+    assert result.worst_sensitivity["Mass"]["group"] == "AP"
+    assert "Nodule" not in result.worst_sensitivity  # no group has enough Nodule positives
+
+
+def test_an_attribute_of_many_values_is_refused_naming_it():
+    probs, labels, _ = known_gap(per_group=50)
+    age = np.arange(len(labels)) % 60
+    with pytest.raises(MedftError, match="'age' has 60 distinct values.*age_band"):
+        evaluate_subgroups(BINARY, probs, labels, None, {"age": age}, np.array([0.5]),
+                           resamples=10)  # fmt: skip
