@@ -47,15 +47,25 @@ class GroupResult:
     too_small: bool
     few_positives: list[str] = field(default_factory=list)  # labels under MIN_POSITIVES here
 
-    def caveat(self) -> str:
-        """Why the group's numbers say little, in words ('' when nothing is wrong)."""
+    def caveat(self, shown: int | None = None) -> str:
+        """Why the group's numbers say little, in words ('' when nothing is wrong); at most
+        ``shown`` label names per reason."""
+
+        def names(labels: list[str]) -> str:
+            if shown is None or len(labels) <= shown:
+                return ", ".join(labels)
+            return f"{', '.join(labels[:shown])} and {len(labels) - shown} more"
+
         reasons = [f"fewer than {MIN_IMAGES} images"] * (self.images < MIN_IMAGES)
         none = [label for label in self.few_positives if not self.positives[label]]
         few = [label for label in self.few_positives if self.positives[label]]
         if none:
-            reasons.append(f"no positives of {', '.join(none)}")
+            reasons.append(f"no positives of {names(none)}")
         if few:
-            reasons.append(f"fewer than {MIN_POSITIVES} positives of {', '.join(few)}")
+            reasons.append(f"fewer than {MIN_POSITIVES} positives of {names(few)}")
+        only = [label for label, count in self.positives.items() if count == self.images]
+        if only:
+            reasons.append(f"no negatives of {names(only)}")
         return "; ".join(reasons)
 
     def to_json(self) -> dict[str, Any]:
@@ -91,7 +101,9 @@ def group_metrics(
     task: TaskInfo, probs: np.ndarray, labels: np.ndarray, cut: np.ndarray | None
 ) -> Callable[[np.ndarray], dict[str, float]]:
     """The metrics of some images as a function of their resample weights: the task's headline
-    metrics, and each thresholded label's sensitivity at its cut-off (NaN where undefined)."""
+    metrics, and each thresholded label's sensitivity at its cut-off. A rate over a side that
+    was not drawn is undefined (NaN), not 0 as scikit-learn's zero_division has it for a whole
+    split: a group may hold no positives, or no negatives, at all."""
     headline = task.weighted_metrics(probs, labels, cut)
     names = [sensitivity_key(label) for label in task.thresholded_labels]
     if not names:
@@ -99,12 +111,16 @@ def group_metrics(
     targets = task.threshold_targets(labels)
     positive = np.column_stack([np.asarray(target).astype(bool) for _, target in targets])
     flagged = probs[:, [column for column, _ in targets]] >= cut
-    positive, found = positive.astype(float), (positive & flagged).astype(float)
+    positive, hit = positive.astype(float), (positive & flagged).astype(float)
 
     def metrics(weights: np.ndarray) -> dict[str, float]:
-        drawn, hits = (np.einsum("i,ij->j", weights, part) for part in (positive, found))
+        drawn, hits = (np.einsum("i,ij->j", weights, part) for part in (positive, hit))
         sensitivity = np.divide(hits, drawn, out=np.full(len(names), np.nan), where=drawn > 0)
-        return headline(weights) | dict(zip(names, sensitivity.tolist()))
+        found = headline(weights) | dict(zip(names, sensitivity.tolist()))
+        for rate, side in (("sensitivity", drawn[0]), ("specificity", weights.sum() - drawn[0])):
+            if rate in found and not side:  # a binary task's rates, of its one label
+                found[rate] = np.nan
+        return found
 
     return metrics
 
