@@ -249,6 +249,19 @@ def test_subgroups_name_the_columns_or_none(
     assert bool(list(tmp_path.glob("subgroups_*.png"))) == bool(expected)
 
 
+def test_an_ensemble_with_test_time_augmentation_reports_subgroups(
+    trained_multilabel, nih_attributes, tmp_path
+):
+    code = main(["evaluate", "--model", str(trained_multilabel), "--model",
+                 str(trained_multilabel), "--tta", "scales", "--dataset", str(nih_attributes),
+                 "--output", str(tmp_path), "--bootstrap-resamples", "20"])  # fmt: skip
+    assert code == 0
+    report = EvaluationReport.from_json(json.loads((tmp_path / "metrics.json").read_text()))
+    assert len(report.members) == 2 and len(report.tta) > 1
+    assert [attribute.attribute for attribute in report.subgroups] == ["sex", "age_band"]
+    assert sum(group.images for group in report.subgroups[0].groups) == report.images
+
+
 def test_a_column_the_split_lacks_is_one_line_naming_it(trained_multilabel, nih_attributes,
                                                         capsys):  # fmt: skip
     code = main(["evaluate", "--model", str(trained_multilabel), "--dataset",
@@ -256,7 +269,7 @@ def test_a_column_the_split_lacks_is_one_line_naming_it(trained_multilabel, nih_
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert "--subgroups: the test split has no column 'site'" in err[0]
+    assert f"--subgroups: the test split of {nih_attributes} has no column 'site'" in err[0]
     assert "its columns: image, labels, image_id, patient_id" in err[0]
 
 
@@ -328,7 +341,7 @@ def test_predict_copies_the_declared_or_named_columns_of_dataset_inputs(
         header, first, *_ = list(csv.reader(handle))
     assert header[-2:] == ["view_position", "age"]
     assert first[-2:] == [test["view_position"][0], str(test["age"][0])]
-    with pytest.raises(MedftError, match="--columns: the test split has no column 'site'"):
+    with pytest.raises(MedftError, match="--columns: the test split of .* has no column 'site'"):
         predict(trained_multilabel, [nih_attributes], output, columns=["site"], progress=False)
 
 

@@ -268,14 +268,14 @@ def declared_attributes(dataset_name: str) -> list[str]:
 
 
 def split_columns(
-    dataset: Dataset, names: Sequence[str], split: str, key: str
+    dataset: Dataset, names: Sequence[str], where: str, key: str
 ) -> dict[str, np.ndarray]:
-    """Each named column of a split, as text per image; a name the split lacks is a one-line
-    error naming the option or recipe ``key`` and the split's columns."""
+    """Each named column of a split (``where``, in words), a value per image; a name the split
+    lacks is a one-line error naming the option or recipe ``key`` and the split's columns."""
     missing = [name for name in names if name not in dataset.column_names]
     if missing:
         raise MedftError(
-            f"{key}: the {split} split has no column {missing[0]!r} (its columns: "
+            f"{key}: {where} has no column {missing[0]!r} (its columns: "
             f"{', '.join(dataset.column_names)}); name columns it has, or {key} none."
         )
     table = dataset.with_format(None)
@@ -288,7 +288,7 @@ def subgroup_attributes(
     """Each image's value of the attributes to report performance by: ``requested``, else the
     dataset's declared ones; checked here, so that a mistake stops a run before it scores."""
     names = declared_attributes(dataset_name) if requested is None else requested
-    columns = split_columns(dataset, names, split, key)
+    columns = split_columns(dataset, names, f"the {split} split of {dataset_name}", key)
     return {name: attribute_values(values, name, len(dataset)) for name, values in columns.items()}
 
 

@@ -69,9 +69,9 @@ def carried_columns(
     if clash:
         raise MedftError(f"--columns: the CSV has a column {clash[0]!r} of its own; leave it out.")
     values = [[""] * len(names) for _ in found.files]
-    for part in found.splits:
+    for folder, part in zip(found.datasets, found.splits):
         wanted = names if columns is not None else [n for n in names if n in part.column_names]
-        read = split_columns(part, wanted, split, "--columns")
+        read = split_columns(part, wanted, f"the {split} split of {folder}", "--columns")
         for row in range(len(part)):
             cells = [read[name][row] if name in read else None for name in names]
             values.append(["" if cell is None else str(cell) for cell in cells])
