@@ -162,7 +162,7 @@ def subgroup_table(report: EvaluationReport) -> list[str]:
         "",
         f"Performance by subgroup: {metric} and the gap to the rest of the split (group minus "
         "rest), with 95% CIs; † too small to judge",
-        f"  {'group':<22} {'images':>7} {metric:>10}  {'95% CI':<15} {'gap':>7}  95% CI",
+        f"  {'group':<22} {'images':>7} {metric:>11}  {'95% CI':<15} {'gap':>7}  95% CI",
     ]
     for attribute in report.subgroups or []:
         lines.append(f"  {attribute.attribute}")
@@ -172,7 +172,7 @@ def subgroup_table(report: EvaluationReport) -> list[str]:
             value = group.metrics.get(metric)
             lines.append(
                 f"    {name:<20} {group.images:>7} "
-                f"{'-' if value is None else f'{value:.3f}':>10}  "
+                f"{'-' if value is None else f'{value:.3f}':>11}  "
                 f"{interval_text(group.intervals.get(metric), 3):<15} "
                 f"{signed(group.gaps.get(metric)):>7}  "
                 f"{interval_text(group.gap_intervals.get(metric), 3)}"
