@@ -187,6 +187,7 @@ def run_evaluate(args: argparse.Namespace, options: Any) -> None:
         batch_size=options.batch_size,
         num_workers=options.num_workers,
         tta=options.tta,
+        subgroups=options.subgroups,
     )
     output = options.output or options.model[0]
     write_evaluation(report, report.task_info, scores, output)

@@ -9,6 +9,7 @@ Functions take plain arrays and numbers worked out elsewhere (`medft.evaluation`
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ ROC_NAME = "roc_curves.png"
 PR_NAME = "pr_curves.png"
 RELIABILITY_NAME = "reliability_diagram.png"
 UNCALIBRATED_NAME = "reliability_diagram_uncalibrated.png"
+SUBGROUPS_NAME = "subgroups_{}.png"  # one forest plot per attribute
 DPI = 100
 COUNTS_UP_TO = 20  # classes; above this the confusion matrix shows colours only
 
@@ -237,6 +239,12 @@ def plot_fold_metrics(values: list[float], metric: str, path: Path) -> Path:
     return save(figure, path)
 
 
+def subgroups_name(attribute: str) -> str:
+    """The forest plot's file name: the attribute with anything but letters, digits, - and _
+    replaced."""
+    return SUBGROUPS_NAME.format(re.sub(r"[^\w-]", "_", attribute, flags=re.ASCII))
+
+
 def plot_subgroups(
     attribute: str, groups: list[Any], overall: dict[str, float], metrics: list[str], path: Path
 ) -> Path:
@@ -262,7 +270,7 @@ def plot_subgroups(
         if metric in overall:
             axis.axvline(overall[metric], color="crimson", linestyle="--", linewidth=1,
                          label=f"all images {overall[metric]:.3f}")  # fmt: skip
-            axis.legend(fontsize=7, loc="lower left")
+            axis.legend(fontsize=7, loc="best")  # away from the points
         axis.set_yticks(range(len(groups)), names, fontsize=8)
         axis.invert_yaxis()
         axis.set_xlim(-0.02, 1.02)

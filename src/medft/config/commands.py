@@ -34,6 +34,24 @@ def positional(help: str, **settings) -> dict:
     return {"positional": True, "help": help, **settings}
 
 
+def column_names(values: list[str] | None, key: str) -> list[str] | None:
+    """Column names given comma-separated and / or one by one, in order, each once; None (the
+    default) stays None, and 'none' alone is no columns."""
+    if values is None:
+        return None
+    names = [name.strip() for value in values for name in str(value).split(",")]
+    names = list(dict.fromkeys(name for name in names if name))
+    if "none" in names and names != ["none"]:
+        raise MedftError(f"{key}: none means no columns; give it alone, got {', '.join(names)}.")
+    return [] if names == ["none"] else names
+
+
+def columns_field(help: str) -> list[str] | None:
+    """Dataset columns, comma-separated and / or repeated (--x a,b --x c), read by
+    `column_names`."""
+    return field(default=None, metadata={"help": help, "action": "extend", "metavar": "COLUMN"})
+
+
 # evaluation -----------------------------------------------------------------------------------
 
 
@@ -144,10 +162,16 @@ class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
     )  # fmt: skip
     batch_size: int = field(default=DEFAULT_EVAL_BATCH_SIZE, metadata={"help": "images per batch"})
     tta: list[str] = tta_field()
+    subgroups: list[str] | None = columns_field(
+        "columns of the split to report performance by, e.g. sex,age_band,view_position: per "
+        "group the metrics and the gap to the rest with 95% CIs, and a forest plot; default: "
+        "the attributes medft prepare declared for the dataset; none: no subgroups"
+    )
 
     def __post_init__(self) -> None:
         EvaluationOptions.__post_init__(self)
         ScoringOptions.__post_init__(self)
+        self.subgroups = column_names(self.subgroups, "--subgroups")
         self.model = expand_models(self.model)
         if len(self.model) > 1 and self.output is None:
             raise MedftError("an ensemble (several --model) needs --output for its evaluation.")
@@ -192,9 +216,15 @@ class PredictArguments(ScoringOptions, SavedModels):
     )  # fmt: skip
 
     tta: list[str] = tta_field()
+    columns: list[str] | None = columns_field(
+        "prepared-dataset inputs: their columns to copy into the CSV, e.g. sex,age_band (file "
+        "inputs leave them empty); default: the attributes medft prepare declared for the "
+        "dataset; none: no columns"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.columns = column_names(self.columns, "--columns")
         self.model = expand_models(self.model)
         if self.top_k < 1:
             raise MedftError("--top-k must be at least 1.")
