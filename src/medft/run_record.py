@@ -80,6 +80,8 @@ NOT_TRAINED = frozenset({
     "dataloader_pin_memory", "dataloader_multiprocessing_context", "per_device_eval_batch_size",
     "eval_accumulation_steps", "torch_empty_cache_steps", "ddp_timeout", "local_rank",
     "use_cpu",
+    # how the trained model is evaluated afterwards, not what is trained
+    "bootstrap_resamples", "threshold_method", "subgroups",
 })  # fmt: skip
 
 

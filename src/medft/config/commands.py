@@ -34,13 +34,18 @@ def positional(help: str, **settings) -> dict:
     return {"positional": True, "help": help, **settings}
 
 
+def comma_separated(values: list[str]) -> list[str]:
+    """``['sex,site', 'view']`` -> ``['sex', 'site', 'view']``: each name once, in order."""
+    names = (name.strip() for value in values for name in str(value).split(","))
+    return list(dict.fromkeys(name for name in names if name))
+
+
 def column_names(values: list[str] | None, key: str) -> list[str] | None:
     """Column names given comma-separated and / or one by one, in order, each once; None (the
     default) stays None, and 'none' alone is no columns."""
     if values is None:
         return None
-    names = [name.strip() for value in values for name in str(value).split(",")]
-    names = list(dict.fromkeys(name for name in names if name))
+    names = comma_separated(values)
     if "none" in names and names != ["none"]:
         raise MedftError(f"{key}: none means no columns; give it alone, got {', '.join(names)}.")
     return [] if names == ["none"] else names
@@ -494,12 +499,6 @@ def subgroup_columns_field(help: str) -> list[str]:
         metadata={"help": f"{help}; comma-separated (a,b) and/or repeated", "action": "extend",
                   "metavar": "COLUMN"},
     )  # fmt: skip
-
-
-def comma_separated(values: list[str]) -> list[str]:
-    """``['sex,site', 'view']`` -> ``['sex', 'site', 'view']``: each name once, in order."""
-    names = (name.strip() for value in values for name in value.split(","))
-    return list(dict.fromkeys(name for name in names if name))
 
 
 @dataclass(kw_only=True)
