@@ -65,8 +65,12 @@ def test_bad_files_are_reported_and_clutter_counted(brain_multiclass):
     assert kept == 44 * 6 + 4 * 2  # 6 scans per class, plus a screenshot and a copy in 4 classes
 
 
-def test_the_brain_scans_have_no_subgroup_columns(brain_multiclass):
-    assert read_report(brain_multiclass)["subgroup_columns"] == []
+def test_the_mri_sequence_is_the_brain_scans_subgroup_column(brain_multiclass):
+    # the sequence is how a scan was acquired (as NIH's view position); the tumour type is
+    # the label itself
+    assert read_report(brain_multiclass)["subgroup_columns"] == ["sequence"]
+    sequences = set(load_from_disk(str(brain_multiclass))["test"]["sequence"])
+    assert sequences == {"T1", "T1C+", "T2"}
 
 
 def test_mixed_extensions_and_modes_are_all_kept(brain_multiclass):

@@ -131,5 +131,6 @@ def list_brain_tumor_44c(
         ignored=ignored,
         notes=duplicate_notes(hashes, class_indices),
         carve_sizes=sizes,
+        subgroup_columns=["sequence"],  # how a scan was acquired; the tumour type is the label
         carve_seed=seed,
     )
