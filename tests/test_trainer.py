@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from torch.utils.data import WeightedRandomSampler
-from transformers import EarlyStoppingCallback
+from transformers import EarlyStoppingCallback, PreTrainedModel
 
 from medft.data.pipeline import load_data, set_transforms
 from medft.errors import MedftError
-from medft.modeling import build_model
+from medft.modeling import build_model, freezing
 from medft.modeling.freezing import GradualUnfreezing
 from medft.parsing import parse_recipe
 from medft.training import build_trainer
@@ -88,3 +88,29 @@ def test_early_stopping_stops_when_the_metric_stalls_and_keeps_the_best(
     assert all(torch.equal(saved[name], at_best[name]) for name in saved)
     last = load_file(output / f"checkpoint-{4 * steps_per_epoch}" / "model.safetensors")
     assert any(not torch.equal(saved[name], last[name]) for name in saved)
+
+
+def test_what_freezing_and_the_model_fix_is_found_once_not_every_step(
+    brain_binary, tmp_path, monkeypatch
+):
+    walks, counts = [], []
+    find = freezing.frozen_norms
+    monkeypatch.setattr(freezing, "frozen_norms", lambda model: walks.append(1) or find(model))
+    count = PreTrainedModel.num_parameters
+    monkeypatch.setattr(PreTrainedModel, "num_parameters",
+                        lambda self, *a, **k: counts.append(1) or count(self, *a, **k))  # fmt: skip
+    trainer = trainer_for(brain_binary, tmp_path, "tiny_timm.yaml", "--num_train_epochs", "2",
+                          "--freeze", "backbone", "--train_metrics_samples", "0")  # fmt: skip
+    trainer.train()
+    assert trainer.state.global_step > 6
+    assert len(walks) == 1 + 2  # at the start, then each epoch (gradual unfreezing's moment)
+    assert len(counts) == 1  # the Trainer's FLOPs count, once for the model
+    norms = trainer.frozen_norms.norms
+    assert norms and all(not norm.training for norm in norms)  # kept after model.train()
+    assert float(trainer.state.total_flos) > 0
+
+
+def test_no_step_waits_for_the_host_by_default(brain_binary, tmp_path):
+    trainer = trainer_for(brain_binary, tmp_path)
+    assert not trainer.args.logging_nan_inf_filter  # it reads each step's loss on the host
+    assert trainer.create_optimizer().defaults["fused"]  # torch's fused AdamW

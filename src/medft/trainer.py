@@ -26,7 +26,7 @@ from medft.data.mixing import BatchMixer
 from medft.data.transforms import DeviceTransform
 from medft.ema import SELECTED_IS_EMA, EmaCallback, selected_metric, weights_of
 from medft.losses import ClassificationLoss
-from medft.modeling.freezing import keep_frozen_norms_in_eval
+from medft.modeling.freezing import FrozenNorms
 from medft.modeling.layout import BlockLayout
 from medft.modeling.lora import name_the_base_model
 from medft.optim import exponential_decay, parameter_groups
@@ -75,6 +75,9 @@ class MedftTrainer(Trainer):
         self.model_accepts_loss_kwargs = False  # compute_loss returns a per-batch mean
         self.ema_callback, self.ema_metrics = ema, None
         self.device_transform = device_transform
+        self.frozen_norms = FrozenNorms()
+        self.add_callback(self.frozen_norms)  # last: after gradual unfreezing
+        self.parameter_count: tuple[torch.nn.Module, int] | None = None
         if ema is not None:
             self.compute_metrics = self.with_selection(self.compute_metrics)
 
@@ -121,7 +124,7 @@ class MedftTrainer(Trainer):
         if pixel_values.dtype == torch.uint8:  # a training batch, as the loader workers left it
             pixel_values = self.device_transform(pixel_values)
         if model.training:
-            keep_frozen_norms_in_eval(model)
+            self.frozen_norms.keep_in_eval()
             if self.mixer is not None:
                 pixel_values, labels = self.mixer(pixel_values, labels)
         outputs = model(pixel_values=pixel_values)
@@ -158,6 +161,17 @@ class MedftTrainer(Trainer):
             )
             self._created_lr_scheduler = True
         return super().create_scheduler(num_training_steps, optimizer)
+
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """The Trainer's count (6 x input values x parameters), with the parameters counted
+        once per model rather than at every step."""
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        if main_input not in inputs or not hasattr(self.model, "num_parameters"):
+            return 0
+        if self.parameter_count is None or self.parameter_count[0] is not self.model:
+            count = self.model.num_parameters(exclude_embeddings=True)
+            self.parameter_count = (self.model, count)
+        return 6 * inputs[main_input].numel() * self.parameter_count[1]
 
     def _get_train_sampler(self, train_dataset=None):
         if self.sample_weights is None:
