@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from torch.utils.data import WeightedRandomSampler
+from torch.utils.data import DataLoader, WeightedRandomSampler
 from transformers import EarlyStoppingCallback, PreTrainedModel
 
 from medft.data.pipeline import load_data, set_transforms
@@ -13,6 +13,7 @@ from medft.errors import MedftError
 from medft.modeling import build_model, freezing
 from medft.modeling.freezing import GradualUnfreezing
 from medft.parsing import parse_recipe
+from medft.trainer import MedftTrainer
 from medft.training import build_trainer
 from tests.helpers import FIXTURES, run_recipe
 
@@ -88,6 +89,59 @@ def test_early_stopping_stops_when_the_metric_stalls_and_keeps_the_best(
     assert all(torch.equal(saved[name], at_best[name]) for name in saved)
     last = load_file(output / f"checkpoint-{4 * steps_per_epoch}" / "model.safetensors")
     assert any(not torch.equal(saved[name], last[name]) for name in saved)
+
+
+def fingerprints_of_training_batches(monkeypatch) -> list[tuple]:
+    """Each training batch MedftTrainer computes a loss on: its pixels' sum and its labels."""
+    seen, compute_loss = [], MedftTrainer.compute_loss
+
+    def recording(self, model, inputs, *args, **kwargs):
+        if model.training:
+            pixels = inputs["pixel_values"].double().sum().item()
+            seen.append((round(pixels, 3), tuple(inputs["labels"].tolist())))
+        return compute_loss(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(MedftTrainer, "compute_loss", recording)
+    return seen
+
+
+def test_a_run_resumed_mid_epoch_takes_the_batches_the_first_run_took(
+    brain_binary, tmp_path, monkeypatch
+):
+    settings = ["--num_train_epochs", "2", "--eval_strategy", "steps", "--eval_steps", "5",
+                "--save_strategy", "steps", "--save_steps", "5", "--save_total_limit", "9",
+                "--train_metrics_samples", "0", "--sampler", "weighted",
+                "--crop_scale", "1.0", "1.0"]  # fmt: skip
+    seen = fingerprints_of_training_batches(monkeypatch)
+    first = trainer_for(brain_binary, tmp_path / "first", "tiny_timm.yaml", *settings)
+    first.train()
+    steps_per_epoch = len(first.get_train_dataloader())
+    assert first.state.global_step == 2 * steps_per_epoch and 10 < steps_per_epoch < 15
+    uninterrupted = list(seen)[15:]
+    seen.clear()
+    resumed = trainer_for(brain_binary, tmp_path / "resumed", "tiny_timm.yaml", *settings)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "first" / "checkpoint-15"))  # epoch 2
+    # the same images in the same order (the workers' crops, almost whole, do not resume)
+    assert [labels for _, labels in seen] == [labels for _, labels in uninterrupted]
+    sums = [pixels for pixels, _ in uninterrupted]
+    assert [pixels for pixels, _ in seen] == pytest.approx(sums, rel=5e-3)
+
+
+def test_the_training_loader_starts_once_for_all_epochs(brain_binary, tmp_path, monkeypatch):
+    """Restarted at each epoch, its workers built the first batch while the model waited."""
+    starts, iterate = [], DataLoader.__iter__
+
+    def counting(self):
+        starts.append(self.dataset)
+        return iterate(self)
+
+    monkeypatch.setattr(DataLoader, "__iter__", counting)
+    trainer = trainer_for(brain_binary, tmp_path, "tiny_timm.yaml", "--num_train_epochs", "3",
+                          "--dataloader_num_workers", "1",
+                          "--train_metrics_samples", "0")  # fmt: skip
+    trainer.train()
+    assert trainer.state.epoch == 3
+    assert sum(dataset is trainer.train_dataset for dataset in starts) == 1
 
 
 def test_what_freezing_and_the_model_fix_is_found_once_not_every_step(

@@ -4,25 +4,38 @@ Each override is one technique: `compute_loss` (the float half of the training
 transform on the device, class-weighted or smoothed loss, MixUp / CutMix, frozen
 batch norms kept in eval mode), `create_optimizer`
 (layer-wise learning-rate decay, and room for gradual unfreezing),
-`create_scheduler` (exponential decay), `_get_train_sampler` (oversampling),
-`evaluate` (a training sample scored beside validation, for the curves, and the
-moving average of the weights beside the raw ones).
+`create_scheduler` (exponential decay), `_get_train_sampler` (each epoch's draw seeded by
+the epoch; oversampling), `get_train_dataloader` (one iterator across epochs:
+`medft.data.stream`), `evaluate` (a training
+sample scored beside validation, for the curves, and the moving average of the weights
+beside the raw ones).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
-from torch.utils.data import WeightedRandomSampler
+from torch.utils.data import DataLoader, Subset
 from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
+from transformers.trainer_utils import seed_worker
 
 from medft.data.mixing import BatchMixer
+from medft.data.sampling import (
+    EpochBatches,
+    EpochRandomSampler,
+    EpochWeightedSampler,
+    data_seed,
+    shard_rows,
+)
+from medft.data.stream import EpochStream, loader_batches
 from medft.data.transforms import DeviceTransform
 from medft.ema import SELECTED_IS_EMA, EmaCallback, selected_metric, weights_of
 from medft.losses import ClassificationLoss
@@ -174,12 +187,58 @@ class MedftTrainer(Trainer):
         return 6 * inputs[main_input].numel() * self.parameter_count[1]
 
     def _get_train_sampler(self, train_dataset=None):
+        """Each epoch's order of ``train_dataset`` (a `Subset`: this process's shard), drawn
+        with a generator seeded by (data seed, epoch): a permutation, or rows drawn by their
+        weights with `sampler: weighted`."""
+        rows = self.train_dataset if train_dataset is None else train_dataset
+        seed = data_seed(self.args)
         if self.sample_weights is None:
-            return super()._get_train_sampler(train_dataset)
-        generator = torch.Generator().manual_seed(self.args.seed)
-        return WeightedRandomSampler(
-            self.sample_weights, len(self.sample_weights), replacement=True, generator=generator
+            return EpochRandomSampler(rows, seed)
+        weights = self.sample_weights
+        return EpochWeightedSampler(
+            weights[rows.indices] if isinstance(rows, Subset) else weights, seed
         )
+
+    def get_train_dataloader(self) -> EpochStream:
+        """One iterator across epochs (`EpochStream`) over this process's shard of the split,
+        from loader workers. Each process takes ceil(images / processes) images an epoch.
+
+        The Trainer's own loader is rebuilt by `accelerate.prepare` (sharding by batches,
+        device placement) and restarted every epoch; this one shards itself, by fixed
+        parts (`shard_rows`), and places batches itself."""
+        args, dataset = self.args, self.train_dataset
+        rows = shard_rows(len(dataset), data_seed(args), args.world_size, args.process_index)
+        shard = dataset if len(rows) == len(dataset) else Subset(dataset, rows)
+        batches = EpochBatches(
+            self._get_train_sampler(shard),
+            per_epoch=math.ceil(len(dataset) / args.world_size),
+            batch_size=self._train_batch_size,
+            drop_last=args.dataloader_drop_last,
+        )
+        open_at = loader_batches(self.worker_loader(shard, batches), batches, args.device)
+        return EpochStream(open_at, batches.batches_per_epoch, dataset).start()
+
+    def worker_loader(self, shard, batches: EpochBatches) -> DataLoader:
+        """The loader whose workers decode and augment ``shard`` as ``batches`` say, set as
+        the Trainer sets its own."""
+        args = self.args
+        workers = args.dataloader_num_workers
+        return DataLoader(
+            shard,
+            batch_sampler=batches,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=args.dataloader_pin_memory and args.device.type == "cuda",
+            persistent_workers=args.dataloader_persistent_workers,
+            prefetch_factor=args.dataloader_prefetch_factor,
+            multiprocessing_context=args.dataloader_multiprocessing_context,
+            in_order=args.dataloader_in_order,
+            worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index),
+        )
+
+    def get_resumed_dataloader(self, dataloader: EpochStream, num_batches: int) -> EpochStream:
+        """The same stream, its epoch starting ``num_batches`` in (drawn, not decoded)."""
+        return dataloader.skipping(num_batches)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         if self.ema_callback is not None and eval_dataset is None:
