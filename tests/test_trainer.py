@@ -105,13 +105,16 @@ def fingerprints_of_training_batches(monkeypatch) -> list[tuple]:
     return seen
 
 
+@pytest.mark.parametrize("data_cache", ["none", "device"])
 def test_a_run_resumed_mid_epoch_takes_the_batches_the_first_run_took(
-    brain_binary, tmp_path, monkeypatch
+    data_cache, brain_binary, tmp_path, monkeypatch
 ):
     settings = ["--num_train_epochs", "2", "--eval_strategy", "steps", "--eval_steps", "5",
                 "--save_strategy", "steps", "--save_steps", "5", "--save_total_limit", "9",
                 "--train_metrics_samples", "0", "--sampler", "weighted",
-                "--crop_scale", "1.0", "1.0"]  # fmt: skip
+                "--data_cache", data_cache]  # fmt: skip
+    if data_cache == "none":  # the workers' crops do not resume: crop (almost) the whole image
+        settings += ["--crop_scale", "1.0", "1.0"]
     seen = fingerprints_of_training_batches(monkeypatch)
     first = trainer_for(brain_binary, tmp_path / "first", "tiny_timm.yaml", *settings)
     first.train()
@@ -121,10 +124,12 @@ def test_a_run_resumed_mid_epoch_takes_the_batches_the_first_run_took(
     seen.clear()
     resumed = trainer_for(brain_binary, tmp_path / "resumed", "tiny_timm.yaml", *settings)
     resumed.train(resume_from_checkpoint=str(tmp_path / "first" / "checkpoint-15"))  # epoch 2
-    # the same images in the same order (the workers' crops, almost whole, do not resume)
-    assert [labels for _, labels in seen] == [labels for _, labels in uninterrupted]
-    sums = [pixels for pixels, _ in uninterrupted]
-    assert [pixels for pixels, _ in seen] == pytest.approx(sums, rel=5e-3)
+    if data_cache == "device":  # its augmentation resumes too: the very same pixels
+        assert seen == uninterrupted
+    else:  # the same images in the same order; the workers' own random draws do not resume
+        assert [labels for _, labels in seen] == [labels for _, labels in uninterrupted]
+        sums = [pixels for pixels, _ in uninterrupted]
+        assert [pixels for pixels, _ in seen] == pytest.approx(sums, rel=5e-3)
 
 
 def test_the_training_loader_starts_once_for_all_epochs(brain_binary, tmp_path, monkeypatch):
@@ -137,7 +142,7 @@ def test_the_training_loader_starts_once_for_all_epochs(brain_binary, tmp_path, 
 
     monkeypatch.setattr(DataLoader, "__iter__", counting)
     trainer = trainer_for(brain_binary, tmp_path, "tiny_timm.yaml", "--num_train_epochs", "3",
-                          "--dataloader_num_workers", "1",
+                          "--data_cache", "none", "--dataloader_num_workers", "1",
                           "--train_metrics_samples", "0")  # fmt: skip
     trainer.train()
     assert trainer.state.epoch == 3
@@ -168,3 +173,33 @@ def test_no_step_waits_for_the_host_by_default(brain_binary, tmp_path):
     trainer = trainer_for(brain_binary, tmp_path)
     assert not trainer.args.logging_nan_inf_filter  # it reads each step's loss on the host
     assert trainer.create_optimizer().defaults["fused"]  # torch's fused AdamW
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("data_cache", ["none", "device", "ram"])
+def test_a_training_step_never_makes_the_host_wait_for_the_gpu(data_cache, brain_binary, tmp_path):
+    """What the Trainer does each step (take a batch, loss and backward, clip, step, schedule,
+    callbacks), with every medft technique that runs per step, under CUDA's sync check."""
+    trainer = trainer_for(
+        brain_binary, tmp_path, "tiny_timm.yaml", "--data_cache", data_cache,
+        "--class_weighting", "balanced", "--mixup_alpha", "0.2", "--random_erasing", "0.5",
+        "--ema_decay", "0.9", "--freeze", "partial", "--unfreeze_last_n", "1",
+        "--horizontal_flip", "0.5", "--rotation_degrees", "10", "--zoom", "0.1",
+        "--brightness", "0.2", "--contrast", "0.2", "--dataloader_num_workers", "1",
+    )  # fmt: skip
+    trainer.args.max_steps = 4
+    trainer.train()  # warm: the optimizer's state, the EMA and cuDNN's choices exist
+    model, loader = trainer.model_wrapped, iter(trainer.get_train_dataloader())
+    next(loader)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            trainer.training_step(model, next(loader))
+            trainer.accelerator.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
+            trainer.optimizer.step()
+            trainer.lr_scheduler.step()
+            model.zero_grad()
+            trainer.callback_handler.on_step_end(trainer.args, trainer.state, trainer.control)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

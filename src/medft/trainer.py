@@ -5,8 +5,8 @@ transform on the device, class-weighted or smoothed loss, MixUp / CutMix, frozen
 batch norms kept in eval mode), `create_optimizer`
 (layer-wise learning-rate decay, and room for gradual unfreezing),
 `create_scheduler` (exponential decay), `_get_train_sampler` (each epoch's draw seeded by
-the epoch; oversampling), `get_train_dataloader` (one iterator across epochs:
-`medft.data.stream`), `evaluate` (a training
+the epoch; oversampling), `get_train_dataloader` (one iterator across epochs, from loader
+workers or from the images held in memory: `medft.data.stream`), `evaluate` (a training
 sample scored beside validation, for the curves, and the moving average of the weights
 beside the raw ones).
 """
@@ -27,6 +27,8 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_utils import seed_worker
 
+from medft.data.batch_augment import BatchAugment
+from medft.data.cache import ImageCache, cached_batches
 from medft.data.mixing import BatchMixer
 from medft.data.sampling import (
     EpochBatches,
@@ -78,6 +80,8 @@ class MedftTrainer(Trainer):
         train_probe: Dataset | None = None,
         ema: EmaCallback | None = None,
         device_transform: DeviceTransform | None = None,
+        image_cache: ImageCache | None = None,
+        batch_augment: BatchAugment | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -88,6 +92,7 @@ class MedftTrainer(Trainer):
         self.model_accepts_loss_kwargs = False  # compute_loss returns a per-batch mean
         self.ema_callback, self.ema_metrics = ema, None
         self.device_transform = device_transform
+        self.image_cache, self.batch_augment = image_cache, batch_augment
         self.frozen_norms = FrozenNorms()
         self.add_callback(self.frozen_norms)  # last: after gradual unfreezing
         self.parameter_count: tuple[torch.nn.Module, int] | None = None
@@ -200,14 +205,19 @@ class MedftTrainer(Trainer):
         )
 
     def get_train_dataloader(self) -> EpochStream:
-        """One iterator across epochs (`EpochStream`) over this process's shard of the split,
+        """One iterator across epochs (`EpochStream`) over this process's shard of the split:
+        from the images held in memory (`image_cache`), augmented on the training device, or
         from loader workers. Each process takes ceil(images / processes) images an epoch.
 
         The Trainer's own loader is rebuilt by `accelerate.prepare` (sharding by batches,
         device placement) and restarted every epoch; this one shards itself, by fixed
-        parts (`shard_rows`), and places batches itself."""
+        parts (`shard_rows`, which the cache holds), and places batches itself."""
         args, dataset = self.args, self.train_dataset
-        rows = shard_rows(len(dataset), data_seed(args), args.world_size, args.process_index)
+        rows = (
+            self.image_cache.rows
+            if self.image_cache is not None
+            else shard_rows(len(dataset), data_seed(args), args.world_size, args.process_index)
+        )
         shard = dataset if len(rows) == len(dataset) else Subset(dataset, rows)
         batches = EpochBatches(
             self._get_train_sampler(shard),
@@ -215,7 +225,13 @@ class MedftTrainer(Trainer):
             batch_size=self._train_batch_size,
             drop_last=args.dataloader_drop_last,
         )
-        open_at = loader_batches(self.worker_loader(shard, batches), batches, args.device)
+        if self.image_cache is not None:
+            open_at = cached_batches(
+                self.image_cache, batches, self.batch_augment, args.device, data_seed(args),
+                args.process_index,
+            )  # fmt: skip
+        else:
+            open_at = loader_batches(self.worker_loader(shard, batches), batches, args.device)
         return EpochStream(open_at, batches.batches_per_epoch, dataset).start()
 
     def worker_loader(self, shard, batches: EpochBatches) -> DataLoader:
