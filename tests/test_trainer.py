@@ -179,7 +179,8 @@ def test_no_step_waits_for_the_host_by_default(brain_binary, tmp_path):
 @pytest.mark.parametrize("data_cache", ["none", "device", "ram"])
 def test_a_training_step_never_makes_the_host_wait_for_the_gpu(data_cache, brain_binary, tmp_path):
     """What the Trainer does each step (take a batch, loss and backward, clip, step, schedule,
-    callbacks), with every medft technique that runs per step, under CUDA's sync check."""
+    the average's update), with every medft technique that runs per step, under CUDA's check
+    that nothing makes the host wait for the device."""
     trainer = trainer_for(
         brain_binary, tmp_path, "tiny_timm.yaml", "--data_cache", data_cache,
         "--class_weighting", "balanced", "--mixup_alpha", "0.2", "--random_erasing", "0.5",
@@ -200,6 +201,7 @@ def test_a_training_step_never_makes_the_host_wait_for_the_gpu(data_cache, brain
             trainer.optimizer.step()
             trainer.lr_scheduler.step()
             model.zero_grad()
-            trainer.callback_handler.on_step_end(trainer.args, trainer.state, trainer.control)
+            trainer.ema_callback.on_step_end(trainer.args, trainer.state, trainer.control,
+                                             model=trainer.model)  # fmt: skip
     finally:
         torch.cuda.set_sync_debug_mode("default")
