@@ -6,10 +6,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType
+from datasets import ClassLabel, Dataset, DatasetDict, Features
+from datasets import Image as ImageFeature
 from huggingface_hub import HfApi
 from PIL import Image
 from transformers import pipeline
@@ -184,15 +187,19 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(brain_binary, tmp_path):
     assert (output / "test_results.json").is_file()
 
 
-def test_two_processes_on_the_cpu_through_accelerate(brain_binary, tmp_path):
+@pytest.mark.parametrize("data_cache", ["none", "ram", "device"])
+def test_two_processes_on_the_cpu_through_accelerate(data_cache, brain_binary, tmp_path):
     output = tmp_path / "model"
     command = [sys.executable, "-m", "accelerate.commands.launch",
                "--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml"),
                str(REPO / "src" / "finetune.py"), str(FIXTURES / "tiny_vit.yaml"),
-               "--dataset_name", str(brain_binary), "--output_dir", str(output)]  # fmt: skip
+               "--dataset_name", str(brain_binary), "--output_dir", str(output),
+               "--data_cache", data_cache]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    held = f"data_cache {data_cache}: decoding the" in result.stdout
+    assert held == (data_cache != "none")  # the main process's log: its own shard
     state = json.loads((output / "trainer_state.json").read_text())
     steps_one_process = -(-json.loads((brain_binary / "prepare_report.json").read_text())[
         "counts"]["train"] // 16)  # fmt: skip
@@ -202,6 +209,43 @@ def test_two_processes_on_the_cpu_through_accelerate(brain_binary, tmp_path):
     assert report["images"] == len(load_training_data(str(brain_binary))[0]["test"])
     assert report["metrics"]["auroc"] == pytest.approx(test_results["test_auroc"])
     check_pipeline_serves(output, brain_binary)
+
+
+def stripes_dataset(folder: Path, per_class: int = 60) -> Path:
+    """Two balanced classes a small model learns in a few epochs: horizontal or vertical
+    stripes, of varied sizes, periods and phases, with noise."""
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, count in (("train", per_class), ("validation", 20), ("test", 20)):
+        images, labels = [], []
+        for label in (0, 1):
+            for _ in range(count):
+                height, width = rng.integers(36, 56, size=2)
+                y, x = np.mgrid[:height, :width]
+                along = (y if label == 0 else x) + rng.integers(0, 8)
+                stripes = 128 + 60 * np.sign(np.sin(along * np.pi / rng.integers(3, 6)))
+                pixels = (stripes + rng.normal(0, 40, (height, width))).clip(0, 255)
+                images.append(Image.fromarray(pixels.astype(np.uint8)))
+                labels.append(label)
+        features = Features({"image": ImageFeature(), "label": ClassLabel(names=["h", "v"])})
+        splits[split] = Dataset.from_dict({"image": images, "label": labels}, features=features)
+    DatasetDict(splits).save_to_disk(str(folder))
+    return folder
+
+
+def test_the_device_path_trains_as_well_as_the_loader_workers(tmp_path):
+    """Same data, seed and epochs: held on the device (RAM here) and augmented there, or
+    decoded and augmented by loader workers; the augmentation differs draw by draw only."""
+    dataset = stripes_dataset(tmp_path / "stripes")
+    accuracy = {
+        cache: run_recipe("tiny_timm.yaml", dataset, tmp_path / cache, "--num_train_epochs", "4",
+                          "--data_cache", cache, "--rotation_degrees", "10",
+                          "--train_metrics_samples", "0", "--bootstrap_resamples", "0",
+                          )["test_accuracy"]
+        for cache in ("none", "device")
+    }  # fmt: skip
+    assert min(accuracy.values()) >= 0.85, accuracy  # both learnt it (chance: 0.5) ...
+    assert abs(accuracy["none"] - accuracy["device"]) <= 0.1, accuracy  # ... about as well
 
 
 ACCELERATE_CONFIGS = {  # file: (distributed type, processes, mixed precision, on the CPU)

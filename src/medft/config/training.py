@@ -80,6 +80,14 @@ class MedftTrainingArguments(TrainingArguments):
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint."})
     logging_strategy: str = field(default="epoch", metadata={"help": "When to log the loss."})
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave NaN and inf losses out of the logged loss. Off by default: the check "
+            "reads every training step's loss on the host, which makes the CPU wait for the "
+            "GPU each step; off, a diverged step shows as a nan loss in the log."
+        },
+    )
     load_best_model_at_end: bool = field(
         default=True, metadata={"help": "Keep the epoch with the best `metric_for_best_model`."}
     )
