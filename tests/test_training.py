@@ -19,6 +19,7 @@ from medft.data.pipeline import input_size_advice
 from medft.errors import MedftError
 from medft.hub import files_to_push
 from medft.parsing import parse_recipe
+from medft.prepare import prepare_dataset
 from tests.helpers import FIXTURES, run_recipe
 
 REPO = Path(__file__).parents[1]
@@ -155,6 +156,31 @@ def test_input_size_advice_names_both_sizes_and_the_ways_out(brain_binary):
     large = input_size_advice(1024, (224, 224))
     assert "1024 px" in large and "--image-size 256" in large
     assert input_size_advice(256, (224, 224)) is None and input_size_advice(None, (8, 8)) is None
+
+
+@pytest.fixture(scope="module")
+def six_images(tmp_path_factory) -> Path:
+    """Two classes of three scans, prepared: too few for a validation or test split."""
+    source = tmp_path_factory.mktemp("six_images")
+    for index in range(6):
+        (source / "ab"[index % 2]).mkdir(exist_ok=True)
+        Image.new("L", (40, 40), 40 * index).save(source / "ab"[index % 2] / f"{index}.png")
+    output = source.parent / "six_prepared"
+    prepare_dataset("folder", output, source=source, near_duplicates="off", num_proc=1)
+    return output
+
+
+@pytest.mark.parametrize(("eval_split", "empty"), [("validation", "validation"), ("train", "test")])
+def test_an_empty_split_is_refused_when_the_data_is_loaded(six_images, tmp_path, eval_split, empty):
+    command = medft_train("tiny_timm.yaml", six_images, tmp_path / "model",
+                          "--eval_split", eval_split)  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = result.stderr.strip().splitlines()
+    assert len(message) == 1 and "Traceback" not in result.stderr
+    assert f"split '{empty}' of {six_images} has no images" in message[0]
+    assert "--val-size" in message[0] and "--near-duplicates" in message[0]
+    assert not (tmp_path / "model").exists()  # refused before output_dir is claimed
 
 
 def medft_train(recipe: str, dataset: Path, output: Path, *extra: str) -> list[str]:
