@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from torch.utils.data import WeightedRandomSampler
-from transformers import EarlyStoppingCallback
+from transformers import EarlyStoppingCallback, EvalPrediction
 
 from medft.data.pipeline import load_data, set_transforms
 from medft.errors import MedftError
@@ -88,3 +88,48 @@ def test_early_stopping_stops_when_the_metric_stalls_and_keeps_the_best(
     assert all(torch.equal(saved[name], at_best[name]) for name in saved)
     last = load_file(output / f"checkpoint-{4 * steps_per_epoch}" / "model.safetensors")
     assert any(not torch.equal(saved[name], last[name]) for name in saved)
+
+
+class Recorded:
+    """The training loss, recording what it scores while gradients flow (training steps)."""
+
+    def __init__(self, loss) -> None:
+        self.loss, self.batches = loss, []
+
+    def __getattr__(self, name):
+        return getattr(self.loss, name)
+
+    def __call__(self, logits, labels):
+        if torch.is_grad_enabled():
+            self.batches.append((logits.detach().float().clone(), labels.clone()))
+        return self.loss(logits, labels)
+
+
+def test_the_train_curve_scores_the_epochs_own_augmented_batches(brain_multiclass, tmp_path):
+    trainer = trainer_for(brain_multiclass, tmp_path, "tiny_timm.yaml", "--num_train_epochs", "2",
+                          "--train_metrics_samples", "0", "--save_strategy", "no",
+                          "--load_best_model_at_end", "false")  # fmt: skip
+    recorded = trainer.loss = Recorded(trainer.loss)
+    trainer.train()
+    steps = trainer.state.global_step // 2
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 2
+    for epoch, entry in enumerate(logged):
+        batches = recorded.batches[epoch * steps : (epoch + 1) * steps]
+        logits = torch.cat([logits for logits, _ in batches]).numpy()
+        labels = torch.cat([labels for _, labels in batches]).numpy()
+        assert len(labels) == len(trainer.train_dataset)  # every image of the epoch, once
+        expected = trainer.compute_metrics(EvalPrediction(logits, labels))
+        assert {f"train_aug_{k}": v for k, v in expected.items()} == pytest.approx(
+            {k: v for k, v in entry.items() if k.startswith("train_aug_")}
+        )
+    assert not any("train_macro_f1" in entry for entry in trainer.state.log_history)
+
+
+def test_mixed_batches_give_the_train_curve_its_loss_only(brain_multiclass, tmp_path):
+    trainer = trainer_for(brain_multiclass, tmp_path, "tiny_timm.yaml", "--mixup_alpha", "0.4",
+                          "--train_metrics_samples", "0", "--save_strategy", "no",
+                          "--load_best_model_at_end", "false")  # fmt: skip
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 1 and not any(key.startswith("train_aug_") for key in logged[0])

@@ -91,6 +91,7 @@ def test_best_epoch_is_chosen_by_the_task_metric(brain_multiclass, tmp_path):
     logged = [e for e in state["log_history"] if "eval_macro_f1" in e]
     assert state["best_metric"] == max(e["eval_macro_f1"] for e in logged)
     assert any("train_macro_f1" in e for e in state["log_history"])  # the curves' train sample
+    assert any("train_aug_macro_f1" in e for e in state["log_history"])  # the epoch's batches
     card = (output / "README.md").read_text()
     assert "Not for clinical use" in card and "## Results on the test split" in card
 

@@ -5,21 +5,23 @@ transform on the device, class-weighted or smoothed loss, MixUp / CutMix, frozen
 batch norms kept in eval mode), `create_optimizer`
 (layer-wise learning-rate decay, and room for gradual unfreezing),
 `create_scheduler` (exponential decay), `_get_train_sampler` (oversampling),
-`evaluate` (a training sample scored beside validation, for the curves, and the
-moving average of the weights beside the raw ones).
+`log` (the train curve: the training batches' own scores, `medft.running_scores`),
+`evaluate` (the moving average of the weights beside the raw ones, and optionally a
+training sample re-scored beside validation).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
 from torch.utils.data import WeightedRandomSampler
-from transformers import Trainer, TrainingArguments
+from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 
 from medft.data.mixing import BatchMixer
@@ -31,6 +33,9 @@ from medft.modeling.layout import BlockLayout
 from medft.modeling.lora import name_the_base_model
 from medft.optim import exponential_decay, parameter_groups
 from medft.public_names import path_within
+from medft.running_scores import RunningScores
+
+logger = logging.getLogger("medft")
 
 ARGUMENTS_NAME = "training_args.json"
 # TrainingArguments that may hold a local path (output_dir itself is written as its name)
@@ -77,6 +82,16 @@ class MedftTrainer(Trainer):
         self.device_transform = device_transform
         if ema is not None:
             self.compute_metrics = self.with_selection(self.compute_metrics)
+        self.running_scores = None
+        if mixer is not None:
+            logger.info(
+                "Train curve: the loss only (metrics of MixUp / CutMix targets mean nothing); "
+                "train_metrics_samples re-scores a training sample instead."
+            )
+        elif self.compute_metrics is not None:
+            self.running_scores = RunningScores(
+                lambda logits, labels: self.compute_metrics(EvalPrediction(logits, labels))
+            )
 
     def with_selection(self, compute_metrics):
         """``compute_metrics`` plus, while the average's metrics are known, the better of the
@@ -126,6 +141,8 @@ class MedftTrainer(Trainer):
                 pixel_values, labels = self.mixer(pixel_values, labels)
         outputs = model(pixel_values=pixel_values)
         loss = self.loss(outputs.logits, labels)
+        if model.training and self.running_scores is not None:
+            self.running_scores.add(outputs.logits, labels)
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
@@ -166,6 +183,12 @@ class MedftTrainer(Trainer):
         return WeightedRandomSampler(
             self.sample_weights, len(self.sample_weights), replacement=True, generator=generator
         )
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """The training log (its running loss) with the task's metrics of the same batches."""
+        if "loss" in logs and self.running_scores is not None:
+            logs = logs | self.running_scores.metrics()
+        super().log(logs, start_time)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         if self.ema_callback is not None and eval_dataset is None:

@@ -174,10 +174,13 @@ class MedftTrainingArguments(TrainingArguments):
         },
     )
     train_metrics_samples: int = field(
-        default=1000,
+        default=0,
         metadata={
-            "help": "At each evaluation, also score this many training images (eval transforms) "
-            "so the curves show train and validation metrics; 0 turns it off."
+            "help": "At each evaluation, also re-score this many training images as validation "
+            "is scored (no augmentation, the weights of that moment): a second train curve, for "
+            "a second pass over them. The default train curve is free: the epoch's own "
+            "augmented batches as trained on (train_aug_<metric>; the loss only with MixUp / "
+            "CutMix)."
         },
     )
     ema_decay: float | None = field(
