@@ -6,8 +6,9 @@ batch norms kept in eval mode), `create_optimizer`
 (layer-wise learning-rate decay, and room for gradual unfreezing),
 `create_scheduler` (exponential decay), `_get_train_sampler` (oversampling),
 `log` (the train curve: the training batches' own scores, `medft.running_scores`),
-`evaluate` (the moving average of the weights beside the raw ones, and optionally a
-training sample re-scored beside validation).
+`get_eval_dataloader` / `get_test_dataloader` (the validation split preprocessed once,
+`medft.data.preprocessed`), `evaluate` (the moving average of the weights beside the raw
+ones, and optionally a training sample re-scored beside validation).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 
 from medft.data.mixing import BatchMixer
+from medft.data.preprocessed import preprocess_once
 from medft.data.transforms import DeviceTransform
 from medft.ema import SELECTED_IS_EMA, EmaCallback, selected_metric, weights_of
 from medft.losses import ClassificationLoss
@@ -83,6 +85,7 @@ class MedftTrainer(Trainer):
         if ema is not None:
             self.compute_metrics = self.with_selection(self.compute_metrics)
         self.running_scores = None
+        self.validation_inputs = None  # the eval dataset preprocessed, once evaluated
         if mixer is not None:
             logger.info(
                 "Train curve: the loss only (metrics of MixUp / CutMix targets mean nothing); "
@@ -189,6 +192,27 @@ class MedftTrainer(Trainer):
         if "loss" in logs and self.running_scores is not None:
             logs = logs | self.running_scores.metrics()
         super().log(logs, start_time)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return super().get_eval_dataloader(self.kept_inputs(eval_dataset))
+
+    def get_test_dataloader(self, test_dataset):
+        return super().get_test_dataloader(self.kept_inputs(test_dataset))
+
+    def kept_inputs(self, dataset):
+        """The validation split (the eval dataset) preprocessed once, at its first evaluation,
+        when it fits ``eval_cache_gb``; any other split as given."""
+        dataset = self.eval_dataset if dataset is None else dataset
+        if dataset is not self.eval_dataset or not self.args.eval_cache_gb:
+            return dataset
+        if self.validation_inputs is None:
+            spec = self.device_transform.spec if self.device_transform else None
+            kept = preprocess_once(
+                dataset, spec, name="Validation", batch_size=self.args.eval_batch_size,
+                workers=self.args.dataloader_num_workers, budget_gb=self.args.eval_cache_gb,
+            )  # fmt: skip
+            self.validation_inputs = kept or dataset
+        return self.validation_inputs
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         if self.ema_callback is not None and eval_dataset is None:

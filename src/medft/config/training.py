@@ -183,6 +183,15 @@ class MedftTrainingArguments(TrainingArguments):
             "CutMix)."
         },
     )
+    eval_cache_gb: float = field(
+        default=2.0,
+        metadata={
+            "help": "Preprocess the validation split once and keep it in memory (uint8 where "
+            "that holds the processor's output exactly, else float32) when it takes at most this "
+            "many GB per process: each evaluation then skips decoding and the processor. 0 "
+            "turns it off. The validation split of NIH ChestX-ray14 at 224 px takes 1.3 GB."
+        },
+    )
     ema_decay: float | None = field(
         default=None,
         metadata={
@@ -240,6 +249,8 @@ class MedftTrainingArguments(TrainingArguments):
             raise MedftError(
                 f"calibration must be one of {', '.join(CALIBRATIONS)}, got '{self.calibration}'."
             )
+        if self.eval_cache_gb < 0:
+            raise MedftError(f"eval_cache_gb must be >= 0, got {self.eval_cache_gb}.")
         if self.bootstrap_resamples < 0:
             raise MedftError(f"bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}.")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
