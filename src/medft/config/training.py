@@ -18,6 +18,7 @@ CALIBRATIONS = ("none", "temperature", "temperature_per_finding")
 
 
 MAX_AUTO_WORKERS = 8
+MAX_DEFAULT_EVAL_BATCH = 256
 
 
 def cores_per_process() -> int:
@@ -40,6 +41,11 @@ def loader_workers(value: str | int) -> int:
     if workers < 0:
         raise MedftError(f"dataloader_num_workers must not be negative, got {workers}.")
     return workers
+
+
+def default_eval_batch(train_batch: int) -> int:
+    """Twice the training batch, capped, but never below the training batch."""
+    return max(train_batch, min(2 * train_batch, MAX_DEFAULT_EVAL_BATCH))
 
 
 def check_optimisation(args: TrainingArguments) -> None:
@@ -94,7 +100,15 @@ class MedftTrainingArguments(TrainingArguments):
         default=2, metadata={"help": "Checkpoints kept (the best one is always kept)."}
     )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch per device."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch per device."})
+    per_device_eval_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Eval batch per device. Default: twice the training batch (evaluation keeps "
+            "no activations for backward, no gradients and no optimizer state, so it fits where "
+            "training fits), at most 256 (the float32 batches waiting in the loader's queue) "
+            "unless the training batch itself is larger."
+        },
+    )
     dataloader_num_workers: str = field(
         default=AUTO,
         metadata={
@@ -227,6 +241,8 @@ class MedftTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        if self.per_device_eval_batch_size is None:
+            self.per_device_eval_batch_size = default_eval_batch(self.per_device_train_batch_size)
         check_finite(self)
         check_optimisation(self)
         self.dataloader_num_workers = loader_workers(self.dataloader_num_workers)
