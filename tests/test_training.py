@@ -313,3 +313,23 @@ def test_the_gpu_checks_cpu_parts_run(tmp_path):
     assert (generated / "dataset_dict.json").is_file()
     help_text = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")])
     assert help_text.returncode == 0  # the script parses
+
+
+def test_the_step_anatomy_accounts_for_every_phase_of_a_run(tmp_path):
+    """benchmarks/step_anatomy.py on the CPU: each phase measured, none counted twice."""
+    results = tmp_path / "anatomy.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "step_anatomy.py"), "--image-size", "32",
+               "--batch-size", "32", "--per-class", "5", "--epochs", "2", "--model-steps", "2",
+               "--set", "bootstrap_resamples=0", "--json", str(results)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = json.loads(results.read_text())["resnet18"]
+    phases = run["phases"]
+    assert all(seconds >= 0 for seconds in phases.values()), phases  # nothing counted twice
+    assert abs(phases["other"]) < 0.05 * run["total"]  # nothing left out
+    for phase in ("training steps (forward, backward, optimizer)",
+                  "per-epoch evaluation: validation", "checkpoints",
+                  "after training: scoring (calibration, validation, test)"):  # fmt: skip
+        assert phases[phase] > 0, phase
+    assert run["model_alone_step"]["median"] > 0 and 0 <= run["wait_share"] < 1
+    assert "bound by" in result.stdout
