@@ -9,11 +9,11 @@ weights that change during the epoch, hence their name, ``train_aug_<metric>``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 from torch import distributed
+
+from medft.tasks import TaskInfo
 
 PREFIX = "train_aug_"
 
@@ -22,8 +22,8 @@ class RunningScores:
     """``add`` each training batch's logits and targets; ``metrics`` scores those added since
     the last call, gathered from every process, and starts afresh."""
 
-    def __init__(self, score: Callable[[np.ndarray, np.ndarray], dict[str, float]]) -> None:
-        self.score = score
+    def __init__(self, task: TaskInfo) -> None:
+        self.task = task
         self.logits: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
 
@@ -39,7 +39,8 @@ class RunningScores:
         self.logits, self.labels = [], []
         if distributed.is_initialized() and distributed.get_world_size() > 1:
             logits, labels = np.concatenate(everyones(logits)), np.concatenate(everyones(labels))
-        return {PREFIX + name: value for name, value in self.score(logits, labels).items()}
+        scores = self.task.metrics(self.task.probabilities(logits), labels)
+        return {PREFIX + name: value for name, value in scores.items()}
 
 
 def everyones(array: np.ndarray) -> list[np.ndarray]:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from torch.utils.data import WeightedRandomSampler
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 
 from medft.data.mixing import BatchMixer
@@ -36,6 +36,7 @@ from medft.modeling.lora import name_the_base_model
 from medft.optim import exponential_decay, parameter_groups
 from medft.public_names import path_within
 from medft.running_scores import RunningScores
+from medft.tasks import TaskInfo
 
 logger = logging.getLogger("medft")
 
@@ -72,6 +73,7 @@ class MedftTrainer(Trainer):
         train_probe: Dataset | None = None,
         ema: EmaCallback | None = None,
         device_transform: DeviceTransform | None = None,
+        task: TaskInfo | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -91,10 +93,8 @@ class MedftTrainer(Trainer):
                 "Train curve: the loss only (metrics of MixUp / CutMix targets mean nothing); "
                 "train_metrics_samples re-scores a training sample instead."
             )
-        elif self.compute_metrics is not None:
-            self.running_scores = RunningScores(
-                lambda logits, labels: self.compute_metrics(EvalPrediction(logits, labels))
-            )
+        elif task is not None:
+            self.running_scores = RunningScores(task)
 
     def with_selection(self, compute_metrics):
         """``compute_metrics`` plus, while the average's metrics are known, the better of the

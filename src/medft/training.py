@@ -201,6 +201,7 @@ def build_trainer(
         train_probe=data.train_probe,
         ema=ema,
         device_transform=DeviceTransform(input_spec(built.processor), data_args.random_erasing),
+        task=task,  # the train curve: its metrics on the training batches
     )
 
 
