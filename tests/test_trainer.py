@@ -6,9 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, WeightedRandomSampler
-from transformers import EarlyStoppingCallback, PreTrainedModel
+from transformers import EarlyStoppingCallback, EvalPrediction, PreTrainedModel
 
 from medft.data.pipeline import load_data, set_transforms
+from medft.data.transforms import eval_pixels
 from medft.errors import MedftError
 from medft.modeling import build_model, freezing
 from medft.modeling.freezing import GradualUnfreezing
@@ -18,7 +19,7 @@ from medft.training import build_trainer
 from tests.helpers import FIXTURES, run_recipe
 
 
-def trainer_for(dataset, tmp_path, recipe="tiny_timm.yaml", *overrides):
+def trainer_and_model(dataset, tmp_path, recipe="tiny_timm.yaml", *overrides):
     data_args, model_args, args = parse_recipe(
         FIXTURES / recipe,
         ["--dataset_name", str(dataset), "--output_dir", str(tmp_path), *overrides],
@@ -26,7 +27,11 @@ def trainer_for(dataset, tmp_path, recipe="tiny_timm.yaml", *overrides):
     data = load_data(data_args, args)
     built = build_model(model_args, data.task)
     set_transforms(data, built.processor, data_args)
-    return build_trainer(data, data_args, model_args, args, built)
+    return build_trainer(data, data_args, model_args, args, built), built
+
+
+def trainer_for(dataset, tmp_path, recipe="tiny_timm.yaml", *overrides):
+    return trainer_and_model(dataset, tmp_path, recipe, *overrides)[0]
 
 
 def test_defaults_change_nothing(brain_binary, tmp_path):
@@ -205,3 +210,86 @@ def test_a_training_step_never_makes_the_host_wait_for_the_gpu(data_cache, brain
                                              model=trainer.model)  # fmt: skip
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+class Recorded:
+    """The training loss, recording what it scores while gradients flow (training steps)."""
+
+    def __init__(self, loss) -> None:
+        self.loss, self.batches = loss, []
+
+    def __getattr__(self, name):
+        return getattr(self.loss, name)
+
+    def __call__(self, logits, labels):
+        if torch.is_grad_enabled():
+            self.batches.append((logits.detach().float().clone(), labels.clone()))
+        return self.loss(logits, labels)
+
+
+def test_the_train_curve_scores_the_epochs_own_augmented_batches(brain_multiclass, tmp_path):
+    trainer = trainer_for(brain_multiclass, tmp_path, "tiny_timm.yaml", "--num_train_epochs", "2",
+                          "--train_metrics_samples", "0", "--save_strategy", "no",
+                          "--load_best_model_at_end", "false")  # fmt: skip
+    recorded = trainer.loss = Recorded(trainer.loss)
+    trainer.train()
+    steps = trainer.state.global_step // 2
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 2
+    for epoch, entry in enumerate(logged):
+        batches = recorded.batches[epoch * steps : (epoch + 1) * steps]
+        logits = torch.cat([logits for logits, _ in batches]).numpy()
+        labels = torch.cat([labels for _, labels in batches]).numpy()
+        assert len(labels) == len(trainer.train_dataset)  # every image of the epoch, once
+        expected = trainer.compute_metrics(EvalPrediction(logits, labels))
+        assert {f"train_aug_{k}": v for k, v in expected.items()} == pytest.approx(
+            {k: v for k, v in entry.items() if k.startswith("train_aug_")}
+        )
+    assert not any("train_macro_f1" in entry for entry in trainer.state.log_history)
+
+
+def test_mixed_batches_give_the_train_curve_its_loss_only(brain_multiclass, tmp_path):
+    trainer = trainer_for(brain_multiclass, tmp_path, "tiny_timm.yaml", "--mixup_alpha", "0.4",
+                          "--train_metrics_samples", "0", "--save_strategy", "no",
+                          "--load_best_model_at_end", "false")  # fmt: skip
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 1 and not any(key.startswith("train_aug_") for key in logged[0])
+
+
+def counting_processor_calls(monkeypatch) -> list[int]:
+    """Images through the model's processor (evaluation preprocessing), one entry per call."""
+    counts: list[int] = []
+
+    def counting(processor):
+        pixels = eval_pixels(processor)
+        return lambda images: counts.append(len(images)) or pixels(images)
+
+    monkeypatch.setattr("medft.data.pipeline.eval_pixels", counting)
+    return counts
+
+
+def test_the_validation_split_is_preprocessed_once_for_every_evaluation(
+    brain_multiclass, tmp_path, monkeypatch
+):
+    counts = counting_processor_calls(monkeypatch)
+    trainer = trainer_for(brain_multiclass, tmp_path, "tiny_timm.yaml", "--num_train_epochs", "3",
+                          "--train_metrics_samples", "0")  # fmt: skip
+    validation = trainer.eval_dataset
+    trainer.train()  # three evaluations
+    for _ in range(2):  # as train() scores it after training: calibration, then the report
+        trainer.predict(validation)
+    assert sum(counts) == len(validation)
+
+
+@pytest.mark.parametrize("recipe", ["tiny_timm.yaml", "tiny_vit.yaml"])
+def test_kept_validation_pixels_are_the_processors_bit_for_bit(recipe, brain_multiclass, tmp_path):
+    trainer, built = trainer_and_model(brain_multiclass, tmp_path, recipe,
+                                       "--per_device_eval_batch_size", "7")  # fmt: skip
+    kept = trainer.get_eval_dataloader()
+    assert kept.dataset.pixels.dtype == torch.uint8  # both processors' output is exact in uint8
+    images = trainer.eval_dataset.with_format(None)["image"]
+    expected = built.processor(images=[image.convert("RGB") for image in images],
+                               return_tensors="pt")["pixel_values"]  # fmt: skip
+    loaded = torch.cat([batch["pixel_values"] for batch in kept])
+    assert loaded.dtype == torch.float32 and torch.equal(loaded, expected)

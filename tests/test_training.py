@@ -22,6 +22,7 @@ from medft.data.pipeline import input_size_advice
 from medft.errors import MedftError
 from medft.hub import files_to_push
 from medft.parsing import parse_recipe
+from medft.prepare import prepare_dataset
 from tests.helpers import FIXTURES, run_recipe
 
 REPO = Path(__file__).parents[1]
@@ -93,6 +94,7 @@ def test_best_epoch_is_chosen_by_the_task_metric(brain_multiclass, tmp_path):
     logged = [e for e in state["log_history"] if "eval_macro_f1" in e]
     assert state["best_metric"] == max(e["eval_macro_f1"] for e in logged)
     assert any("train_macro_f1" in e for e in state["log_history"])  # the curves' train sample
+    assert any("train_aug_macro_f1" in e for e in state["log_history"])  # the epoch's batches
     card = (output / "README.md").read_text()
     assert "Not for clinical use" in card and "## Results on the test split" in card
 
@@ -158,6 +160,31 @@ def test_input_size_advice_names_both_sizes_and_the_ways_out(brain_binary):
     large = input_size_advice(1024, (224, 224))
     assert "1024 px" in large and "--image-size 256" in large
     assert input_size_advice(256, (224, 224)) is None and input_size_advice(None, (8, 8)) is None
+
+
+@pytest.fixture(scope="module")
+def six_images(tmp_path_factory) -> Path:
+    """Two classes of three scans, prepared: too few for a validation or test split."""
+    source = tmp_path_factory.mktemp("six_images")
+    for index in range(6):
+        (source / "ab"[index % 2]).mkdir(exist_ok=True)
+        Image.new("L", (40, 40), 40 * index).save(source / "ab"[index % 2] / f"{index}.png")
+    output = source.parent / "six_prepared"
+    prepare_dataset("folder", output, source=source, near_duplicates="off", num_proc=1)
+    return output
+
+
+@pytest.mark.parametrize(("eval_split", "empty"), [("validation", "validation"), ("train", "test")])
+def test_an_empty_split_is_refused_when_the_data_is_loaded(six_images, tmp_path, eval_split, empty):
+    command = medft_train("tiny_timm.yaml", six_images, tmp_path / "model",
+                          "--eval_split", eval_split)  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = result.stderr.strip().splitlines()
+    assert len(message) == 1 and "Traceback" not in result.stderr
+    assert f"split '{empty}' of {six_images} has no images" in message[0]
+    assert "--val-size" in message[0] and "--near-duplicates" in message[0]
+    assert not (tmp_path / "model").exists()  # refused before output_dir is claimed
 
 
 def medft_train(recipe: str, dataset: Path, output: Path, *extra: str) -> list[str]:
@@ -330,3 +357,23 @@ def test_the_gpu_checks_cpu_parts_run(tmp_path):
     assert (generated / "dataset_dict.json").is_file()
     help_text = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")])
     assert help_text.returncode == 0  # the script parses
+
+
+def test_the_step_anatomy_accounts_for_every_phase_of_a_run(tmp_path):
+    """benchmarks/step_anatomy.py on the CPU: each phase measured, none counted twice."""
+    results = tmp_path / "anatomy.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "step_anatomy.py"), "--image-size", "32",
+               "--batch-size", "32", "--per-class", "5", "--epochs", "2", "--model-steps", "2",
+               "--set", "bootstrap_resamples=0", "--json", str(results)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = json.loads(results.read_text())["resnet18"]
+    phases = run["phases"]
+    assert all(seconds >= 0 for seconds in phases.values()), phases  # nothing counted twice
+    assert abs(phases["other"]) < 0.05 * run["total"]  # nothing left out
+    for phase in ("training steps (forward, backward, optimizer)",
+                  "per-epoch evaluation: validation", "checkpoints",
+                  "after training: scoring (calibration, validation, test)"):  # fmt: skip
+        assert phases[phase] > 0, phase
+    assert run["model_alone_step"]["median"] > 0 and 0 <= run["wait_share"] < 1
+    assert "bound by" in result.stdout

@@ -6,15 +6,18 @@ batch norms kept in eval mode), `create_optimizer`
 (layer-wise learning-rate decay, and room for gradual unfreezing),
 `create_scheduler` (exponential decay), `_get_train_sampler` (each epoch's draw seeded by
 the epoch; oversampling), `get_train_dataloader` (one iterator across epochs, from loader
-workers or from the images held in memory: `medft.data.stream`), `evaluate` (a training
-sample scored beside validation, for the curves, and the moving average of the weights
-beside the raw ones).
+workers or from the images held in memory: `medft.data.stream`), `log` (the train curve:
+the training batches' own scores, `medft.running_scores`), `get_eval_dataloader` /
+`get_test_dataloader` (the validation split preprocessed once, `medft.data.preprocessed`),
+`evaluate` (the moving average of the weights beside the raw ones, and optionally a
+training sample re-scored beside validation).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from functools import partial
 from pathlib import Path
@@ -30,6 +33,7 @@ from transformers.trainer_utils import seed_worker
 from medft.data.batch_augment import BatchAugment
 from medft.data.cache import ImageCache, cached_batches
 from medft.data.mixing import BatchMixer
+from medft.data.preprocessed import preprocess_once
 from medft.data.sampling import (
     EpochBatches,
     EpochRandomSampler,
@@ -46,6 +50,10 @@ from medft.modeling.layout import BlockLayout
 from medft.modeling.lora import name_the_base_model
 from medft.optim import exponential_decay, parameter_groups
 from medft.public_names import path_within
+from medft.running_scores import RunningScores
+from medft.tasks import TaskInfo
+
+logger = logging.getLogger("medft")
 
 ARGUMENTS_NAME = "training_args.json"
 # TrainingArguments that may hold a local path (output_dir itself is written as its name)
@@ -82,6 +90,7 @@ class MedftTrainer(Trainer):
         device_transform: DeviceTransform | None = None,
         image_cache: ImageCache | None = None,
         batch_augment: BatchAugment | None = None,
+        task: TaskInfo | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -98,6 +107,15 @@ class MedftTrainer(Trainer):
         self.parameter_count: tuple[torch.nn.Module, int] | None = None
         if ema is not None:
             self.compute_metrics = self.with_selection(self.compute_metrics)
+        self.running_scores = None
+        self.validation_inputs = None  # the eval dataset preprocessed, once evaluated
+        if mixer is not None:
+            logger.info(
+                "Train curve: the loss only (metrics of MixUp / CutMix targets mean nothing); "
+                "train_metrics_samples re-scores a training sample instead."
+            )
+        elif task is not None:
+            self.running_scores = RunningScores(task)
 
     def with_selection(self, compute_metrics):
         """``compute_metrics`` plus, while the average's metrics are known, the better of the
@@ -147,6 +165,8 @@ class MedftTrainer(Trainer):
                 pixel_values, labels = self.mixer(pixel_values, labels)
         outputs = model(pixel_values=pixel_values)
         loss = self.loss(outputs.logits, labels)
+        if model.training and self.running_scores is not None:
+            self.running_scores.add(outputs.logits, labels)
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
@@ -255,6 +275,33 @@ class MedftTrainer(Trainer):
     def get_resumed_dataloader(self, dataloader: EpochStream, num_batches: int) -> EpochStream:
         """The same stream, its epoch starting ``num_batches`` in (drawn, not decoded)."""
         return dataloader.skipping(num_batches)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """The training log (its running loss) with the task's metrics of the same batches."""
+        if "loss" in logs and self.running_scores is not None:
+            logs = logs | self.running_scores.metrics()
+        super().log(logs, start_time)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return super().get_eval_dataloader(self.kept_inputs(eval_dataset))
+
+    def get_test_dataloader(self, test_dataset):
+        return super().get_test_dataloader(self.kept_inputs(test_dataset))
+
+    def kept_inputs(self, dataset):
+        """The validation split (the eval dataset) preprocessed once, at its first evaluation,
+        when it fits ``eval_cache_gb``; any other split as given."""
+        dataset = self.eval_dataset if dataset is None else dataset
+        if dataset is not self.eval_dataset or not self.args.eval_cache_gb:
+            return dataset
+        if self.validation_inputs is None:
+            spec = self.device_transform.spec if self.device_transform else None
+            kept = preprocess_once(
+                dataset, spec, name="Validation", batch_size=self.args.eval_batch_size,
+                workers=self.args.dataloader_num_workers, budget_gb=self.args.eval_cache_gb,
+            )  # fmt: skip
+            self.validation_inputs = kept or dataset
+        return self.validation_inputs
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         if self.ema_callback is not None and eval_dataset is None:

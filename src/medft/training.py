@@ -213,6 +213,7 @@ def build_trainer(
         device_transform=DeviceTransform(spec, data_args.random_erasing),
         image_cache=cache,
         batch_augment=BatchAugment(spec, data_args) if cache is not None else None,
+        task=task,  # the train curve: its metrics on the training batches
     )
 
 
