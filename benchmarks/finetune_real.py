@@ -227,6 +227,11 @@ def main() -> None:
         "--epochs", type=int, default=4, help="for every row (4 fits ~20 minutes on 2 cores)"
     )
     parser.add_argument("--skip-frozen", action="store_true", help="leave out the frozen row")
+    parser.add_argument(
+        "--with-workers", action="store_true",
+        help="add the recipe with data_cache: none (loader workers decode and augment every "
+        "epoch) beside the default, which holds this sample in memory",
+    )  # fmt: skip
     options = parser.parse_args()
     recipe = read_recipe_file(RECIPE)
     epochs = options.epochs
@@ -252,6 +257,10 @@ def main() -> None:
         ),
         "medft (the recipe)": lambda: medft_row(prepared, weights, work / "medft", epochs),
     }  # fmt: skip
+    if options.with_workers:
+        runs["medft, data_cache: none"] = lambda: medft_row(
+            prepared, weights, work / "medft_workers", epochs, "--data_cache", "none"
+        )
     if not options.skip_frozen:
         runs["medft, frozen backbone"] = lambda: medft_row(
             prepared, weights, work / "medft_frozen", epochs, "--freeze", "backbone"

@@ -296,7 +296,14 @@ def anatomy(name: str, dataset: Path, work: Path, options: argparse.Namespace) -
         options.epochs
     )
     evaluation = sum(value for key, value in rows.items() if key.startswith("per-epoch"))
+    trained = len(trainers[0].train_dataset) * options.epochs
+    in_loop = timeline.instants["train_end"][0] - timeline.instants["train_begin"][0]
     return {
+        "images_per_second": {
+            "whole train()": trained / (ended - started),
+            "training loop (Trainer.train)": trained / in_loop,
+            "model alone": options.batch_size / statistics.median(alone),
+        },
         "phases": rows,
         "total": ended - started,
         "steady_step": {"median": statistics.median(steady), "p90": percentile(steady, 0.9)},
@@ -332,8 +339,14 @@ def report(name: str, result: dict) -> str:
     lines.append(f"| **total** | **{total:.2f}** | 100% |")
     step, alone = result["steady_step"], result["model_alone_step"]
     ratio, gap = step["median"] / alone["median"], result["epoch_gap"]
+    speeds = dict(result["images_per_second"])
+    alone_speed = speeds.pop("model alone")
     lines += [
         "",
+        f"- images/s: model alone {alone_speed:,.0f}; "
+        + "; ".join(
+            f"{where} {speed:,.0f} ({speed / alone_speed:.2f}x)" for where, speed in speeds.items()
+        ),
         f"- steady step, median / p90: medft {1000 * step['median']:.1f} / "
         f"{1000 * step['p90']:.1f} ms, model alone {1000 * alone['median']:.1f} / "
         f"{1000 * alone['p90']:.1f} ms; medft / model alone {ratio:.2f}x",
