@@ -28,8 +28,8 @@ import numpy as np
 from PIL import Image
 
 from medft.near_duplicates import hash_values, near_pairs, perceptual_hash
-from medft.plots import plot_contact_sheet
 from medft.prepare import prepare_dataset
+from medft.prepare.leakage import draw_contact_sheet, grey_if_grey
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain-tumor-44c-sample"
 COPIES = 400
@@ -97,10 +97,10 @@ def main() -> None:
             for index in pairs[pick, :2]:
                 thumbnail = images[index].convert("RGB")
                 thumbnail.thumbnail((128, 128))
-                shown.append((thumbnail, names[index].split("/")[0]))
+                shown.append((grey_if_grey(thumbnail), names[index].split("/")[0]))
         rows.append((f"{distance} bits apart (pairs side by side)", shown))
     args.figures.mkdir(parents=True, exist_ok=True)
-    plot_contact_sheet(rows, args.figures / "near_copy_distances_brain44.png")
+    draw_contact_sheet(rows, args.figures / "near_copy_distances_brain44.png")
     sheet = args.output / "grouped" / "near_duplicates.png"
     (args.figures / "near_duplicates_brain44.png").write_bytes(sheet.read_bytes())
     print(json.dumps(results, indent=2))

@@ -30,7 +30,9 @@ def test_card_lists_the_subgroup_columns_where_there_are_any(nih_prepared, brain
     card = dataset_card(read_report(nih_prepared), "me/cxr14").text
     assert "Subgroup attributes: `sex`, `age_band`, `view_position`" in card
     assert "0-17, 18-39, 40-59, 60-79, 80+" in card
-    assert "Subgroup attributes" not in dataset_card(read_report(brain_multiclass), "me/b").text
+    brain = read_report(brain_multiclass)
+    assert "Subgroup attributes: `sequence`" in dataset_card(brain, "me/b").text
+    assert "Subgroup attributes" not in dataset_card(brain | {"subgroup_columns": []}, "me/b").text
 
 
 def test_push_uploads_card_then_data_then_report(brain_multiclass, monkeypatch):

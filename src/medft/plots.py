@@ -1,6 +1,6 @@
 """Every figure medft draws, as PNG files: training curves, confusion matrix, ROC and
-precision-recall curves, reliability diagram, subgroup forest plots, contact sheets of
-near-duplicate groups, and saliency explanations.
+precision-recall curves, reliability diagram, subgroup forest plots, and saliency
+explanations.
 
 Functions take plain arrays and numbers worked out elsewhere (`medft.evaluation`,
 `medft.explain`) and only draw; each returns the path it wrote.
@@ -284,24 +284,6 @@ def plot_subgroups(
     for axis in axes.ravel()[len(panels) :]:
         axis.axis("off")
     figure.suptitle(f"By {attribute.replace('_', ' ')}: value and 95% interval", fontsize=10)
-    return save(figure, path)
-
-
-def plot_contact_sheet(rows: list[tuple[str, list[tuple[Image.Image, str]]]], path: Path) -> Path:
-    """One row per group of images (its title above, then each image with its caption), so
-    that a person can see whether a group's images are copies of one scan."""
-    columns = max(len(images) for _, images in rows)
-    figure, axes = plt.subplots(len(rows), columns, figsize=(1.7 * columns, 2.1 * len(rows)),
-                                squeeze=False)  # fmt: skip
-    for axis_row, (title, images) in zip(axes, rows):
-        for axis in axis_row:
-            axis.axis("off")
-        for axis, (image, caption) in zip(axis_row, images):
-            axis.imshow(image, cmap="gray" if image.mode == "L" else None)
-            axis.set_title(caption, fontsize=6)
-        axis_row[0].annotate(title, xy=(0, 1.22), xycoords="axes fraction", fontsize=8,
-                             fontweight="bold")  # fmt: skip
-    figure.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.02, hspace=0.75, wspace=0.1)
     return save(figure, path)
 
 
