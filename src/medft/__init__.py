@@ -3,8 +3,7 @@
 from typing import Any
 
 from medft.errors import MedftError
-
-__version__ = "0.1.0"
+from medft.version import __version__
 
 __all__ = ["MedftError", "__version__", "load_image"]
 

@@ -32,7 +32,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image
 
-from medft import __version__
+from medft.version import __version__
 from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError, first_line

@@ -39,7 +39,7 @@ from transformers.utils import (
     WEIGHTS_NAME,
 )
 
-from medft import __version__
+from medft.version import __version__
 from medft.dicom_settings import SETTINGS_NAME
 from medft.errors import MedftError
 from medft.evaluation import METRICS_NAME

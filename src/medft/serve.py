@@ -35,7 +35,7 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from PIL import Image
 
-from medft import __version__
+from medft.version import __version__
 from medft.card import INTENDED_USE, NOT_FOR_CLINICAL_USE
 from medft.config.commands import (
     DEFAULT_MAX_FILES,

@@ -18,6 +18,7 @@ from medft.near_duplicates import parse_threshold
 from medft.prepare.leakage import LeakageAudit, format_audit
 from medft.prepare.listing import SourceListing
 from medft.prepare.private import private_file
+from medft.version import __version__
 
 REPORT_NAME = "prepare_report.json"
 NO_FINDING = "(no finding)"
@@ -48,8 +49,6 @@ def build_report(
     name: str,
     near_duplicates: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    from medft import __version__
-
     return {
         "name": name,
         "medft_version": __version__,
