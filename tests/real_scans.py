@@ -8,8 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from medft.dicom import read_dicom
-from medft.dicom_settings import DicomSettings
+from medft.formats.dicom_reading import read_dicom
+from medft.formats.dicom_settings import DicomSettings
 from tests.dicom_files import pydicom_file
 
 # distinct scans, by what they show (pHash distances between any two are above 16 bits)

@@ -9,9 +9,9 @@ from torchvision.transforms import v2
 from medft.config import DataArguments
 from medft.data.pipeline import load_data, set_transforms
 from medft.data.transforms import DeviceTransform, InputSpec, batch_transform, train_transform
-from medft.dicom import OFFSET_16BIT
-from medft.dicom_settings import DicomSettings, Window
 from medft.errors import MedftError
+from medft.formats.dicom_settings import DicomSettings, Window
+from medft.formats.windowing import OFFSET_16BIT
 from medft.modeling import build_model
 from medft.parsing import parse_recipe
 from medft.tasks import TaskInfo

@@ -20,10 +20,10 @@ import medft
 from medft.cli import main
 from medft.config import DataArguments
 from medft.data.pipeline import dicom_settings
-from medft.dicom_settings import DicomSettings, load_settings, parse_window, save_settings
 from medft.errors import MedftError
 from medft.evaluation import evaluate_model
 from medft.explain import explain
+from medft.formats.dicom_settings import DicomSettings, load_settings, parse_window, save_settings
 from medft.prediction import predict
 from medft.prepare import prepare_dataset
 from tests.dicom_files import dicom_copy, pydicom_file

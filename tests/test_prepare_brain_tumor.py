@@ -5,9 +5,9 @@ import pytest
 from datasets import ClassLabel, Image, load_from_disk
 
 from medft.errors import MedftError
+from medft.formats.prepared_report import read_report
 from medft.prepare import prepare_dataset
 from medft.prepare.brain_tumor import BINARY_LABELS, CLASSES, list_brain_tumor_44c
-from medft.prepare.report import read_report
 from tests.conftest import SHARED_DATA
 
 

@@ -8,6 +8,7 @@ from datasets import ClassLabel, Image, List, load_from_disk
 
 from medft.age_bands import age_band
 from medft.errors import MedftError
+from medft.formats.prepared_report import read_report
 from medft.prepare.chestxray14 import (
     FINDINGS,
     SUBGROUP_COLUMNS,
@@ -18,7 +19,7 @@ from medft.prepare.chestxray14 import (
     read_table,
     row_columns,
 )
-from medft.prepare.report import format_summary, read_report
+from medft.prepare.report import format_summary
 from medft.prepare.splits import groups_in_several_splits
 from tests.conftest import SHARED_DATA
 

@@ -6,9 +6,9 @@ from PIL import Image
 
 from medft.cli import main
 from medft.errors import MedftError
+from medft.formats.prepared_report import read_report
 from medft.prepare import prepare_dataset
 from medft.prepare.csv_table import list_csv
-from medft.prepare.report import read_report
 from medft.prepare.splits import groups_in_several_splits
 
 

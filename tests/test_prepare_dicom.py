@@ -14,8 +14,8 @@ from datasets import load_from_disk
 from pydicom.pixels import apply_modality_lut, pixel_array
 
 from medft.cli import main
-from medft.dicom import OFFSET_16BIT
 from medft.errors import MedftError
+from medft.formats.windowing import OFFSET_16BIT
 from medft.prepare import prepare_dataset
 from medft.prepare.dicom import list_dicom
 from medft.prepare.dicom_privacy import Pseudonyms, age_in_years, salt_file

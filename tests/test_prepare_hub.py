@@ -9,9 +9,9 @@ from huggingface_hub import DatasetCard, HfApi
 from PIL import Image
 
 from medft.errors import MedftError
+from medft.formats.prepared_report import read_report
 from medft.prepare import prepare_dataset
 from medft.prepare.hub import dataset_card, push_dataset
-from medft.prepare.report import read_report
 
 
 def test_card_describes_the_prepared_dataset(nih_prepared):

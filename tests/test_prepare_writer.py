@@ -7,10 +7,11 @@ from datasets import Dataset, Features, SplitInfo, load_from_disk
 from datasets.utils.info_utils import verify_splits
 
 from medft.errors import MedftError
+from medft.formats.prepared_report import read_report
 from medft.prepare import prepare_dataset
 from medft.prepare.brain_tumor import list_brain_tumor_44c
 from medft.prepare.private import KEPT_PRIVATELY, private_file
-from medft.prepare.report import format_summary, read_report
+from medft.prepare.report import format_summary
 from medft.prepare.writer import write_dataset
 
 

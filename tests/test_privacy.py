@@ -19,11 +19,11 @@ from datasets import load_from_disk
 from PIL import Image, PngImagePlugin
 
 from medft.cli import main
+from medft.formats.prepared_report import read_report
 from medft.hub import files_to_push
 from medft.prepare import prepare_dataset
 from medft.prepare.hub import dataset_card
 from medft.prepare.private import private_file
-from medft.prepare.report import read_report
 from tests.dicom_files import dicom_copy, pydicom_file
 from tests.helpers import run_recipe
 from tests.pretrained import save_vit

@@ -17,9 +17,9 @@ from medft.config import EvaluationOptions
 from medft.cv import cross_validate
 from medft.errors import MedftError
 from medft.evaluation import EvaluationReport, evaluate_model
+from medft.formats.prepared_report import REPORT_NAME, read_report
 from medft.parsing import parse_recipe
 from medft.prediction import predict
-from medft.prepare.report import REPORT_NAME, read_report
 from medft.subgroups import MISSING, AttributeResult, evaluate_subgroups
 from medft.tasks import TaskInfo
 from tests.helpers import FIXTURES, run_recipe

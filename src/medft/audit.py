@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from medft.data.loading import read_dataset
 from medft.errors import MedftError
+from medft.formats.pixel_budget import ImageTooLarge
 from medft.near_duplicates import HASH_COLUMN, hash_values, perceptual_hash
-from medft.pixel_budget import ImageTooLarge
 from medft.prepare.leakage import TRAIN, LeakageAudit, Row, audit, contact_sheet, format_audit
 from medft.prepare.regroup import SHEET_NAME
 
@@ -34,7 +34,7 @@ def hash_rows(task: tuple[str, str, int, int]) -> list[str | None]:
     that cannot be decoded."""
     import io
 
-    from medft.pixel_budget import opened_image
+    from medft.formats.pixel_budget import opened_image
 
     name, split, start, stop = task
     part = read_dataset(name)[split].cast_column("image", ImageFeature(decode=False))

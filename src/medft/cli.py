@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medft.errors import MedftError
-from medft.pixel_budget import max_megapixels
+from medft.formats.pixel_budget import max_megapixels
 
 
 class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):

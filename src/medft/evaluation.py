@@ -26,6 +26,7 @@ from medft.config import EvaluationOptions
 from medft.data.loading import check_split, read_dataset, task_of
 from medft.data.patients import patient_groups
 from medft.errors import MedftError
+from medft.formats.prepared_report import read_report
 from medft.inference import (
     Classifier,
     load_members,
@@ -33,7 +34,6 @@ from medft.inference import (
     score_split,
     stored_thresholds,
 )
-from medft.prepare.report import read_report
 from medft.subgroups import AttributeResult, attribute_values, evaluate_subgroups
 from medft.tasks import DEFAULT_THRESHOLD, TASK_TYPES, TaskInfo
 from medft.thresholds import Thresholds, cutoffs, fixed_thresholds, tune_thresholds

@@ -32,7 +32,6 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image
 
-from medft.version import __version__
 from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError, first_line
@@ -50,6 +49,7 @@ from medft.preprocessing import (
 )
 from medft.tasks import TaskInfo
 from medft.thresholds import Thresholds, cutoffs
+from medft.version import __version__
 
 logger = logging.getLogger("medft")
 PARITY_TOLERANCE = 1e-4  # fp32: onnxruntime against PyTorch, largest probability difference

@@ -6,7 +6,7 @@ onnxruntime, with the preprocessing its preprocessor.json describes. Worker
 processes (a torch `DataLoader`) decode each image as `pipeline()` does
 (transformers' `load_image`: EXIF orientation applied, RGB) and preprocess it with
 the model's own image processor; the model scores whole batches, on the GPU when
-there is one. DICOM files are read by `medft.dicom` with the settings the model
+there is one. DICOM files are read by `medft.formats` with the settings the model
 folder records (``dicom.json``: window, bit depth, frames), as its training data
 was; `load_image` gives plain-transformers users the same image. An image that
 cannot be read is reported with the reason, and the run goes on.
@@ -40,20 +40,20 @@ from transformers.image_utils import load_image as rgb_image
 from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from medft.data.loading import check_split, read_dataset
 from medft.data.transforms import use_one_thread_in_workers
-from medft.dicom import (
+from medft.errors import MedftError, first_line
+from medft.formats.dicom_reading import (
     UnreadableDicom,
     is_dicom_file,
     number_of_frames,
     open_dicom,
     read_dicom,
-    to_model_image,
 )
-from medft.dicom_settings import DicomSettings, load_settings
-from medft.errors import MedftError, first_line
+from medft.formats.dicom_settings import DicomSettings, load_settings
+from medft.formats.image_files import IMAGE_EXTENSIONS, is_image_file, is_visible_file, scan_images
+from medft.formats.pixel_budget import opened_image
+from medft.formats.windowing import to_model_image
 from medft.modeling.weights import check_saved_weights
 from medft.onnx_model import OnnxClassifier, load_onnx_classifier
-from medft.pixel_budget import opened_image
-from medft.prepare.files import IMAGE_EXTENSIONS, is_image_file, is_visible_file, scan_images
 from medft.tasks import LABEL_COLUMNS, TaskInfo
 from medft.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds
 from medft.tta import ORIGINAL, View

@@ -37,7 +37,9 @@ def perceptual_hash(image: Image.Image) -> str:
     import imagehash  # scipy.fftpack on first use: not for processes that never hash
 
     if image.mode not in ("L", "RGB"):
-        from medft.dicom import to_model_image  # pydicom: only for the images that need it
+        from medft.formats.windowing import (
+            to_model_image,  # pydicom: only for the images that need it
+        )
 
         image = to_model_image(image)
         image = image if image.mode in ("L", "RGB") else image.convert("RGB")

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from medft.dicom_settings import DicomSettings
 from medft.errors import MedftError, first_line
+from medft.formats.dicom_settings import DicomSettings
 from medft.preprocessing import PREPROCESSOR_NAME, SettingsProcessor
 from medft.tasks import LABEL_COLUMNS, TaskInfo
 from medft.thresholds import Thresholds, thresholds_from_json

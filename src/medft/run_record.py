@@ -39,10 +39,9 @@ from transformers.utils import (
     WEIGHTS_NAME,
 )
 
-from medft.version import __version__
-from medft.dicom_settings import SETTINGS_NAME
 from medft.errors import MedftError
 from medft.evaluation import METRICS_NAME
+from medft.formats.dicom_settings import SETTINGS_NAME
 from medft.parsing import RECIPE_NAME
 from medft.plots import (
     CONFUSION_NAME,
@@ -55,6 +54,7 @@ from medft.plots import (
 )
 from medft.thresholds import THRESHOLDS_NAME
 from medft.trainer import ARGUMENTS_NAME
+from medft.version import __version__
 
 logger = logging.getLogger("medft")
 RECORD_NAME = "medft_run.json"

@@ -35,7 +35,6 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from PIL import Image
 
-from medft.version import __version__
 from medft.card import INTENDED_USE, NOT_FOR_CLINICAL_USE
 from medft.config.commands import (
     DEFAULT_MAX_FILES,
@@ -56,6 +55,7 @@ from medft.inference import (
 )
 from medft.tasks import DEFAULT_THRESHOLD
 from medft.thresholds import fixed_thresholds
+from medft.version import __version__
 
 UPLOAD_LIFETIME = 600  # seconds an upload's images stay in the session, and its pictures on disk
 GALLERY_SIDE = 1024  # the gallery shows each image at most this many pixels a side

@@ -41,7 +41,6 @@ from medft.data.transforms import (
     collate,
     input_spec,
 )
-from medft.dicom_settings import save_settings
 from medft.ema import EMA_NAME, EmaCallback, keep_better_weights, selected_metric
 from medft.errors import MedftError
 from medft.evaluation import (
@@ -51,6 +50,7 @@ from medft.evaluation import (
     scores_from_logits,
     subgroup_attributes,
 )
+from medft.formats.dicom_settings import save_settings
 from medft.hub import push_model
 from medft.losses import build_loss, sampling_weights
 from medft.modeling import BuiltModel, base_model_id, build_model, weights_origin

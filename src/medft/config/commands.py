@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from medft.dicom_settings import BIT_DEPTHS, WINDOW_PRESETS, parse_window
 from medft.errors import MedftError
+from medft.formats.dicom_settings import BIT_DEPTHS, WINDOW_PRESETS, parse_window
 from medft.near_duplicates import DEFAULT_THRESHOLD
 
 DEFAULT_RESAMPLES = 1000  # bootstrap resamples for the 95% intervals

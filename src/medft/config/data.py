@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medft.config.checks import check_finite, check_probability, check_range
-from medft.dicom_settings import parse_window
 from medft.errors import MedftError
+from medft.formats.dicom_settings import parse_window
 
 AUTO_AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment")
 DATA_CACHES = ("auto", "device", "ram", "none")

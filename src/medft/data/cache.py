@@ -41,9 +41,9 @@ from medft.data.batch_augment import BatchAugment
 from medft.data.sampling import EpochBatches, data_seed, shard_rows, stream_seed
 from medft.data.stream import Batch, OpenAt
 from medft.data.transforms import InputSpec, to_rgb, use_one_thread_in_workers
-from medft.dicom import to_model_image
-from medft.dicom_settings import DicomSettings
 from medft.errors import MedftError
+from medft.formats.dicom_settings import DicomSettings
+from medft.formats.windowing import to_model_image
 from medft.tasks import TaskInfo
 
 logger = logging.getLogger("medft")

@@ -18,8 +18,8 @@ from medft.config import DataArguments, MedftTrainingArguments
 from medft.data.folds import fold_splits
 from medft.data.loading import load_training_data
 from medft.data.transforms import InputSpec, batch_transform, eval_pixels, input_spec, train_pixels
-from medft.dicom_settings import DicomSettings, dataset_settings, parse_window
 from medft.errors import MedftError
+from medft.formats.dicom_settings import DicomSettings, dataset_settings, parse_window
 from medft.prepare.report import prepared_threshold
 from medft.tasks import TaskInfo
 

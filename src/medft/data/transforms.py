@@ -24,8 +24,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
 from medft.config import DataArguments
-from medft.dicom import to_model_image
-from medft.dicom_settings import DicomSettings
+from medft.formats.dicom_settings import DicomSettings
+from medft.formats.windowing import to_model_image
 from medft.tasks import TaskInfo
 
 PIL_TO_TORCHVISION = {

@@ -15,13 +15,13 @@ from pathlib import Path
 from datasets import Value
 
 from medft.errors import MedftError
+from medft.formats.image_files import scan_images
 from medft.prepare.files import (
     class_folder_splits,
     count_loose_files,
     duplicate_notes,
     list_subfolders,
     require_folder,
-    scan_images,
 )
 from medft.prepare.listing import Example, SourceListing
 

@@ -7,7 +7,7 @@ once (`medft.prepare.dicom_privacy`, which keeps only pseudonyms and technical t
 to group files by patient (PatientID, else StudyInstanceUID) for a patient-level
 split, to count frames, and to pass over files that hold no image (structured
 reports, RT plans, waveforms, DICOMDIR). Pixels are read later, by the writer's
-workers (`medft.dicom`).
+workers (`medft.formats.dicom_reading`).
 
 ``image_id`` is a keyed hash of the file's path in the source, not the path: folder
 and file names of PACS exports often hold patient names. The path behind each hash
@@ -24,9 +24,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from medft.dicom import DICOM_EXTENSIONS, UnreadableDicom, has_dicom_preamble
-from medft.dicom_settings import DicomSettings, parse_window
 from medft.errors import MedftError
+from medft.formats.dicom_reading import DICOM_EXTENSIONS, UnreadableDicom, has_dicom_preamble
+from medft.formats.dicom_settings import DicomSettings, parse_window
+from medft.formats.image_files import is_visible_file
 from medft.prepare.csv_table import read_label_table
 from medft.prepare.dicom_privacy import (
     Header,
@@ -36,7 +37,7 @@ from medft.prepare.dicom_privacy import (
     read_header,
     resolve_salt,
 )
-from medft.prepare.files import is_visible_file, require_folder
+from medft.prepare.files import require_folder
 from medft.prepare.folder import read_class_folders
 from medft.prepare.listing import Example, SourceListing
 from medft.prepare.splits import (

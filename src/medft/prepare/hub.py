@@ -15,8 +15,8 @@ from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
 from medft.age_bands import AGE_BANDS
 from medft.errors import MedftError
+from medft.formats.prepared_report import REPORT_NAME, read_report
 from medft.prepare.private import KEPT_PRIVATELY
-from medft.prepare.report import REPORT_NAME, read_report
 
 ORIGINS = {
     "brain-tumor-44c": {

@@ -5,7 +5,8 @@ plain values. An image already in L or RGB (or with an alpha channel that is
 opaque everywhere), upright, and not to be resized is stored as its original
 encoded bytes, less what is not pixels (`medft.prepare.image_metadata`: JPEG and PNG;
 other formats are re-encoded); anything else is normalised and written as a lossless PNG.
-DICOM files are read by `medft.dicom` (windowed to L, RGB, or 16-bit grey) and stored as PNG.
+DICOM files are read by `medft.formats.dicom_reading` (windowed to L, RGB, or 16-bit grey) and
+stored as PNG.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import NamedTuple
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from medft.dicom import UnreadableDicom, read_dicom, scale_to_8bit_array
-from medft.dicom_settings import DicomSettings
+from medft.formats.dicom_reading import UnreadableDicom, read_dicom
+from medft.formats.dicom_settings import DicomSettings
+from medft.formats.pixel_budget import ImageTooLarge, opened_image
+from medft.formats.windowing import scale_to_8bit_array
 from medft.near_duplicates import perceptual_hash
-from medft.pixel_budget import ImageTooLarge, opened_image
 from medft.prepare.image_metadata import without_metadata
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail loudly, not decode grey

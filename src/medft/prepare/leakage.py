@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
+from medft.formats.pixel_budget import opened_image
 from medft.near_duplicates import near_groups, near_pairs
-from medft.pixel_budget import opened_image
 
 TRAIN = "train"
 SHEET_GROUPS = 8  # groups on the contact sheet, largest first

@@ -15,7 +15,7 @@ from typing import Any
 
 from datasets import ClassLabel, Features, Image, List, Value
 
-from medft.dicom_settings import DicomSettings
+from medft.formats.dicom_settings import DicomSettings
 from medft.prepare.splits import SPLITS
 
 

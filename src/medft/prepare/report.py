@@ -1,5 +1,7 @@
 """`prepare_report.json` and the one-screen summary printed at the end of `medft prepare`.
 
+The report is read back by `medft.formats.prepared_report`.
+
 The report is pushed with the dataset, so it knows the dataset by its name and holds no
 path that may name a patient; those are in the private record (`medft.prepare.private`).
 """
@@ -14,13 +16,13 @@ from typing import Any
 
 from datasets import DatasetDict
 
+from medft.formats.prepared_report import REPORT_NAME, read_report
 from medft.near_duplicates import parse_threshold
 from medft.prepare.leakage import LeakageAudit, format_audit
 from medft.prepare.listing import SourceListing
 from medft.prepare.private import private_file
 from medft.version import __version__
 
-REPORT_NAME = "prepare_report.json"
 NO_FINDING = "(no finding)"
 SKIPPED_SHOWN = 5
 
@@ -78,11 +80,6 @@ def write_report(report: dict[str, Any], folder: Path) -> Path:
     path = Path(folder) / REPORT_NAME
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return path
-
-
-def read_report(folder: str | Path) -> dict[str, Any] | None:
-    path = Path(folder) / REPORT_NAME
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def format_summary(report: dict[str, Any], output: str | Path) -> str:

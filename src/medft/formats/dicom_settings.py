@@ -1,8 +1,8 @@
 """How DICOM files become images, and where that is kept: window presets, `DicomSettings`,
 a model folder's ``dicom.json``, a prepared dataset's report.
 
-Kept apart from the pixel reading (`medft.dicom`) so that the options and recipes can
-check a window without importing pydicom.
+Kept apart from the pixel reading (`medft.formats.dicom_reading`) so that the options and
+recipes can check a window without importing pydicom.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medft.errors import MedftError
+from medft.formats.prepared_report import read_report
 
 # centre, width in Hounsfield units: the usual CT windows (Radiopaedia, "Windowing (CT)")
 WINDOW_PRESETS = {
@@ -88,8 +89,6 @@ class DicomSettings:
 def dataset_settings(dataset_name: str) -> DicomSettings | None:
     """The settings a dataset prepared by `medft prepare dicom` was read with (from its
     prepare_report.json); None for any other dataset, and for a Hub id."""
-    from medft.prepare.report import read_report  # here: medft.prepare imports this module
-
     folder = Path(dataset_name).expanduser()
     report = read_report(folder) if folder.is_dir() else None
     return DicomSettings.from_dict(report["dicom"]) if report and report.get("dicom") else None
