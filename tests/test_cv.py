@@ -16,7 +16,7 @@ from medft.cli import main
 from medft.data.loading import load_training_data
 from medft.errors import MedftError
 from medft.evaluation import split_scores
-from medft.inference import load_members
+from medft.inference.classifier import load_members
 from tests.helpers import FIXTURES
 
 FOLDS = 3

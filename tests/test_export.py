@@ -16,7 +16,7 @@ from datasets import load_from_disk
 from medft.cli import main
 from medft.errors import MedftError
 from medft.export import PARITY_TOLERANCE, export_onnx, generated_scans
-from medft.inference import load_classifier
+from medft.inference.classifier import load_classifier
 from medft.modeling.lora import merged
 from medft.prediction import predict
 from medft.prepare.chestxray14 import SUBGROUP_COLUMNS

@@ -13,7 +13,8 @@ from transformers import pipeline
 from medft.cli import main
 from medft.errors import MedftError
 from medft.formats.image_files import is_image_file
-from medft.inference import collect_inputs, load_classifier
+from medft.inference.classifier import load_classifier
+from medft.inference.inputs import collect_inputs
 from medft.prediction import format_prediction_summary, predict, prediction_rows
 from medft.tasks import TaskInfo
 from tests.helpers import DAMAGES, as_pytorch_bin, damage, save_tiny_model

@@ -8,8 +8,7 @@ from transformers import ConvNextImageProcessor, DeiTImageProcessor, ViTImagePro
 
 from medft.config import ModelArguments
 from medft.errors import MedftError
-from medft.modeling import build_model
-from medft.preprocessing import (
+from medft.inference.preprocessing import (
     FLOOR,
     HALF_EVEN,
     ON_PIL,
@@ -18,6 +17,7 @@ from medft.preprocessing import (
     input_size,
     processor_settings,
 )
+from medft.modeling import build_model
 from tests.helpers import THREE, tiny_timm, tiny_vit
 
 

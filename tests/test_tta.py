@@ -12,7 +12,7 @@ from transformers import pipeline
 
 from medft.cli import main
 from medft.errors import MedftError
-from medft.tta import tta_views
+from medft.inference.tta import tta_views
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ def __getattr__(name: str) -> Any:
     """`medft.load_image`, imported on first use (it needs torch and transformers, which
     `medft --help` should not wait for)."""
     if name == "load_image":
-        from medft.inference import load_image
+        from medft.inference.reading import load_image
 
         return load_image
     raise AttributeError(f"module 'medft' has no attribute {name!r}")

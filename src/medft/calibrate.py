@@ -20,7 +20,9 @@ from medft.config.commands import CalibrateArguments
 from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError
 from medft.evaluation import EvaluationReport, evaluate_model, split_scores
-from medft.inference import ImageReader, load_classifier, score_images
+from medft.inference.classifier import load_classifier
+from medft.inference.reading import ImageReader
+from medft.inference.scoring import score_images
 from medft.modeling.heads import fold_temperature
 from medft.modeling.layout import classifier_name
 from medft.reporting import write_evaluation

@@ -37,7 +37,7 @@ from medft.evaluation import (
     split_scores,
     subgroup_attributes,
 )
-from medft.inference import load_members
+from medft.inference.classifier import load_members
 from medft.parsing import Recipe, parse_recipe
 from medft.plots import plot_fold_metrics
 from medft.public_names import model_name

@@ -27,17 +27,12 @@ from medft.data.loading import check_split, read_dataset, task_of
 from medft.data.patients import patient_groups
 from medft.errors import MedftError
 from medft.formats.prepared_report import read_report
-from medft.inference import (
-    Classifier,
-    load_members,
-    saved_task,
-    score_split,
-    stored_thresholds,
-)
+from medft.inference.classifier import Classifier, load_members, saved_task, stored_thresholds
+from medft.inference.scoring import score_split
+from medft.inference.tta import ORIGINAL, View, tta_views
 from medft.subgroups import AttributeResult, attribute_values, evaluate_subgroups
 from medft.tasks import DEFAULT_THRESHOLD, TASK_TYPES, TaskInfo
 from medft.thresholds import Thresholds, cutoffs, fixed_thresholds, tune_thresholds
-from medft.tta import ORIGINAL, View, tta_views
 
 METRICS_NAME = "metrics.json"
 # Rajpurkar et al. 2017 (arXiv:1711.05225), Table 2, CheXNet column.

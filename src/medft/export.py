@@ -4,8 +4,8 @@ torch.onnx's dynamo exporter (`torch.export`) writes the graph, with a dynamic b
 axis; where it cannot capture a model, the TorchScript exporter does, and the summary
 and preprocessor.json say which one ran and why. preprocessor.json holds what anyone
 needs to run the model without medft or Python: the preprocessing steps
-(`medft.preprocessing`, checked against the model's own processor), the labels, the
-activation that turns logits into probabilities, and the stored thresholds.
+(`medft.inference.preprocessing`, checked against the model's own processor), the labels,
+the activation that turns logits into probabilities, and the stored thresholds.
 
 Parity: onnxruntime's probabilities are compared with PyTorch's on the same pixels
 (a dataset split's first images, or generated scans in the reference layouts); an
@@ -36,17 +36,17 @@ from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError, first_line
 from medft.evaluation import split_scores
-from medft.inference import Classifier, LogitsOnly, load_classifier, stored_thresholds
-from medft.onnx_model import OnnxClassifier, onnx_session
-from medft.prepare.brain_tumor import CLASSES
-from medft.prepare.synthetic import brain_scan, chest_radiograph
-from medft.preprocessing import (
+from medft.inference.classifier import Classifier, LogitsOnly, load_classifier, stored_thresholds
+from medft.inference.onnx_model import OnnxClassifier, onnx_session
+from medft.inference.preprocessing import (
     PREPROCESSOR_NAME,
     SettingsProcessor,
     check_settings,
     input_size,
     processor_settings,
 )
+from medft.prepare.brain_tumor import CLASSES
+from medft.prepare.synthetic import brain_scan, chest_radiograph
 from medft.tasks import TaskInfo
 from medft.thresholds import Thresholds, cutoffs
 from medft.version import __version__

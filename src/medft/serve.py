@@ -45,14 +45,9 @@ from medft.config.commands import (
 )
 from medft.errors import MedftError, first_line
 from medft.explain import Explainer
-from medft.inference import (
-    Classifier,
-    ImageReader,
-    load_classifier,
-    score_images,
-    short_reason,
-    stored_thresholds,
-)
+from medft.inference.classifier import Classifier, load_classifier, stored_thresholds
+from medft.inference.reading import ImageReader, short_reason
+from medft.inference.scoring import score_images
 from medft.tasks import DEFAULT_THRESHOLD
 from medft.thresholds import fixed_thresholds
 from medft.version import __version__

@@ -1,6 +1,7 @@
 """A `medft export`ed model.onnx as the inference engine scores it: onnxruntime runs the
 graph, and preprocessor.json (written beside it) gives the preprocessing, the labels and
-the thresholds. `medft.inference.load_classifier` returns one for a path ending in .onnx.
+the thresholds. `medft.inference.classifier.load_classifier` returns one for a path ending
+in .onnx.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import torch
 
 from medft.errors import MedftError, first_line
 from medft.formats.dicom_settings import DicomSettings
-from medft.preprocessing import PREPROCESSOR_NAME, SettingsProcessor
+from medft.inference.preprocessing import PREPROCESSOR_NAME, SettingsProcessor
+from medft.inference.tta import ORIGINAL, View
 from medft.tasks import LABEL_COLUMNS, TaskInfo
 from medft.thresholds import Thresholds, thresholds_from_json
-from medft.tta import ORIGINAL, View
 
 
 @dataclass
