@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification, set_seed
 
 from medft.config import EvaluationOptions, ModelArguments
-from medft.evaluation import EvaluationReport, SplitScores, evaluate_scores
+from medft.evaluation.evaluate import EvaluationReport, SplitScores, evaluate_scores
 from medft.modeling import BuiltModel, build_model
 from medft.parsing import parse_recipe
 from medft.tasks import TaskInfo

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from medft.bootstrap import Resampler, bootstrap_intervals
+from medft.evaluation.bootstrap import Resampler, bootstrap_intervals
 
 
 def accuracy_of(correct: np.ndarray):

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
-from medft.calibration import fit_temperature
 from medft.cli import main
 from medft.errors import MedftError
+from medft.evaluation.calibration import fit_temperature
 from medft.modeling import build_model
 from medft.modeling.heads import fold_temperature
 from medft.tasks import TaskInfo

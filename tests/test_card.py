@@ -1,9 +1,9 @@
 import numpy as np
 from huggingface_hub import ModelCard
 
-from medft.card import CardFacts, model_card, replace_results
 from medft.config import EvaluationOptions
-from medft.evaluation import SplitScores, evaluate_scores
+from medft.evaluation.card import CardFacts, model_card, replace_results
+from medft.evaluation.evaluate import SplitScores, evaluate_scores
 from medft.prepare.chestxray14 import FINDINGS as NIH_FINDINGS
 from medft.tasks import TaskInfo
 from tests.helpers import binary_report

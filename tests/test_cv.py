@@ -15,7 +15,7 @@ from medft import cv
 from medft.cli import main
 from medft.data.loading import load_training_data
 from medft.errors import MedftError
-from medft.evaluation import split_scores
+from medft.evaluation.evaluate import split_scores
 from medft.inference.classifier import load_members
 from tests.helpers import FIXTURES
 

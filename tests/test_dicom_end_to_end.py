@@ -21,7 +21,7 @@ from medft.cli import main
 from medft.config import DataArguments
 from medft.data.pipeline import dicom_settings
 from medft.errors import MedftError
-from medft.evaluation import evaluate_model
+from medft.evaluation.evaluate import evaluate_model
 from medft.explain import explain
 from medft.formats.dicom_settings import DicomSettings, load_settings, parse_window, save_settings
 from medft.prediction import predict

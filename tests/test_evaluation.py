@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 
 from medft.config import EvaluationOptions
-from medft.evaluation import CHEXNET_AUROC, EvaluationReport, SplitScores, evaluate_scores
+from medft.evaluation.evaluate import CHEXNET_AUROC, EvaluationReport, SplitScores, evaluate_scores
+from medft.evaluation.reporting import format_evaluation, write_evaluation
+from medft.evaluation.thresholds import Thresholds
 from medft.prepare.chestxray14 import FINDINGS as NIH_FINDINGS
-from medft.reporting import format_evaluation, write_evaluation
 from medft.tasks import TaskInfo
-from medft.thresholds import Thresholds
 
 BINARY = TaskInfo(["normal", "tumor"], multi_label=False)
 FOUR = TaskInfo(["a", "b", "c", "d"], multi_label=False)

@@ -1,9 +1,9 @@
 import numpy as np
 from PIL import Image
 
-from medft import plots
-from medft.calibration import reliability
-from medft.plots import (
+from medft.evaluation import plots
+from medft.evaluation.calibration import reliability
+from medft.evaluation.plots import (
     CurvePanel,
     operating_point,
     plot_confusion_matrix,

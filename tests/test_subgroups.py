@@ -1,5 +1,6 @@
-"""Performance by subgroup (medft.subgroups): groups, gaps, intervals, small groups; and
-through medft evaluate, the end of training, the model card, medft predict and medft cv."""
+"""Performance by subgroup (medft.evaluation.subgroups): groups, gaps, intervals, small
+groups; and through medft evaluate, the end of training, the model card, medft predict and
+medft cv."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from medft.cli import main
 from medft.config import EvaluationOptions
 from medft.cv import cross_validate
 from medft.errors import MedftError
-from medft.evaluation import EvaluationReport, evaluate_model
+from medft.evaluation.evaluate import EvaluationReport, evaluate_model
+from medft.evaluation.subgroups import MISSING, AttributeResult, evaluate_subgroups
 from medft.formats.prepared_report import REPORT_NAME, read_report
 from medft.parsing import parse_recipe
 from medft.prediction import predict
-from medft.subgroups import MISSING, AttributeResult, evaluate_subgroups
 from medft.tasks import TaskInfo
 from tests.helpers import FIXTURES, run_recipe
 

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from medft.calibration import TemperatureScaling, fit_temperature, reliability
-from medft.card import replace_results
 from medft.config.commands import CalibrateArguments
 from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError
-from medft.evaluation import EvaluationReport, evaluate_model, split_scores
+from medft.evaluation.calibration import TemperatureScaling, fit_temperature, reliability
+from medft.evaluation.card import replace_results
+from medft.evaluation.evaluate import EvaluationReport, evaluate_model, split_scores
+from medft.evaluation.reporting import write_evaluation
 from medft.inference.classifier import load_classifier
 from medft.inference.reading import ImageReader
 from medft.inference.scoring import score_images
 from medft.modeling.heads import fold_temperature
 from medft.modeling.layout import classifier_name
-from medft.reporting import write_evaluation
 
 CARD_NAME = "README.md"
 

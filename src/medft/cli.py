@@ -121,8 +121,8 @@ def run_synthesize(args: argparse.Namespace, options: Any) -> None:
 
 
 def run_train(args: argparse.Namespace, options: Any) -> None:
+    from medft.evaluation.reporting import format_run_summary
     from medft.parsing import parse_recipe
-    from medft.reporting import format_run_summary
     from medft.training import train
 
     recipe = parse_recipe(options.recipe, args.overrides)
@@ -164,7 +164,7 @@ def run_search(args: argparse.Namespace, options: Any) -> None:
 
 def run_demo(args: argparse.Namespace, options: Any) -> None:
     from medft.demo import run_demo as demo
-    from medft.reporting import format_run_summary
+    from medft.evaluation.reporting import format_run_summary
 
     result = demo(options.output, per_class=options.per_class, overrides=args.overrides)
     print(format_run_summary(options.output / "model", result.evaluation, result.test_metrics))
@@ -174,8 +174,8 @@ def run_demo(args: argparse.Namespace, options: Any) -> None:
 
 
 def run_evaluate(args: argparse.Namespace, options: Any) -> None:
-    from medft.evaluation import evaluate_model
-    from medft.reporting import format_evaluation, write_evaluation
+    from medft.evaluation.evaluate import evaluate_model
+    from medft.evaluation.reporting import format_evaluation, write_evaluation
 
     options.progress = True
     report, scores = evaluate_model(
@@ -218,7 +218,7 @@ def run_audit(args: argparse.Namespace, options: Any) -> None:
 
 def run_calibrate(args: argparse.Namespace, options: Any) -> None:
     from medft.calibrate import calibrate_model
-    from medft.reporting import format_evaluation
+    from medft.evaluation.reporting import format_evaluation
 
     options.progress = True
     report, output = calibrate_model(options)

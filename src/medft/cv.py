@@ -30,18 +30,18 @@ from medft.config import DataArguments, EvaluationOptions, MedftTrainingArgument
 from medft.data.loading import read_dataset, task_of
 from medft.data.pipeline import dataset_identity, recipe_splits
 from medft.errors import MedftError
-from medft.evaluation import (
+from medft.evaluation.evaluate import (
     EvaluationReport,
     SplitScores,
     evaluate_scores,
     split_scores,
     subgroup_attributes,
 )
+from medft.evaluation.plots import plot_fold_metrics
+from medft.evaluation.reporting import write_evaluation
 from medft.inference.classifier import load_members
 from medft.parsing import Recipe, parse_recipe
-from medft.plots import plot_fold_metrics
 from medft.public_names import model_name
-from medft.reporting import write_evaluation
 from medft.run_record import (
     RunRecord,
     other_run,

@@ -29,11 +29,11 @@ from tqdm.auto import tqdm
 from medft.config.commands import DEFAULT_TOP_K
 from medft.data.transforms import input_spec, to_picture
 from medft.errors import MedftError
+from medft.evaluation.plots import plot_explanation
 from medft.inference.classifier import Classifier, LogitsOnly, load_classifier
 from medft.inference.inputs import collect_inputs
 from medft.inference.reading import ImageReader, short_reason
 from medft.modeling.layout import block_layout, module_prefix
-from medft.plots import plot_explanation
 
 
 @dataclass

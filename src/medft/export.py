@@ -35,7 +35,8 @@ from PIL import Image
 from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError, first_line
-from medft.evaluation import split_scores
+from medft.evaluation.evaluate import split_scores
+from medft.evaluation.thresholds import Thresholds, cutoffs
 from medft.inference.classifier import Classifier, LogitsOnly, load_classifier, stored_thresholds
 from medft.inference.onnx_model import OnnxClassifier, onnx_session
 from medft.inference.preprocessing import (
@@ -48,7 +49,6 @@ from medft.inference.preprocessing import (
 from medft.prepare.brain_tumor import CLASSES
 from medft.prepare.synthetic import brain_scan, chest_radiograph
 from medft.tasks import TaskInfo
-from medft.thresholds import Thresholds, cutoffs
 from medft.version import __version__
 
 logger = logging.getLogger("medft")

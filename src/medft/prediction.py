@@ -20,13 +20,13 @@ import numpy as np
 
 from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, DEFAULT_WORKERS
 from medft.errors import MedftError
-from medft.evaluation import declared_attributes, split_columns
+from medft.evaluation.evaluate import declared_attributes, split_columns
+from medft.evaluation.thresholds import Thresholds, fixed_thresholds
 from medft.inference.classifier import load_members, stored_thresholds
 from medft.inference.inputs import Inputs, collect_inputs
 from medft.inference.scoring import score_members
 from medft.inference.tta import ORIGINAL, tta_views
 from medft.tasks import DEFAULT_THRESHOLD, TaskInfo
-from medft.thresholds import Thresholds, fixed_thresholds
 
 
 def csv_header(task: TaskInfo, top_k: int) -> list[str]:

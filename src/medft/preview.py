@@ -2,7 +2,7 @@
 
 Each row is one training image: as evaluation preprocesses it, then several
 draws of the recipe's training augmentation. With MixUp or CutMix on, a last
-row shows one mixed batch of those images. The figure is drawn by `medft.plots`.
+row shows one mixed batch of those images. The figure is drawn by `medft.evaluation.plots`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from medft.data.transforms import (
     to_rgb,
     train_transform,
 )
+from medft.evaluation.plots import plot_augmentation_grid
 from medft.modeling.backbones import build_processor
-from medft.plots import plot_augmentation_grid
 
 
 def augmentation_grid(

@@ -40,10 +40,8 @@ from transformers.utils import (
 )
 
 from medft.errors import MedftError
-from medft.evaluation import METRICS_NAME
-from medft.formats.dicom_settings import SETTINGS_NAME
-from medft.parsing import RECIPE_NAME
-from medft.plots import (
+from medft.evaluation.evaluate import METRICS_NAME
+from medft.evaluation.plots import (
     CONFUSION_NAME,
     CURVES_NAME,
     PR_NAME,
@@ -52,7 +50,9 @@ from medft.plots import (
     SUBGROUPS_NAME,
     UNCALIBRATED_NAME,
 )
-from medft.thresholds import THRESHOLDS_NAME
+from medft.evaluation.thresholds import THRESHOLDS_NAME
+from medft.formats.dicom_settings import SETTINGS_NAME
+from medft.parsing import RECIPE_NAME
 from medft.trainer import ARGUMENTS_NAME
 from medft.version import __version__
 

@@ -35,7 +35,6 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from PIL import Image
 
-from medft.card import INTENDED_USE, NOT_FOR_CLINICAL_USE
 from medft.config.commands import (
     DEFAULT_MAX_FILES,
     DEFAULT_MAX_QUEUE,
@@ -44,12 +43,13 @@ from medft.config.commands import (
     DEFAULT_TOP_K,
 )
 from medft.errors import MedftError, first_line
+from medft.evaluation.card import INTENDED_USE, NOT_FOR_CLINICAL_USE
+from medft.evaluation.thresholds import fixed_thresholds
 from medft.explain import Explainer
 from medft.inference.classifier import Classifier, load_classifier, stored_thresholds
 from medft.inference.reading import ImageReader, short_reason
 from medft.inference.scoring import score_images
 from medft.tasks import DEFAULT_THRESHOLD
-from medft.thresholds import fixed_thresholds
 from medft.version import __version__
 
 UPLOAD_LIFETIME = 600  # seconds an upload's images stay in the session, and its pictures on disk

@@ -22,8 +22,6 @@ import torch
 import transformers
 from transformers import EarlyStoppingCallback, EvalPrediction, TrainerCallback, set_seed
 
-from medft.calibration import TemperatureScaling, fit_temperature, reliability
-from medft.card import CardFacts, card_settings, model_card
 from medft.config import (
     AUTO,
     DataArguments,
@@ -43,13 +41,17 @@ from medft.data.transforms import (
 )
 from medft.ema import EMA_NAME, EmaCallback, keep_better_weights, selected_metric
 from medft.errors import MedftError
-from medft.evaluation import (
+from medft.evaluation.calibration import TemperatureScaling, fit_temperature, reliability
+from medft.evaluation.card import CardFacts, card_settings, model_card
+from medft.evaluation.evaluate import (
     EvaluationReport,
     SplitScores,
     evaluate_scores,
     scores_from_logits,
     subgroup_attributes,
 )
+from medft.evaluation.plots import CURVES_NAME, plot_training_curves
+from medft.evaluation.reporting import format_evaluation, write_evaluation
 from medft.formats.dicom_settings import save_settings
 from medft.hub import push_model
 from medft.losses import build_loss, sampling_weights
@@ -58,9 +60,7 @@ from medft.modeling.freezing import GradualUnfreezing, parameter_table
 from medft.modeling.heads import fold_temperature
 from medft.modeling.lora import merged
 from medft.parsing import RECIPE_NAME
-from medft.plots import CURVES_NAME, plot_training_curves
 from medft.public_names import dataset_name, model_name
-from medft.reporting import format_evaluation, write_evaluation
 from medft.run_record import (
     RunRecord,
     check_resume_from,

@@ -19,12 +19,12 @@ from transformers import (
 )
 
 from medft.errors import MedftError, first_line
+from medft.evaluation.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds
 from medft.formats.dicom_settings import DicomSettings, load_settings
 from medft.inference.onnx_model import OnnxClassifier, load_onnx_classifier
 from medft.inference.tta import ORIGINAL, View
 from medft.modeling.weights import check_saved_weights
 from medft.tasks import LABEL_COLUMNS, TaskInfo
-from medft.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

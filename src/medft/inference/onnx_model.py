@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from medft.errors import MedftError, first_line
+from medft.evaluation.thresholds import Thresholds, thresholds_from_json
 from medft.formats.dicom_settings import DicomSettings
 from medft.inference.preprocessing import PREPROCESSOR_NAME, SettingsProcessor
 from medft.inference.tta import ORIGINAL, View
 from medft.tasks import LABEL_COLUMNS, TaskInfo
-from medft.thresholds import Thresholds, thresholds_from_json
 
 
 @dataclass

@@ -2,7 +2,7 @@
 precision-recall curves, reliability diagram, subgroup forest plots, and saliency
 explanations.
 
-Functions take plain arrays and numbers worked out elsewhere (`medft.evaluation`,
+Functions take plain arrays and numbers worked out elsewhere (`medft.evaluation.evaluate`,
 `medft.explain`) and only draw; each returns the path it wrote.
 """
 
@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
-from medft.calibration import Reliability  # noqa: E402
+from medft.evaluation.calibration import Reliability  # noqa: E402
 from medft.running_scores import PREFIX  # noqa: E402
 from medft.tasks import CurvePanel  # noqa: E402
 

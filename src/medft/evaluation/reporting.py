@@ -1,7 +1,7 @@
 """Rendering an `EvaluationReport`: its files (metrics.json, thresholds.json, the figures),
 the one-screen summary `medft evaluate` prints, and the summary at the end of a run.
 
-The model card renders the same report (`medft.card`), with the same per-finding
+The model card renders the same report (`medft.evaluation.card`), with the same per-finding
 table (`finding_rows`).
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medft.evaluation import CHEXNET_NOTE, METRICS_NAME, EvaluationReport, SplitScores
-from medft.plots import (
+from medft.evaluation.evaluate import CHEXNET_NOTE, METRICS_NAME, EvaluationReport, SplitScores
+from medft.evaluation.plots import (
     CONFUSION_NAME,
     CURVES_NAME,
     PR_NAME,
@@ -27,8 +27,8 @@ from medft.plots import (
     plot_subgroups,
     subgroups_name,
 )
+from medft.evaluation.thresholds import THRESHOLDS_NAME, save_thresholds
 from medft.tasks import TASK_TYPES, TaskInfo
-from medft.thresholds import THRESHOLDS_NAME, save_thresholds
 
 
 def write_evaluation(

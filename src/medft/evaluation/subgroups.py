@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from medft.bootstrap import Resampler, bootstrap_intervals
 from medft.errors import MedftError
+from medft.evaluation.bootstrap import Resampler, bootstrap_intervals
 from medft.tasks import TaskInfo
 
 MIN_IMAGES = 30

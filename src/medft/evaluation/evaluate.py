@@ -4,9 +4,9 @@
 tune thresholds on) into an `EvaluationReport`, the content of `metrics.json`.
 The trainer calls it after training and `medft evaluate` (`evaluate_model`) on a
 saved model, so the model card and the command report the same numbers. This
-module only computes; `medft.reporting` writes the files and the text, and
-`medft.card` the model card. Every metric comes from scikit-learn, through the
-task (`medft.tasks`), which the Trainer's metrics use too.
+module only computes; `medft.evaluation.reporting` writes the files and the text,
+and `medft.evaluation.card` the model card. Every metric comes from scikit-learn,
+through the task (`medft.tasks`), which the Trainer's metrics use too.
 """
 
 from __future__ import annotations
@@ -20,19 +20,19 @@ import numpy as np
 from datasets import Dataset
 
 from medft import public_names
-from medft.bootstrap import CONFIDENCE, Resampler, bootstrap_intervals
-from medft.calibration import Reliability, TemperatureScaling, reliability
 from medft.config import EvaluationOptions
 from medft.data.loading import check_split, read_dataset, task_of
 from medft.data.patients import patient_groups
 from medft.errors import MedftError
+from medft.evaluation.bootstrap import CONFIDENCE, Resampler, bootstrap_intervals
+from medft.evaluation.calibration import Reliability, TemperatureScaling, reliability
+from medft.evaluation.subgroups import AttributeResult, attribute_values, evaluate_subgroups
+from medft.evaluation.thresholds import Thresholds, cutoffs, fixed_thresholds, tune_thresholds
 from medft.formats.prepared_report import read_report
 from medft.inference.classifier import Classifier, load_members, saved_task, stored_thresholds
 from medft.inference.scoring import score_split
 from medft.inference.tta import ORIGINAL, View, tta_views
-from medft.subgroups import AttributeResult, attribute_values, evaluate_subgroups
 from medft.tasks import DEFAULT_THRESHOLD, TASK_TYPES, TaskInfo
-from medft.thresholds import Thresholds, cutoffs, fixed_thresholds, tune_thresholds
 
 METRICS_NAME = "metrics.json"
 # Rajpurkar et al. 2017 (arXiv:1711.05225), Table 2, CheXNet column.

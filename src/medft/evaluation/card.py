@@ -13,8 +13,8 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from medft.config import DataArguments, MedftTrainingArguments, ModelArguments
-from medft.evaluation import CHEXNET_NOTE, EvaluationReport
-from medft.plots import (
+from medft.evaluation.evaluate import CHEXNET_NOTE, EvaluationReport
+from medft.evaluation.plots import (
     CONFUSION_NAME,
     CURVES_NAME,
     PR_NAME,
@@ -23,8 +23,7 @@ from medft.plots import (
     UNCALIBRATED_NAME,
     subgroups_name,
 )
-from medft.public_names import dataset_name, model_name
-from medft.reporting import (
+from medft.evaluation.reporting import (
     chexnet_aurocs,
     finding_rows,
     interval_text,
@@ -32,7 +31,14 @@ from medft.reporting import (
     signed,
     temperature_text,
 )
-from medft.subgroups import MIN_IMAGES, MIN_POSITIVES, AttributeResult, GroupResult, sensitivity_key
+from medft.evaluation.subgroups import (
+    MIN_IMAGES,
+    MIN_POSITIVES,
+    AttributeResult,
+    GroupResult,
+    sensitivity_key,
+)
+from medft.public_names import dataset_name, model_name
 from medft.tasks import TASK_TYPES, TaskInfo
 
 NOT_FOR_CLINICAL_USE = (
