@@ -45,6 +45,7 @@ def child(dataset: str, output: str, settings: dict) -> None:
     import transformers
 
     import medft.training
+    import medft.training.build
     from medft.parsing import parse_recipe
 
     waits, steps = [], []
@@ -68,8 +69,8 @@ def child(dataset: str, output: str, settings: dict) -> None:
             self.last, self.first = now, False
 
     transformers.Trainer.get_batch_samples = timed_take
-    callbacks = medft.training.technique_callbacks
-    medft.training.technique_callbacks = lambda *a: callbacks(*a) + [StepTimes()]
+    callbacks = medft.training.build.technique_callbacks
+    medft.training.build.technique_callbacks = lambda *a: callbacks(*a) + [StepTimes()]
     recipe = Path(output) / "recipe.json"
     recipe.parent.mkdir(parents=True, exist_ok=True)
     recipe.write_text(json.dumps(settings))

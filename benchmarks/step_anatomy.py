@@ -39,8 +39,8 @@ from unittest import mock
 import torch
 from transformers import TrainerCallback
 
-import medft.trainer
-import medft.training
+import medft.training.run
+import medft.training.trainer
 from medft.parsing import parse_recipe
 from medft.prepare import prepare_dataset
 from medft.prepare.synthetic import synthesize_brain_tumor_44c
@@ -148,17 +148,19 @@ def instrumented(timeline: Timeline, trainers: list) -> Iterator[None]:
         trainers.append(trainer)
         return trainer
 
-    original_build = medft.training.build_trainer
+    original_build = medft.training.run.build_trainer
     with contextlib.ExitStack() as stack:
-        stack.enter_context(mock.patch.object(medft.training, "build_trainer", build_trainer))
+        stack.enter_context(mock.patch.object(medft.training.run, "build_trainer", build_trainer))
         for name, label in [
             ("load_data", "set-up: data"), ("build_model", "set-up: model"),
             *AFTER_TRAINING.items(),
         ]:  # fmt: skip
-            function = timeline.timed(label, getattr(medft.training, name))
-            stack.enter_context(mock.patch.object(medft.training, name, function))
-        once = timeline.timed("validation preprocessed once", medft.trainer.preprocess_once)
-        stack.enter_context(mock.patch.object(medft.trainer, "preprocess_once", once))
+            function = timeline.timed(label, getattr(medft.training.run, name))
+            stack.enter_context(mock.patch.object(medft.training.run, name, function))
+        once = timeline.timed(
+            "validation preprocessed once", medft.training.trainer.preprocess_once
+        )
+        stack.enter_context(mock.patch.object(medft.training.trainer, "preprocess_once", once))
         yield
 
 

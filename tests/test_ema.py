@@ -9,11 +9,11 @@ from timm.utils import ModelEmaV3
 from transformers import AutoModelForImageClassification, TrainerCallback
 
 from medft.data.pipeline import load_data, set_transforms
-from medft.ema import EMA_NAME
 from medft.errors import MedftError
 from medft.modeling import build_model
 from medft.parsing import parse_recipe
-from medft.training import build_trainer
+from medft.training.build import build_trainer
+from medft.training.ema import EMA_NAME
 from tests.helpers import FIXTURES, run_recipe
 
 DECAY = "0.8"

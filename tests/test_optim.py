@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from medft.modeling import build_model
-from medft.optim import depth_scales, exponential_decay, parameter_groups
 from medft.parsing import parse_recipe
+from medft.training.optim import depth_scales, exponential_decay, parameter_groups
 from tests.helpers import FIXTURES, THREE, tiny_timm
 
 

@@ -6,7 +6,7 @@ import pytest
 from transformers import EvalPrediction
 
 from medft.tasks import TaskInfo, auprc_or_none
-from medft.training import task_metrics
+from medft.training.build import task_metrics
 
 THREE = TaskInfo(["a", "b", "c"], multi_label=False)
 BINARY = TaskInfo(["normal", "tumor"], multi_label=False)

@@ -14,8 +14,8 @@ from medft.errors import MedftError
 from medft.modeling import build_model, freezing
 from medft.modeling.freezing import GradualUnfreezing
 from medft.parsing import parse_recipe
-from medft.trainer import MedftTrainer
-from medft.training import build_trainer
+from medft.training.build import build_trainer
+from medft.training.trainer import MedftTrainer
 from tests.helpers import FIXTURES, run_recipe
 
 
@@ -80,7 +80,8 @@ def test_early_stopping_stops_when_the_metric_stalls_and_keeps_the_best(
 ):
     scores = iter([0.5, 0.8] + [0.6] * 20)  # improves once, then stalls
     monkeypatch.setattr(
-        "medft.training.task_metrics", lambda task: lambda prediction: {"macro_f1": next(scores)}
+        "medft.training.build.task_metrics",
+        lambda task: lambda prediction: {"macro_f1": next(scores)},
     )
     output = tmp_path / "model"
     run_recipe("tiny_timm.yaml", brain_binary, output, "--num_train_epochs", "8",

@@ -323,7 +323,7 @@ def test_one_compiled_training_step(recipe, brain_binary, tmp_path):
 
 def test_channels_last_is_the_default_for_cnns_only():
     from medft.modeling import build_model
-    from medft.training import uses_channels_last
+    from medft.training.run import uses_channels_last
     from tests.helpers import THREE, tiny_timm, tiny_vit
 
     assert uses_channels_last(None, build_model(tiny_timm(), THREE).model)

@@ -123,7 +123,7 @@ def run_synthesize(args: argparse.Namespace, options: Any) -> None:
 def run_train(args: argparse.Namespace, options: Any) -> None:
     from medft.evaluation.reporting import format_run_summary
     from medft.parsing import parse_recipe
-    from medft.training import train
+    from medft.training.run import train
 
     recipe = parse_recipe(options.recipe, args.overrides)
     result = train(*recipe)

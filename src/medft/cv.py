@@ -7,8 +7,8 @@ works for `medft predict` and `medft evaluate`). Folds run one after another in 
 process (under `accelerate launch` as a single run would); a fold that finished is
 skipped when the command is run again, and one that was cut short resumes from its
 last complete checkpoint. Each finished fold's `cv_fold.json` records the number of
-folds, its run's settings and the dataset's fingerprint (`medft.run_record`), so folds
-of another cross-validation in the folder are refused, before anything is trained,
+folds, its run's settings and the dataset's fingerprint (`medft.training.run_record`), so
+folds of another cross-validation in the folder are refused, before anything is trained,
 unless ``--overwrite`` trains them again. Then: the per-fold table and its mean and sd, the pooled
 out-of-fold evaluation with bootstrap intervals, and the ensemble of the fold models
 (mean probabilities) on the test split, which the folds never saw.
@@ -42,7 +42,10 @@ from medft.evaluation.reporting import write_evaluation
 from medft.inference.classifier import load_members
 from medft.parsing import Recipe, parse_recipe
 from medft.public_names import model_name
-from medft.run_record import (
+from medft.training.run import setup_logging, train
+from medft.training.run_record import (
+    FOLD_RESULT,
+    HELD_OUT,
     RunRecord,
     other_run,
     owned_files,
@@ -50,12 +53,9 @@ from medft.run_record import (
     remove_owned,
     write_atomically,
 )
-from medft.training import setup_logging, train
 
 logger = logging.getLogger("medft")
-FOLD_RESULT = "cv_fold.json"  # written when a fold has finished
-MARKER_KEYS = {"folds", "recipe", "settings", "dataset", "sizes", "metrics"}  # what it holds
-HELD_OUT = "held_out.npz"  # its out-of-fold probabilities
+MARKER_KEYS = {"folds", "recipe", "settings", "dataset", "sizes", "metrics"}  # in FOLD_RESULT
 FOLDS_NAME = "folds.csv"
 SUMMARY_NAME = "cv_summary.json"
 FOLDS_PLOT = "fold_metrics.png"

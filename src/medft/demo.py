@@ -14,7 +14,7 @@ from pathlib import Path
 from medft.parsing import parse_recipe
 from medft.prepare import prepare_dataset
 from medft.prepare.synthetic import synthesize_brain_tumor_44c
-from medft.training import TrainingResult, train
+from medft.training.run import TrainingResult, train
 
 
 def run_demo(

@@ -29,7 +29,8 @@ from medft.parsing import (
     field_types,
     parse_recipe,
 )
-from medft.training import build_trainer, setup_logging
+from medft.training.build import build_trainer
+from medft.training.run import setup_logging
 
 logger = logging.getLogger("medft")
 KINDS = ("float", "int", "categorical")

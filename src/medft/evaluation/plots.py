@@ -22,8 +22,8 @@ from PIL import Image  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from medft.evaluation.calibration import Reliability  # noqa: E402
-from medft.running_scores import PREFIX  # noqa: E402
 from medft.tasks import CurvePanel  # noqa: E402
+from medft.training.running_scores import PREFIX  # noqa: E402
 
 CURVES_NAME = "training_curves.png"
 CONFUSION_NAME = "confusion_matrix.png"

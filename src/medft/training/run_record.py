@@ -53,11 +53,14 @@ from medft.evaluation.plots import (
 from medft.evaluation.thresholds import THRESHOLDS_NAME
 from medft.formats.dicom_settings import SETTINGS_NAME
 from medft.parsing import RECIPE_NAME
-from medft.trainer import ARGUMENTS_NAME
+from medft.training.trainer import ARGUMENTS_NAME
 from medft.version import __version__
 
 logger = logging.getLogger("medft")
 RECORD_NAME = "medft_run.json"
+# what `medft cv` writes into a fold's folder beside the run's own files
+FOLD_RESULT = "cv_fold.json"  # written when a fold has finished
+HELD_OUT = "held_out.npz"  # its out-of-fold probabilities
 PARTIAL = ".partial"  # a file being written (`write_atomically`)
 CHECKPOINTS = f"{PREFIX_CHECKPOINT_DIR}-*"
 # The Trainer resumes a model from one of these files (or from a folder of FSDP / DeepSpeed
@@ -88,8 +91,6 @@ NOT_TRAINED = frozenset({
 
 def owned_names() -> tuple[str, ...]:
     """Name patterns of every file and folder a run writes into its output_dir."""
-    from medft.cv import FOLD_RESULT, HELD_OUT  # not above: medft.cv imports medft.training
-
     return (
         CONFIG_NAME, SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, "model-*-of-*.safetensors",
         WEIGHTS_NAME, WEIGHTS_INDEX_NAME, "pytorch_model-*-of-*.bin", ADAPTER_CONFIG_NAME,

@@ -7,7 +7,7 @@ batch norms kept in eval mode), `create_optimizer`
 `create_scheduler` (exponential decay), `_get_train_sampler` (each epoch's draw seeded by
 the epoch; oversampling), `get_train_dataloader` (one iterator across epochs, from loader
 workers or from the images held in memory: `medft.data.stream`), `log` (the train curve:
-the training batches' own scores, `medft.running_scores`), `get_eval_dataloader` /
+the training batches' own scores, `medft.training.running_scores`), `get_eval_dataloader` /
 `get_test_dataloader` (the validation split preprocessed once, `medft.data.preprocessed`),
 `evaluate` (the moving average of the weights beside the raw ones, and optionally a
 training sample re-scored beside validation).
@@ -43,15 +43,15 @@ from medft.data.sampling import (
 )
 from medft.data.stream import EpochStream, loader_batches
 from medft.data.transforms import DeviceTransform
-from medft.ema import SELECTED_IS_EMA, EmaCallback, selected_metric, weights_of
-from medft.losses import ClassificationLoss
 from medft.modeling.freezing import FrozenNorms
 from medft.modeling.layout import BlockLayout
 from medft.modeling.lora import name_the_base_model
-from medft.optim import exponential_decay, parameter_groups
 from medft.public_names import path_within
-from medft.running_scores import RunningScores
 from medft.tasks import TaskInfo
+from medft.training.ema import SELECTED_IS_EMA, EmaCallback, selected_metric, weights_of
+from medft.training.losses import ClassificationLoss
+from medft.training.optim import exponential_decay, parameter_groups
+from medft.training.running_scores import RunningScores
 
 logger = logging.getLogger("medft")
 

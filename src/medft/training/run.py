@@ -2,7 +2,7 @@
 
 `train()` is what `accelerate launch src/finetune.py RECIPE` and `medft train RECIPE`
 run. Each section is a few lines calling into `medft.data`, `medft.modeling`,
-`medft.metrics` and `medft.reporting`.
+`medft.training.build` (the Trainer) and `medft.evaluation`.
 """
 
 from __future__ import annotations
@@ -11,35 +11,18 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import datasets
 import numpy as np
 import torch
 import transformers
-from transformers import EarlyStoppingCallback, EvalPrediction, TrainerCallback, set_seed
+from transformers import set_seed
 
-from medft.config import (
-    AUTO,
-    DataArguments,
-    EvaluationOptions,
-    MedftTrainingArguments,
-    ModelArguments,
-)
-from medft.data.batch_augment import BatchAugment
-from medft.data.cache import image_cache
+from medft.config import DataArguments, EvaluationOptions, MedftTrainingArguments, ModelArguments
 from medft.data.loading import shorter_side
-from medft.data.mixing import BatchMixer
 from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_transforms
-from medft.data.transforms import (
-    DeviceTransform,
-    collate,
-    input_spec,
-)
-from medft.ema import EMA_NAME, EmaCallback, keep_better_weights, selected_metric
 from medft.errors import MedftError
 from medft.evaluation.calibration import TemperatureScaling, fit_temperature, reliability
 from medft.evaluation.card import CardFacts, card_settings, model_card
@@ -54,22 +37,23 @@ from medft.evaluation.plots import CURVES_NAME, plot_training_curves
 from medft.evaluation.reporting import format_evaluation, write_evaluation
 from medft.formats.dicom_settings import save_settings
 from medft.hub import push_model
-from medft.losses import build_loss, sampling_weights
 from medft.modeling import BuiltModel, base_model_id, build_model, weights_origin
-from medft.modeling.freezing import GradualUnfreezing, parameter_table
+from medft.modeling.freezing import parameter_table
 from medft.modeling.heads import fold_temperature
 from medft.modeling.lora import merged
 from medft.parsing import RECIPE_NAME
 from medft.public_names import dataset_name, model_name
-from medft.run_record import (
+from medft.tasks import TaskInfo
+from medft.training.build import build_trainer
+from medft.training.ema import EMA_NAME, keep_better_weights
+from medft.training.run_record import (
     RunRecord,
     check_resume_from,
     claim_output_dir,
     mark_finished,
     recipe_settings,
 )
-from medft.tasks import TaskInfo
-from medft.trainer import MedftTrainer, write_training_arguments
+from medft.training.trainer import MedftTrainer, write_training_arguments
 
 logger = logging.getLogger("medft")
 
@@ -88,8 +72,8 @@ def setup_logging(args: MedftTrainingArguments) -> None:
 
 def checkpoint_to_resume(args: MedftTrainingArguments, record: RunRecord) -> str | None:
     """The checkpoint named by ``resume_from_checkpoint``, else the newest complete one of this
-    run in ``output_dir``, once output_dir is this run's (`medft.run_record`). Every process
-    decides alike; the main one removes and writes files first."""
+    run in ``output_dir``, once output_dir is this run's (`medft.training.run_record`). Every
+    process decides alike; the main one removes and writes files first."""
     output, needs = Path(args.output_dir), (EMA_NAME,) * (args.ema_decay is not None)
     given = args.resume_from_checkpoint
     if given:
@@ -102,48 +86,12 @@ def checkpoint_to_resume(args: MedftTrainingArguments, record: RunRecord) -> str
     return given or (str(found) if found else None)
 
 
-def resolve_best_metric(args: MedftTrainingArguments, task: TaskInfo) -> MedftTrainingArguments:
-    """Replace `metric_for_best_model: auto` by the task's main metric; with an EMA of the
-    weights, the better of the raw and average weights' value of it."""
-    metric, settings = args.metric_for_best_model, {}
-    if metric == AUTO:
-        metric, settings = task.main_metric, {"greater_is_better": True}
-    if args.ema_decay is not None:
-        metric = selected_metric(metric.removeprefix("eval_"))
-    if metric == args.metric_for_best_model:
-        return args
-    return dataclasses.replace(args, metric_for_best_model=metric, **settings)
-
-
 def uses_channels_last(setting: bool | None, model: torch.nn.Module) -> bool:
     """The recipe's choice, else on for convolutional networks (a ViT's only convolution is
     its patch embedding)."""
     if setting is not None:
         return setting
     return sum(isinstance(module, torch.nn.Conv2d) for module in model.modules()) > 1
-
-
-def task_metrics(task: TaskInfo) -> Callable[[EvalPrediction], dict[str, float]]:
-    """The Trainer's `compute_metrics`: the task's metrics on its probabilities, so the training
-    logs, `test_results.json` and the model card agree."""
-
-    def compute(prediction: EvalPrediction) -> dict[str, float]:
-        logits = prediction.predictions
-        logits = logits[0] if isinstance(logits, tuple) else logits
-        return task.metrics(task.probabilities(logits), prediction.label_ids)
-
-    return compute
-
-
-def technique_callbacks(model_args: ModelArguments, args: MedftTrainingArguments, layout):
-    callbacks: list[TrainerCallback] = []
-    if args.early_stopping_patience:
-        callbacks.append(
-            EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold)
-        )
-    if model_args.gradual_unfreeze_epochs:
-        callbacks.append(GradualUnfreezing(layout, model_args))
-    return callbacks
 
 
 def logits_of(prediction) -> np.ndarray:
@@ -165,56 +113,6 @@ def calibrate(trainer: MedftTrainer, built: BuiltModel, data: TrainingData, how:
     logger.info("Calibration: temperature %s fitted on the validation split, folded into the "
                 "classifier", np.round(temperature, 4).tolist())  # fmt: skip
     return temperature
-
-
-def build_trainer(
-    data: TrainingData,
-    data_args: DataArguments,
-    model_args: ModelArguments,
-    args: MedftTrainingArguments,
-    built: BuiltModel,
-    model_init: Callable[[Any], Any] | None = None,
-    resume_from: str | None = None,
-) -> MedftTrainer:
-    """The Trainer with the loss, mixing, sampling and callbacks the recipe asks for.
-
-    With ``model_init`` (hyper-parameter search) each trial builds its own model;
-    ``built`` then only provides the processor and the block layout.
-    """
-    task = data.task
-    mixer = None
-    if data_args.mixup_alpha or data_args.cutmix_alpha:
-        mixer = BatchMixer(
-            task, data_args.mixup_alpha, data_args.cutmix_alpha, data_args.mix_probability
-        )
-    weights = None
-    if args.sampler == "weighted":
-        weights = sampling_weights(task, data.train_labels)
-    ema = EmaCallback(args.ema_decay, resume_from) if args.ema_decay is not None else None
-    spec = input_spec(built.processor)
-    cache = image_cache(data.train_set, task, data.dicom, data_args, args, spec)
-    return MedftTrainer(
-        model=None if model_init else built.model,
-        model_init=model_init,
-        args=resolve_best_metric(args, task),
-        train_dataset=data.train_set,
-        eval_dataset=data.validation,
-        data_collator=collate,
-        compute_metrics=task_metrics(task),
-        processing_class=None if built.is_timm else built.processor,
-        callbacks=technique_callbacks(model_args, args, built.layout) + [ema] * bool(ema),
-        loss=build_loss(task, data.train_labels, args.class_weighting, args.label_smoothing_factor),
-        layout=built.layout,
-        mixer=mixer,
-        sample_weights=weights,
-        all_parameters_in_optimizer=bool(model_args.gradual_unfreeze_epochs),
-        train_probe=data.train_probe,
-        ema=ema,
-        device_transform=DeviceTransform(spec, data_args.random_erasing),
-        image_cache=cache,
-        batch_augment=BatchAugment(spec, data_args) if cache is not None else None,
-        task=task,  # the train curve: its metrics on the training batches
-    )
 
 
 def save_model(trainer: MedftTrainer, built: BuiltModel, model_args: ModelArguments, output: str):
