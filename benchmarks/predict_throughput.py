@@ -4,7 +4,7 @@
 
 Both score the same image files with the same saved model (by default a randomly
 initialised timm ResNet-18 at 224x224, saved as `medft train` saves it) on the
-same device: medft with its batched, multi-worker loader (`medft.prediction`,
+same device: medft with its batched, multi-worker loader (`medft.commands.predict`,
 what `medft predict` runs), the baseline with one `pipeline("image-classification")`
 call per image, as the transformers docs show. The pipeline is built before its
 clock starts; medft's time includes loading the model and writing the CSV. medft
@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 from transformers import pipeline
 
+from medft.commands.export import export_onnx
+from medft.commands.predict import predict
 from medft.config import ModelArguments
-from medft.export import export_onnx
 from medft.modeling import build_model
-from medft.prediction import predict
 from medft.prepare.brain_tumor import CLASSES
 from medft.prepare.synthetic import brain_scan
 from medft.tasks import TaskInfo

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medft import cv
 from medft.cli import main
+from medft.commands import cv
 from medft.data.loading import load_training_data
 from medft.errors import MedftError
 from medft.evaluation.evaluate import split_scores

@@ -18,13 +18,13 @@ from transformers import pipeline
 
 import medft
 from medft.cli import main
+from medft.commands.explain import explain
+from medft.commands.predict import predict
 from medft.config import DataArguments
 from medft.data.pipeline import dicom_settings
 from medft.errors import MedftError
 from medft.evaluation.evaluate import evaluate_model
-from medft.explain import explain
 from medft.formats.dicom_settings import DicomSettings, load_settings, parse_window, save_settings
-from medft.prediction import predict
 from medft.prepare import prepare_dataset
 from tests.dicom_files import dicom_copy, pydicom_file
 from tests.helpers import FIXTURES, run_recipe
@@ -142,8 +142,8 @@ def test_evaluate_and_explain_read_the_sixteen_bit_dataset(trained, tmp_path):
 def test_an_exported_model_and_the_web_page_read_dicom_as_the_model_folder_does(trained, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("gradio")
-    from medft.export import export_onnx
-    from medft.serve import answer, escaped, load_served_model
+    from medft.commands.export import export_onnx
+    from medft.commands.serve import answer, escaped, load_served_model
 
     raw, _, model = trained
     scans = [raw / "lesion" / "l0", raw / "clear" / "c0.dcm"]

@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
+from medft.commands.explain import cam_layer, explain, token_grid
 from medft.config import ModelArguments
 from medft.errors import MedftError
-from medft.explain import cam_layer, explain, token_grid
 from medft.formats.image_files import is_image_file
 from medft.modeling import build_model
 from tests.helpers import THREE, tiny_timm, tiny_vit

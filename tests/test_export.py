@@ -14,11 +14,11 @@ import torch
 from datasets import load_from_disk
 
 from medft.cli import main
+from medft.commands.export import PARITY_TOLERANCE, export_onnx, generated_scans
+from medft.commands.predict import predict
 from medft.errors import MedftError
-from medft.export import PARITY_TOLERANCE, export_onnx, generated_scans
 from medft.inference.classifier import load_classifier
 from medft.modeling.lora import merged
-from medft.prediction import predict
 from medft.prepare.chestxray14 import SUBGROUP_COLUMNS
 from medft.tasks import TaskInfo
 from tests.helpers import lora_vit_with_adapters

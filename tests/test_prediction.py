@@ -11,11 +11,11 @@ from datasets import load_from_disk
 from transformers import pipeline
 
 from medft.cli import main
+from medft.commands.predict import format_prediction_summary, predict, prediction_rows
 from medft.errors import MedftError
 from medft.formats.image_files import is_image_file
 from medft.inference.classifier import load_classifier
 from medft.inference.inputs import collect_inputs
-from medft.prediction import format_prediction_summary, predict, prediction_rows
 from medft.tasks import TaskInfo
 from tests.helpers import DAMAGES, as_pytorch_bin, damage, save_tiny_model
 from tests.oversized import constant_png, rle_dicom

@@ -159,7 +159,7 @@ def test_a_prepared_dicom_source_names_no_patient(exports):
 
 
 def test_nothing_a_trained_model_pushes_or_shows_names_the_patient(trained):
-    from medft.serve import load_served_model
+    from medft.commands.serve import load_served_model
 
     pushed = files_to_push(trained)
     assert {"README.md", "metrics.json", "recipe.json", "training_args.json",

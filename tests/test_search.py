@@ -4,9 +4,9 @@ import pytest
 import yaml
 
 from medft.cli import main
+from medft.commands.search import check_space, search
 from medft.errors import MedftError
 from medft.parsing import parse_recipe
-from medft.search import check_space, search
 
 SPACE = {
     "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},

@@ -30,9 +30,8 @@ import pytest
 from PIL import Image
 
 from medft.cli import main
-from medft.errors import MedftError
-from medft.prediction import predict
-from medft.serve import (
+from medft.commands.predict import predict
+from medft.commands.serve import (
     SESSIONS_KEPT,
     answer,
     build_app,
@@ -41,8 +40,9 @@ from medft.serve import (
     launch,
     load_served_model,
     model_folder,
-    write_space,
 )
+from medft.commands.space import write_space
+from medft.errors import MedftError
 from tests import pretrained
 from tests.oversized import constant_png, rle_dicom
 
@@ -269,7 +269,7 @@ def test_the_command_writes_a_space_or_says_what_is_wrong(tmp_path, capsys):
 MEMORY_BOUND_MB = 150
 PEAK_MEMORY = """
 import json, resource, sys
-from medft.serve import answer, load_served_model
+from medft.commands.serve import answer, load_served_model
 
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -14,14 +14,14 @@ from datasets import DatasetDict, load_from_disk
 from sklearn.metrics import roc_auc_score
 
 from medft.cli import main
+from medft.commands.cv import cross_validate
+from medft.commands.predict import predict
 from medft.config import EvaluationOptions
-from medft.cv import cross_validate
 from medft.errors import MedftError
 from medft.evaluation.evaluate import EvaluationReport, evaluate_model
 from medft.evaluation.subgroups import MISSING, AttributeResult, evaluate_subgroups
 from medft.formats.prepared_report import REPORT_NAME, read_report
 from medft.parsing import parse_recipe
-from medft.prediction import predict
 from medft.tasks import TaskInfo
 from tests.helpers import FIXTURES, run_recipe
 

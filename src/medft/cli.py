@@ -134,8 +134,8 @@ def run_train(args: argparse.Namespace, options: Any) -> None:
 
 
 def run_show_augmentations(args: argparse.Namespace, options: Any) -> None:
+    from medft.commands.preview import augmentation_grid
     from medft.parsing import parse_recipe
-    from medft.preview import augmentation_grid
 
     overrides = args.overrides
     if "--output_dir" not in overrides:
@@ -149,7 +149,7 @@ def run_show_augmentations(args: argparse.Namespace, options: Any) -> None:
 
 def run_search(args: argparse.Namespace, options: Any) -> None:
     try:
-        from medft.search import format_trials, search
+        from medft.commands.search import format_trials, search
     except ModuleNotFoundError as error:
         if error.name != "optuna":
             raise
@@ -163,7 +163,7 @@ def run_search(args: argparse.Namespace, options: Any) -> None:
 
 
 def run_demo(args: argparse.Namespace, options: Any) -> None:
-    from medft.demo import run_demo as demo
+    from medft.commands.demo import run_demo as demo
     from medft.evaluation.reporting import format_run_summary
 
     result = demo(options.output, per_class=options.per_class, overrides=args.overrides)
@@ -195,7 +195,7 @@ def run_evaluate(args: argparse.Namespace, options: Any) -> None:
 
 
 def run_cv(args: argparse.Namespace, options: Any) -> None:
-    from medft.cv import cross_validate, format_cv
+    from medft.commands.cv import cross_validate, format_cv
 
     result = cross_validate(
         options.recipe, args.overrides, options.folds, options.output, options.overwrite
@@ -204,7 +204,7 @@ def run_cv(args: argparse.Namespace, options: Any) -> None:
 
 
 def run_audit(args: argparse.Namespace, options: Any) -> None:
-    from medft.audit import audit_datasets, format_result, write_audit
+    from medft.commands.audit import audit_datasets, format_result, write_audit
     from medft.near_duplicates import parse_threshold
 
     threshold = parse_threshold(options.near_duplicates)
@@ -217,7 +217,7 @@ def run_audit(args: argparse.Namespace, options: Any) -> None:
 
 
 def run_calibrate(args: argparse.Namespace, options: Any) -> None:
-    from medft.calibrate import calibrate_model
+    from medft.commands.calibrate import calibrate_model
     from medft.evaluation.reporting import format_evaluation
 
     options.progress = True
@@ -226,13 +226,13 @@ def run_calibrate(args: argparse.Namespace, options: Any) -> None:
 
 
 def run_predict(args: argparse.Namespace, options: Any) -> None:
-    from medft.prediction import format_prediction_summary, predict
+    from medft.commands.predict import format_prediction_summary, predict
 
     print(format_prediction_summary(predict(**dataclasses.asdict(options))))
 
 
 def run_explain(args: argparse.Namespace, options: Any) -> None:
-    from medft.explain import explain, format_explain_summary
+    from medft.commands.explain import explain, format_explain_summary
 
     summary = explain(**dataclasses.asdict(options))
     print(format_explain_summary(summary, options.output))
@@ -245,7 +245,8 @@ def run_serve(args: argparse.Namespace, options: Any) -> None:
     # is imported (some of its modules read GRADIO_TEMP_DIR once, at import)
     with private_temp_folder("GRADIO_TEMP_DIR", "medft-serve-"):
         try:
-            from medft.serve import serve, write_space
+            from medft.commands.serve import serve
+            from medft.commands.space import write_space
         except ModuleNotFoundError as error:
             if error.name != "gradio":
                 raise
@@ -268,7 +269,7 @@ def run_serve(args: argparse.Namespace, options: Any) -> None:
 
 def run_export(args: argparse.Namespace, options: Any) -> None:
     try:
-        from medft.export import export_onnx, format_export_summary
+        from medft.commands.export import export_onnx, format_export_summary
     except ModuleNotFoundError as error:
         if error.name not in ("onnx", "onnxruntime"):
             raise

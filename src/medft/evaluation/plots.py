@@ -3,7 +3,7 @@ precision-recall curves, reliability diagram, subgroup forest plots, and salienc
 explanations.
 
 Functions take plain arrays and numbers worked out elsewhere (`medft.evaluation.evaluate`,
-`medft.explain`) and only draw; each returns the path it wrote.
+`medft.commands.explain`) and only draw; each returns the path it wrote.
 """
 
 from __future__ import annotations

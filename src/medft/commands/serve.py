@@ -16,8 +16,8 @@ private temporary folder (`medft.private_folder`, mode 0700) for uploads and the
 gallery's pictures; each uploaded file is deleted as soon as it has been read, the
 decoded images stay in the session's memory only (for the Grad-CAM toggle, at most
 `UPLOAD_LIFETIME`), the gallery's pictures are deleted once that old, and the folder is
-removed when the server stops. `write_space` writes the three files of a Hugging Face
-Space that serves a Hub model with this same page.
+removed when the server stops. `medft.commands.space` writes the three files of a
+Hugging Face Space that serves a Hub model with this same page.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from PIL import Image
 
+from medft.commands.explain import Explainer
 from medft.config.commands import (
     DEFAULT_MAX_FILES,
     DEFAULT_MAX_QUEUE,
@@ -45,12 +46,10 @@ from medft.config.commands import (
 from medft.errors import MedftError, first_line
 from medft.evaluation.card import INTENDED_USE, NOT_FOR_CLINICAL_USE
 from medft.evaluation.thresholds import fixed_thresholds
-from medft.explain import Explainer
 from medft.inference.classifier import Classifier, load_classifier, stored_thresholds
 from medft.inference.reading import ImageReader, short_reason
 from medft.inference.scoring import score_images
 from medft.tasks import DEFAULT_THRESHOLD
-from medft.version import __version__
 
 UPLOAD_LIFETIME = 600  # seconds an upload's images stay in the session, and its pictures on disk
 GALLERY_SIDE = 1024  # the gallery shows each image at most this many pixels a side
@@ -359,61 +358,3 @@ def serve(
     (the command runs it in a private temporary folder: `medft.private_folder`)."""
     app = build_app(load_served_model(model), max_files)
     launch(app, port, share, max_upload_mb, max_queue)
-
-
-# a Hugging Face Space -------------------------------------------------------------------------
-
-SPACE_APP = '''"""A Hugging Face Space serving {repo_id} with medft (medft serve --write-space).
-
-A private model needs the Space secret HF_TOKEN. Not for clinical use.
-"""
-
-from medft.serve import build_app, launch, load_served_model
-
-demo = build_app(load_served_model("{repo_id}"))
-
-if __name__ == "__main__":
-    launch(demo, max_upload_mb={max_upload_mb})
-'''
-
-SPACE_README = """---
-title: {title}
-sdk: gradio
-sdk_version: {gradio}
-app_file: app.py
-models:
-  - {repo_id}
-tags:
-  - medft
-  - medical
-  - image-classification
-pinned: false
----
-
-Classify images with [{repo_id}](https://huggingface.co/{repo_id}) ([medft](https://github.com/medft/medft)).
-
-{notice}
-"""
-
-
-def write_space(
-    repo_id: str, folder: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
-) -> list[Path]:
-    """app.py, requirements.txt and README.md of a Gradio Space serving the Hub model
-    ``repo_id`` with this page."""
-    if Path(repo_id).expanduser().exists() or repo_id.count("/") != 1 or repo_id.startswith("."):
-        raise MedftError(
-            f"--model {repo_id}: a Space loads its model from the Hub; give the "
-            "model's Hub id (user/name), pushed with push_to_hub."
-        )
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {
-        "app.py": SPACE_APP.format(repo_id=repo_id, max_upload_mb=max_upload_mb),
-        "requirements.txt": f"medft[serve]=={__version__}\n",
-        "README.md": SPACE_README.format(title=repo_id.split("/")[1], gradio=gr.__version__,
-                                         repo_id=repo_id, notice=NOT_FOR_CLINICAL_USE),
-    }  # fmt: skip
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    return [folder / name for name in files]
