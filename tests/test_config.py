@@ -5,8 +5,8 @@ import yaml
 
 from medft.cli import main
 from medft.errors import MedftError
-from medft.modeling.backbones import check_timm_arguments, timm_architecture
 from medft.modeling.heads import timm_head_settings
+from medft.modeling.model_config import check_timm_arguments, timm_architecture
 from medft.parsing import parse_recipe, read_recipe_file
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
