@@ -45,8 +45,12 @@ def child(dataset: str, output: str, settings: dict) -> None:
     import transformers
 
     import medft.training
-    import medft.training.build
     from medft.parsing import parse_recipe
+
+    try:
+        import medft.training.build as building  # where build_trainer lives (medft/training/)
+    except ImportError:  # --compare-with an earlier medft: one module, medft/training.py
+        building = medft.training
 
     waits, steps = [], []
     taking = transformers.Trainer.get_batch_samples
@@ -69,8 +73,8 @@ def child(dataset: str, output: str, settings: dict) -> None:
             self.last, self.first = now, False
 
     transformers.Trainer.get_batch_samples = timed_take
-    callbacks = medft.training.build.technique_callbacks
-    medft.training.build.technique_callbacks = lambda *a: callbacks(*a) + [StepTimes()]
+    callbacks = building.technique_callbacks
+    building.technique_callbacks = lambda *a: callbacks(*a) + [StepTimes()]
     recipe = Path(output) / "recipe.json"
     recipe.parent.mkdir(parents=True, exist_ok=True)
     recipe.write_text(json.dumps(settings))
