@@ -36,7 +36,7 @@ def calibrate_model(options: CalibrateArguments) -> tuple[EvaluationReport, Path
     for split in (options.tune_split, options.split):
         check_split(dataset, split, options.dataset)
     task = task_of(dataset, options.tune_split, "image", None)
-    if options.per_finding and not task.multi_label:
+    if options.per_finding and not task.supports_per_finding_temperature:
         raise MedftError("--per-finding is for multi-label models; leave it out.")
     classifier = load_classifier(options.model)
     tuning = dataset[options.tune_split]

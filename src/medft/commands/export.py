@@ -205,7 +205,7 @@ def dataset_split(dataset: str, split: str, task: TaskInfo) -> Dataset:
     splits = read_dataset(dataset)
     check_split(splits, split, dataset)
     labelled = task_of(splits, split, "image", None)
-    if (labelled.label_names, labelled.multi_label) != (task.label_names, task.multi_label):
+    if not labelled.same_labels(task):
         raise MedftError(
             f"--dataset {dataset} has {labelled.task} labels {', '.join(labelled.label_names)}, "
             f"but the model predicts {task.task} labels {', '.join(task.label_names)}; give the "

@@ -86,8 +86,7 @@ def dataset_identity(splits: dict[str, Dataset], task: TaskInfo) -> dict[str, An
     return {
         "fingerprints": {name: split._fingerprint for name, split in splits.items()},
         "sizes": {name: len(split) for name, split in splits.items()},
-        "labels": list(task.label_names),
-        "multi_label": task.multi_label,
+        **task.identity,
     }
 
 

@@ -117,8 +117,7 @@ def fit_temperature(
     """The temperature T (one, or one per label) minimising the task's loss on ``logits`` / T:
     cross-entropy of the softmax, or binary cross-entropy of each sigmoid (Guo et al. 2017)."""
     logits_t = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    labels_t = torch.as_tensor(np.asarray(labels))
-    labels_t = labels_t.double() if task.multi_label else labels_t.long()
+    labels_t = task.loss_targets(labels)
     log_t = torch.zeros(logits_t.shape[1] if per_label else 1, dtype=torch.float64,
                         requires_grad=True)  # fmt: skip
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=500, line_search_fn="strong_wolfe")

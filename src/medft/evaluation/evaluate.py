@@ -99,7 +99,7 @@ class EvaluationReport:
 
     @property
     def task_info(self) -> TaskInfo:
-        return TaskInfo(self.labels, self.task == "multilabel")
+        return TaskInfo.from_name(self.task, self.labels)
 
     def headline(self) -> list[tuple[str, float, dict | None]]:
         """(metric, value, its interval) for the task's headline metrics that are defined."""
@@ -349,7 +349,7 @@ def evaluate_model(
     dataset = read_dataset(dataset_name)
     check_split(dataset, split, dataset_name)
     task = task_of(dataset, split, "image", None)
-    if (task.label_names, task.multi_label) != (predicted.label_names, predicted.multi_label):
+    if not task.same_labels(predicted):
         raise MedftError(
             f"the model in {folders[0]} predicts {predicted.task} labels "
             f"{', '.join(predicted.label_names)}, but {dataset_name} has {task.task} "

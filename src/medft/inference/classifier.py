@@ -24,7 +24,7 @@ from medft.formats.dicom_settings import DicomSettings, load_settings
 from medft.inference.onnx_model import OnnxClassifier, load_onnx_classifier
 from medft.inference.tta import ORIGINAL, View
 from medft.modeling.weights import check_saved_weights
-from medft.tasks import LABEL_COLUMNS, TaskInfo
+from medft.tasks import TaskInfo
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -89,9 +89,7 @@ def saved_task(folder: str | Path) -> TaskInfo:
         config = AutoConfig.from_pretrained(folder)
     except (OSError, ValueError) as error:
         raise MedftError(f"cannot read the model config in {folder}: {first_line(error)}") from None
-    multi_label = config.problem_type == "multi_label_classification"
-    labels = [config.id2label[index] for index in range(config.num_labels)]
-    return TaskInfo(labels, multi_label, label_column=LABEL_COLUMNS[multi_label])
+    return TaskInfo.from_model_config(config)
 
 
 def load_classifier(
@@ -154,9 +152,7 @@ def load_members(
     members = [load_classifier(folder, device, precision) for folder in folders]
     first = members[0]
     for member in members[1:]:
-        if (member.task.label_names, member.task.multi_label) != (
-            first.task.label_names, first.task.multi_label
-        ):  # fmt: skip
+        if not member.task.same_labels(first.task):
             raise MedftError(
                 f"the models of an ensemble must predict the same labels: {member.folder} has "
                 f"{', '.join(member.task.label_names)}, {first.folder} "

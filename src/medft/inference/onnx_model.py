@@ -19,7 +19,7 @@ from medft.evaluation.thresholds import Thresholds, thresholds_from_json
 from medft.formats.dicom_settings import DicomSettings
 from medft.inference.preprocessing import PREPROCESSOR_NAME, SettingsProcessor
 from medft.inference.tta import ORIGINAL, View
-from medft.tasks import LABEL_COLUMNS, TaskInfo
+from medft.tasks import TaskInfo
 
 
 @dataclass
@@ -81,8 +81,7 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
                 f"{settings_path} describes {settings['model_file']}, not {path.name}; keep "
                 "each export in a folder of its own."
             )
-        multi_label = settings["task"] == "multilabel"
-        task = TaskInfo(settings["labels"], multi_label, label_column=LABEL_COLUMNS[multi_label])
+        task = TaskInfo.from_name(settings["task"], settings["labels"])
         processor = SettingsProcessor(settings)
         dicom = DicomSettings.from_dict(settings["dicom"]) if settings.get("dicom") else None
     except (OSError, ValueError, KeyError, TypeError) as error:

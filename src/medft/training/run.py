@@ -201,7 +201,8 @@ def train(
     ##########################
     # Model and transforms
     ##########################
-    if training_args.calibration == "temperature_per_finding" and not data.task.multi_label:
+    per_finding = training_args.calibration == "temperature_per_finding"
+    if per_finding and not data.task.supports_per_finding_temperature:
         raise MedftError(  # here, not after training: the data decides it
             "calibration: temperature_per_finding needs multi-label data; use temperature."
         )
