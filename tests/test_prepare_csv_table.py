@@ -56,7 +56,7 @@ def test_multi_label_with_separator_and_negative_label(tmp_path, image_dir):
     rows = [f"imgs/{i:02d}.png,{label}" for i, label in enumerate(labels)]
     csv_path = write_csv(tmp_path / "t.csv", "image,label", rows)
     listing = list_csv(csv_path, label_separator="|", negative_label="No Finding")
-    assert listing.multi_label and listing.label_names == ["Effusion", "Mass", "Nodule"]
+    assert listing.task.multi_label and listing.task.label_names == ["Effusion", "Mass", "Nodule"]
     by_id = {e.metadata["image_id"]: e.label for ex in listing.splits.values() for e in ex}
     assert by_id["imgs/00.png"] == [1, 2] and by_id["imgs/01.png"] == []
 
@@ -112,7 +112,7 @@ def test_utf16_with_a_byte_order_mark_is_read_as_its_utf8_copy(tmp_path, image_d
     utf16.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode(encoding))
     expected = listed(list_csv(utf8, image_root=image_dir))
     assert listed(list_csv(utf16, image_root=image_dir)) == expected
-    assert list_csv(utf16, image_root=image_dir).label_names == ["normal", "épanchement"]
+    assert list_csv(utf16, image_root=image_dir).task.label_names == ["normal", "épanchement"]
 
 
 def test_a_csv_that_is_not_utf8_is_refused_naming_the_line_and_the_byte(tmp_path, image_dir):

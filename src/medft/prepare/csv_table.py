@@ -15,6 +15,7 @@ import csv
 import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 from datasets import Value
@@ -243,15 +244,6 @@ def list_csv(
     files = row_files(table)
     same_file = same_file_groups(files)
     units = joined_groups(same_file, groups) if groups else same_file
-    sizes = {"validation": val_size, "test": test_size}
-    assigned = assign_splits(
-        table.given_splits,
-        sizes,
-        labels=None if table.multi_label else table.labels,
-        groups=units,
-        seed=seed,
-    )
-
     listing = SourceListing(
         source_type="csv",
         source=str(table.csv_path.resolve()),
@@ -262,16 +254,26 @@ def list_csv(
         | {column: Value("string") for column in kept},
         subgroup_columns=list(dict.fromkeys(subgroup_columns)),
     )
+    sizes = {"validation": val_size, "test": test_size}
+    strata = listing.task.split_strata(table.labels)
+    assigned = assign_splits(table.given_splits, sizes, labels=strata, groups=units, seed=seed)
     listing.carve_sizes, listing.carve_seed = sizes, seed
-    rows = zip(table.rows, table.labels, assigned, table.given_splits, table.image_ids(), units)
-    for row, label, split, given, image_id, unit in rows:
+    rows = zip(
+        table.rows,
+        table.labels,
+        strata or repeat(None),
+        assigned,
+        table.given_splits,
+        table.image_ids(),
+        units,
+    )
+    for row, label, stratum, split, given, image_id, unit in rows:
         _, path = table.image_of(row)
         if not path.is_file():
             listing.skip(image_id, f"listed in {table.csv_path.name} but not found", split)
             continue
         metadata = {"image_id": image_id} | {column: row[column] for column in kept}
         metadata |= {column: subgroup_value(row[column]) for column in subgroup_columns}
-        stratum = None if table.multi_label else label
         example = Example(path, label, metadata, given_split=given, stratum=stratum, group=unit)
         listing.splits[split].append(example)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -185,16 +186,12 @@ def list_dicom(
         [header.group for _, _, header in kept],
         [candidate.path.resolve() for candidate, _, _ in kept],
     )
-    assigned = assign_splits(
-        given,
-        sizes,
-        labels=None if multi_label else [candidate.label for candidate, _, _ in kept],
-        groups=units,
-        seed=seed,
-    )
+    strata = listing.task.split_strata([candidate.label for candidate, _, _ in kept])
+    assigned = assign_splits(given, sizes, labels=strata, groups=units, seed=seed)
     listing.carve_sizes, listing.carve_seed = sizes, seed
-    for (candidate, image_id, header), split, unit in zip(kept, assigned, units):
-        stratum = None if multi_label else candidate.label
+    for (candidate, image_id, header), stratum, split, unit in zip(
+        kept, strata or repeat(None), assigned, units
+    ):
         for frame in frame_indices(header, frames):
             metadata = {"image_id": image_id, "frame": frame, **header.columns}
             example = Example(candidate.path, candidate.label, metadata, frame,

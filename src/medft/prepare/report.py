@@ -23,24 +23,16 @@ from medft.prepare.listing import SourceListing
 from medft.prepare.private import private_file
 from medft.version import __version__
 
-NO_FINDING = "(no finding)"
 SKIPPED_SHOWN = 5
 
 
 def class_counts(listing: SourceListing, dataset: DatasetDict) -> dict[str, dict[str, int]]:
     """Images per class per split; for multi-label, positives per finding plus empty rows."""
-    counts = {}
-    names = list(listing.label_names)
-    for split, part in dataset.items():
-        values = part.data.column(listing.label_column).to_pylist()
-        if listing.multi_label:
-            counter = Counter(names[index] for labels in values for index in labels)
-            counter[NO_FINDING] = sum(1 for labels in values if not labels)
-        else:
-            counter = Counter(names[index] for index in values)
-        rows = names + [NO_FINDING] if listing.multi_label else names
-        counts[split] = {name: counter[name] for name in rows}
-    return counts
+    column = listing.task.label_column
+    return {
+        split: listing.task.label_counts(part.data.column(column).to_pylist())
+        for split, part in dataset.items()
+    }
 
 
 def build_report(
@@ -56,10 +48,10 @@ def build_report(
         "medft_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source_type": listing.source_type,
-        "task": listing.task,
+        "task": listing.task.task,
         "options": options,
-        "label_column": listing.label_column,
-        "label_names": listing.label_names,
+        "label_column": listing.task.label_column,
+        "label_names": listing.task.label_names,
         "subgroup_columns": listing.subgroup_columns,
         "counts": {split: part.num_rows for split, part in dataset.items()},
         "class_counts": class_counts(listing, dataset),

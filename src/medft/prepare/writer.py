@@ -126,7 +126,7 @@ def chunks_of(
                 index=index,
                 path=folder / split / f"chunk-{index:05d}.arrow",
                 features=features,
-                label_column=listing.label_column,
+                label_column=listing.task.label_column,
                 image_options=options,
                 examples=[(str(e.path), e.frame, e.label, e.metadata) for e in part],
                 start=start,
