@@ -104,3 +104,50 @@ def test_no_module_is_over_400_lines():
     lengths = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
     over = {name: n for name, n in lengths.items() if n > MAX_LINES and name not in OVER_THE_LIMIT}
     assert not over, f"over {MAX_LINES} lines: {over}"
+
+
+# The task kind is chosen in medft.tasks; no module outside it asks which kind a task is.
+KINDS = {"multilabel", "multi_label_classification", "single_label_classification"}
+# Readers of a CSV label table (`medft prepare csv`, `medft prepare dicom --csv`): the table
+# holds one label per row, or several split by --label-separator; the reader describes that
+# table with a boolean, which `SourceListing` turns into the listing's task.
+DESCRIBES_ITS_LABEL_TABLE = {"medft.prepare.csv_table", "medft.prepare.dicom"}
+
+
+def kind_questions(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) where the source asks a task's kind: reads an attribute `multi_label`,
+    tests a name `multi_label`, compares anything to a kind's name, or compares a
+    `problem_type`."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "multi_label":
+            found.append((node.lineno, "reads .multi_label"))
+        elif isinstance(node, (ast.If, ast.IfExp, ast.While, ast.Assert)):
+            names = [n for n in ast.walk(node.test) if isinstance(n, ast.Name)]
+            if any(name.id == "multi_label" for name in names):
+                found.append((node.lineno, "tests multi_label"))
+        elif isinstance(node, ast.Compare):
+            inside = list(ast.walk(node))
+            constants = [n.value for n in inside if isinstance(n, ast.Constant)]
+            found += [(node.lineno, f"compares to {c!r}") for c in constants if c in KINDS]
+            if any(isinstance(n, ast.Attribute) and n.attr == "problem_type" for n in inside):
+                found.append((node.lineno, "compares a problem_type"))
+    return found
+
+
+def test_kind_questions_are_found():
+    source = (
+        "a.multi_label\nx = 1 if multi_label else 2\nb = c.task in ('binary', 'multilabel')\n"
+        "if config.problem_type == KIND: pass\nd = multi_label\ne = f(multi_label=True)"
+    )
+    assert sorted(line for line, _ in kind_questions(ast.parse(source))) == [1, 2, 3, 4]
+
+
+def test_only_the_tasks_package_asks_which_kind_a_task_is():
+    asked = {
+        f"{name}:{line}": what
+        for name, path in MODULES.items()
+        if not name.startswith("medft.tasks") and name not in DESCRIBES_ITS_LABEL_TABLE
+        for line, what in kind_questions(ast.parse(path.read_text(), str(path)))
+    }
+    assert not asked, f"ask the task object instead: {asked}"
