@@ -34,7 +34,6 @@ class BackboneFamily(ABC):
     """One library's models: everything medft does differently for transformers' own models
     and for timm's (through TimmWrapper), asked of the family rather than tested for."""
 
-    name: str
     card_tags: tuple[str, ...] = ()  # the model card's tags for the family
 
     # a recipe's model --------------------------------------------------------------------------

@@ -150,7 +150,8 @@ def side_settings(size: int | list[int] | tuple[int, ...]) -> dict[str, int]:
 
 
 class TimmFamily(BackboneFamily):
-    name = "timm"
+    """timm models, through TimmWrapper."""
+
     card_tags = ("timm",)
 
     def owns(self, made: Any) -> bool:

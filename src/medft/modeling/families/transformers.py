@@ -120,7 +120,7 @@ def on_pil(processor: Any) -> bool:
 
 
 class TransformersFamily(BackboneFamily):
-    name = "transformers"
+    """transformers' own models (`AutoModelForImageClassification`)."""
 
     def configure(self, args: ModelArguments, source: Source) -> PretrainedConfig:
         config = source.config
