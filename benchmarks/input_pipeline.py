@@ -130,8 +130,7 @@ import json, sys, time, torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, set_seed
 from medft.data.loading import load_training_data
-from medft.data.transforms import (DeviceTransform, batch_transform, collate, input_spec,
-                                   train_pixels)
+from medft.data.transforms import DeviceTransform, batch_transform, collate, train_pixels
 from medft.modeling import build_model
 from medft.parsing import parse_recipe
 values = json.loads(sys.argv[1])
@@ -140,7 +139,7 @@ set_seed(args.seed)
 data, task = load_training_data(values["dataset_name"])
 built = build_model(model_args, task)
 model = built.model.to(memory_format=torch.channels_last)
-spec = input_spec(built.processor)
+spec = built.family.input_spec(built.processor)
 train = data["train"]
 train.set_transform(batch_transform(train_pixels(spec, data_args), task))
 loader = DataLoader(train, batch_size=32, shuffle=True, num_workers=args.dataloader_num_workers,

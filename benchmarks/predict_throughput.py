@@ -51,8 +51,9 @@ def save_model(folder: Path, architecture: str, image_size: int) -> Path:
     args = ModelArguments(architecture, pretrained=False, image_size=image_size)
     built = build_model(args, TaskInfo(list(CLASSES), multi_label=False))
     built.model.save_pretrained(folder)
-    if not args.is_timm:  # timm keeps its preprocessing in config.json
-        built.processor.save_pretrained(folder)
+    processor = built.family.processing_class(built.processor)  # None: kept in config.json
+    if processor is not None:
+        processor.save_pretrained(folder)
     return folder
 
 

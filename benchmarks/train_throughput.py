@@ -31,7 +31,6 @@ from medft.data.transforms import (
     DeviceTransform,
     batch_transform,
     collate,
-    input_spec,
     train_pixels,
 )
 from medft.modeling import build_model
@@ -68,7 +67,7 @@ def bare_run(dataset: Path, epochs: int, workers: int) -> float:
     built = build_model(model_args, task)
     model, processor = built.model, built.processor
     train_set = data["train"]
-    spec = input_spec(processor)
+    spec = built.family.input_spec(processor)
     train_set.set_transform(batch_transform(train_pixels(spec, data_args), task))
     on_device = DeviceTransform(spec, data_args.random_erasing)
     loader = DataLoader(train_set, batch_size=args.per_device_train_batch_size, shuffle=True,

@@ -1,6 +1,7 @@
 """The shape of src/medft, read from its source with `ast` (nothing is imported): no import
 circle between medft's modules, no module over 400 lines, and no module outside
-`medft.tasks` asking which kind (single- or multi-label) a task is.
+`medft.tasks` asking which kind (single- or multi-label) a task is, and none outside
+`medft.modeling` that tells the backbone families apart (they ask the family instead).
 
 Every `from medft... import` and `import medft...` counts, at module level or inside a
 function: an import deferred into a function still ties the two modules together. A name
@@ -19,6 +20,13 @@ MAX_LINES = 400
 # medft.config.commands (every command's options) is reworked by issue 21 part 1; until then
 # it is the one module allowed past the limit.
 OVER_THE_LIMIT = {"medft.config.commands"}
+# how code would test for a family: names of timm's wrapper and of a family test, and the
+# strings a family is told by
+FAMILY_NAMES = ("is_timm", "TimmWrapper", "timm_model")
+FAMILY_STRINGS = {"timm", "timm/", "timm_model"}
+# the recipe refuses pretrained_weights without a timm/ name when it is read, before any
+# model is resolved (medft.config cannot import medft.modeling, which imports it)
+FAMILY_TESTS_ALLOWED = {"medft.config.model": {"timm/"}}
 
 
 def module_name(path: Path) -> str:
@@ -59,6 +67,38 @@ def imports_of(module: str) -> set[str]:
                 submodule = f"{base}.{alias.name}"
                 found.add(submodule if submodule in MODULES else imported_module(base))
     return {name for name in found if name is not None and name != module}
+
+
+def identifiers(tree: ast.AST) -> set[str]:
+    """Every name the code uses or defines: variables, attributes, imports, functions,
+    classes, arguments and keywords."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.alias):
+            found |= {node.name, node.asname or node.name}
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(node.name)
+        elif isinstance(node, (ast.arg, ast.keyword)) and node.arg:
+            found.add(node.arg)
+    return found
+
+
+def family_tests(module: str) -> set[str]:
+    """The names and strings in ``module`` that would tell the backbone families apart."""
+    path = MODULES[module]
+    tree = ast.parse(path.read_text(), str(path))
+    names = {name for name in identifiers(tree) if any(part in name for part in FAMILY_NAMES)}
+    strings = {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        and node.value in FAMILY_STRINGS
+    }  # fmt: skip
+    return names | strings
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -152,3 +192,16 @@ def test_only_the_tasks_package_asks_which_kind_a_task_is():
         for line, what in kind_questions(ast.parse(path.read_text(), str(path)))
     }
     assert not asked, f"ask the task object instead: {asked}"
+
+
+def test_family_tests_are_found_where_the_families_live():
+    assert {"TimmWrapperConfig", "timm_model"} <= family_tests("medft.modeling.families.timm")
+    assert family_tests("medft.config.model") == {"timm/"}
+
+
+def test_no_module_outside_modeling_tells_the_families_apart():
+    outside = [m for m in MODULES if m != "medft.modeling" and not m.startswith("medft.modeling.")]
+    found = {module: family_tests(module) - FAMILY_TESTS_ALLOWED.get(module, set())
+             for module in outside}  # fmt: skip
+    found = {module: tests for module, tests in found.items() if tests}
+    assert not found, f"family tests outside medft.modeling (ask the family instead): {found}"

@@ -5,8 +5,8 @@ import yaml
 
 from medft.cli import main
 from medft.errors import MedftError
+from medft.modeling.families.timm import check_timm_arguments, timm_architecture, timm_name
 from medft.modeling.heads import timm_head_settings
-from medft.modeling.model_config import check_timm_arguments, timm_architecture
 from medft.parsing import parse_recipe, read_recipe_file
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
@@ -28,7 +28,8 @@ def test_every_recipe_exists_as_the_issue_lists_them():
 def test_every_recipe_parses_and_names_a_real_model(recipe):
     data_args, model_args, training_args = parse_recipe(recipe)
     assert data_args.dataset_name and training_args.output_dir
-    if model_args.is_timm:  # architecture, tag and settings, checked offline on the meta device
+    # a timm name: architecture, tag and settings, checked offline on the meta device
+    if timm_name(model_args.model_name_or_path):
         architecture, _, _ = timm_architecture(model_args.model_name_or_path)
         settings = dict(model_args.config_overrides or {}) | timm_head_settings(model_args)
         check_timm_arguments(architecture, settings)

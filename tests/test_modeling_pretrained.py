@@ -16,7 +16,6 @@ from transformers import AutoModelForImageClassification, pipeline
 from benchmarks.lite0_weights import TF_PREPROCESSING
 from medft.config import ModelArguments
 from medft.data.loading import load_training_data
-from medft.data.transforms import input_spec
 from medft.errors import MedftError
 from medft.modeling import build_model
 from medft.modeling.backbones import build_backbone
@@ -136,7 +135,7 @@ def test_every_model_key_works_from_a_local_folder_or_is_refused_in_one_line(
         assert "\n" not in str(error.value)
         return
     built = build_model(args, THREE)
-    size = input_spec(built.processor).size
+    size = built.family.input_spec(built.processor).size
     if "image_size" in settings:
         assert size == (settings["image_size"],) * 2
     pixels = built.processor(images=[Image.new("RGB", (50, 40))], return_tensors="pt")

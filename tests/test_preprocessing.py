@@ -15,10 +15,14 @@ from medft.inference.preprocessing import (
     ON_TENSOR,
     check_settings,
     input_size,
-    processor_settings,
 )
 from medft.modeling import build_model
+from medft.modeling.families import family_of
 from tests.helpers import THREE, tiny_timm, tiny_vit
+
+
+def processor_settings(processor):
+    return family_of(processor).preprocessing_settings(processor)
 
 
 def built_processor(args: ModelArguments):

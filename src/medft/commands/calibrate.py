@@ -24,8 +24,8 @@ from medft.evaluation.reporting import write_evaluation
 from medft.inference.classifier import load_classifier
 from medft.inference.reading import ImageReader
 from medft.inference.scoring import score_images
+from medft.modeling.families import family_of
 from medft.modeling.heads import fold_temperature
-from medft.modeling.layout import classifier_name
 
 CARD_NAME = "README.md"
 
@@ -63,7 +63,8 @@ def calibrate_model(options: CalibrateArguments) -> tuple[EvaluationReport, Path
             dirs_exist_ok=True,
             ignore=shutil.ignore_patterns("checkpoint-*", "runs"),
         )
-    fold_temperature(classifier.model, classifier_name(classifier.model), temperature)
+    classifier_name = family_of(classifier.model).classifier_name(classifier.model)
+    fold_temperature(classifier.model, classifier_name, temperature)
     classifier.model.save_pretrained(output)
 
     report, scores = evaluate_model(

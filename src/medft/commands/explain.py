@@ -5,9 +5,9 @@ still a spatial grid; for vision transformers it weighs the patch tokens going
 into the last block's attention (the block's first norm; class and register
 tokens dropped, the rest laid back on the patch grid), the recipe
 pytorch-grad-cam gives for ViTs: later layers' patch tokens get no gradient,
-since only the class token reaches the head. Both transformers models and timm
-models (through TimmWrapper) are handled; the layers are found from the
-forward pass and medft's block layout, not from per-model names.
+since only the class token reaches the head. Both families are handled (transformers
+models, and timm models through TimmWrapper); the layers are found from the
+forward pass and the family's block layout, not from per-model names.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medft.config.commands import DEFAULT_TOP_K
-from medft.data.transforms import input_spec, to_picture
+from medft.data.transforms import to_picture
 from medft.errors import MedftError
 from medft.evaluation.plots import plot_explanation
 from medft.inference.classifier import Classifier, LogitsOnly, load_classifier
 from medft.inference.inputs import collect_inputs
 from medft.inference.reading import ImageReader, short_reason
-from medft.modeling.layout import block_layout, module_prefix
+from medft.modeling.families import family_of
+from medft.modeling.layout import module_prefix
 
 
 @dataclass
@@ -79,7 +80,7 @@ def output_shapes(model: nn.Module, pixel_values: torch.Tensor) -> dict[str, tup
 def last_block(model: nn.Module) -> str:
     """The module name of the model's last block (medft's block layout; timm groups the last
     block with the final norm, so its name follows the block before it)."""
-    blocks = block_layout(model).blocks
+    blocks = family_of(model).block_layout(model).blocks
     if len(blocks) == 1:
         return module_prefix(blocks[0][1])
     depth = len(module_prefix(blocks[-2][1]).split("."))
@@ -106,11 +107,7 @@ def is_spatial(shape: tuple[int, ...]) -> bool:
 def cam_layer(model: nn.Module, pixel_values: torch.Tensor) -> CamLayer:
     """The layer to explain: the last block's first norm for ViT-like models (tokens), else
     the last module whose output is still a spatial map larger than 1x1 (CNNs)."""
-    if str(getattr(getattr(model, "timm_model", None), "output_fmt", "")) == "NHWC":
-        raise MedftError(
-            f"{model.config.architecture} keeps its feature maps channels-last (windowed "
-            "attention); explain supports CNNs and ViT-like models."
-        )
+    family_of(model).check_explainable(model)
     shapes = output_shapes(model, pixel_values)
     block = last_block(model)
     if len(shapes.get(block, ())) == 3:  # tokens: (B, N, C)
@@ -190,7 +187,8 @@ class Explainer:
         heat = self.cam(input_tensor=pixels, targets=targets)[0]
         logits = self.cam.outputs.detach().float().cpu().numpy()  # the pass Grad-CAM just ran
         scores = classifier.task.probabilities(logits)[0]
-        seen = to_picture(pixels[0], input_spec(classifier.processor))
+        spec = family_of(classifier.processor).input_spec(classifier.processor)
+        seen = to_picture(pixels[0], spec)
         overlay = show_cam_on_image(seen, heat, use_rgb=True)
         top = np.argsort(-scores, kind="stable")[: self.top_k]
         return Explanation(

@@ -44,8 +44,8 @@ from medft.inference.preprocessing import (
     SettingsProcessor,
     check_settings,
     input_size,
-    processor_settings,
 )
+from medft.modeling.families import family_of
 from medft.prepare.brain_tumor import CLASSES
 from medft.prepare.synthetic import brain_scan, chest_radiograph
 from medft.tasks import TaskInfo
@@ -248,7 +248,7 @@ def export_onnx(
     classifier = load_classifier(model, device="cpu")
     if not isinstance(classifier, Classifier):
         raise MedftError(f"--model {model} is already an ONNX model; give the model folder.")
-    settings = processor_settings(classifier.processor)
+    settings = family_of(classifier.processor).preprocessing_settings(classifier.processor)
     pixel_difference = check_settings(settings, classifier.processor)
     data = None if dataset is None else dataset_split(dataset, split, classifier.task)
     pixels, inputs = parity_pixels(classifier, data, f"{dataset}:{split}")

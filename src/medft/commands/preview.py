@@ -19,13 +19,13 @@ from medft.data.pipeline import dicom_settings
 from medft.data.transforms import (
     DeviceTransform,
     eval_pixels,
-    input_spec,
     to_picture,
     to_rgb,
     train_transform,
 )
 from medft.evaluation.plots import plot_augmentation_grid
 from medft.modeling.backbones import build_processor
+from medft.modeling.families import family_of
 
 
 def augmentation_grid(
@@ -50,7 +50,7 @@ def augmentation_grid(
         len(train), size=min(images, len(train)), replace=False
     )
     processor = build_processor(model_args)
-    spec = input_spec(processor)
+    spec = family_of(processor).input_spec(processor)
     augment, on_device = (
         train_transform(spec, data_args),
         DeviceTransform(spec, data_args.random_erasing),

@@ -17,9 +17,10 @@ from datasets import Dataset
 from medft.config import DataArguments, MedftTrainingArguments
 from medft.data.folds import fold_splits
 from medft.data.loading import load_training_data
-from medft.data.transforms import InputSpec, batch_transform, eval_pixels, input_spec, train_pixels
+from medft.data.transforms import InputSpec, batch_transform, eval_pixels, train_pixels
 from medft.errors import MedftError
 from medft.formats.dicom_settings import DicomSettings, dataset_settings, parse_window
+from medft.modeling.families import family_of
 from medft.prepare.report import prepared_threshold
 from medft.tasks import TaskInfo
 
@@ -144,7 +145,7 @@ def dicom_settings(data_args: DataArguments) -> DicomSettings | None:
 
 def set_transforms(data: TrainingData, processor: Any, data_args: DataArguments) -> InputSpec:
     """Augmented training images; every other split preprocessed as `pipeline()` will."""
-    spec = input_spec(processor)
+    spec = family_of(processor).input_spec(processor)
     augmented = batch_transform(train_pixels(spec, data_args), data.task, data.dicom)
     data.train_set.set_transform(augmented)
     for part in [*data.eval_sets.values(), *([data.train_probe] if data.train_probe else [])]:

@@ -3,10 +3,10 @@
 `medft export` writes the settings beside ``model.onnx``, so that anyone, in any
 language, can make the inputs the model was trained on: resize (the shortest edge,
 or both sides), centre crop, rescale to [0, 1], normalise, as an NCHW float32 RGB
-batch. They are read off the model's own image processor (a transformers processor,
-or the eval transforms of a timm model), down to the details that move a pixel: whether
-the resize runs on the PIL image (timm) or on a uint8 tensor (transformers' torchvision
-processors), and how the crop offset rounds. `SettingsProcessor` applies them, for
+batch. The model's family reads them off its own image processor
+(`BackboneFamily.preprocessing_settings`), down to the details that move a pixel: whether
+the resize runs on the PIL image or on a uint8 tensor (`resize_on`), and how the crop
+offset rounds (`crop_offset`). `SettingsProcessor` applies them, for
 `medft predict --model model.onnx`; `check_settings` proves on test images that they
 reproduce the processor, so an unusual processor is refused rather than mis-described.
 """
@@ -24,77 +24,10 @@ from torchvision.transforms.v2 import functional
 from medft.errors import MedftError
 
 PREPROCESSOR_NAME = "preprocessor.json"
-PIL_RESAMPLING = {int(mode): mode.name.lower() for mode in Image.Resampling}
 ON_PIL, ON_TENSOR = "PIL image", "uint8 tensor"
 # crop offset = (side - crop) / 2, rounded down (transformers) or half to even (torchvision)
 FLOOR, HALF_EVEN = "floor", "round half to even"
 PIXEL_TOLERANCE = 1e-4  # on normalised pixels: float rounding, not a moved or resampled pixel
-
-
-def processor_settings(processor: Any) -> dict[str, Any]:
-    """The preprocessing of a transformers or timm (`TimmWrapperImageProcessor`) processor."""
-    if hasattr(processor, "val_transforms"):
-        return timm_settings(processor.val_transforms.transforms)
-    return transformers_settings(processor)
-
-
-def side_settings(size: int | list[int] | tuple[int, ...]) -> dict[str, int]:
-    """An int (or a one-item list) is the shortest edge; two numbers are height and width."""
-    if isinstance(size, int) or len(size) == 1:
-        return {"shortest_edge": int(size if isinstance(size, int) else size[0])}
-    return {"height": int(size[0]), "width": int(size[1])}
-
-
-def timm_settings(transforms: list[Any]) -> dict[str, Any]:
-    """timm's eval transforms: Resize and CenterCrop on the PIL image, ToTensor, Normalize."""
-    settings: dict[str, Any] = {"resize": None, "crop": None, "resize_on": ON_PIL}
-    settings |= {"crop_offset": HALF_EVEN, "rescale_factor": 1 / 255}
-    for step in transforms:
-        kind = type(step).__name__
-        if kind == "Resize":
-            settings["resize"] = side_settings(step.size)
-            settings["interpolation"] = InterpolationMode(step.interpolation).value
-        elif kind == "CenterCrop":
-            settings["crop"] = side_settings(step.size)
-        elif kind == "Normalize":
-            settings["mean"] = [float(value) for value in step.mean]
-            settings["std"] = [float(value) for value in step.std]
-        elif kind not in ("ToTensor", "MaybeToTensor"):
-            raise MedftError(
-                f"timm's eval transform {kind} cannot be written to preprocessor.json; export "
-                "supports Resize, CenterCrop, ToTensor and Normalize."
-            )
-    return settings
-
-
-def transformers_settings(processor: Any) -> dict[str, Any]:
-    """A transformers processor's resize, crop (ConvNeXt's ``crop_pct`` too), rescale, normalise."""
-    size = dict(processor.size) if processor.do_resize else None
-    crop = dict(processor.crop_size) if getattr(processor, "do_center_crop", False) else None
-    crop_pct = getattr(processor, "crop_pct", None)
-    if size and crop_pct and size.get("shortest_edge"):  # ConvNeXt: resize beyond, crop back
-        edge = size["shortest_edge"]
-        size, crop = (
-            ({"shortest_edge": int(edge / crop_pct)}, {"height": edge, "width": edge})
-            if edge < 384
-            else ({"height": edge, "width": edge}, None)
-        )
-    if size and set(size) - {"shortest_edge", "height", "width"}:
-        raise MedftError(
-            f"{type(processor).__name__} resizes by {size}; export supports a "
-            "shortest edge or a height and width."
-        )
-    backend = getattr(processor, "backend", "torchvision")
-    return {
-        "resize": {key: int(value) for key, value in size.items() if value} if size else None,
-        "interpolation": PIL_RESAMPLING[int(processor.resample)],
-        "resize_on": ON_PIL if backend == "pil" else ON_TENSOR,
-        "crop": {key: int(value) for key, value in crop.items()} if crop else None,
-        "crop_offset": FLOOR,
-        "rescale_factor": float(processor.rescale_factor) if processor.do_rescale else 1.0,
-        "mean": [float(v) for v in processor.image_mean] if processor.do_normalize else [0.0] * 3,
-        "std": [float(v) for v in processor.image_std] if processor.do_normalize else [1.0] * 3,
-    }
 
 
 def input_size(settings: dict[str, Any]) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from medft.data.batch_augment import BatchAugment
 from medft.data.cache import image_cache
 from medft.data.mixing import BatchMixer
 from medft.data.pipeline import TrainingData
-from medft.data.transforms import DeviceTransform, collate, input_spec
+from medft.data.transforms import DeviceTransform, collate
 from medft.modeling import BuiltModel
 from medft.modeling.freezing import GradualUnfreezing
 from medft.tasks import TaskInfo
@@ -83,7 +83,7 @@ def build_trainer(
     if args.sampler == "weighted":
         weights = sampling_weights(task, data.train_labels)
     ema = EmaCallback(args.ema_decay, resume_from) if args.ema_decay is not None else None
-    spec = input_spec(built.processor)
+    spec = built.family.input_spec(built.processor)
     cache = image_cache(data.train_set, task, data.dicom, data_args, args, spec)
     return MedftTrainer(
         model=None if model_init else built.model,
@@ -93,7 +93,7 @@ def build_trainer(
         eval_dataset=data.validation,
         data_collator=collate,
         compute_metrics=task_metrics(task),
-        processing_class=None if built.is_timm else built.processor,
+        processing_class=built.family.processing_class(built.processor),
         callbacks=technique_callbacks(model_args, args, built.layout) + [ema] * bool(ema),
         loss=build_loss(task, data.train_labels, args.class_weighting, args.label_smoothing_factor),
         layout=built.layout,

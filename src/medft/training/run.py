@@ -313,7 +313,7 @@ def train(
             evaluation=report,
             image_size=spec.size,
             repo_id=push_to,
-            extra_tags=["timm"] * built.is_timm + ["lora"] * built.uses_lora,
+            extra_tags=[*built.family.card_tags] + ["lora"] * built.uses_lora,
             saved_weights=saved_weights_note(training_args, average_won),
         )
         model_card(facts).save(output / "README.md")
