@@ -157,6 +157,7 @@ def main() -> None:
         child(dataset, output, json.loads(settings))
         return
 
+    from medft.config.prepare import BrainTumorArguments
     from medft.prepare import prepare_dataset
     from medft.prepare.synthetic import synthesize_brain_tumor_44c
 
@@ -164,7 +165,7 @@ def main() -> None:
     raw = synthesize_brain_tumor_44c(work / "raw", per_class=options.per_class,
                                      image_size=round(options.stored_size * 1.2))  # fmt: skip
     dataset = work / "dataset"
-    prepare_dataset("brain-tumor-44c", dataset, source=raw, image_size=options.stored_size)
+    prepare_dataset(BrainTumorArguments(output=dataset, source=raw, image_size=options.stored_size))
     here = Path(__file__).resolve().parent
     variants = [(f"data_cache: {cache}", here.parent / "src", cache)
                 for cache in options.data_cache]  # fmt: skip

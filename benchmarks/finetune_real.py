@@ -50,6 +50,7 @@ from transformers import (
 )
 
 from medft.config import ModelArguments
+from medft.config.prepare import BrainTumorArguments
 from medft.modeling.backbones import build_backbone
 from medft.parsing import parse_recipe, read_recipe_file
 from medft.prepare import prepare_dataset
@@ -240,7 +241,7 @@ def main() -> None:
     weights = lite0_weights_file(work / "efficientnet_lite0_in1k.safetensors")
     prepared = work / "brain44"
     if not (prepared / "dataset_dict.json").is_file():
-        prepare_dataset("brain-tumor-44c", prepared, source=options.source, image_size=256)
+        prepare_dataset(BrainTumorArguments(output=prepared, source=options.source, image_size=256))
     counts = json.loads((prepared / "prepare_report.json").read_text())["counts"]
     data = (
         f"{options.source.name}: {sum(counts.values()):,} images "

@@ -29,6 +29,7 @@ from transformers import pipeline
 from medft.commands.export import export_onnx
 from medft.commands.predict import predict
 from medft.config import ModelArguments
+from medft.config.inference import ExportArguments, PredictArguments
 from medft.modeling import build_model
 from medft.prepare.brain_tumor import CLASSES
 from medft.prepare.synthetic import brain_scan
@@ -62,13 +63,15 @@ def medft_run(
 ) -> float:
     start = time.perf_counter()
     predict(
-        model,
-        images,
-        output,
-        batch_size=batch,
-        num_workers=workers,
-        precision=precision,
-        progress=False,
+        PredictArguments(
+            model=[model],
+            inputs=images,
+            output=output,
+            batch_size=batch,
+            num_workers=workers,
+            precision=precision,
+            progress=False,
+        )
     )
     return len(images) / (time.perf_counter() - start)
 
@@ -96,8 +99,10 @@ def main() -> None:
     model = save_model(work / "model", args.model, args.input_size)
     device = 0 if torch.cuda.is_available() else -1
     classifier = pipeline("image-classification", model=str(model), device=device)
-    export_onnx(model, work / "fp32" / "model.onnx")
-    export_onnx(model, work / "int8" / "model.onnx", quantize_mode="dynamic")
+    export_onnx(ExportArguments(model=model, output=work / "fp32" / "model.onnx"))
+    export_onnx(
+        ExportArguments(model=model, output=work / "int8" / "model.onnx", quantize="dynamic")
+    )
     runs = {  # row: (model, precision)
         "medft predict": (model, "fp32"),
         "medft predict --precision bf16": (model, "bf16"),

@@ -41,6 +41,7 @@ from transformers import TrainerCallback
 
 import medft.training.run
 import medft.training.trainer
+from medft.config.prepare import BrainTumorArguments
 from medft.parsing import parse_recipe
 from medft.prepare import prepare_dataset
 from medft.prepare.synthetic import synthesize_brain_tumor_44c
@@ -366,7 +367,7 @@ def generated_dataset(work: Path, per_class: int, image_size: int) -> Path:
     stored = round(image_size * 8 / 7)
     raw = synthesize_brain_tumor_44c(work / "raw", per_class=per_class, image_size=stored + 32)
     dataset = work / "dataset"
-    prepare_dataset("brain-tumor-44c", dataset, source=raw, image_size=stored)
+    prepare_dataset(BrainTumorArguments(output=dataset, source=raw, image_size=stored))
     return dataset
 
 

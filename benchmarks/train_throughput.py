@@ -26,6 +26,7 @@ from common import TRAINING_ONLY
 from torch.utils.data import DataLoader
 from transformers import Trainer, get_linear_schedule_with_warmup, set_seed
 
+from medft.config.prepare import BrainTumorArguments
 from medft.data.loading import load_training_data
 from medft.data.transforms import (
     DeviceTransform,
@@ -98,7 +99,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="medft-train-bench-"))
     raw = synthesize_brain_tumor_44c(work / "raw", per_class=args.per_class, image_size=96)
-    report = prepare_dataset("brain-tumor-44c", work / "dataset", source=raw)
+    report = prepare_dataset(BrainTumorArguments(output=work / "dataset", source=raw))
     rates: dict[str, list[float]] = {"bare PyTorch loop": [], "medft (Trainer)": []}
     for repeat in range(args.repeats):
         rates["bare PyTorch loop"].append(bare_run(work / "dataset", args.epochs, args.workers))

@@ -6,6 +6,7 @@ from PIL import Image
 
 from medft.commands.explain import cam_layer, explain, token_grid
 from medft.config import ModelArguments
+from medft.config.inference import ExplainArguments
 from medft.errors import MedftError
 from medft.formats.image_files import is_image_file
 from medft.modeling import build_model
@@ -16,7 +17,9 @@ def test_a_vit_is_explained_on_its_patch_grid_and_bad_files_are_reported(
     trained_binary, brain_raw, tmp_path
 ):
     folder = brain_raw / "Glioblastoma T2"  # scans and three broken files
-    summary = explain(trained_binary, [folder], tmp_path, progress=False)
+    summary = explain(
+        ExplainArguments(model=trained_binary, images=[folder], output=tmp_path, progress=False)
+    )
     assert summary.method == "Grad-CAM on the patch-token grid of vit.layers.1.layernorm_before"
     assert {name.rsplit("/", 1)[-1] for name in summary.errors} == {
         "empty.jpg", "notes.jpg", "truncated.jpeg"
@@ -30,11 +33,23 @@ def test_a_vit_is_explained_on_its_patch_grid_and_bad_files_are_reported(
 
 def test_a_timm_cnn_explains_a_chosen_finding(trained_multilabel, nih_raw, tmp_path):
     images = sorted(nih_raw.glob("images_00*/images/*.png"))[:2]
-    summary = explain(trained_multilabel, images, tmp_path, target="Effusion", progress=False)
+    summary = explain(
+        ExplainArguments(
+            model=trained_multilabel,
+            images=images,
+            output=tmp_path,
+            target="Effusion",
+            progress=False,
+        )
+    )
     assert summary.method == "Grad-CAM on timm_model.layer3"  # layer4 is 1x1 at 32 px
     assert [p.name for p in summary.written] == [f"{image.stem}.png" for image in images]
     with pytest.raises(MedftError, match="not a label of this model"):
-        explain(trained_multilabel, images, tmp_path, target="Tumour")
+        explain(
+            ExplainArguments(
+                model=trained_multilabel, images=images, output=tmp_path, target="Tumour"
+            )
+        )
 
 
 def test_token_grid_drops_the_class_token_and_lays_patches_out_row_by_row():

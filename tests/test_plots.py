@@ -75,7 +75,7 @@ def test_roc_and_pr_curves_have_one_panel_per_problem_and_mark_the_threshold(tmp
 
 def test_reliability_diagram_and_explanation_are_pngs(tmp_path):
     probs = np.array([[0.95, 0.05], [0.9, 0.1], [0.45, 0.55], [0.2, 0.8]])
-    bins = reliability(probs, np.array([0, 1, 1, 1]), TaskInfo(["a", "b"], multi_label=False))
+    bins = reliability(probs, np.array([0, 1, 1, 1]), TaskInfo(["a", "b"], multi_label=False), 15)
     assert png_size(plot_reliability(bins, tmp_path / "r.png"))[0] > 0
     overlay = np.zeros((32, 32, 3), dtype=np.uint8)
     path = plot_explanation(Image.new("L", (40, 40), 90), overlay,

@@ -12,6 +12,7 @@ from transformers import pipeline
 
 from medft.cli import main
 from medft.commands.predict import format_prediction_summary, predict, prediction_rows
+from medft.config.inference import PredictArguments
 from medft.errors import MedftError
 from medft.formats.image_files import is_image_file
 from medft.inference.classifier import load_classifier
@@ -34,7 +35,15 @@ def test_single_label_rows_match_pipeline_and_bad_files_do_not_stop_the_run(
     folder = brain_raw / "Glioblastoma T2"  # scans, three broken files and a Thumbs.db-free mix
     missing = tmp_path / "missing.png"
     output = tmp_path / "predictions.csv"
-    summary = predict(trained_binary, [folder, missing], output, num_workers=1, progress=False)
+    summary = predict(
+        PredictArguments(
+            model=[trained_binary],
+            inputs=[folder, missing],
+            output=output,
+            num_workers=1,
+            progress=False,
+        )
+    )
 
     rows = read_rows(output)
     scans = [p for p in folder.iterdir() if is_image_file(p) and p.name not in BAD_FILES]
@@ -61,7 +70,15 @@ def test_multilabel_rows_flag_each_finding_at_its_stored_threshold(
     trained_multilabel, nih_prepared, tmp_path
 ):
     output = tmp_path / "predictions.csv"
-    summary = predict(trained_multilabel, [nih_prepared], output, num_workers=0, progress=False)
+    summary = predict(
+        PredictArguments(
+            model=[trained_multilabel],
+            inputs=[nih_prepared],
+            output=output,
+            num_workers=0,
+            progress=False,
+        )
+    )
     rows = read_rows(output)
     test = load_from_disk(str(nih_prepared))["test"]
     assert len(rows) == len(test) and not summary.errors
@@ -82,13 +99,15 @@ def test_bf16_keeps_the_fp32_ranking_and_fp16_needs_a_gpu(
     for precision in ("fp32", "bf16"):
         output = tmp_path / f"{precision}.csv"
         predict(
-            trained_multilabel,
-            [nih_prepared],
-            output,
-            num_workers=0,
-            precision=precision,
-            columns=[],
-            progress=False,
+            PredictArguments(
+                model=[trained_multilabel],
+                inputs=[nih_prepared],
+                output=output,
+                num_workers=0,
+                precision=precision,
+                columns=[],
+                progress=False,
+            )
         )
         scores[precision] = [
             [float(row[name]) for name in row if name not in ("path", "findings", "error")]
@@ -97,9 +116,23 @@ def test_bf16_keeps_the_fp32_ranking_and_fp16_needs_a_gpu(
     assert np.asarray(scores["bf16"]) == pytest.approx(np.asarray(scores["fp32"]), abs=0.02)
     if not torch.cuda.is_available():
         with pytest.raises(MedftError, match="fp16 needs a GPU"):
-            predict(trained_multilabel, [nih_prepared], tmp_path / "x.csv", precision="fp16")
+            predict(
+                PredictArguments(
+                    model=[trained_multilabel],
+                    inputs=[nih_prepared],
+                    output=tmp_path / "x.csv",
+                    precision="fp16",
+                )
+            )
     with pytest.raises(MedftError, match="must be one of fp32, bf16, fp16"):
-        predict(trained_multilabel, [nih_prepared], tmp_path / "x.csv", precision="int8")
+        predict(
+            PredictArguments(
+                model=[trained_multilabel],
+                inputs=[nih_prepared],
+                output=tmp_path / "x.csv",
+                precision="int8",
+            )
+        )
 
 
 def test_rows_hold_the_top_k_labels_and_the_reason_a_file_failed():
@@ -128,7 +161,7 @@ def test_inputs_are_files_folders_and_prepared_splits(brain_raw, brain_binary, t
 
 def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
     with pytest.raises(MedftError, match="is not a saved model"):
-        predict(tmp_path, [tmp_path], tmp_path / "p.csv")
+        predict(PredictArguments(model=[tmp_path], inputs=[tmp_path], output=tmp_path / "p.csv"))
 
 
 @pytest.mark.parametrize("family", ["vit", "timm"])
@@ -165,7 +198,11 @@ def test_images_over_the_pixel_budget_get_error_rows(trained_binary, tmp_path, m
         rle_dicom(tmp_path / "bomb.dcm", 10_000, 10_000),  # 1.6 MB, 100 megapixels
     ]
     output = tmp_path / "predictions.csv"
-    summary = predict(trained_binary, bombs, output, num_workers=0, progress=False)
+    summary = predict(
+        PredictArguments(
+            model=[trained_binary], inputs=bombs, output=output, num_workers=0, progress=False
+        )
+    )
     errors = {Path(row["path"]).name: row["error"] for row in read_rows(output)}
     assert len(summary.errors) == 2
     too_large = "ImageTooLarge: image too large to decode safely: "
@@ -174,8 +211,16 @@ def test_images_over_the_pixel_budget_get_error_rows(trained_binary, tmp_path, m
 
     scan = constant_png(tmp_path / "scan.png", 1200, 1000)  # in the decoding worker process:
     monkeypatch.setenv("MEDFT_MAX_MEGAPIXELS", "1")
-    predict(trained_binary, [scan], output, num_workers=1, progress=False)
+    predict(
+        PredictArguments(
+            model=[trained_binary], inputs=[scan], output=output, num_workers=1, progress=False
+        )
+    )
     assert read_rows(output)[0]["error"].startswith(too_large + "1200000 pixels")
     monkeypatch.setenv("MEDFT_MAX_MEGAPIXELS", "1.5")
-    predict(trained_binary, [scan], output, num_workers=1, progress=False)
+    predict(
+        PredictArguments(
+            model=[trained_binary], inputs=[scan], output=output, num_workers=1, progress=False
+        )
+    )
     assert read_rows(output)[0]["error"] == "" and read_rows(output)[0]["label_1"]

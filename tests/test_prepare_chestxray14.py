@@ -7,6 +7,7 @@ import pytest
 from datasets import ClassLabel, Image, List, load_from_disk
 
 from medft.age_bands import age_band
+from medft.config.prepare import ChestXray14Options
 from medft.errors import MedftError
 from medft.formats.prepared_report import read_report
 from medft.prepare.chestxray14 import (
@@ -106,12 +107,12 @@ def test_sex_age_band_and_view_are_subgroup_columns(nih_prepared, nih_raw):
 
 
 def test_view_filter(nih_raw, tmp_path):
-    listing = list_chestxray14(nih_raw, views="PA")
+    listing = list_chestxray14(ChestXray14Options(source=nih_raw, views="PA"))
     views = {e.metadata["view_position"] for ex in listing.splits.values() for e in ex}
     assert views == {"PA"}
     assert listing.notes["views"].startswith("PA only")
     with pytest.raises(MedftError, match="--views"):
-        list_chestxray14(nih_raw, views="LL")
+        list_chestxray14(ChestXray14Options(source=nih_raw, views="LL"))
 
 
 def copy_of(nih_raw, tmp_path):
@@ -124,7 +125,7 @@ def test_missing_image_is_reported_and_counted(nih_raw, tmp_path):
     source = copy_of(nih_raw, tmp_path)
     gone = next(source.glob("images_002/images/*.png"))
     gone.unlink()
-    listing = list_chestxray14(source)
+    listing = list_chestxray14(ChestXray14Options(source=source))
     assert [s.file for s in listing.skipped] == [gone.name]
     assert "no image file found" in listing.skipped[0].reason
 
@@ -137,7 +138,7 @@ def test_unknown_label_stops_the_run_naming_image_and_label(nih_raw, tmp_path):
     lines[3] = lines[3].replace(lines[3].split(",")[1], "Pleural Thickening", 1)
     table.write_text("\n".join(lines) + "\n")
     with pytest.raises(MedftError, match=f"image {name} has the label 'Pleural Thickening'"):
-        list_chestxray14(source)
+        list_chestxray14(ChestXray14Options(source=source))
 
 
 def test_bom_crlf_and_the_v2020_header_without_trailing_comma(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from datasets import load_from_disk
 from PIL import Image, ImageCms, PngImagePlugin
 
+from medft.config.prepare import CsvArguments, FolderArguments
 from medft.prepare import prepare_dataset
 from medft.prepare.image_metadata import jpeg_without_metadata, png_without_metadata
 from medft.prepare.images import read_image
@@ -153,11 +154,13 @@ def test_prepared_images_carry_no_metadata_and_the_same_pixels(tmp_path, source_
     files = write_tagged_sources(raw)
     output = tmp_path / "out"
     if source_type == "folder":
-        report = prepare_dataset("folder", output, source=raw, num_proc=1)
+        report = prepare_dataset(FolderArguments(output=output, source=raw, num_proc=1))
     else:
         table = tmp_path / "labels.csv"
         table.write_text("image,label\n" + "".join(f"{n},{c}\n" for n, c in files))
-        report = prepare_dataset("csv", output, csv_path=table, image_root=raw, num_proc=1)
+        report = prepare_dataset(
+            CsvArguments(output=output, csv_path=table, image_root=raw, num_proc=1)
+        )
     assert report["metadata_stripped"] == len(files) and report["reencoded"] == 0
     stored = [p.read_bytes() for p in output.rglob("*.arrow")]
     assert not any(secret in data for secret in SECRETS for data in stored)

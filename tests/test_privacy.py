@@ -19,6 +19,7 @@ from datasets import load_from_disk
 from PIL import Image, PngImagePlugin
 
 from medft.cli import main
+from medft.config.prepare import CsvArguments, DicomArguments, FolderArguments
 from medft.formats.prepared_report import read_report
 from medft.hub import files_to_push
 from medft.prepare import prepare_dataset
@@ -65,7 +66,7 @@ def exports(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def folder_dataset(exports) -> Path:
     output = exports / "prepared-folder"
-    prepare_dataset("folder", output, source=exports / "raw", num_proc=1)
+    prepare_dataset(FolderArguments(output=output, source=exports / "raw", num_proc=1))
     return output
 
 
@@ -137,7 +138,9 @@ def test_absolute_paths_in_a_csv_reach_the_dataset_as_paths_below_their_shared_f
     table = exports / "absolute.csv"
     table.write_text("image,label\n" + "\n".join(rows) + "\n")
     output = exports / "prepared-absolute"
-    prepare_dataset("csv", output, csv_path=table, image_root=exports / "elsewhere", num_proc=1)
+    prepare_dataset(
+        CsvArguments(output=output, csv_path=table, image_root=exports / "elsewhere", num_proc=1)
+    )
     check_dataset(output)
     ids = sorted(
         image_id for part in load_from_disk(str(output)).values() for image_id in part["image_id"]
@@ -152,7 +155,7 @@ def test_a_prepared_dicom_source_names_no_patient(exports):
         dicom_copy("MR_small.dcm", source / "mr" / f"mr{i}.dcm", PatientID=f"M{i}")
     (source / "mr" / "broken.dcm").write_bytes(pydicom_file("MR_truncated.dcm").read_bytes())
     output = exports / "prepared-dicom"
-    report = prepare_dataset("dicom", output, source=source, num_proc=1)
+    report = prepare_dataset(DicomArguments(output=output, source=source, num_proc=1))
     check_dataset(output)
     assert report["skipped_count"] == 1
     check_private_file(output, source)

@@ -5,6 +5,7 @@ import yaml
 
 from medft.cli import main
 from medft.commands.search import check_space, search
+from medft.config.commands import SearchArguments
 from medft.errors import MedftError
 from medft.parsing import parse_recipe
 
@@ -68,4 +69,4 @@ def test_a_trial_that_would_combine_lora_with_layer_decay_is_refused(brain_binar
         )
     )  # fmt: skip
     with pytest.raises(MedftError, match="layer_decay with LoRA"):
-        search(recipe, [], n_trials=1)
+        search(SearchArguments(recipe=recipe, n_trials=1))

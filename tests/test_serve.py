@@ -42,6 +42,7 @@ from medft.commands.serve import (
     model_folder,
 )
 from medft.commands.space import write_space
+from medft.config.inference import PredictArguments
 from medft.errors import MedftError
 from tests import pretrained
 from tests.oversized import constant_png, rle_dicom
@@ -138,7 +139,15 @@ def test_the_page_shows_every_finding_with_its_threshold_and_grad_cam(
     assert "Not for clinical use." in notice and "Intended use and limitations" in notice
 
     csv_path = tmp_path / "predictions.csv"  # what medft predict says about the same files
-    predict(trained_multilabel, images, csv_path, num_workers=0, progress=False)
+    predict(
+        PredictArguments(
+            model=[trained_multilabel],
+            inputs=images,
+            output=csv_path,
+            num_workers=0,
+            progress=False,
+        )
+    )
     with csv_path.open(newline="") as handle:
         expected = {Path(row["path"]).name: row for row in csv.DictReader(handle)}
     tables = shown_tables(page)

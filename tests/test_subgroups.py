@@ -16,7 +16,9 @@ from sklearn.metrics import roc_auc_score
 from medft.cli import main
 from medft.commands.cv import cross_validate
 from medft.commands.predict import predict
-from medft.config import EvaluationOptions
+from medft.config.commands import CvArguments
+from medft.config.evaluation import EvaluateArguments
+from medft.config.inference import PredictArguments
 from medft.errors import MedftError
 from medft.evaluation.evaluate import EvaluationReport, evaluate_model
 from medft.evaluation.subgroups import MISSING, AttributeResult, evaluate_subgroups
@@ -207,8 +209,11 @@ def test_evaluate_reports_the_declared_attributes_group_by_group(
     test = load_from_disk(str(nih_attributes))["test"].with_format(None)
     names = test.features["labels"].feature.names
     labels = np.array([[name in row for name in range(len(names))] for row in test["labels"]])
-    report, scores = evaluate_model(trained_multilabel, str(nih_attributes),
-                                    options=EvaluationOptions(bootstrap_resamples=200))  # fmt: skip
+    report, scores = evaluate_model(
+        EvaluateArguments(
+            model=[trained_multilabel], dataset=str(nih_attributes), bootstrap_resamples=200
+        )
+    )
     cut = np.array([report.thresholds.values[name] for name in names])
     task = TaskInfo(names, True, label_column="labels")
     for attribute in content["subgroups"]:
@@ -329,27 +334,53 @@ def test_predict_copies_the_declared_or_named_columns_of_dataset_inputs(
 ):
     scan = sorted(nih_raw.glob("images_00*/images/*.png"))[0]
     output = tmp_path / "predictions.csv"
-    predict(trained_multilabel, [scan, nih_attributes], output, num_workers=0, progress=False)
+    predict(
+        PredictArguments(
+            model=[trained_multilabel],
+            inputs=[scan, nih_attributes],
+            output=output,
+            num_workers=0,
+            progress=False,
+        )
+    )
     with output.open(newline="") as handle:
         header, *rows = list(csv.reader(handle))
     assert header[-2:] == ["sex", "age_band"]
     test = load_from_disk(str(nih_attributes))["test"].with_format(None)
     assert rows[0][-2:] == ["", ""]  # a file has no attributes
     assert [row[-2:] for row in rows[1:]] == [list(v) for v in zip(test["sex"], test["age_band"])]
-    predict(trained_multilabel, [nih_attributes], output, num_workers=0, progress=False,
-            columns=["view_position", "age"])  # fmt: skip
+    predict(
+        PredictArguments(
+            model=[trained_multilabel],
+            inputs=[nih_attributes],
+            output=output,
+            num_workers=0,
+            progress=False,
+            columns=["view_position", "age"],
+        )
+    )
     with output.open(newline="") as handle:
         header, first, *_ = list(csv.reader(handle))
     assert header[-2:] == ["view_position", "age"]
     assert first[-2:] == [test["view_position"][0], str(test["age"][0])]
     with pytest.raises(MedftError, match="--columns: the test split of .* has no column 'site'"):
-        predict(trained_multilabel, [nih_attributes], output, columns=["site"], progress=False)
+        predict(
+            PredictArguments(
+                model=[trained_multilabel],
+                inputs=[nih_attributes],
+                output=output,
+                columns=["site"],
+                progress=False,
+            )
+        )
 
 
 def test_the_cv_ensemble_reports_subgroups_on_the_test_split(brain_sites, tmp_path):
     overrides = ["--dataset_name", str(brain_sites), "--output_dir", str(tmp_path / "cv"),
                  "--subgroups", "site"]  # fmt: skip
-    result = cross_validate(FIXTURES / "tiny_vit.yaml", overrides, 2)
+    result = cross_validate(
+        CvArguments(recipe=FIXTURES / "tiny_vit.yaml", overrides=overrides, folds=2)
+    )
     (attribute,) = result.ensemble.subgroups
     test = load_from_disk(str(brain_sites))["test"]
     assert sum(group.images for group in attribute.groups) == len(test)

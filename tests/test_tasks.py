@@ -7,7 +7,7 @@ import torch
 from datasets import ClassLabel, Features, Image, Sequence, Value
 from transformers import EvalPrediction, PretrainedConfig
 
-from medft.modeling.backbones import label_settings
+from medft.modeling.families import TRANSFORMERS
 from medft.tasks import TaskInfo, auprc_or_none
 from medft.training.build import task_metrics
 
@@ -105,7 +105,9 @@ PREPARED = [
 
 @pytest.mark.parametrize("task", PREPARED, ids=lambda task: task.task)
 def test_a_saved_model_config_gives_the_task_back(task, tmp_path):
-    PretrainedConfig(**label_settings(task)).save_pretrained(tmp_path)
+    config = PretrainedConfig()
+    TRANSFORMERS.set_labels(config, task)  # as the model building sets them
+    config.save_pretrained(tmp_path)
     assert TaskInfo.from_model_config(PretrainedConfig.from_pretrained(tmp_path)) == task
 
 

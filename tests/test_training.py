@@ -17,6 +17,7 @@ from huggingface_hub import HfApi
 from PIL import Image
 from transformers import pipeline
 
+from medft.config.prepare import FolderArguments
 from medft.data.loading import load_training_data, shorter_side
 from medft.data.pipeline import input_size_advice
 from medft.errors import MedftError
@@ -170,7 +171,9 @@ def six_images(tmp_path_factory) -> Path:
         (source / "ab"[index % 2]).mkdir(exist_ok=True)
         Image.new("L", (40, 40), 40 * index).save(source / "ab"[index % 2] / f"{index}.png")
     output = source.parent / "six_prepared"
-    prepare_dataset("folder", output, source=source, near_duplicates="off", num_proc=1)
+    prepare_dataset(
+        FolderArguments(output=output, source=source, near_duplicates="off", num_proc=1)
+    )
     return output
 
 

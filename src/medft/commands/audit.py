@@ -18,6 +18,7 @@ from pathlib import Path
 from datasets import Image as ImageFeature
 from tqdm.auto import tqdm
 
+from medft.config.commands import AuditArguments
 from medft.data.loading import read_dataset
 from medft.errors import MedftError
 from medft.formats.pixel_budget import ImageTooLarge
@@ -75,11 +76,10 @@ class AuditResult:
     rows: list[Row]  # each audited image, in the order the report counts them
 
 
-def audit_datasets(
-    name: str, *, against: str | None = None, threshold: int, num_proc: int = 2
-) -> AuditResult:
-    """The audit of dataset ``name`` (every split), or of its train split against every split
-    of ``against``."""
+def audit_datasets(options: AuditArguments) -> AuditResult:
+    """The audit of ``options.dataset`` (every split), or of its train split against every
+    split of ``options.against``."""
+    name, against = options.dataset, options.against
     first = read_dataset(name)
     if against is not None and TRAIN not in first:
         raise MedftError(f"dataset {name} has no train split to audit {against} against.")
@@ -92,7 +92,7 @@ def audit_datasets(
         if HASH_COLUMN in part.column_names:
             found = list(part.with_format(None)[HASH_COLUMN])
         else:
-            found = split_hashes(source, split, len(part), num_proc)
+            found = split_hashes(source, split, len(part), options.num_proc)
         unreadable += sum(1 for value in found if value is None)
         shown = split if source == name else f"{Path(source).name}:{split}"
         ids = (list(part.with_format(None)["patient_id"])
@@ -104,7 +104,8 @@ def audit_datasets(
                 labels.append(shown)
                 patients.append(None if patient is None else f"{source}\0{patient}")
     known = patients if any(p is not None for p in patients) else None
-    return AuditResult(audit(hash_values(hashes), labels, threshold, known), unreadable, rows)
+    leakage = audit(hash_values(hashes), labels, options.threshold, known)
+    return AuditResult(leakage, unreadable, rows)
 
 
 def write_audit(result: AuditResult, output: Path) -> list[Path]:

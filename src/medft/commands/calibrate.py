@@ -9,12 +9,18 @@ scores), with the reliability before and after in metrics.json and the model car
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from medft.config.commands import CalibrateArguments
+from medft.config.evaluation import (
+    CalibrateArguments,
+    EvaluateArguments,
+    EvaluationOptions,
+    ScoringOptions,
+)
 from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError
 from medft.evaluation.calibration import TemperatureScaling, fit_temperature, reliability
@@ -28,6 +34,19 @@ from medft.modeling.families import family_of
 from medft.modeling.heads import fold_temperature
 
 CARD_NAME = "README.md"
+
+
+def evaluation_of(model: Path, options: CalibrateArguments) -> EvaluateArguments:
+    """`medft evaluate`'s options for the calibrated ``model``: the split, the tuning split,
+    the evaluation and the scoring of ``options``."""
+    shared = dataclasses.fields(EvaluationOptions) + dataclasses.fields(ScoringOptions)
+    return EvaluateArguments(
+        model=[model],
+        dataset=options.dataset,
+        split=options.split,
+        tune_split=options.tune_split,
+        **{item.name: getattr(options, item.name) for item in shared},
+    )
 
 
 def calibrate_model(options: CalibrateArguments) -> tuple[EvaluationReport, Path]:
@@ -67,17 +86,10 @@ def calibrate_model(options: CalibrateArguments) -> tuple[EvaluationReport, Path
     fold_temperature(classifier.model, classifier_name, temperature)
     classifier.model.save_pretrained(output)
 
-    report, scores = evaluate_model(
-        output,
-        options.dataset,
-        split=options.split,
-        tuning_split=options.tune_split,
-        options=options,
-        batch_size=options.batch_size,
-        num_workers=options.num_workers,
-    )
+    report, scores = evaluate_model(evaluation_of(output, options))
+    reliability_before = reliability(before.probs, before.labels, task, options.calibration_bins)
     report.temperature = TemperatureScaling(
-        temperature.tolist(), options.tune_split, reliability(before.probs, before.labels, task)
+        temperature.tolist(), options.tune_split, reliability_before
     )
     write_evaluation(report, task, scores, output)
     card = output / CARD_NAME

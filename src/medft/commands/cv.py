@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from medft.config import DataArguments, EvaluationOptions, MedftTrainingArguments, ModelArguments
+from medft.config.commands import CvArguments
 from medft.data.loading import read_dataset, task_of
 from medft.data.pipeline import dataset_identity, recipe_splits
 from medft.errors import MedftError
@@ -231,24 +232,18 @@ def write_fold_table(result: CvResult) -> Path:
     return path
 
 
-def cross_validate(
-    recipe_path: str | Path,
-    overrides: list[str],
-    folds: int,
-    output: str | Path | None = None,
-    overwrite: bool = False,
-) -> CvResult:
-    """Run every fold of ``recipe_path``, then evaluate the folds, pooled, and as an ensemble
+def cross_validate(options: CvArguments) -> CvResult:
+    """Run every fold of the recipe, then evaluate the folds, pooled, and as an ensemble
     (with performance by the recipe's subgroups, else the dataset's declared ones).
     Folds of another cross-validation in ``output`` are refused before anything is trained;
     ``overwrite`` trains every fold again instead."""
-    recipe = parse_recipe(recipe_path, overrides)
+    recipe = parse_recipe(options.recipe, options.overrides)
     setup_logging(recipe.training)
-    output = Path(output or recipe.training.output_dir)
+    output = Path(options.output or recipe.training.output_dir)
     identity = dataset_identity(*recipe_splits(recipe.data))
-    plan = [Fold.of(recipe, k, folds, output, identity) for k in range(folds)]
+    plan = [Fold.of(recipe, k, options.folds, output, identity) for k in range(options.folds)]
     others = other_folds(output, plan)
-    if others and not overwrite:
+    if others and not options.overwrite:
         folder, why = next(iter(others.items()))
         raise MedftError(
             f"{output} holds the folds of another cross-validation ({folder.name}: {why}); "
@@ -259,7 +254,7 @@ def cross_validate(
             remove_owned(folder)
             if not any(folder.iterdir()):
                 folder.rmdir()
-    results = [run_fold(fold, overwrite) for fold in plan]
+    results = [run_fold(fold, options.overwrite) for fold in plan]
     dataset = read_dataset(recipe.data.dataset_name, recipe.data.dataset_config)
     task = task_of(
         dataset, recipe.data.train_split, recipe.data.image_column, recipe.data.label_column

@@ -11,32 +11,30 @@ import importlib.resources
 import shutil
 from pathlib import Path
 
+from medft.config.commands import DemoArguments
+from medft.config.prepare import BrainTumorArguments
 from medft.parsing import parse_recipe
 from medft.prepare import prepare_dataset
 from medft.prepare.synthetic import synthesize_brain_tumor_44c
 from medft.training.run import TrainingResult, train
 
+IMAGE_SIZE = 72  # pixels of the generated scans
 
-def run_demo(
-    output: str | Path = "medft-demo",
-    *,
-    per_class: int = 20,
-    image_size: int = 72,
-    overrides: list[str] | None = None,
-) -> TrainingResult:
+
+def run_demo(options: DemoArguments) -> TrainingResult:
     """Generate, prepare, train and evaluate."""
-    output = Path(output)
+    output, per_class = Path(options.output), options.per_class
     raw, dataset, model = output / "raw", output / "dataset", output / "model"
     for folder in (raw, model):  # a fresh run each time, never a resume of an old one
         shutil.rmtree(folder, ignore_errors=True)
 
     print(f"1/3 Writing {per_class} generated scans per class to {raw} ...")
     synthesize_brain_tumor_44c(
-        raw, per_class=per_class, image_size=image_size, include_bad_files=True
+        raw, per_class=per_class, image_size=IMAGE_SIZE, include_bad_files=True
     )
 
     print(f"2/3 Preparing {dataset} ...")
-    report = prepare_dataset("brain-tumor-44c", dataset, source=raw, overwrite=True)
+    report = prepare_dataset(BrainTumorArguments(output=dataset, source=raw, overwrite=True))
     counts = ", ".join(f"{split} {n}" for split, n in report["counts"].items())
     print(
         f"    {sum(report['counts'].values())} images in 44 classes ({counts}); "
@@ -49,6 +47,6 @@ def run_demo(
     with importlib.resources.as_file(recipe) as recipe_path:
         arguments = parse_recipe(
             recipe_path,
-            ["--dataset_name", str(dataset), "--output_dir", str(model), *(overrides or [])],
+            ["--dataset_name", str(dataset), "--output_dir", str(model), *options.overrides],
         )
     return train(*arguments)

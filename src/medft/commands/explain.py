@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from tqdm.auto import tqdm
 
-from medft.config.commands import DEFAULT_TOP_K
+from medft.config.inference import DEFAULT_TOP_K, ExplainArguments
 from medft.data.transforms import to_picture
 from medft.errors import MedftError
 from medft.evaluation.plots import plot_explanation
@@ -209,26 +209,18 @@ class Explainer:
         self.close()
 
 
-def explain(
-    model: str | Path,
-    images: Sequence[str | Path],
-    output: str | Path,
-    *,
-    target: str | None = None,
-    top_k: int = DEFAULT_TOP_K,
-    split: str = "test",
-    progress: bool = True,
-) -> ExplainSummary:
+def explain(options: ExplainArguments) -> ExplainSummary:
     """One PNG per image in ``output``: the image, the saliency map for ``target`` (default:
     the top prediction) over what the model saw, and the top-k labels and scores."""
-    classifier = load_classifier(model)
-    with Explainer(classifier, target, top_k) as explainer:
-        found = collect_inputs(images, split, classifier.dicom)
+    classifier = load_classifier(options.model)
+    with Explainer(classifier, options.target, options.top_k) as explainer:
+        found = collect_inputs(options.images, options.split, classifier.dicom)
         reader = ImageReader(classifier, found.files, found.splits, found.frames)
-        output = Path(output)
+        output = Path(options.output)
         output.mkdir(parents=True, exist_ok=True)
         summary, taken = ExplainSummary(), Counter()
-        for index, name in enumerate(tqdm(found.names, desc="explaining", disable=not progress)):
+        names = tqdm(found.names, desc="explaining", disable=not options.progress)
+        for index, name in enumerate(names):
             try:
                 image = reader.open(index)
                 pixels = reader.pixels(image)[None]

@@ -32,7 +32,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image
 
-from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
+from medft.config.inference import ExportArguments
 from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError, first_line
 from medft.evaluation.evaluate import split_scores
@@ -184,8 +184,6 @@ def preprocessor_json(
 
 def check_destination(output: Path) -> Path:
     """Where preprocessor.json goes; refused if it describes another export there."""
-    if output.suffix != ".onnx":
-        raise MedftError(f"--output {output} must end in .onnx.")
     settings = output.parent / PREPROCESSOR_NAME
     if settings.is_file():
         try:
@@ -231,19 +229,11 @@ def compared_metrics(
     return [(name, values[0][name], values[1][name]) for name in task.headline]
 
 
-def export_onnx(
-    model: str | Path,
-    output: str | Path = "model.onnx",
-    *,
-    quantize_mode: str | None = None,
-    dataset: str | None = None,
-    split: str = "test",
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    num_workers: int = DEFAULT_WORKERS,
-) -> ExportSummary:
+def export_onnx(options: ExportArguments) -> ExportSummary:
     """``model`` (a medft train output_dir) as ONNX at ``output``, preprocessor.json beside it;
-    ``quantize_mode`` "dynamic" writes the int8 model instead."""
-    output = Path(output)
+    ``quantize`` "dynamic" writes the int8 model instead."""
+    model, dataset, split = options.model, options.dataset, options.split
+    quantize_mode, output = options.quantize, Path(options.output)
     settings_path = check_destination(output)
     classifier = load_classifier(model, device="cpu")
     if not isinstance(classifier, Classifier):
@@ -292,7 +282,9 @@ def export_onnx(
             thresholds,
             classifier.dicom,
         )
-        summary.metrics = compared_metrics(classifier, onnx, data, batch_size, num_workers)
+        summary.metrics = compared_metrics(
+            classifier, onnx, data, options.batch_size, options.num_workers
+        )
         summary.metrics_split = f"{dataset}:{split}"
     return summary
 

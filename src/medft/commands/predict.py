@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, DEFAULT_WORKERS
+from medft.config.inference import PredictArguments
 from medft.errors import MedftError
 from medft.evaluation.evaluate import declared_attributes, split_columns
 from medft.evaluation.thresholds import Thresholds, fixed_thresholds
@@ -92,47 +92,32 @@ class PredictionSummary:
     columns: list[str] = field(default_factory=list)  # carried from the dataset inputs
 
 
-def predict(
-    model: str | Path | Sequence[str | Path],
-    inputs: Sequence[str | Path],
-    output: str | Path = "predictions.csv",
-    *,
-    split: str = "test",
-    top_k: int = DEFAULT_TOP_K,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    num_workers: int = DEFAULT_WORKERS,
-    thresholds: str | Path | None = None,
-    precision: str = "fp32",
-    tta: Sequence[str] = (),
-    columns: Sequence[str] | None = None,
-    progress: bool = True,
-) -> PredictionSummary:
+def predict(options: PredictArguments) -> PredictionSummary:
     """Score every image of ``inputs`` with the saved ``model`` (or several: an ensemble,
     probabilities averaged) into a CSV, one row each, averaging over the test-time views of
     ``tta`` if asked; ``thresholds``: a thresholds.json (default: the model folder's; an
     ensemble's come from `medft cv`'s ensemble/thresholds.json, given here). Rows of prepared
     datasets carry their ``columns`` (default: the declared subgroup attributes; [] for none)."""
-    if top_k < 1 or batch_size < 1 or num_workers < 0:
-        raise MedftError("--top-k and --batch-size must be at least 1, --num-workers at least 0.")
-    folders = [Path(model)] if isinstance(model, (str, Path)) else [Path(m) for m in model]
-    members = load_members(folders, precision=precision)
+    folders, split, top_k = options.model, options.split, options.top_k
+    members = load_members(folders, precision=options.precision)
     task = members[0].task
-    given = Path(thresholds) if thresholds else None
+    given = Path(options.thresholds) if options.thresholds else None
     stored = stored_thresholds(members[0], given) if len(members) == 1 or given else None
     stored = stored or fixed_thresholds(task, DEFAULT_THRESHOLD, "default")
-    views = tta_views(list(tta), folders) if tta else [ORIGINAL]
-    found = collect_inputs(inputs, split, members[0].dicom)
-    carried, carried_values = carried_columns(found, split, columns, csv_header(task, top_k))
+    views = tta_views(options.tta, folders) if options.tta else [ORIGINAL]
+    found = collect_inputs(options.inputs, split, members[0].dicom)
+    header = csv_header(task, top_k)
+    carried, carried_values = carried_columns(found, split, options.columns, header)
     start = time.perf_counter()
     probs, errors = score_members(
-        members, found.files, found.splits, frames=found.frames, batch_size=batch_size,
-        num_workers=num_workers, progress=progress, views=views,
+        members, found.files, found.splits, frames=found.frames, batch_size=options.batch_size,
+        num_workers=options.num_workers, progress=options.progress, views=views,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     header, rows = prediction_rows(
         task, found.names, probs, errors, top_k, stored.values if stored else {}
     )
-    output = Path(output)
+    output = Path(options.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", newline="") as handle:
         writer = csv.writer(handle)

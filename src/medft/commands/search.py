@@ -20,6 +20,7 @@ import yaml
 from transformers import set_seed
 
 from medft.config import DataArguments, ModelArguments
+from medft.config.commands import SearchArguments
 from medft.data.pipeline import load_data, set_transforms
 from medft.errors import MedftError
 from medft.modeling import build_model
@@ -130,8 +131,8 @@ def cell_text(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def search(recipe: str | Path, overrides: list[str], n_trials: int) -> SearchResult:
-    parsed = parse_recipe(recipe, overrides)
+def search(options: SearchArguments) -> SearchResult:
+    parsed = parse_recipe(options.recipe, options.overrides)
     data_args, model_args, training_args = parsed
     space = check_space(training_args.search_space)
     setup_logging(training_args)
@@ -158,7 +159,7 @@ def search(recipe: str | Path, overrides: list[str], n_trials: int) -> SearchRes
         direction="maximize",
         backend="optuna",
         hp_space=lambda trial: suggest(trial, space),
-        n_trials=n_trials,
+        n_trials=options.n_trials,
         compute_objective=lambda metrics: metrics[objective_key],
         study_name=output.name,
         storage=storage,
@@ -168,7 +169,7 @@ def search(recipe: str | Path, overrides: list[str], n_trials: int) -> SearchRes
     )
     study = optuna.load_study(study_name=output.name, storage=storage)
     rows = write_trials(study, output / "trials.csv")
-    best_path = best_recipe(recipe, parsed.given, study.best_trial.params, output)
+    best_path = best_recipe(options.recipe, parsed.given, study.best_trial.params, output)
     return SearchResult(
         data.task.main_metric, rows, study.best_trial.params, output / "trials.csv", best_path
     )

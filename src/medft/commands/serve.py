@@ -36,12 +36,13 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from PIL import Image
 
 from medft.commands.explain import Explainer
-from medft.config.commands import (
+from medft.config.evaluation import DEFAULT_BATCH_SIZE
+from medft.config.inference import (
     DEFAULT_MAX_FILES,
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_UPLOAD_MB,
-    DEFAULT_PORT,
     DEFAULT_TOP_K,
+    ServeArguments,
 )
 from medft.errors import MedftError, first_line
 from medft.evaluation.card import INTENDED_USE, NOT_FOR_CLINICAL_USE
@@ -222,7 +223,9 @@ def classify(
     read, refused = read_uploads(served.classifier, paths, max_files)
     images = list(read.values())
     batch = [(i, image.pixels, None) for i, image in enumerate(images)]
-    probs, _ = score_images(served.classifier, batch, num_workers=0, progress=False)
+    probs, _ = score_images(
+        served.classifier, batch, batch_size=DEFAULT_BATCH_SIZE, num_workers=0, progress=False
+    )
     header = f"{len(read)} of {len(paths)} file(s) classified"
     if served.threshold_source:
         header += f" ({escaped(served.threshold_source)})"
@@ -345,16 +348,8 @@ def launch(
     )
 
 
-def serve(
-    model: str | Path,
-    *,
-    port: int = DEFAULT_PORT,
-    share: bool = False,
-    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-    max_files: int = DEFAULT_MAX_FILES,
-    max_queue: int = DEFAULT_MAX_QUEUE,
-) -> None:
+def serve(options: ServeArguments) -> None:
     """`medft serve`: the page for ``model`` on http://127.0.0.1:``port`` until interrupted
     (the command runs it in a private temporary folder: `medft.private_folder`)."""
-    app = build_app(load_served_model(model), max_files)
-    launch(app, port, share, max_upload_mb, max_queue)
+    app = build_app(load_served_model(options.model), options.max_files)
+    launch(app, options.port, options.share, options.max_upload_mb, options.max_queue)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from medft.config.commands import DEFAULT_MAX_UPLOAD_MB
+from medft.config.inference import DEFAULT_MAX_UPLOAD_MB
 from medft.errors import MedftError
 from medft.evaluation.card import NOT_FOR_CLINICAL_USE
 from medft.version import __version__

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from transformers import IntervalStrategy, TrainingArguments
 
 from medft.config.checks import check_finite
-from medft.config.commands import DEFAULT_RESAMPLES, THRESHOLD_METHODS, column_names
+from medft.config.evaluation import THRESHOLD_METHODS
+from medft.config.fields import column_names
 from medft.errors import MedftError
+from medft.evaluation.bootstrap import DEFAULT_RESAMPLES
 
 AUTO = "auto"
 EXPONENTIAL = "exponential"

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from medft.config.commands import DEFAULT_RESAMPLES
 from medft.data.patients import patient_keys
 
 CONFIDENCE = 0.95
+DEFAULT_RESAMPLES = 1000  # resamples for the 95% intervals
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from medft.config.commands import DEFAULT_BINS
 from medft.tasks import CalibrationScores, TaskInfo
 
 
@@ -83,9 +82,7 @@ def reliability_bins(scored: CalibrationScores, bins: int) -> Reliability:
                        scored.scored, scored.score_axis, scored.true_axis)  # fmt: skip
 
 
-def reliability(
-    probs: np.ndarray, labels: np.ndarray, task: TaskInfo, bins: int = DEFAULT_BINS
-) -> Reliability:
+def reliability(probs: np.ndarray, labels: np.ndarray, task: TaskInfo, bins: int) -> Reliability:
     """Reliability of a model's probabilities against the true labels (see the module text)."""
     return reliability_bins(task.calibration_scores(probs, labels), bins)
 

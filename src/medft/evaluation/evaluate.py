@@ -20,7 +20,7 @@ import numpy as np
 from datasets import Dataset
 
 from medft import public_names
-from medft.config import EvaluationOptions
+from medft.config import EvaluateArguments, EvaluationOptions
 from medft.data.loading import check_split, read_dataset, task_of
 from medft.data.patients import patient_groups
 from medft.errors import MedftError
@@ -328,23 +328,13 @@ def split_scores(
     return scores.subset(np.flatnonzero(keep)), unreadable
 
 
-def evaluate_model(
-    model: str | Path | Sequence[str | Path],
-    dataset_name: str,
-    *,
-    split: str = "test",
-    tuning_split: str = "validation",
-    options: EvaluationOptions | None = None,
-    batch_size: int = 64,
-    num_workers: int = 2,
-    tta: Sequence[str] = (),
-    subgroups: Sequence[str] | None = None,
-) -> tuple[EvaluationReport, SplitScores]:
+def evaluate_model(options: EvaluateArguments) -> tuple[EvaluationReport, SplitScores]:
     """`medft evaluate`: score ``split`` with a saved model (or the mean of several: an
-    ensemble), over test-time views if asked, and tune thresholds on ``tuning_split``
+    ensemble), over test-time views if asked, and tune thresholds on ``tune_split``
     (without one, the model folder's thresholds.json); performance by the ``subgroups``
     columns (default: the dataset's declared attributes; [] for none)."""
-    folders = [Path(model)] if isinstance(model, (str, Path)) else [Path(m) for m in model]
+    folders, dataset_name, split = options.model, options.dataset, options.split
+    tuning_split = options.tune_split
     predicted = saved_task(folders[0])
     dataset = read_dataset(dataset_name)
     check_split(dataset, split, dataset_name)
@@ -355,14 +345,16 @@ def evaluate_model(
             f"{', '.join(predicted.label_names)}, but {dataset_name} has {task.task} "
             f"labels {', '.join(task.label_names)}; evaluate it on the data it was trained for."
         )
-    attributes = subgroup_attributes(subgroups, dataset_name, dataset[split], split, "--subgroups")
+    attributes = subgroup_attributes(
+        options.subgroups, dataset_name, dataset[split], split, "--subgroups"
+    )
     members = load_members(folders)
-    views = tta_views(list(tta), folders) if tta else [ORIGINAL]
-    settings = {"batch_size": batch_size, "num_workers": num_workers, "views": views}
+    views = tta_views(options.tta, folders) if options.tta else [ORIGINAL]
+    settings = {"batch_size": options.batch_size, "num_workers": options.num_workers,
+                "views": views}  # fmt: skip
     scores, unreadable = split_scores(
         members, dataset[split], task, attributes=attributes, **settings
     )
-    options = options or EvaluationOptions()
     tuning, stored = None, None
     needs_thresholds = bool(task.thresholded_labels) and options.threshold is None
     if needs_thresholds and tuning_split == split:

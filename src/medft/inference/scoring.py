@@ -12,7 +12,6 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from medft.inference.classifier import Classifier
 from medft.inference.onnx_model import OnnxClassifier
 from medft.inference.reading import ImageReader, collate_images
@@ -23,8 +22,8 @@ def score_images(
     classifier: Classifier | OnnxClassifier,
     reader: ImageReader | Sequence[tuple[int, torch.Tensor | None, str | None]],
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    num_workers: int = DEFAULT_WORKERS,
+    batch_size: int,
+    num_workers: int,
     progress: bool = True,
     views: Sequence[View] = (ORIGINAL,),
     logits: bool = False,
@@ -59,8 +58,8 @@ def score_members(
     splits: Sequence[Dataset] = (),
     *,
     frames: Sequence[int | None] = (),
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    num_workers: int = DEFAULT_WORKERS,
+    batch_size: int,
+    num_workers: int,
     progress: bool = True,
     views: Sequence[View] = (ORIGINAL,),
 ) -> tuple[np.ndarray, dict[int, str]]:
@@ -82,8 +81,8 @@ def score_split(
     members: Sequence[Classifier | OnnxClassifier],
     dataset: Dataset,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    num_workers: int = DEFAULT_WORKERS,
+    batch_size: int,
+    num_workers: int,
     views: Sequence[View] = (ORIGINAL,),
 ) -> tuple[np.ndarray, dict[int, str]]:
     """`score_members` over one split of a prepared dataset (rows in order)."""

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch.nn import functional
 
+from medft.config.evaluation import TTA_CHOICES
 from medft.errors import MedftError
 from medft.parsing import RECIPE_NAME
 
-TTA_CHOICES = ("flip", "hflip", "vflip", "scales")
 ZOOMS = (0.9, 0.8)  # centre crops of 90% and 80% of the input, resized back to it
 
 

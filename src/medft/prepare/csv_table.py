@@ -20,6 +20,7 @@ from pathlib import Path
 
 from datasets import Value
 
+from medft.config.prepare import CsvOptions, LabelTableColumns
 from medft.errors import MedftError
 from medft.near_duplicates import HASH_COLUMN
 from medft.prepare.files import content_hashes, open_text, require_file
@@ -99,20 +100,15 @@ class LabelTable:
 
 
 def read_label_table(
-    csv_path: str | Path,
-    *,
-    image_root: str | Path | None = None,
-    image_column: str = "image",
-    label_column: str = "label",
-    label_separator: str | None = None,
-    negative_label: str | None = None,
-    split_column: str | None = None,
-    other_columns: Sequence[str] = (),
+    csv_path: str | Path, columns: LabelTableColumns, other_columns: Sequence[str] = ()
 ) -> LabelTable:
-    """Read a CSV of image paths and labels; a missing column, an empty label, a bad split
-    value or a single class stops with a message naming the line or column."""
+    """Read a CSV of image paths and labels as ``columns`` say; a missing column, an empty
+    label, a bad split value or a single class stops with a message naming the line or
+    column."""
     csv_path = require_file(csv_path, "--csv")
-    image_root = Path(image_root).expanduser() if image_root else csv_path.parent
+    image_root = Path(columns.image_root).expanduser() if columns.image_root else csv_path.parent
+    image_column, label_column = columns.image_column, columns.label_column
+    split_column, label_separator = columns.split_column, columns.label_separator
     required = [image_column, label_column, *([split_column] if split_column else [])]
     rows = read_rows(csv_path, [*required, *other_columns])
     multi_label = label_separator is not None
@@ -120,7 +116,9 @@ def read_label_table(
     row_labels = []
     for line, row in enumerate(rows, start=2):
         where = f"{csv_path}, line {line} ({row[image_column]})"
-        row_labels.append(parse_labels(row[label_column], label_separator, negative_label, where))
+        row_labels.append(
+            parse_labels(row[label_column], label_separator, columns.negative_label, where)
+        )
     label_names = sorted({name for names in row_labels for name in names})
     index_of = {name: index for index, name in enumerate(label_names)}
     if len(label_names) < 2 and not multi_label:
@@ -213,33 +211,10 @@ def split_apart(groups: Sequence[Hashable], assigned: Sequence[str]) -> int:
     return len(groups_in_several_splits(by_split))
 
 
-def list_csv(
-    csv_path: str | Path,
-    *,
-    image_root: str | Path | None = None,
-    image_column: str = "image",
-    label_column: str = "label",
-    label_separator: str | None = None,
-    negative_label: str | None = None,
-    split_column: str | None = None,
-    group_column: str | None = None,
-    metadata_columns: Sequence[str] = (),
-    subgroup_columns: Sequence[str] = (),
-    val_size: float = 0.15,
-    test_size: float = 0.15,
-    seed: int = 42,
-) -> SourceListing:
-    kept = kept_columns(group_column, metadata_columns, subgroup_columns)
-    table = read_label_table(
-        csv_path,
-        image_root=image_root,
-        image_column=image_column,
-        label_column=label_column,
-        label_separator=label_separator,
-        negative_label=negative_label,
-        split_column=split_column,
-        other_columns=kept,
-    )
+def list_csv(options: CsvOptions) -> SourceListing:
+    group_column, subgroup_columns = options.group_column, options.subgroup_columns
+    kept = kept_columns(group_column, options.metadata_columns, subgroup_columns)
+    table = read_label_table(options.csv_path, options, other_columns=kept)
     groups = [row[group_column] for row in table.rows] if group_column else None
     files = row_files(table)
     same_file = same_file_groups(files)
@@ -254,10 +229,11 @@ def list_csv(
         | {column: Value("string") for column in kept},
         subgroup_columns=list(dict.fromkeys(subgroup_columns)),
     )
-    sizes = {"validation": val_size, "test": test_size}
     strata = listing.task.split_strata(table.labels)
-    assigned = assign_splits(table.given_splits, sizes, labels=strata, groups=units, seed=seed)
-    listing.carve_sizes, listing.carve_seed = sizes, seed
+    assigned = assign_splits(
+        table.given_splits, options.sizes, labels=strata, groups=units, seed=options.seed
+    )
+    listing.carve_sizes, listing.carve_seed = options.sizes, options.seed
     rows = zip(
         table.rows,
         table.labels,
@@ -278,7 +254,7 @@ def list_csv(
         listing.splits[split].append(example)
 
     listing.notes |= repeated_file_notes(files, same_file, table.labels)
-    if split_column:  # the column's splits are kept, even where they part a file's rows
+    if options.split_column:  # the column's splits are kept, even where they part a file's rows
         listing.notes["same_or_identical_files_in_two_splits"] = split_apart(same_file, assigned)
     if group_column:
         joining: dict[int, set[str]] = {}

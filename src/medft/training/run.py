@@ -278,24 +278,25 @@ def train(
     if trainer.is_world_process_zero():
         output = Path(training_args.output_dir)
         plot_training_curves(history, data.task.main_metric, output / CURVES_NAME)
+        options = EvaluationOptions(
+            bootstrap_resamples=training_args.bootstrap_resamples,
+            threshold_method=training_args.threshold_method,
+            progress=not training_args.disable_tqdm,
+        )
         report = evaluate_scores(
             data.task,
             evaluated,
             split=evaluated_split,
             tuning=tuning,
             tuning_split=data_args.eval_split,
-            options=EvaluationOptions(
-                bootstrap_resamples=training_args.bootstrap_resamples,
-                threshold_method=training_args.threshold_method,
-                progress=not training_args.disable_tqdm,
-            ),
+            options=options,
         )
         report.model, report.dataset = model_name(output), dataset_name(data_args.dataset_name)
         if temperature is not None:
             uncalibrated = data.task.probabilities(evaluated_logits * temperature)
             report.temperature = TemperatureScaling(
                 temperature.tolist(), data_args.eval_split,
-                reliability(uncalibrated, evaluated.labels, data.task),
+                reliability(uncalibrated, evaluated.labels, data.task, options.calibration_bins),
             )  # fmt: skip
         write_evaluation(report, data.task, evaluated, output)
         write_recipe(output, data_args, model_args)
