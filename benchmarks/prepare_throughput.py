@@ -12,6 +12,8 @@ interleaved, and reports the medians (a shared machine drifts by 10% or more):
   nothing else;
 - `medft prepare chestxray14` storing the original bytes;
 - `medft prepare chestxray14 --image-size 256`;
+- each of those with ``--near-duplicates off``: no perceptual hash, no near-copy groups (the
+  cost of the leakage audit is the difference; bar: at most 15%);
 - with ``--dicom``: 512x512 16-bit CT-like slices (HU with Rescale Intercept -1024, a
   soft-tissue window; 20 slices a patient), uncompressed and JPEG 2000 lossless, each
   through pydicom's decoding alone and through `medft prepare dicom` (window, 8-bit PNG).
@@ -226,8 +228,12 @@ def main() -> None:
     runs = {
         "decode only (Pillow, no writing)": None,
         "medft prepare": [],
+        "medft prepare --near-duplicates off": ["--near-duplicates", "off"],
         "medft prepare --image-size 256": ["--image-size", "256"],
-    }
+        "medft prepare --image-size 256 --near-duplicates off": [
+            "--image-size", "256", "--near-duplicates", "off",
+        ],
+    }  # fmt: skip
     rates: dict[str, list[float]] = {label: [] for label in runs}
     peaks: dict[str, int] = {}
     for _ in range(args.repeats):  # interleaved, so drift of the machine hits every row alike

@@ -1,7 +1,7 @@
 import numpy as np
 from huggingface_hub import ModelCard
 
-from medft.card import CardFacts, model_card
+from medft.card import CardFacts, model_card, replace_results
 from medft.config import EvaluationOptions
 from medft.evaluation import SplitScores, evaluate_scores
 from medft.prepare.chestxray14 import FINDINGS as NIH_FINDINGS
@@ -76,3 +76,20 @@ def test_nih_card_marks_chexnet_as_a_different_split():
     text = model_card(facts(task=task, evaluation=report)).text
     assert "CheXNet AUROC*" in text and "| Hernia |" in text and "0.9164" in text
     assert "different split" in text
+
+
+def test_calibrate_replaces_the_subgroup_section_with_the_results():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 80)
+    probs = np.clip(labels * 0.4 + rng.random(80) * 0.6, 0, 1)
+    site = np.array(["A", "B"] * 40, dtype=object)
+    scores = SplitScores(np.stack([1 - probs, probs], 1), labels, attributes={"site": site})
+    options = EvaluationOptions(bootstrap_resamples=20)
+    before = evaluate_scores(TASK, scores, split="test", options=options)
+    card = str(model_card(facts(evaluation=before)))
+    assert card.count("## Performance by subgroup") == 1 and "### site" in card
+    after = evaluate_scores(TASK, scores, split="test", options=options)
+    after.subgroups[0].groups[0].images = 12345  # what a new evaluation would change
+    replaced = replace_results(card, after)
+    assert replaced.count("## Performance by subgroup") == 1 and "| A | 12345 |" in replaced
+    assert replaced.count("## Best validation epoch") == 1

@@ -77,3 +77,19 @@ def test_images_without_a_patient_id_are_folded_each_on_its_own(nih_prepared):
     for patient in set(patients):
         rows = [r for r, p in enumerate(patients) if p == patient and r not in gaps]
         assert len(set(fold_of[rows])) <= 1
+
+
+def test_near_copies_share_a_fold_as_they_share_a_split(brain_multiclass):
+    dataset, task = load_training_data(str(brain_multiclass))
+    pool = concatenate_datasets([dataset["train"], dataset["validation"]])
+    assert "perceptual_hash" in pool.column_names  # medft prepare stores each image's hash
+    hashes = list(pool["perceptual_hash"])
+    # make row 1 a near copy (one bit apart) of row 0, whatever their bytes and classes
+    hashes[1] = f"{int(hashes[0], 16) ^ 1:016x}"
+    pool = pool.remove_columns("perceptual_hash").add_column("perceptual_hash", hashes)
+    near = groups_of(pool, "image", near_copies=4)
+    assert near[0] == near[1]
+    assert groups_of(pool, "image")[0] != groups_of(pool, "image")[1]  # bytes alone differ
+    fold_of = assign_folds(task, pool, folds=3, seed=0, near_copies=4)
+    for group in set(near):
+        assert len(set(fold_of[near == group])) == 1

@@ -57,7 +57,9 @@ def trained(tmp_path_factory):
     raw = write_classes(root / "raw")
     write_new_studies(root / "new")
     dataset = root / "data"
-    prepare_dataset("dicom", dataset, source=raw, bit_depth=16, num_proc=1)  # no window yet
+    # every file is a copy of one real scan: near-copy groups would (rightly) join them all
+    prepare_dataset("dicom", dataset, source=raw, bit_depth=16, num_proc=1,
+                    near_duplicates="off")  # no window yet  # fmt: skip
     model = root / "model"
     run_recipe("tiny_timm.yaml", dataset, model, "--bootstrap_resamples", "20",
                "--dicom_window", "lung")  # fmt: skip
@@ -69,7 +71,7 @@ def test_the_model_folder_records_the_dicom_settings(trained, tmp_path):
     assert load_settings(model) == DicomSettings(window=parse_window("lung"), bit_depth=16)
     assert dicom_settings(DataArguments(str(dataset))) == DicomSettings(bit_depth=16)
     eight_bit = tmp_path / "eight_bit"
-    prepare_dataset("dicom", eight_bit, source=trained[0], num_proc=1)
+    prepare_dataset("dicom", eight_bit, source=trained[0], num_proc=1, near_duplicates="off")
     with pytest.raises(MedftError, match="dicom_window needs a dataset prepared with"):
         dicom_settings(DataArguments(str(eight_bit), dicom_window="lung"))
     with pytest.raises(MedftError, match="dicom_window 'lungs'"):
@@ -177,7 +179,7 @@ def test_files_without_patient_id_prepare_cross_validate_and_evaluate(tmp_path, 
             ds.StudyInstanceUID = f"1.2.3.{index // 4}"
         ds.save_as(path)
     dataset = tmp_path / "data"
-    report = prepare_dataset("dicom", dataset, source=raw, num_proc=1)
+    report = prepare_dataset("dicom", dataset, source=raw, num_proc=1, near_duplicates="off")
     assert report["notes"]["files_without_patient_id_grouped_by_study"] == PER_CLASS
     assert report["notes"]["patients"] == 0
     assert report["notes"]["files_without_patient_or_study_id"] == PER_CLASS

@@ -19,10 +19,11 @@ from medft.export import PARITY_TOLERANCE, export_onnx, generated_scans
 from medft.inference import load_classifier
 from medft.modeling.lora import merged
 from medft.prediction import predict
+from medft.prepare.chestxray14 import SUBGROUP_COLUMNS
 from medft.tasks import TaskInfo
 from tests.helpers import lora_vit_with_adapters
 
-FLOAT_COLUMNS = ("path", "error", "findings", "decision")
+TEXT_COLUMNS = ("path", "error", "findings", "decision", *SUBGROUP_COLUMNS)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -80,8 +81,10 @@ def test_a_timm_cnn_exports_at_parity_and_predicts_the_same_csv(
         rows[name] = read_rows(tmp_path / f"{name}.csv")
     assert [row["path"] for row in rows["onnx"]] == [row["path"] for row in rows["torch"]]
     for ours, theirs in zip(rows["torch"], rows["onnx"]):
-        assert theirs["findings"] == ours["findings"]
-        for column in set(ours) - set(FLOAT_COLUMNS):
+        assert {c: theirs[c] for c in TEXT_COLUMNS if c in ours} == {
+            c: ours[c] for c in TEXT_COLUMNS if c in ours
+        }  # the findings, and the dataset's subgroup columns carried through
+        for column in set(ours) - set(TEXT_COLUMNS):
             assert float(theirs[column]) == pytest.approx(float(ours[column]), abs=1e-4)
 
 

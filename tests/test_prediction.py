@@ -86,6 +86,7 @@ def test_bf16_keeps_the_fp32_ranking_and_fp16_needs_a_gpu(
             output,
             num_workers=0,
             precision=precision,
+            columns=[],
             progress=False,
         )
         scores[precision] = [

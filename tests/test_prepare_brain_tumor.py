@@ -65,6 +65,14 @@ def test_bad_files_are_reported_and_clutter_counted(brain_multiclass):
     assert kept == 44 * 6 + 4 * 2  # 6 scans per class, plus a screenshot and a copy in 4 classes
 
 
+def test_the_mri_sequence_is_the_brain_scans_subgroup_column(brain_multiclass):
+    # the sequence is how a scan was acquired (as NIH's view position); the tumour type is
+    # the label itself
+    assert read_report(brain_multiclass)["subgroup_columns"] == ["sequence"]
+    sequences = set(load_from_disk(str(brain_multiclass))["test"]["sequence"])
+    assert sequences == {"T1", "T1C+", "T2"}
+
+
 def test_mixed_extensions_and_modes_are_all_kept(brain_multiclass):
     dataset = load_from_disk(str(brain_multiclass))
     ids = [i for split in dataset for i in dataset[split]["image_id"]]
@@ -136,7 +144,16 @@ REAL_SAMPLE = SHARED_DATA / "brain-tumor-44c-sample"
 @pytest.mark.skipif(not REAL_SAMPLE.exists(), reason="the real brain sample is not beside the repo")
 def test_real_brain_sample_gives_1266_images_in_44_classes(tmp_path):
     report = prepare_dataset("brain-tumor-44c", tmp_path / "real", source=REAL_SAMPLE, num_proc=2)
-    assert report["counts"] == {"train": 924, "validation": 171, "test": 171}
+    # near copies (adjacent slices, re-exports) share a split, so the splits are of groups
+    assert report["counts"] == {"train": 878, "validation": 184, "test": 204}
+    leakage = report["near_duplicates"]
+    assert leakage["after"]["with_copy_in_train"] == {"test": 0, "validation": 0}
+    assert leakage["without_near_duplicate_groups"]["with_copy_in_train"] == {
+        "test": 49, "validation": 53,
+    }  # fmt: skip
+    plain = prepare_dataset("brain-tumor-44c", tmp_path / "plain", source=REAL_SAMPLE,
+                            num_proc=2, near_duplicates="off")  # fmt: skip
+    assert plain["counts"] == {"train": 924, "validation": 171, "test": 171}  # as before
     data = load_from_disk(str(tmp_path / "real"))
     assert data["train"].features["label"].names == CLASSES
     assert {label for split in data.values() for label in split["label"]} == set(range(44))

@@ -1,18 +1,24 @@
+import csv
+import gzip
 import shutil
+from collections import Counter
 
 import pytest
 from datasets import ClassLabel, Image, List, load_from_disk
 
+from medft.age_bands import age_band
 from medft.errors import MedftError
 from medft.prepare.chestxray14 import (
     FINDINGS,
+    SUBGROUP_COLUMNS,
     list_chestxray14,
     official_splits,
     parse_age,
     read_name_list,
     read_table,
+    row_columns,
 )
-from medft.prepare.report import read_report
+from medft.prepare.report import format_summary, read_report
 from medft.prepare.splits import groups_in_several_splits
 from tests.conftest import SHARED_DATA
 
@@ -67,6 +73,35 @@ def test_rgba_files_and_impossible_ages(nih_prepared):
 def test_age_parsing():
     assert parse_age("58") == 58 and parse_age("058Y") == 58
     assert parse_age("414") is None and parse_age("") is None
+
+
+def test_ages_over_100_are_impossible_as_in_the_age_bands():
+    assert parse_age("100") == 100 and parse_age("101") is None and parse_age("120") is None
+
+
+def written_ages(table):
+    """Image name -> the Patient Age the table writes, read here without medft's reader."""
+    with open(table, newline="") as handle:
+        rows = csv.reader(handle)
+        header = next(rows)
+        name, age = header.index("Image Index"), header.index("Patient Age")
+        return {row[name]: int(row[age]) for row in rows if row}
+
+
+def test_sex_age_band_and_view_are_subgroup_columns(nih_prepared, nih_raw):
+    report = read_report(nih_prepared)
+    assert report["subgroup_columns"] == ["sex", "age_band", "view_position"]
+    assert "subgroup columns: sex, age_band, view_position" in format_summary(report, "out")
+    written = written_ages(nih_raw / "Data_Entry_2017.csv")
+    over_100 = {name for name, age in written.items() if age > 100}
+    assert over_100 and report["notes"]["ages_over_100_left_out"] == len(over_100)
+    dataset = load_from_disk(str(nih_prepared))
+    rows = [row for part in dataset.values() for row in part.remove_columns("image")]
+    for row in rows:
+        expected = None if row["image_id"] in over_100 else age_band(written[row["image_id"]])
+        assert row["age_band"] == expected, row
+        assert row["sex"] in ("M", "F") and row["view_position"] in ("PA", "AP")
+    assert {row["age_band"] for row in rows} >= {None, "18-39", "40-59", "60-79"}
 
 
 def test_view_filter(nih_raw, tmp_path):
@@ -172,3 +207,22 @@ def test_real_nih_table_reproduces_the_official_split():
     assert groups_in_several_splits(patients) == set()
     train_val_patients = len(set(patients["train"]) | set(patients["validation"]))
     assert len(set(patients["validation"])) == round(0.1 * train_val_patients)
+
+
+@pytest.mark.skipif(
+    not REAL_LABELS.exists(), reason="the real NIH label table is not beside the repo"
+)
+def test_real_nih_table_subgroup_columns_on_every_row():
+    table = REAL_LABELS / "Data_Entry_2017_v2020.csv.gz"
+    columns = [row_columns(entry) for entry in read_table(table)]
+    assert len(columns) == 112_120
+    with gzip.open(table, "rt", newline="") as handle:
+        written = [int(row[4]) for row in list(csv.reader(handle))[1:]]
+    assert [c["age_band"] for c in columns] == [age_band(age) for age in written]
+    assert sum(age > 100 for age in written) == 0  # the v2020 table corrected the 2017 errors
+    bands = Counter(c["age_band"] for c in columns)
+    assert bands == {"0-17": 5_402, "18-39": 31_037, "40-59": 49_243, "60-79": 25_419,
+                     "80+": 1_019}  # fmt: skip
+    assert Counter(c["sex"] for c in columns) == {"M": 63_340, "F": 48_780}
+    assert Counter(c["view_position"] for c in columns) == {"PA": 67_310, "AP": 44_810}
+    assert set(SUBGROUP_COLUMNS) <= set(columns[0])

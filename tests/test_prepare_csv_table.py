@@ -4,9 +4,11 @@ import pytest
 from datasets import load_from_disk
 from PIL import Image
 
+from medft.cli import main
 from medft.errors import MedftError
 from medft.prepare import prepare_dataset
 from medft.prepare.csv_table import list_csv
+from medft.prepare.report import read_report
 from medft.prepare.splits import groups_in_several_splits
 
 
@@ -203,3 +205,47 @@ def test_a_file_given_two_splits_by_the_split_column_is_counted(tmp_path, image_
     listing = list_csv(path, image_root=image_dir, split_column="split")
     assert splits_of(listing)["00.png"] == {"train", "test"}  # the split column decides
     assert listing.notes["same_or_identical_files_in_two_splits"] == 2
+
+
+def subgroup_table(tmp_path):
+    rows = [f"{i:02d}.png,{'a' if i % 2 else 'b'},{'FM'[i % 2]},{('site 1', 'site 2', '')[i % 3]},"
+            f"p{i}" for i in range(40)]  # fmt: skip
+    return write_csv(tmp_path / "t.csv", "image,label,sex,site,patient", rows)
+
+
+def test_subgroup_columns_are_kept_as_text_and_declared(tmp_path, image_dir, capsys):
+    table = subgroup_table(tmp_path)
+    output = tmp_path / "out"
+    argv = ["prepare", "csv", "--csv", str(table), "--image-root", str(image_dir), "--output",
+            str(output), "--num-proc", "1", "--metadata-columns", "patient"]  # fmt: skip
+    assert main([*argv, "--subgroup-columns", "sex,site"]) == 0
+    report = read_report(output)
+    assert report["subgroup_columns"] == ["sex", "site"]
+    assert report["options"]["subgroup_columns"] == ["sex", "site"]
+    dataset = load_from_disk(str(output))
+    assert {"sex", "site", "patient"} <= set(dataset["train"].column_names)
+    assert dataset["train"].features["site"].dtype == "string"
+    rows = {row["image_id"]: row for part in dataset.values() for row in part}
+    assert rows["00.png"]["sex"] == "F" and rows["01.png"]["site"] == "site 2"
+    assert rows["02.png"]["site"] is None  # an empty cell is a missing value, not a group ""
+    for given in (["sex", "--subgroup-columns", "site"], ["sex", "site"], ["sex,site", "sex"]):
+        assert main([*argv, "--overwrite", "--subgroup-columns", *given]) == 0
+        assert read_report(output)["subgroup_columns"] == ["sex", "site"]
+
+
+def test_a_subgroup_column_that_is_not_in_the_csv_or_is_medfts_is_named(tmp_path, image_dir):
+    table = subgroup_table(tmp_path)
+    with pytest.raises(MedftError) as error:
+        list_csv(table, image_root=image_dir, subgroup_columns=["sex", "age"])
+    assert str(error.value).startswith(
+        f"{table} has no column 'age'; its columns are 'image', 'label', 'sex', 'site', 'patient'."
+    )
+    for column in ("label", "image_id"):
+        with pytest.raises(MedftError, match=f"--subgroup-columns '{column}' clashes with a col"):
+            list_csv(table, image_root=image_dir, subgroup_columns=[column])
+    hashes = ["00.png,a,x", "01.png,b,y"]  # a column the writer would fill with its own hashes
+    hashed = write_csv(tmp_path / "h.csv", "image,label,perceptual_hash", hashes)
+    with pytest.raises(MedftError, match="--metadata-columns 'perceptual_hash' clashes with"):
+        list_csv(hashed, image_root=image_dir, metadata_columns=["perceptual_hash"])
+
+    assert list_csv(table, image_root=image_dir).subgroup_columns == []

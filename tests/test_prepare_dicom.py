@@ -42,7 +42,7 @@ JUNK = {  # file in the mr class -> the start of its skip reason
 COLUMNS = {
     "image", "label", "image_id", "frame", "patient_id", "study_id", "modality", "view_position",
     "body_part", "rows", "columns", "bits_stored", "photometric_interpretation",
-    "manufacturer_model",
+    "manufacturer_model", "perceptual_hash",
 }  # fmt: skip
 
 
@@ -266,6 +266,7 @@ def test_a_csv_naming_a_file_twice_keeps_its_rows_in_one_split(tmp_path):
     assert listing.notes["files_without_patient_or_study_id"] == 40
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR CS")  # PatientSex 'm', as some PACS
 def test_privacy_no_identifier_reaches_any_file_or_log(tmp_path, capfd):
     secrets = {
         "PatientName": "Doe^Jonathan", "PatientID": "MRN-77665544", "OtherPatientIDs": "ALT-31415",
@@ -275,24 +276,46 @@ def test_privacy_no_identifier_reaches_any_file_or_log(tmp_path, capfd):
     }  # fmt: skip
     source = tmp_path / "pacs"
     folder = source / "pneumonia" / "Doe^Jonathan_MRN-77665544"  # PACS folders name patients
-    dicom_copy("CT_small.dcm", folder / "Doe_Jonathan_1.dcm", **secrets)
+    dicom_copy("CT_small.dcm", folder / "Doe_Jonathan_1.dcm", PatientSex="m", PatientAge="057Y",
+               **secrets)  # fmt: skip
     dicom_copy("MR_small.dcm", folder / "Doe_Jonathan_2.dcm", **secrets)
     dicom_copy("MR_truncated.dcm", folder / "Doe_Jonathan_3.dcm", **secrets)  # a skipped one
-    for i in range(3):
-        dicom_copy("CT_small.dcm", source / "normal" / f"n{i}.dcm", PatientID=f"N{i}")
+    for i, (sex, age) in enumerate((("F", "093Y"), ("X", "150Y"), (None, None))):
+        dicom_copy("CT_small.dcm", source / "normal" / f"n{i}.dcm", PatientID=f"N{i}",
+                   PatientSex=sex, PatientAge=age)  # fmt: skip
     output = tmp_path / "out"
     report = prepare_dataset("dicom", output, source=source, num_proc=1)
     main(["prepare", "dicom", "--source", str(source), "--output", str(output), "--overwrite",
           "--num-proc", "1"])  # fmt: skip
     assert report["skipped_count"] == 1
+    subgrouped = tmp_path / "subgroups"
+    main(["prepare", "dicom", "--source", str(source), "--output", str(subgrouped),
+          "--num-proc", "1", "--subgroup-columns", "sex,age_band"])  # fmt: skip
+    with_subgroups = json.loads((subgrouped / "prepare_report.json").read_text())
+    assert with_subgroups["subgroup_columns"] == ["sex", "age_band"]
+    assert with_subgroups["notes"]["ages_over_100_left_out"] == 1
+    assert set(load_from_disk(str(subgrouped))["train"].column_names) == (
+        set(load_from_disk(str(output))["train"].column_names) | {"sex", "age_band"}
+    )
+    doe = "pneumonia/Doe^Jonathan_MRN-77665544/Doe_Jonathan_1.dcm"
+    subgroups = {key: [(row["sex"], row["age_band"]) for row in rows_of(subgrouped, key)]
+                 for key in (doe, "normal/n0.dcm", "normal/n1.dcm", "normal/n2.dcm")}  # fmt: skip
+    assert subgroups == {
+        doe: [("M", "40-59")],  # PatientSex 'm', PatientAge '057Y'
+        "normal/n0.dcm": [("F", "80+")],  # '093Y'
+        "normal/n1.dcm": [(None, None)],  # 'X' is no sex, '150Y' no age
+        "normal/n2.dcm": [(None, None)],  # neither tag
+    }
     words = [value.lower() for value in secrets.values()] + ["jonathan", "77665544"]
-    card = dataset_card(report, "me/data").content
-    assert "## Privacy" in card and "burned into the pixels was not checked" in card
-    written = [path.read_bytes().lower() for path in output.rglob("*") if path.is_file()]
-    log = capfd.readouterr()
-    for word in words:
-        assert not any(word.encode() in content for content in written), word
-        assert word not in (log.out + log.err).lower() and word not in card.lower(), word
+    for prepared, its_report in ((output, report), (subgrouped, with_subgroups)):
+        card = dataset_card(its_report, "me/data").content
+        assert "## Privacy" in card and "burned into the pixels was not checked" in card
+        written = [path.read_bytes().lower() for path in prepared.rglob("*") if path.is_file()]
+        log = capfd.readouterr()
+        for word in words:
+            assert not any(word.encode() in content for content in written), word
+            assert word not in (log.out + log.err).lower() and word not in card.lower(), word
+    assert "Subgroup attributes: `sex`, `age_band`" in card
 
 
 def test_salt_is_kept_beside_the_output_so_reruns_agree(raw, tmp_path):
@@ -429,3 +452,21 @@ def test_skipped_files_are_found_by_their_path_in_the_private_record_only(tmp_pa
     written = [path.read_bytes() for path in output.rglob("*") if path.is_file()]
     assert not any(b"Smith" in content for content in written)
     assert stat.S_IMODE(os.stat(private_file(output)).st_mode) == 0o600
+
+
+def test_dicom_subgroup_columns_are_sex_and_age_band_only(raw, tmp_path, capsys):
+    for asked in (["sex", "patient_id"], ["PatientName"], ["age"]):
+        with pytest.raises(MedftError) as error:
+            list_dicom(raw, subgroup_columns=asked, id_salt="a salt for this test only")
+        message = str(error.value)
+        assert message.startswith(f"--subgroup-columns {asked[-1]!r} is not one a DICOM source")
+        assert "sex, age_band" in message and "\n" not in message
+    argv = ["prepare", "dicom", "--source", str(raw), "--output", str(tmp_path / "out")]
+    assert main([*argv, "--subgroup-columns", "sex,study_id"]) == 2
+    assert "--subgroup-columns 'study_id'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_dicom_ages_over_100_are_impossible():
+    assert age_in_years("100Y") == 90 and age_in_years("101Y") is None
+    assert age_in_years("999Y") is None and age_in_years("1300M") is None

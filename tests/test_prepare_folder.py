@@ -31,6 +31,7 @@ def test_class_per_subfolder(tmp_path):
     dataset = load_from_disk(str(output))
     assert dataset["train"].features["label"].names == ["benign", "malignant", "normal"]
     assert report["counts"] == {"train": 42, "validation": 9, "test": 9}
+    assert report["subgroup_columns"] == []  # a folder of images knows no patient attribute
     assert report["ignored"] == {
         "image outside a class folder (dataset root)": 1,
         "not an image extension (.txt)": 1,

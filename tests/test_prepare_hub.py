@@ -26,6 +26,15 @@ def test_card_describes_the_prepared_dataset(nih_prepared):
     assert f"| test | {counts['test']} |" in text
 
 
+def test_card_lists_the_subgroup_columns_where_there_are_any(nih_prepared, brain_multiclass):
+    card = dataset_card(read_report(nih_prepared), "me/cxr14").text
+    assert "Subgroup attributes: `sex`, `age_band`, `view_position`" in card
+    assert "0-17, 18-39, 40-59, 60-79, 80+" in card
+    brain = read_report(brain_multiclass)
+    assert "Subgroup attributes: `sequence`" in dataset_card(brain, "me/b").text
+    assert "Subgroup attributes" not in dataset_card(brain | {"subgroup_columns": []}, "me/b").text
+
+
 def test_push_uploads_card_then_data_then_report(brain_multiclass, monkeypatch):
     calls = []
     monkeypatch.setattr(
@@ -48,12 +57,13 @@ def test_push_uploads_card_then_data_then_report(brain_multiclass, monkeypatch):
     )
     url = push_dataset(brain_multiclass, "me/brain44", private=True)
     assert url == "https://huggingface.co/datasets/me/brain44"
-    assert [call[0] for call in calls] == ["repo", "card", "data", "file"]
+    assert [call[0] for call in calls] == ["repo", "card", "data", "file", "file"]
     assert calls[0][2]["repo_type"] == "dataset" and calls[0][2]["private"] is True
     assert "Brain Tumor MRI Images 44 Classes" in calls[1][1]
     assert calls[1][2]["repo_type"] == "dataset"
     assert list(calls[2][1]) == ["train", "validation", "test"]
     assert calls[3][1] == "prepare_report.json"
+    assert calls[4][1] == "near_duplicates.png"  # the card shows the largest near-copy groups
 
 
 def test_push_needs_a_prepared_folder(tmp_path):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from medft.near_duplicates import hash_values
 from medft.prepare.leakage import audit, format_audit
-from medft.prepare.near_duplicates import hash_values
 
 A, A_COPY = "0000000000000000", "0000000000000003"  # 2 bits apart
 B, B_COPY, B_CHAIN = "ff00000000000000", "ff00000000000001", "ff00000000000007"
@@ -22,20 +22,15 @@ def test_groups_splits_and_copies_in_train_are_counted():
     assert report.groups_joining_patients is None
 
 
-def test_patients_joined_by_a_group_and_what_an_image_level_split_would_do():
+def test_patients_joined_by_a_group_are_counted():
     hashes = [A, A_COPY, B, B_COPY, LONE_1]
-    report = audit(
-        hash_values(hashes),
-        ["train"] * 5,
-        2,
-        patients=["p1", "p2", "p3", "p3", None],
-        image_level_splits=["train", "test", "train", "validation", "test"],
-    )
-    assert report.groups_across_splits == 0
+    splits = ["train", "test", "train", "validation", "test"]
+    report = audit(hash_values(hashes), splits, 2, patients=["p1", "p2", "p3", "p3", None])
+    assert report.groups_across_splits == 2
     assert report.groups_joining_patients == 1  # A under p1 and p2; B is one patient's
-    assert report.image_level_split_across == 2
     text = "\n".join(format_audit(report))
-    assert "a plain image-level split would have put 2 groups across splits" in text
+    assert text.startswith("near-duplicate groups (pHash within 2 bits): 2, holding 4 of 5 images")
+    assert "images with a near copy in train: test 1 of 2, validation 1 of 1" in text
     assert "groups joining two or more patients: 1" in text
 
 

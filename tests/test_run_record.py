@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from medft.config import DataArguments, MedftTrainingArguments, ModelArguments
 from medft.errors import MedftError
-from medft.run_record import NOT_TRAINED, RECORD_NAME, RunRecord, claim_output_dir
+from medft.run_record import NOT_TRAINED, RECORD_NAME, RunRecord, claim_output_dir, owned_files
 from tests.helpers import run_recipe
 
 RECIPE = "tiny_timm.yaml"
@@ -36,6 +36,12 @@ def test_the_record_names_no_path_and_says_the_run_finished(multiclass_run, brai
     assert record["finished"] and len(record["dataset"]["labels"]) == 44
     assert "learning_rate" in record["settings"] and "output_dir" not in record["settings"]
     assert RunRecord.read(multiclass_run).recipe == record["recipe"]
+
+
+def test_the_run_owns_every_file_it_wrote(multiclass_run):
+    """What a run writes (its subgroup plots too) is what overwrite and cv remove."""
+    assert any(multiclass_run.glob("subgroups_*.png"))
+    assert owned_files(multiclass_run) == sorted(multiclass_run.iterdir())
 
 
 def test_another_recipe_or_dataset_is_refused_in_one_line(

@@ -21,6 +21,7 @@ from medft.plots import (
     RELIABILITY_NAME,
     ROC_NAME,
     UNCALIBRATED_NAME,
+    subgroups_name,
 )
 from medft.public_names import dataset_name, model_name
 from medft.reporting import (
@@ -28,9 +29,11 @@ from medft.reporting import (
     finding_rows,
     interval_text,
     positive_threshold,
+    signed,
     temperature_text,
 )
-from medft.tasks import TaskInfo
+from medft.subgroups import MIN_IMAGES, MIN_POSITIVES, AttributeResult, GroupResult, sensitivity_key
+from medft.tasks import TASK_TYPES, TaskInfo
 
 NOT_FOR_CLINICAL_USE = (
     "> **Not for clinical use.** This model is a research artefact. It is not a medical "
@@ -38,6 +41,7 @@ NOT_FOR_CLINICAL_USE = (
     "triage or treat patients."
 )
 INTENDED_USE = "## Intended use and limitations"  # the section `medft serve` shows
+SUBGROUPS_HEADING = "## Performance by subgroup"
 HYPERPARAMETERS = (
     "learning_rate", "num_train_epochs", "per_device_train_batch_size",
     "gradient_accumulation_steps", "optim", "lr_scheduler_type", "warmup_steps", "weight_decay",
@@ -153,19 +157,125 @@ def eval_results(report: EvaluationReport | None, dataset: str) -> list[EvalResu
 
 
 def replace_results(card_text: str, report: EvaluationReport) -> str:
-    """A model card with its results section and model-index replaced by ``report``'s (after
-    `medft calibrate` changed the model)."""
+    """A model card with its results section (and performance by subgroup) and model-index
+    replaced by ``report``'s (after `medft calibrate` changed the model)."""
     card = ModelCard(card_text)
     card.data.eval_results = eval_results(report, dataset_name(report.dataset or "dataset"))
     start = card.text.index("## Results on the ")
     end = card.text.index("\n## ", start + 1)
+    if card.text.startswith(SUBGROUPS_HEADING, end + 1):
+        end = card.text.index("\n## ", end + 1)
     card.text = card.text[:start] + "\n\n".join(evaluation_section(report)) + card.text[end:]
     return str(card)
 
 
+def value_cell(value: float | None, interval: dict | None, gap: float | None = None,
+               gap_interval: dict | None = None) -> str:  # fmt: skip
+    """A metric with its 95% CI, and below it the gap to the rest with its CI."""
+    if value is None:
+        return "-"
+    cell = f"{value:.3f} ({interval_text(interval, 3, '-')})"
+    if gap is not None:
+        cell += f"<br>gap {signed(gap)} ({interval_text(gap_interval, 3, ' to ')})"
+    return cell
+
+
+def group_rows(attribute: AttributeResult, metrics: list[str], labels: list[str]) -> list[str]:
+    """The attribute's table: each group's size, positives (of a single thresholded label),
+    and each headline metric with its CI and its gap to the rest; † marks groups too small."""
+    columns = ["group", "images", "patients"] + [f"positives ({label})" for label in labels]
+    columns += [metric.replace("_", " ") for metric in metrics]
+
+    def row(group: GroupResult) -> list[str]:
+        cells = [group.value + " †" * group.too_small, str(group.images),
+                 "-" if group.patients is None else str(group.patients)]  # fmt: skip
+        cells += [str(group.positives[label]) for label in labels]
+        return cells + [
+            value_cell(
+                group.metrics.get(m),
+                group.intervals.get(m),
+                group.gaps.get(m),
+                group.gap_intervals.get(m),
+            )
+            for m in metrics
+        ]
+
+    return [
+        "| " + " | ".join(columns) + " |",
+        "|---" * len(columns) + "|",
+        *("| " + " | ".join(row(group)) + " |" for group in attribute.groups),
+    ]
+
+
+def label_rows(attribute: AttributeResult, labels: list[str]) -> list[str]:
+    """Per thresholded label: each group's positives and sensitivity (with its CI) at the
+    threshold, and the group with the lowest sensitivity."""
+    groups = attribute.groups
+    columns = ["label", *(group.value + " †" * group.too_small for group in groups), "lowest"]
+    rows = []
+    for label in labels:
+        key, worst = sensitivity_key(label), attribute.worst_sensitivity.get(label)
+        cells = [label]
+        for group in groups:
+            sensitivity = group.metrics.get(key)
+            shown = "-" if sensitivity is None else value_cell(sensitivity, group.intervals[key])
+            few = " ‡" * (label in group.few_positives)
+            cells.append(f"{group.positives[label]}{few} · {shown}")
+        cells.append(f"{worst['group']} {worst['sensitivity']:.3f}" if worst else "-")
+        rows.append("| " + " | ".join(cells) + " |")
+    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|", *rows]
+
+
+def subgroup_section(report: EvaluationReport) -> list[str]:
+    """Performance by subgroup: per attribute the groups' table, the sensitivities at the
+    thresholds (the lowest group's), why small groups say little, and the forest plot."""
+    boot, labels = report.bootstrap, list(report.thresholds.values) if report.thresholds else []
+    metrics = list(TASK_TYPES[report.task].headline)
+    lines = [
+        SUBGROUPS_HEADING,
+        f"Each group of the {report.split} split against the rest of it. Values with 95% "
+        f"percentile bootstrap intervals over {boot['resamples']} resamples of {boot['unit']}s "
+        "(the draws of the intervals above); the gap is the group's value minus the rest's, "
+        "scored on the same draws. Sensitivity is at the thresholds above. † marks a group too "
+        f"small to judge (fewer than {MIN_IMAGES} images, or fewer than {MIN_POSITIVES} "
+        "positives of every thresholded label): shown, not to be relied on.",
+    ]
+    for attribute in report.subgroups or []:
+        lines += [f"### {attribute.attribute}", "\n".join(
+            group_rows(attribute, metrics, labels if len(labels) == 1 else [])
+        )]  # fmt: skip
+        if len(labels) > 1:
+            lines.append(
+                "Positives · sensitivity (95% CI) per label, at its threshold; ‡ fewer than "
+                f"{MIN_POSITIVES} positives, left out of the lowest:\n\n"
+                + "\n".join(label_rows(attribute, labels))
+            )
+        else:
+            lines += [f"Lowest sensitivity: {lowest}" for lowest in lowest_lines(attribute)]
+        notes = [
+            f"{'† ' * group.too_small}{group.value}: {group.caveat()}."
+            for group in attribute.groups
+            if group.too_small or (group.caveat() and not set(metrics) <= set(group.metrics))
+        ]  # the groups marked, and those with a metric left out (a class absent)
+        lines += [" ".join(notes)] if notes else []
+        name = subgroups_name(attribute.attribute)
+        if name in report.files:
+            lines.append(f"![By {attribute.attribute}]({name})")
+    return lines
+
+
+def lowest_lines(attribute: AttributeResult) -> list[str]:
+    return [
+        f"`{label}` in {worst['group']}, {worst['sensitivity']:.3f} "
+        f"(95% CI {interval_text(worst['interval'], 3, '-')})."
+        for label, worst in attribute.worst_sensitivity.items()
+    ]
+
+
 def evaluation_section(report: EvaluationReport) -> list[str]:
     """The card's results: headline metrics with intervals, thresholds, calibration, findings,
-    and the evaluation's figures (the same numbers `medft evaluate` writes to metrics.json)."""
+    the evaluation's figures, and performance by subgroup (the same numbers `medft evaluate`
+    writes to metrics.json)."""
     boot = report.bootstrap
     patients = f" of {report.patients} patients" if report.patients else ""
     rows = [
@@ -223,7 +333,8 @@ def evaluation_section(report: EvaluationReport) -> list[str]:
         UNCALIBRATED_NAME: "Reliability diagram before calibration",
     }
     shown = [f"![{title}]({name})" for name, title in figures.items() if name in report.files]
-    return lines + ([" ".join(shown)] if shown else [])
+    lines += [" ".join(shown)] if shown else []
+    return lines + (subgroup_section(report) if report.subgroups else [])
 
 
 def model_card(facts: CardFacts) -> ModelCard:

@@ -187,6 +187,7 @@ def run_evaluate(args: argparse.Namespace, options: Any) -> None:
         batch_size=options.batch_size,
         num_workers=options.num_workers,
         tta=options.tta,
+        subgroups=options.subgroups,
     )
     output = options.output or options.model[0]
     write_evaluation(report, report.task_info, scores, output)
@@ -200,6 +201,19 @@ def run_cv(args: argparse.Namespace, options: Any) -> None:
         options.recipe, args.overrides, options.folds, options.output, options.overwrite
     )
     print(format_cv(result))
+
+
+def run_audit(args: argparse.Namespace, options: Any) -> None:
+    from medft.audit import audit_datasets, format_result, write_audit
+    from medft.near_duplicates import parse_threshold
+
+    threshold = parse_threshold(options.near_duplicates)
+    if threshold is None:
+        raise MedftError("medft audit needs a threshold: --near-duplicates 0-16, not off.")
+    result = audit_datasets(
+        options.dataset, against=options.against, threshold=threshold, num_proc=options.num_proc
+    )
+    print(format_result(result, write_audit(result, options.output)))
 
 
 def run_calibrate(args: argparse.Namespace, options: Any) -> None:
@@ -306,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_command(subparsers, "search", commands.SearchArguments, run_search,
                 takes_recipe_overrides=True)  # fmt: skip
     add_command(subparsers, "cv", commands.CvArguments, run_cv, takes_recipe_overrides=True)
+    add_command(subparsers, "audit", commands.AuditArguments, run_audit)
     add_command(subparsers, "evaluate", commands.EvaluateArguments, run_evaluate)
     add_command(subparsers, "calibrate", commands.CalibrateArguments, run_calibrate)
     add_command(subparsers, "predict", commands.PredictArguments, run_predict)

@@ -30,7 +30,13 @@ from medft.config import DataArguments, EvaluationOptions, MedftTrainingArgument
 from medft.data.loading import read_dataset, task_of
 from medft.data.pipeline import dataset_identity, recipe_splits
 from medft.errors import MedftError
-from medft.evaluation import EvaluationReport, SplitScores, evaluate_scores, split_scores
+from medft.evaluation import (
+    EvaluationReport,
+    SplitScores,
+    evaluate_scores,
+    split_scores,
+    subgroup_attributes,
+)
 from medft.inference import load_members
 from medft.parsing import Recipe, parse_recipe
 from medft.plots import plot_fold_metrics
@@ -197,9 +203,13 @@ def pooled(parts: list[SplitScores]) -> SplitScores:
     )
 
 
-def ensemble_scores(folders: list[Path], dataset, task, batch_size: int) -> SplitScores:
-    """Mean probabilities of the fold models on ``dataset`` (unreadable images left out)."""
-    scores, _ = split_scores(load_members(folders), dataset, task, batch_size, 0)
+def ensemble_scores(
+    folders: list[Path], dataset, task, batch_size: int, attributes: dict | None = None
+) -> SplitScores:
+    """Mean probabilities of the fold models on ``dataset`` (unreadable images left out), with
+    its images' subgroup ``attributes``."""
+    members = load_members(folders)
+    scores, _ = split_scores(members, dataset, task, batch_size, 0, attributes=attributes)
     return scores
 
 
@@ -228,7 +238,8 @@ def cross_validate(
     output: str | Path | None = None,
     overwrite: bool = False,
 ) -> CvResult:
-    """Run every fold of ``recipe_path``, then evaluate the folds, pooled, and as an ensemble.
+    """Run every fold of ``recipe_path``, then evaluate the folds, pooled, and as an ensemble
+    (with performance by the recipe's subgroups, else the dataset's declared ones).
     Folds of another cross-validation in ``output`` are refused before anything is trained;
     ``overwrite`` trains every fold again instead."""
     recipe = parse_recipe(recipe_path, overrides)
@@ -267,9 +278,14 @@ def cross_validate(
         write_evaluation(oof_report, task, out_of_fold, output / "out-of-fold")
         if test_split and test_split in dataset:
             folders = [fold.folder for fold in results]
+            attributes = subgroup_attributes(
+                recipe.training.subgroups, recipe.data.dataset_name, dataset[test_split],
+                test_split, "subgroups",
+            )  # fmt: skip
             scores = ensemble_scores(
-                folders, dataset[test_split], task, recipe.training.per_device_eval_batch_size
-            )
+                folders, dataset[test_split], task, recipe.training.per_device_eval_batch_size,
+                attributes,
+            )  # fmt: skip
             ensemble = evaluate_scores(
                 task,
                 scores,

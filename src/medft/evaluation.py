@@ -33,6 +33,8 @@ from medft.inference import (
     score_split,
     stored_thresholds,
 )
+from medft.prepare.report import read_report
+from medft.subgroups import AttributeResult, attribute_values, evaluate_subgroups
 from medft.tasks import DEFAULT_THRESHOLD, TASK_TYPES, TaskInfo
 from medft.thresholds import Thresholds, cutoffs, fixed_thresholds, tune_thresholds
 from medft.tta import ORIGINAL, View, tta_views
@@ -54,14 +56,21 @@ CHEXNET_NOTE = (
 
 @dataclass
 class SplitScores:
-    """One split's predicted probabilities, its true labels, and each image's patient if known."""
+    """One split's predicted probabilities, its true labels, each image's patient if known, and
+    its value of each attribute the evaluation reports performance by (sex, age band...)."""
 
     probs: np.ndarray  # (images, labels): softmax, or a sigmoid per finding
     labels: np.ndarray  # class indices, or (images, labels) multi-hot
     patients: np.ndarray | None = None
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)  # name -> a value per image
 
     def subset(self, indices: np.ndarray) -> SplitScores:
-        return SplitScores(self.probs[indices], self.labels[indices])
+        return SplitScores(
+            self.probs[indices],
+            self.labels[indices],
+            None if self.patients is None else self.patients[indices],
+            {name: values[indices] for name, values in self.attributes.items()},
+        )
 
 
 @dataclass
@@ -88,6 +97,7 @@ class EvaluationReport:
     temperature: TemperatureScaling | None = None  # when the scores were calibrated
     tta: list[str] | None = None  # the test-time views averaged, when there were several
     members: list[str] | None = None  # the models of an ensemble, when there were several
+    subgroups: list[AttributeResult] | None = None  # performance by sex, age band, view...
     files: list[str] = field(default_factory=list)  # written beside metrics.json
 
     OPTIONAL = ("per_class", "confusion_matrix", "per_finding", "chexnet_comparison")
@@ -129,6 +139,8 @@ class EvaluationReport:
         for key in ("tta", "members"):
             if getattr(self, key) is not None:
                 content[key] = getattr(self, key)
+        if self.subgroups is not None:
+            content["subgroups"] = [attribute.to_json() for attribute in self.subgroups]
         if self.files:
             content["files"] = self.files
         return content
@@ -140,6 +152,8 @@ class EvaluationReport:
         values["calibration"] = Reliability.from_json(values["calibration"])
         if values.get("temperature"):
             values["temperature"] = TemperatureScaling.from_json(values["temperature"])
+        if values.get("subgroups") is not None:
+            values["subgroups"] = [AttributeResult.from_json(a) for a in values["subgroups"]]
         return cls(**values)
 
 
@@ -180,7 +194,8 @@ def evaluate_scores(
     stored: Thresholds | None = None,
     options: EvaluationOptions | None = None,
 ) -> EvaluationReport:
-    """The report for ``scores`` (one split of a model's predictions).
+    """The report for ``scores`` (one split of a model's predictions), with performance by
+    each attribute the scores carry.
 
     Thresholds come from ``options.threshold`` (binary), else are tuned on
     ``tuning`` (the validation split), else are the ``stored`` ones, else 0.5.
@@ -233,19 +248,65 @@ def evaluate_scores(
         report.chexnet_comparison = chexnet_comparison(
             task.label_names, report.per_finding, report.confidence_intervals
         )
+    if scores.attributes:
+        report.subgroups = evaluate_subgroups(
+            task, scores.probs, scores.labels, scores.patients, scores.attributes, cut,
+            resamples=options.bootstrap_resamples, seed=options.seed, progress=options.progress,
+        )  # fmt: skip
     return report
+
+
+# the attributes a split is evaluated by -------------------------------------------------------
+
+
+def declared_attributes(dataset_name: str) -> list[str]:
+    """The subgroup attributes `medft prepare` declared for a dataset it prepared
+    (prepare_report.json's subgroup_columns); none for other datasets and Hub ids."""
+    folder = Path(dataset_name).expanduser()
+    report = read_report(folder) if folder.is_dir() else None
+    return list((report or {}).get("subgroup_columns") or [])
+
+
+def split_columns(
+    dataset: Dataset, names: Sequence[str], where: str, key: str
+) -> dict[str, np.ndarray]:
+    """Each named column of a split (``where``, in words), a value per image; a name the split
+    lacks is a one-line error naming the option or recipe ``key`` and the split's columns."""
+    missing = [name for name in names if name not in dataset.column_names]
+    if missing:
+        raise MedftError(
+            f"{key}: {where} has no column {missing[0]!r} (its columns: "
+            f"{', '.join(dataset.column_names)}); name columns it has, or {key} none."
+        )
+    table = dataset.with_format(None)
+    return {name: np.array(table[name], dtype=object) for name in names}
+
+
+def subgroup_attributes(
+    requested: Sequence[str] | None, dataset_name: str, dataset: Dataset, split: str, key: str
+) -> dict[str, np.ndarray]:
+    """Each image's value of the attributes to report performance by: ``requested``, else the
+    dataset's declared ones; checked here, so that a mistake stops a run before it scores."""
+    names = declared_attributes(dataset_name) if requested is None else requested
+    columns = split_columns(dataset, names, f"the {split} split of {dataset_name}", key)
+    return {name: attribute_values(values, name, len(dataset)) for name, values in columns.items()}
 
 
 # a split's scores, from the Trainer or from a saved model -------------------------------------
 
 
 def scores_from_logits(
-    task: TaskInfo, logits: np.ndarray, labels: np.ndarray, dataset: Dataset
+    task: TaskInfo,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    dataset: Dataset,
+    attributes: dict[str, np.ndarray] | None = None,
 ) -> SplitScores:
-    """A split's scores from the Trainer's predictions on it (same order as ``dataset``)."""
+    """A split's scores from the Trainer's predictions on it (same order as ``dataset``), with
+    its images' ``attributes`` (`subgroup_attributes`)."""
     logits = logits[0] if isinstance(logits, tuple) else logits
     patients = patient_groups(dataset, task.image_column)
-    return SplitScores(task.probabilities(logits), labels, patients)
+    return SplitScores(task.probabilities(logits), labels, patients, attributes or {})
 
 
 def split_scores(
@@ -255,10 +316,11 @@ def split_scores(
     batch_size: int,
     num_workers: int,
     views: Sequence[View] = (ORIGINAL,),
+    attributes: dict[str, np.ndarray] | None = None,
 ) -> tuple[SplitScores, dict[str, str]]:
     """Saved models' scores on one split (an ensemble's mean probabilities, over the
-    test-time views); images that cannot be read are left out and returned as
-    {image: reason}."""
+    test-time views), with its images' ``attributes``; images that cannot be read are left
+    out and returned as {image: reason}."""
     probs, errors = score_split(
         members, dataset, batch_size=batch_size, num_workers=num_workers, views=views
     )
@@ -267,8 +329,8 @@ def split_scores(
     patients = patient_groups(dataset, task.image_column)
     ids = list(dataset["image_id"]) if "image_id" in dataset.column_names else None
     unreadable = {str(ids[row] if ids else row): reason for row, reason in errors.items()}
-    scores = SplitScores(probs[keep], labels[keep], None if patients is None else patients[keep])
-    return scores, unreadable
+    scores = SplitScores(probs, labels, patients, attributes or {})
+    return scores.subset(np.flatnonzero(keep)), unreadable
 
 
 def evaluate_model(
@@ -281,10 +343,12 @@ def evaluate_model(
     batch_size: int = 64,
     num_workers: int = 2,
     tta: Sequence[str] = (),
+    subgroups: Sequence[str] | None = None,
 ) -> tuple[EvaluationReport, SplitScores]:
     """`medft evaluate`: score ``split`` with a saved model (or the mean of several: an
     ensemble), over test-time views if asked, and tune thresholds on ``tuning_split``
-    (without one, the model folder's thresholds.json)."""
+    (without one, the model folder's thresholds.json); performance by the ``subgroups``
+    columns (default: the dataset's declared attributes; [] for none)."""
     folders = [Path(model)] if isinstance(model, (str, Path)) else [Path(m) for m in model]
     predicted = saved_task(folders[0])
     dataset = read_dataset(dataset_name)
@@ -296,10 +360,13 @@ def evaluate_model(
             f"{', '.join(predicted.label_names)}, but {dataset_name} has {task.task} "
             f"labels {', '.join(task.label_names)}; evaluate it on the data it was trained for."
         )
+    attributes = subgroup_attributes(subgroups, dataset_name, dataset[split], split, "--subgroups")
     members = load_members(folders)
     views = tta_views(list(tta), folders) if tta else [ORIGINAL]
     settings = {"batch_size": batch_size, "num_workers": num_workers, "views": views}
-    scores, unreadable = split_scores(members, dataset[split], task, **settings)
+    scores, unreadable = split_scores(
+        members, dataset[split], task, attributes=attributes, **settings
+    )
     options = options or EvaluationOptions()
     tuning, stored = None, None
     needs_thresholds = bool(task.thresholded_labels) and options.threshold is None

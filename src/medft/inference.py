@@ -379,6 +379,7 @@ class Inputs:
 
     files: list[Path] = field(default_factory=list)
     splits: list[Dataset] = field(default_factory=list)
+    datasets: list[Path] = field(default_factory=list)  # the prepared folder of each split
     names: list[str] = field(default_factory=list)  # files first, then dataset rows
     ignored: Counter[str] = field(default_factory=Counter)
     frames: list[int | None] = field(default_factory=list)  # per file: None, or a DICOM frame
@@ -412,6 +413,7 @@ def collect_inputs(
             check_split(dataset, split, str(given))
             part = dataset[split]
             inputs.splits.append(part)
+            inputs.datasets.append(given)
             ids = list(part["image_id"]) if "image_id" in part.column_names else None
             dataset_rows += [
                 f"{given}:{split}:{ids[row] if ids else row}" for row in range(len(part))

@@ -1,6 +1,6 @@
 """Every figure medft draws, as PNG files: training curves, confusion matrix, ROC and
-precision-recall curves, reliability diagram, subgroup forest plots, contact sheets of
-near-duplicate groups, and saliency explanations.
+precision-recall curves, reliability diagram, subgroup forest plots, and saliency
+explanations.
 
 Functions take plain arrays and numbers worked out elsewhere (`medft.evaluation`,
 `medft.explain`) and only draw; each returns the path it wrote.
@@ -9,6 +9,7 @@ Functions take plain arrays and numbers worked out elsewhere (`medft.evaluation`
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ ROC_NAME = "roc_curves.png"
 PR_NAME = "pr_curves.png"
 RELIABILITY_NAME = "reliability_diagram.png"
 UNCALIBRATED_NAME = "reliability_diagram_uncalibrated.png"
+SUBGROUPS_NAME = "subgroups_{}.png"  # one forest plot per attribute
 DPI = 100
 COUNTS_UP_TO = 20  # classes; above this the confusion matrix shows colours only
 
@@ -237,6 +239,12 @@ def plot_fold_metrics(values: list[float], metric: str, path: Path) -> Path:
     return save(figure, path)
 
 
+def subgroups_name(attribute: str) -> str:
+    """The forest plot's file name: the attribute with anything but letters, digits, - and _
+    replaced."""
+    return SUBGROUPS_NAME.format(re.sub(r"[^\w-]", "_", attribute, flags=re.ASCII))
+
+
 def plot_subgroups(
     attribute: str, groups: list[Any], overall: dict[str, float], metrics: list[str], path: Path
 ) -> Path:
@@ -262,7 +270,7 @@ def plot_subgroups(
         if metric in overall:
             axis.axvline(overall[metric], color="crimson", linestyle="--", linewidth=1,
                          label=f"all images {overall[metric]:.3f}")  # fmt: skip
-            axis.legend(fontsize=7, loc="lower left")
+            axis.legend(fontsize=7, loc="best")  # away from the points
         axis.set_yticks(range(len(groups)), names, fontsize=8)
         axis.invert_yaxis()
         axis.set_xlim(-0.02, 1.02)
@@ -271,24 +279,6 @@ def plot_subgroups(
     for axis in axes.ravel()[len(panels) :]:
         axis.axis("off")
     figure.suptitle(f"By {attribute.replace('_', ' ')}: value and 95% interval", fontsize=10)
-    return save(figure, path)
-
-
-def plot_contact_sheet(rows: list[tuple[str, list[tuple[Image.Image, str]]]], path: Path) -> Path:
-    """One row per group of images (its title above, then each image with its caption), so
-    that a person can see whether a group's images are copies of one scan."""
-    columns = max(len(images) for _, images in rows)
-    figure, axes = plt.subplots(len(rows), columns, figsize=(1.7 * columns, 2.1 * len(rows)),
-                                squeeze=False)  # fmt: skip
-    for axis_row, (title, images) in zip(axes, rows):
-        for axis in axis_row:
-            axis.axis("off")
-        for axis, (image, caption) in zip(axis_row, images):
-            axis.imshow(image, cmap="gray" if image.mode == "L" else None)
-            axis.set_title(caption, fontsize=6)
-        axis_row[0].annotate(title, xy=(0, 1.22), xycoords="axes fraction", fontsize=8,
-                             fontweight="bold")  # fmt: skip
-    figure.tight_layout(h_pad=2.5)
     return save(figure, path)
 
 

@@ -20,10 +20,21 @@ import numpy as np
 
 from medft.config.commands import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, DEFAULT_WORKERS
 from medft.errors import MedftError
-from medft.inference import collect_inputs, load_members, score_members, stored_thresholds
+from medft.evaluation import declared_attributes, split_columns
+from medft.inference import (
+    Inputs,
+    collect_inputs,
+    load_members,
+    score_members,
+    stored_thresholds,
+)
 from medft.tasks import DEFAULT_THRESHOLD, TaskInfo
 from medft.thresholds import Thresholds, fixed_thresholds
 from medft.tta import ORIGINAL, tta_views
+
+
+def csv_header(task: TaskInfo, top_k: int) -> list[str]:
+    return ["path", "error", *task.csv_header(top_k)]
 
 
 def prediction_rows(
@@ -36,7 +47,7 @@ def prediction_rows(
 ) -> tuple[list[str], list[list[Any]]]:
     """CSV header and rows: what the task shows per image (top-k labels and scores, or every
     finding's probability and the findings at their thresholds), or why it is missing."""
-    header = ["path", "error", *task.csv_header(top_k)]
+    header = csv_header(task, top_k)
     rows = []
     for index, name in enumerate(names):
         if index in errors:
@@ -44,6 +55,27 @@ def prediction_rows(
         else:
             rows.append([name, "", *task.csv_cells(probs[index], thresholds, top_k)])
     return header, rows
+
+
+def carried_columns(
+    found: Inputs, split: str, columns: Sequence[str] | None, header: list[str]
+) -> tuple[list[str], list[list[str]]]:
+    """The dataset inputs' columns the CSV carries (``columns``, which each must have; else
+    every dataset's declared subgroup attributes) and each row's values, empty for files."""
+    names = list(columns) if columns is not None else list(dict.fromkeys(
+        name for folder in found.datasets for name in declared_attributes(str(folder))
+    ))  # fmt: skip
+    clash = [name for name in names if name in header]
+    if clash:
+        raise MedftError(f"--columns: the CSV has a column {clash[0]!r} of its own; leave it out.")
+    values = [[""] * len(names) for _ in found.files]
+    for folder, part in zip(found.datasets, found.splits):
+        wanted = names if columns is not None else [n for n in names if n in part.column_names]
+        read = split_columns(part, wanted, f"the {split} split of {folder}", "--columns")
+        for row in range(len(part)):
+            cells = [read[name][row] if name in read else None for name in names]
+            values.append(["" if cell is None else str(cell) for cell in cells])
+    return names, values
 
 
 @dataclass
@@ -61,6 +93,7 @@ class PredictionSummary:
     counts: Counter[str]  # top-1 label, or each finding flagged
     members: int = 1  # models averaged
     views: list[str] = field(default_factory=lambda: ["original"])  # test-time views averaged
+    columns: list[str] = field(default_factory=list)  # carried from the dataset inputs
 
 
 def predict(
@@ -75,12 +108,14 @@ def predict(
     thresholds: str | Path | None = None,
     precision: str = "fp32",
     tta: Sequence[str] = (),
+    columns: Sequence[str] | None = None,
     progress: bool = True,
 ) -> PredictionSummary:
     """Score every image of ``inputs`` with the saved ``model`` (or several: an ensemble,
     probabilities averaged) into a CSV, one row each, averaging over the test-time views of
     ``tta`` if asked; ``thresholds``: a thresholds.json (default: the model folder's; an
-    ensemble's come from `medft cv`'s ensemble/thresholds.json, given here)."""
+    ensemble's come from `medft cv`'s ensemble/thresholds.json, given here). Rows of prepared
+    datasets carry their ``columns`` (default: the declared subgroup attributes; [] for none)."""
     if top_k < 1 or batch_size < 1 or num_workers < 0:
         raise MedftError("--top-k and --batch-size must be at least 1, --num-workers at least 0.")
     folders = [Path(model)] if isinstance(model, (str, Path)) else [Path(m) for m in model]
@@ -91,6 +126,7 @@ def predict(
     stored = stored or fixed_thresholds(task, DEFAULT_THRESHOLD, "default")
     views = tta_views(list(tta), folders) if tta else [ORIGINAL]
     found = collect_inputs(inputs, split, members[0].dicom)
+    carried, carried_values = carried_columns(found, split, columns, csv_header(task, top_k))
     start = time.perf_counter()
     probs, errors = score_members(
         members, found.files, found.splits, frames=found.frames, batch_size=batch_size,
@@ -104,8 +140,8 @@ def predict(
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerow(header + carried)
+        writer.writerows(row + values for row, values in zip(rows, carried_values))
     cut = stored.values if stored else {}
     counts = Counter(
         label for index in range(len(rows)) if index not in errors
@@ -117,6 +153,7 @@ def predict(
         device=members[0].runs_on,
         members=len(members),
         views=[view.name for view in views],
+        columns=carried,
         images=len(rows),
         errors={found.names[i]: reason for i, reason in sorted(errors.items())},
         ignored=found.ignored,
@@ -154,5 +191,8 @@ def format_prediction_summary(summary: PredictionSummary, shown_errors: int = 5)
         more = " ..." if len(summary.thresholds.values) > 4 else ""
         lines.append(f"thresholds ({source}): {cut}{more}")
     common = ", ".join(f"{label} {n}" for label, n in summary.counts.most_common(8))
-    lines += [f"{task.counted_what}: {common or 'none'}", f"Wrote {summary.output}"]
+    lines.append(f"{task.counted_what}: {common or 'none'}")
+    if summary.columns:
+        lines.append(f"columns from the datasets: {', '.join(summary.columns)}")
+    lines.append(f"Wrote {summary.output}")
     return "\n".join(lines)

@@ -24,15 +24,18 @@ from medft.plots import (
     plot_pr_curves,
     plot_reliability,
     plot_roc_curves,
+    plot_subgroups,
+    subgroups_name,
 )
-from medft.tasks import TaskInfo
+from medft.tasks import TASK_TYPES, TaskInfo
 from medft.thresholds import THRESHOLDS_NAME, save_thresholds
 
 
 def write_evaluation(
     report: EvaluationReport, task: TaskInfo, scores: SplitScores, output: str | Path
 ) -> list[Path]:
-    """metrics.json, thresholds.json (binary and multi-label) and the PNG figures."""
+    """metrics.json, thresholds.json (binary and multi-label) and the PNG figures (a forest
+    plot per subgroup attribute)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     written = []
@@ -50,6 +53,12 @@ def write_evaluation(
     if report.temperature is not None:
         before = report.temperature.before
         written.append(plot_reliability(before, output / UNCALIBRATED_NAME, "before calibration"))
+    headline = list(TASK_TYPES[report.task].headline)
+    for attribute in report.subgroups or []:
+        path = output / subgroups_name(attribute.attribute)
+        written.append(
+            plot_subgroups(attribute.attribute, attribute.groups, report.metrics, headline, path)
+        )
     report.files = [path.name for path in written]
     metrics_path = output / METRICS_NAME
     metrics_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
@@ -131,9 +140,55 @@ def temperature_text(scaling) -> str:
             f"ECE {scaling.before.ece:.4f} before")  # fmt: skip
 
 
+def signed(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:+.{digits}f}"
+
+
+def lowest_sensitivity(attribute) -> str | None:
+    """The lowest of the worst groups' sensitivities over the thresholded labels, in words."""
+    if not attribute.worst_sensitivity:
+        return None
+    label, worst = min(attribute.worst_sensitivity.items(), key=lambda i: i[1]["sensitivity"])
+    return (f"{label} in {worst['group']}: {worst['sensitivity']:.3f} "
+            f"({interval_text(worst['interval'], 3)})")  # fmt: skip
+
+
+def subgroup_table(report: EvaluationReport) -> list[str]:
+    """Per attribute, each group's first headline metric with its 95% CI and its gap to the
+    rest of the split, groups too small to judge marked (and why), and the lowest sensitivity
+    at the thresholds: one screen; the rest is in metrics.json and the model card."""
+    metric = TASK_TYPES[report.task].headline[0]
+    lines = [
+        "",
+        f"Performance by subgroup: {metric} and the gap to the rest of the split (group minus "
+        "rest), with 95% CIs; † too small to judge",
+        f"  {'group':<22} {'images':>7} {metric:>11}  {'95% CI':<15} {'gap':>7}  95% CI",
+    ]
+    for attribute in report.subgroups or []:
+        lines.append(f"  {attribute.attribute}")
+        notes = []
+        for group in attribute.groups:
+            name = group.value + " †" * group.too_small
+            value = group.metrics.get(metric)
+            lines.append(
+                f"    {name:<20} {group.images:>7} "
+                f"{'-' if value is None else f'{value:.3f}':>11}  "
+                f"{interval_text(group.intervals.get(metric), 3):<15} "
+                f"{signed(group.gaps.get(metric)):>7}  "
+                f"{interval_text(group.gap_intervals.get(metric), 3)}"
+            )
+            if group.too_small or (value is None and group.caveat()):
+                notes.append(f"    {'†' * group.too_small or '-'} {group.value}: "
+                             f"{group.caveat(shown=3)}")  # fmt: skip
+        lowest = lowest_sensitivity(attribute)
+        lines += notes + ([f"    lowest sensitivity at the thresholds: {lowest}"] if lowest else [])
+    return lines
+
+
 def format_evaluation(report: EvaluationReport, output: str | Path | None = None) -> str:
     """One screen: headline metrics with intervals, thresholds, calibration, the weakest
-    classes or the per-finding table (with CheXNet's for NIH models), and the files."""
+    classes or the per-finding table (with CheXNet's for NIH models), performance by
+    subgroup, and the files."""
     boot = report.bootstrap
     patients = f", {report.patients} patients" if report.patients else ""
     lines = [
@@ -169,6 +224,8 @@ def format_evaluation(report: EvaluationReport, output: str | Path | None = None
         lines += ["", "  lowest F1: " + ", ".join(f"{n} {r['f1']:.2f}" for n, r in weakest)]
     if report.per_finding is not None:
         lines += finding_table(report)
+    if report.subgroups:
+        lines += subgroup_table(report)
     if report.unreadable:
         lines += ["", f"unreadable: {len(report.unreadable)} image(s) left out (listed in "
                   f"{METRICS_NAME} with the reason)"]  # fmt: skip

@@ -50,6 +50,7 @@ from medft.plots import (
     PR_NAME,
     RELIABILITY_NAME,
     ROC_NAME,
+    SUBGROUPS_NAME,
     UNCALIBRATED_NAME,
 )
 from medft.thresholds import THRESHOLDS_NAME
@@ -80,6 +81,8 @@ NOT_TRAINED = frozenset({
     "dataloader_pin_memory", "dataloader_multiprocessing_context", "per_device_eval_batch_size",
     "eval_accumulation_steps", "torch_empty_cache_steps", "ddp_timeout", "local_rank",
     "use_cpu",
+    # how the trained model is evaluated afterwards, not what is trained
+    "bootstrap_resamples", "threshold_method", "subgroups",
 })  # fmt: skip
 
 
@@ -94,7 +97,8 @@ def owned_names() -> tuple[str, ...]:
         CHECKPOINTS, TRAINER_STATE_NAME, TRAINING_ARGS_NAME, "*_results.json",
         ARGUMENTS_NAME, RECIPE_NAME, SETTINGS_NAME, METRICS_NAME, THRESHOLDS_NAME,
         CURVES_NAME, CONFUSION_NAME, ROC_NAME, PR_NAME, RELIABILITY_NAME, UNCALIBRATED_NAME,
-        REPOCARD_NAME, FOLD_RESULT, HELD_OUT, RECORD_NAME, f"*{PARTIAL}",
+        SUBGROUPS_NAME.format("*"), REPOCARD_NAME, FOLD_RESULT, HELD_OUT, RECORD_NAME,
+        f"*{PARTIAL}",
     )  # fmt: skip
 
 

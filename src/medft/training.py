@@ -42,7 +42,13 @@ from medft.data.transforms import (
 from medft.dicom_settings import save_settings
 from medft.ema import EMA_NAME, EmaCallback, keep_better_weights, selected_metric
 from medft.errors import MedftError
-from medft.evaluation import EvaluationReport, SplitScores, evaluate_scores, scores_from_logits
+from medft.evaluation import (
+    EvaluationReport,
+    SplitScores,
+    evaluate_scores,
+    scores_from_logits,
+    subgroup_attributes,
+)
 from medft.hub import push_model
 from medft.losses import build_loss, sampling_weights
 from medft.modeling import BuiltModel, base_model_id, build_model, weights_origin
@@ -242,6 +248,17 @@ def write_recipe(output: Path, data_args: DataArguments, model_args: ModelArgume
     (output / RECIPE_NAME).write_text(json.dumps(content, indent=2) + "\n")
 
 
+def evaluated_attributes(
+    data: TrainingData, data_args: DataArguments, args: MedftTrainingArguments
+) -> dict[str, np.ndarray]:
+    """The subgroup attributes of the split evaluated at the end (test, else validation): the
+    recipe's subgroups, else the dataset's declared ones; read before training, so that a
+    column the split lacks stops the run at once."""
+    split = data_args.test_split if data_args.test_split in data.eval_sets else data_args.eval_split
+    dataset = data.eval_sets[split]
+    return subgroup_attributes(args.subgroups, data_args.dataset_name, dataset, split, "subgroups")
+
+
 def saved_weights_note(args: MedftTrainingArguments, average_won: bool) -> str | None:
     """What the card says about which weights were saved, when an EMA was kept."""
     if args.ema_decay is None:
@@ -270,6 +287,7 @@ def train(
     # Load data, claim output_dir, find a checkpoint
     ###############################################
     data = load_data(data_args, training_args)
+    attributes = evaluated_attributes(data, data_args, training_args)
     settings = recipe_settings(data_args, model_args, training_args)
     checkpoint = checkpoint_to_resume(training_args, RunRecord.of(settings, data.identity))
     if checkpoint:
@@ -329,7 +347,7 @@ def train(
     test_metrics: dict[str, float] = {}
     evaluated_split, evaluated, evaluated_logits = (
         data_args.eval_split,
-        tuning,
+        dataclasses.replace(tuning, attributes=attributes),
         logits_of(validation),
     )
     if data_args.test_split in data.eval_sets:
@@ -339,7 +357,9 @@ def train(
         trainer.log_metrics("test", test_metrics)
         trainer.save_metrics("test", test_metrics)
         evaluated_split = data_args.test_split
-        evaluated = scores_from_logits(data.task, test.predictions, test.label_ids, test_set)
+        evaluated = scores_from_logits(
+            data.task, test.predictions, test.label_ids, test_set, attributes
+        )
         evaluated_logits = logits_of(test)
     save_model(trainer, built, model_args, training_args.output_dir)
     if data.dicom is not None and trainer.is_world_process_zero():

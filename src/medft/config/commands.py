@@ -15,6 +15,7 @@ from typing import Literal
 
 from medft.dicom_settings import BIT_DEPTHS, WINDOW_PRESETS, parse_window
 from medft.errors import MedftError
+from medft.near_duplicates import DEFAULT_THRESHOLD
 
 DEFAULT_RESAMPLES = 1000  # bootstrap resamples for the 95% intervals
 DEFAULT_BINS = 15  # equal-width bins of the reliability diagram
@@ -31,6 +32,29 @@ DEFAULT_MAX_QUEUE = 8  # requests medft serve holds waiting for the model
 
 def positional(help: str, **settings) -> dict:
     return {"positional": True, "help": help, **settings}
+
+
+def comma_separated(values: list[str]) -> list[str]:
+    """``['sex,site', 'view']`` -> ``['sex', 'site', 'view']``: each name once, in order."""
+    names = (name.strip() for value in values for name in str(value).split(","))
+    return list(dict.fromkeys(name for name in names if name))
+
+
+def column_names(values: list[str] | None, key: str) -> list[str] | None:
+    """Column names given comma-separated and / or one by one, in order, each once; None (the
+    default) stays None, and 'none' alone is no columns."""
+    if values is None:
+        return None
+    names = comma_separated(values)
+    if "none" in names and names != ["none"]:
+        raise MedftError(f"{key}: none means no columns; give it alone, got {', '.join(names)}.")
+    return [] if names == ["none"] else names
+
+
+def columns_field(help: str) -> list[str] | None:
+    """Dataset columns, comma-separated and / or repeated (--x a,b --x c), read by
+    `column_names`."""
+    return field(default=None, metadata={"help": help, "action": "extend", "metavar": "COLUMN"})
 
 
 # evaluation -----------------------------------------------------------------------------------
@@ -143,10 +167,16 @@ class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
     )  # fmt: skip
     batch_size: int = field(default=DEFAULT_EVAL_BATCH_SIZE, metadata={"help": "images per batch"})
     tta: list[str] = tta_field()
+    subgroups: list[str] | None = columns_field(
+        "columns of the split to report performance by, e.g. sex,age_band,view_position: per "
+        "group the metrics and the gap to the rest with 95% CIs, and a forest plot; default: "
+        "the attributes medft prepare declared for the dataset; none: no subgroups"
+    )
 
     def __post_init__(self) -> None:
         EvaluationOptions.__post_init__(self)
         ScoringOptions.__post_init__(self)
+        self.subgroups = column_names(self.subgroups, "--subgroups")
         self.model = expand_models(self.model)
         if len(self.model) > 1 and self.output is None:
             raise MedftError("an ensemble (several --model) needs --output for its evaluation.")
@@ -191,9 +221,15 @@ class PredictArguments(ScoringOptions, SavedModels):
     )  # fmt: skip
 
     tta: list[str] = tta_field()
+    columns: list[str] | None = columns_field(
+        "prepared-dataset inputs: their columns to copy into the CSV, e.g. sex,age_band (file "
+        "inputs leave them empty); default: the attributes medft prepare declared for the "
+        "dataset; none: no columns"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.columns = column_names(self.columns, "--columns")
         self.model = expand_models(self.model)
         if self.top_k < 1:
             raise MedftError("--top-k must be at least 1.")
@@ -374,6 +410,33 @@ class CalibrateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
 
 
 @dataclass(kw_only=True)
+class AuditArguments:
+    """medft audit: the near-duplicate leakage audit of a prepared dataset (near copies of an
+    image across its splits), or of one dataset's training images against another's, without
+    rewriting anything."""
+
+    dataset: str = field(metadata=positional("a prepared dataset folder (or Hub dataset id)"))
+    against: str | None = field(
+        default=None,
+        metadata={"help": "another prepared dataset: audit DATASET's train split against its "
+                  "splits (a model trained on one and tested on the other)"},
+    )  # fmt: skip
+    near_duplicates: str = field(
+        default=str(DEFAULT_THRESHOLD),
+        metadata={"help": "perceptual hashes within this many bits (0-16) are near copies"},
+    )
+    output: Path = field(
+        default=Path("leakage-audit"),
+        metadata={"help": "folder for leakage_audit.json and the contact sheet of the largest "
+                  "groups"},
+    )  # fmt: skip
+    num_proc: int = field(
+        default=2, metadata={"help": "processes hashing images (datasets medft prepared store "
+                             "their hashes)"}
+    )  # fmt: skip
+
+
+@dataclass(kw_only=True)
 class DemoArguments:
     """medft demo: generate a brain-layout dataset, prepare it and fine-tune a small model."""
 
@@ -418,8 +481,24 @@ class PrepareArguments:
     )
     private: bool = field(default=False, metadata={"help": "make the pushed dataset private"})
 
-    WRITER_KEYS = ("output", "name", "image_size", "png_compression", "num_proc", "overwrite")
+    near_duplicates: str = field(
+        default=str(DEFAULT_THRESHOLD),
+        metadata={"help": "keep near copies of an image (resized, re-encoded, cropped a few "
+                  "pixels, greyscale) in one split: perceptual hashes within this many bits "
+                  "(0-16), or off; the report counts them and draws the largest groups"},
+    )  # fmt: skip
+
+    WRITER_KEYS = ("output", "name", "image_size", "png_compression", "num_proc", "overwrite",
+                   "near_duplicates")  # fmt: skip
     HUB_KEYS = ("push_to_hub", "private")
+
+
+def subgroup_columns_field(help: str) -> list[str]:
+    return field(
+        default_factory=list,
+        metadata={"help": f"{help}; comma-separated (a,b) and/or repeated", "action": "extend",
+                  "metavar": "COLUMN"},
+    )  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -484,6 +563,13 @@ class CsvArguments(LabelTableColumns, PrepareArguments, WithTestSize):
     metadata_columns: list[str] = field(
         default_factory=list, metadata={"help": "other columns to keep as text"}
     )
+    subgroup_columns: list[str] = subgroup_columns_field(
+        "columns of attributes to compare a model's results by (sex, age band, site...), kept "
+        "as text and named in the report"
+    )
+
+    def __post_init__(self) -> None:
+        self.subgroup_columns = comma_separated(self.subgroup_columns)
 
 
 @dataclass(kw_only=True)
@@ -531,10 +617,16 @@ class DicomArguments(LabelTableColumns, PrepareArguments, WithTestSize):
         default=False, metadata={"help": "also read files without a DICOM file meta header"}
     )
     age: bool = field(
-        default=False, metadata={"help": "keep the patient's age in whole years (90: above 89)"}
+        default=False,
+        metadata={"help": "keep the patient's age in whole years (90: above 89; none over 100)"},
+    )
+    subgroup_columns: list[str] = subgroup_columns_field(
+        "keep the patient's sex (M / F / O) and age band (0-17 ... 80+) to compare a model's "
+        "results by: sex, age_band (no other tag: names and IDs identify patients)"
     )
 
     def __post_init__(self) -> None:
+        self.subgroup_columns = comma_separated(self.subgroup_columns)
         if self.id_salt is not None:
             raise MedftError(
                 "--id-salt on the command line shows in `ps` and shell history; put the salt in a "

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from transformers import IntervalStrategy, TrainingArguments
 
 from medft.config.checks import check_finite
-from medft.config.commands import DEFAULT_RESAMPLES, THRESHOLD_METHODS
+from medft.config.commands import DEFAULT_RESAMPLES, THRESHOLD_METHODS, column_names
 from medft.errors import MedftError
 
 AUTO = "auto"
@@ -213,6 +213,15 @@ class MedftTrainingArguments(TrainingArguments):
             "thresholds.json, which `medft predict` applies."
         },
     )
+    subgroups: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Columns of the evaluated split to report performance by (e.g. [sex, "
+            "age_band, view_position]): per group the count, prevalence, headline metrics and "
+            "the gap to the rest with 95% CIs, in metrics.json and the model card. Default: the "
+            "attributes `medft prepare` declared for the dataset; none: no subgroups."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -237,6 +246,7 @@ class MedftTrainingArguments(TrainingArguments):
             raise MedftError(
                 f"calibration must be one of {', '.join(CALIBRATIONS)}, got '{self.calibration}'."
             )
+        self.subgroups = column_names(self.subgroups, "subgroups")
         if self.bootstrap_resamples < 0:
             raise MedftError(f"bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}.")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:

@@ -20,6 +20,7 @@ from medft.data.loading import load_training_data
 from medft.data.transforms import InputSpec, batch_transform, eval_pixels, input_spec, train_pixels
 from medft.dicom_settings import DicomSettings, dataset_settings, parse_window
 from medft.errors import MedftError
+from medft.prepare.report import prepared_threshold
 from medft.tasks import TaskInfo
 
 logger = logging.getLogger("medft")
@@ -84,7 +85,7 @@ def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> Trainin
         train_split, eval_split = splits[:2]
         parts[train_split], parts[eval_split] = fold_splits(
             task, parts[train_split], parts[eval_split], data_args.cv_folds, data_args.cv_fold,
-            args.seed,
+            args.seed, prepared_threshold(data_args.dataset_name),
         )  # fmt: skip
         sizes = len(parts[train_split]), len(parts[eval_split])
         logger.info("Fold %d of %d: %d training, %d held-out images",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medft.errors import MedftError
+from medft.near_duplicates import DEFAULT_THRESHOLD, parse_threshold
 from medft.prepare.brain_tumor import list_brain_tumor_44c
 from medft.prepare.chestxray14 import list_chestxray14
 from medft.prepare.csv_table import list_csv
@@ -58,6 +59,7 @@ def prepare_dataset(
     num_proc: int | None = None,
     overwrite: bool = False,
     name: str | None = None,
+    near_duplicates: str | int | None = DEFAULT_THRESHOLD,
     **source_options: Any,
 ) -> dict[str, Any]:
     """List a source, read its images and save a `DatasetDict` to ``output``; returns the report.
@@ -65,6 +67,7 @@ def prepare_dataset(
     ``source_options`` go to the source's reader (``source=``, ``task=``,
     ``val_size=``, ...; see `SOURCES`). ``name`` (default: the output folder's) is how the
     report and the dataset card know the dataset; the paths go to the private record.
+    ``near_duplicates`` (bits, or 'off' / None) keeps near copies of an image in one split.
     """
     if source_type not in SOURCES:
         raise MedftError(f"unknown source '{source_type}'; choose one of {', '.join(SOURCES)}.")
@@ -74,6 +77,7 @@ def prepare_dataset(
         raise MedftError(f"--png-compression must be 0-9, got {png_compression}.")
     if name is not None and (not name.strip() or any(c in name for c in NAME_SEPARATORS)):
         raise MedftError(f"--name {name!r} must be a name, not a path (no / or \\).")
+    threshold = parse_threshold(near_duplicates)
     check_output_folder(Path(output).expanduser().resolve(), overwrite)  # fail before the listing
     reader = SOURCES[source_type]
     signature = inspect.signature(reader)
@@ -84,7 +88,8 @@ def prepare_dataset(
     given = {key: value for key, value in bound.arguments.items() if key not in shared}
     paths = path_parameters(reader)
     options = {key: recorded_value(key, value, paths) for key, value in given.items()}
-    options |= {"image_size": image_size, "png_compression": png_compression}
+    options |= {"image_size": image_size, "png_compression": png_compression,
+                "near_duplicates": "off" if threshold is None else threshold}  # fmt: skip
     private_options = {
         key: str(Path(value).expanduser().resolve())
         for key, value in given.items()
@@ -99,4 +104,5 @@ def prepare_dataset(
         options=options,
         name=name,
         private_options=private_options,
+        near_duplicates=threshold,
     )

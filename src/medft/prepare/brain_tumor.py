@@ -101,11 +101,11 @@ def list_brain_tumor_44c(
         paths += images
         class_indices += [index] * len(images)
 
-    split_names, hashes = class_folder_splits(
-        paths, class_indices, [None] * len(paths), {"validation": val_size, "test": test_size}, seed
-    )
+    sizes = {"validation": val_size, "test": test_size}
+    given = [None] * len(paths)
+    split_names, hashes = class_folder_splits(paths, class_indices, given, sizes, seed)
     splits: dict[str, list[Example]] = {}
-    for path, class_index, split in zip(paths, class_indices, split_names):
+    for path, class_index, split, digest in zip(paths, class_indices, split_names, hashes):
         class_name = CLASSES[class_index]
         tumor_type, sequence = parse_class(class_name)
         label = class_index if task == "multiclass" else int(class_name not in NORMAL_CLASSES)
@@ -114,7 +114,8 @@ def list_brain_tumor_44c(
             "tumor_type": tumor_type,
             "sequence": sequence,
         }
-        splits.setdefault(split, []).append(Example(path, label, metadata))
+        example = Example(path, label, metadata, stratum=class_index, group=digest)
+        splits.setdefault(split, []).append(example)
 
     return SourceListing(
         source_type="brain-tumor-44c",
@@ -129,4 +130,7 @@ def list_brain_tumor_44c(
         },
         ignored=ignored,
         notes=duplicate_notes(hashes, class_indices),
+        carve_sizes=sizes,
+        subgroup_columns=["sequence"],  # how a scan was acquired; the tumour type is the label
+        carve_seed=seed,
     )

@@ -5,7 +5,7 @@ line and some impossible ages) or `Data_Entry_2017_v2020.csv` (NIH's revision).
 Its bracketed headers contain commas, so columns are found by name, not by
 position after the seventh. The test split is exactly `test_list.txt`;
 validation is carved from `train_val_list.txt` by patient, so no patient is in
-two splits.
+two splits. Sex, age band and view position are the subgroup columns.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import csv
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from datasets import Value
 
+from medft.age_bands import age_band, impossible_age
 from medft.errors import MedftError
 from medft.prepare.files import open_text, require_file, require_folder
 from medft.prepare.listing import Example, SourceListing
@@ -45,7 +46,7 @@ COLUMNS = {
     "view_position": "View Position",
 }
 VIEWS = ("PA", "AP")
-MAX_PLAUSIBLE_AGE = 120  # the 2017 table has ages such as 148 and 414; the v2020 one tops out at 95
+SUBGROUP_COLUMNS = ("sex", "age_band", "view_position")
 
 
 class Entry(NamedTuple):
@@ -58,6 +59,7 @@ class Entry(NamedTuple):
     age: int | None
     sex: str
     view_position: str
+    age_impossible: bool = False  # the table's age is over 100 (the 2017 table has 148, 414)
 
 
 def parse_findings(text: str, image_id: str, table: Path) -> tuple[int, ...]:
@@ -76,11 +78,16 @@ def parse_findings(text: str, image_id: str, table: Path) -> tuple[int, ...]:
     return tuple(sorted(set(indices)))
 
 
-def parse_age(text: str) -> int | None:
-    """'58' or '058Y' -> 58; an impossible age (over 120) -> None."""
+def written_age(text: str) -> int | None:
+    """'58' or '058Y' -> 58, as the table writes it; None when it is not a number."""
     digits = text.strip().rstrip("YyMmDd")
-    age = int(digits) if digits.isdigit() else None
-    return age if age is not None and age <= MAX_PLAUSIBLE_AGE else None
+    return int(digits) if digits.isdigit() else None
+
+
+def parse_age(text: str) -> int | None:
+    """'58' or '058Y' -> 58; an impossible age (over 100: `medft.age_bands`) -> None."""
+    age = written_age(text)
+    return None if impossible_age(age) else age
 
 
 def read_table(table: str | Path) -> list[Entry]:
@@ -111,11 +118,25 @@ def read_table(table: str | Path) -> list[Entry]:
                         age=parse_age(row[at["age"]]),
                         sex=row[at["sex"]].strip(),
                         view_position=row[at["view_position"]].strip(),
+                        age_impossible=impossible_age(written_age(row[at["age"]])),
                     )
                 )
             except (IndexError, ValueError) as error:
                 raise MedftError(f"{table}, line {line}: cannot read the row ({error}).") from None
     return entries
+
+
+def row_columns(entry: Entry) -> dict[str, Any]:
+    """The dataset's columns of one table row, besides its image and labels."""
+    return {
+        "image_id": entry.image_id,
+        "patient_id": entry.patient_id,
+        "follow_up": entry.follow_up,
+        "age": entry.age,
+        "age_band": age_band(entry.age),
+        "sex": entry.sex,
+        "view_position": entry.view_position,
+    }
 
 
 def read_name_list(path: str | Path) -> list[str]:
@@ -220,9 +241,13 @@ def list_chestxray14(
             "patient_id": Value("int32"),
             "follow_up": Value("int32"),
             "age": Value("int32"),
+            "age_band": Value("string"),
             "sex": Value("string"),
             "view_position": Value("string"),
         },
+        carve_sizes={"validation": val_size},
+        carve_seed=seed,
+        subgroup_columns=list(SUBGROUP_COLUMNS),
     )
     view_counts: Counter[str] = Counter()
     for split, part in splits.items():
@@ -237,9 +262,9 @@ def list_chestxray14(
                     entry.image_id, f"listed in {table.name} but no image file found", split
                 )
                 continue
-            metadata = entry._asdict()
-            del metadata["findings"]
-            kept.append(Example(path, list(entry.findings), metadata))
+            given = "test" if split == "test" else None  # NIH's list; the rest carved by patient
+            kept.append(Example(path, list(entry.findings), row_columns(entry), given_split=given,
+                                group=entry.patient_id))  # fmt: skip
         listing.splits[split] = kept
 
     listed = {entry.image_id for entry in entries}
@@ -251,6 +276,7 @@ def list_chestxray14(
             "label_table": table.name,
             "rows_in_neither_split_list": len(unlisted),
             "ages_missing_or_impossible": sum(1 for e in entries if e.age is None),
+            "ages_over_100_left_out": sum(e.age_impossible for e in entries),
             "validation": f"{val_size:.0%} of train_val patients",
         }
     )

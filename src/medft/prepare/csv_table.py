@@ -5,7 +5,8 @@ With a split column its values (train / val / validation / test, any case) are
 kept; missing splits are carved from train. Rows naming one file (``a.png``,
 ``./a.png``, its absolute path) and rows naming byte-identical files stay in one
 carved split, as the folder source keeps copies; with a group column (for example a
-patient id) every group does too, and groups sharing a file are joined.
+patient id) every group does too, and groups sharing a file are joined. Metadata and
+subgroup columns (attributes such as sex or site to compare results by) are kept as text.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from datasets import Value
 
 from medft.errors import MedftError
+from medft.near_duplicates import HASH_COLUMN
 from medft.prepare.files import content_hashes, open_text, require_file
 from medft.prepare.listing import Example, SourceListing
 from medft.prepare.splits import (
@@ -29,7 +31,7 @@ from medft.prepare.splits import (
     joined_groups,
 )
 
-RESERVED_COLUMNS = ("image", "label", "labels", "image_id")
+RESERVED_COLUMNS = ("image", "label", "labels", "image_id", HASH_COLUMN)
 
 
 def read_rows(csv_path: Path, required: Sequence[str]) -> list[dict[str, str]]:
@@ -180,6 +182,30 @@ def repeated_file_notes(
     }
 
 
+def kept_columns(
+    group_column: str | None, metadata_columns: Sequence[str], subgroup_columns: Sequence[str]
+) -> list[str]:
+    """The CSV columns the dataset keeps, once each; a name medft writes itself is refused."""
+    asked = {
+        "--group-column": [group_column] if group_column else [],
+        "--metadata-columns": metadata_columns,
+        "--subgroup-columns": subgroup_columns,
+    }
+    for option, columns in asked.items():
+        for column in columns:
+            if column in RESERVED_COLUMNS:
+                raise MedftError(
+                    f"{option} {column!r} clashes with a column medft writes "
+                    f"({', '.join(RESERVED_COLUMNS)}); rename that column in the CSV."
+                )
+    return list(dict.fromkeys(column for columns in asked.values() for column in columns))
+
+
+def subgroup_value(text: str | None) -> str | None:
+    """A subgroup column's value; an empty cell is a missing value, not a group named ''."""
+    return (text or "").strip() or None
+
+
 def split_apart(groups: Sequence[Hashable], assigned: Sequence[str]) -> int:
     """How many groups have items in more than one split."""
     by_split = {split: [g for g, s in zip(groups, assigned) if s == split] for split in SPLITS}
@@ -197,14 +223,12 @@ def list_csv(
     split_column: str | None = None,
     group_column: str | None = None,
     metadata_columns: Sequence[str] = (),
+    subgroup_columns: Sequence[str] = (),
     val_size: float = 0.15,
     test_size: float = 0.15,
     seed: int = 42,
 ) -> SourceListing:
-    kept_columns = [c for c in (group_column, *metadata_columns) if c]
-    for column in kept_columns:
-        if column in RESERVED_COLUMNS:
-            raise MedftError(f"metadata column {column!r} clashes with a column medft writes.")
+    kept = kept_columns(group_column, metadata_columns, subgroup_columns)
     table = read_label_table(
         csv_path,
         image_root=image_root,
@@ -213,15 +237,16 @@ def list_csv(
         label_separator=label_separator,
         negative_label=negative_label,
         split_column=split_column,
-        other_columns=kept_columns,
+        other_columns=kept,
     )
     groups = [row[group_column] for row in table.rows] if group_column else None
     files = row_files(table)
     same_file = same_file_groups(files)
     units = joined_groups(same_file, groups) if groups else same_file
+    sizes = {"validation": val_size, "test": test_size}
     assigned = assign_splits(
         table.given_splits,
-        {"validation": val_size, "test": test_size},
+        sizes,
         labels=None if table.multi_label else table.labels,
         groups=units,
         seed=seed,
@@ -234,15 +259,21 @@ def list_csv(
         multi_label=table.multi_label,
         splits={},
         metadata_features={"image_id": Value("string")}
-        | {column: Value("string") for column in kept_columns},
+        | {column: Value("string") for column in kept},
+        subgroup_columns=list(dict.fromkeys(subgroup_columns)),
     )
-    for row, label, split, image_id in zip(table.rows, table.labels, assigned, table.image_ids()):
+    listing.carve_sizes, listing.carve_seed = sizes, seed
+    rows = zip(table.rows, table.labels, assigned, table.given_splits, table.image_ids(), units)
+    for row, label, split, given, image_id, unit in rows:
         _, path = table.image_of(row)
         if not path.is_file():
             listing.skip(image_id, f"listed in {table.csv_path.name} but not found", split)
             continue
-        metadata = {"image_id": image_id} | {column: row[column] for column in kept_columns}
-        listing.splits[split].append(Example(path, label, metadata))
+        metadata = {"image_id": image_id} | {column: row[column] for column in kept}
+        metadata |= {column: subgroup_value(row[column]) for column in subgroup_columns}
+        stratum = None if table.multi_label else label
+        example = Example(path, label, metadata, given_split=given, stratum=stratum, group=unit)
+        listing.splits[split].append(example)
 
     listing.notes |= repeated_file_notes(files, same_file, table.labels)
     if split_column:  # the column's splits are kept, even where they part a file's rows

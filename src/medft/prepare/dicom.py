@@ -18,6 +18,7 @@ skipped files.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from medft.prepare.csv_table import read_label_table
 from medft.prepare.dicom_privacy import (
     Header,
     Pseudonyms,
+    check_subgroup_columns,
     column_features,
     read_header,
     resolve_salt,
@@ -37,7 +39,12 @@ from medft.prepare.dicom_privacy import (
 from medft.prepare.files import is_visible_file, require_folder
 from medft.prepare.folder import read_class_folders
 from medft.prepare.listing import Example, SourceListing
-from medft.prepare.splits import SPLITS, assign_splits, groups_in_several_splits, joined_groups
+from medft.prepare.splits import (
+    SPLITS,
+    assign_splits,
+    groups_in_several_splits,
+    joined_groups,
+)
 
 WANTED = "DICOM (no .dcm extension, no 'DICM' preamble)"
 
@@ -106,18 +113,22 @@ def list_dicom(
     id_salt_file: str | Path | None = None,
     force: bool = False,
     age: bool = False,
+    subgroup_columns: Sequence[str] = (),
     val_size: float = 0.15,
     test_size: float = 0.15,
     seed: int = 42,
     output: str | Path | None = None,
 ) -> SourceListing:
     """List a DICOM source: labels from class folders (``source``) or a CSV (``csv_path``),
-    split by patient, one example per frame read (see `DicomSettings`)."""
+    split by patient, one example per frame read (see `DicomSettings`); ``age`` and
+    ``subgroup_columns`` (sex, age_band) keep what a header tells of the patient."""
     if (source is None) == (csv_path is None):
         raise MedftError(
             "medft prepare dicom needs --source DIR (class subfolders of DICOM files) or "
             "--csv FILE (paths and labels), not both and not neither."
         )
+    subgroups = check_subgroup_columns(subgroup_columns)
+    attributes = (["age"] if age else []) + subgroups
     settings = DicomSettings(parse_window(window), bit_depth, frames, force)
     key, salt_note = resolve_salt(id_salt, id_salt_file, output)
     pseudonyms = Pseudonyms(key)
@@ -148,9 +159,10 @@ def list_dicom(
         label_names=label_names,
         multi_label=multi_label,
         splits={},
-        metadata_features=column_features(age),
+        metadata_features=column_features(attributes),
         ignored=ignored,
         dicom=settings,
+        subgroup_columns=subgroups,
     )
     kept: list[tuple[Candidate, str, Header]] = []
     for candidate in tqdm(candidates, desc="Reading DICOM headers", unit="file"):
@@ -160,26 +172,33 @@ def list_dicom(
             listing.skip(image_id, "listed in the CSV but not found", candidate.given_split)
             continue
         try:
-            header = read_header(candidate.path, candidate.key, force, pseudonyms, age)
+            header = read_header(candidate.path, candidate.key, force, pseudonyms, attributes)
         except UnreadableDicom as error:
             listing.skip(image_id, str(error), candidate.given_split)
             continue
         kept.append((candidate, image_id, header))
 
+    given = [candidate.given_split for candidate, _, _ in kept]
+    sizes = {"validation": val_size, "test": test_size}
+    units = joined_groups(  # a file without IDs is keyed by its path as the CSV writes it
+        [header.group for _, _, header in kept],
+        [candidate.path.resolve() for candidate, _, _ in kept],
+    )
     assigned = assign_splits(
-        [candidate.given_split for candidate, _, _ in kept],
-        {"validation": val_size, "test": test_size},
+        given,
+        sizes,
         labels=None if multi_label else [candidate.label for candidate, _, _ in kept],
-        groups=joined_groups(  # a file without IDs is keyed by its path as the CSV writes it
-            [header.group for _, _, header in kept],
-            [candidate.path.resolve() for candidate, _, _ in kept],
-        ),
+        groups=units,
         seed=seed,
     )
-    for (candidate, image_id, header), split in zip(kept, assigned):
+    listing.carve_sizes, listing.carve_seed = sizes, seed
+    for (candidate, image_id, header), split, unit in zip(kept, assigned, units):
+        stratum = None if multi_label else candidate.label
         for frame in frame_indices(header, frames):
             metadata = {"image_id": image_id, "frame": frame, **header.columns}
-            listing.splits[split].append(Example(candidate.path, candidate.label, metadata, frame))
+            example = Example(candidate.path, candidate.label, metadata, frame,
+                              candidate.given_split, stratum, unit)  # fmt: skip
+            listing.splits[split].append(example)
 
     groups_by_split = {
         split: [header.group for (_, _, header), given in zip(kept, assigned) if given == split]
@@ -196,4 +215,6 @@ def list_dicom(
         "image_id": "a keyed hash of the file's path in the source (not the path)",
         "id_salt": salt_note,
     }
+    if age or "age_band" in subgroups:  # impossible ages have neither an age nor a band
+        listing.notes["ages_over_100_left_out"] = sum(h.age_impossible for _, _, h in kept)
     return listing

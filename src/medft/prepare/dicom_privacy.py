@@ -3,13 +3,13 @@
 
 A header is read here and reduced at once to a `Header`: the split group, patient and
 study identifiers replaced by keyed one-way hashes (HMAC-SHA256, keyed by the salt),
-and an allow-list of technical tags. No other tag value (names, dates, institutions,
-accession numbers, descriptions, private tags) leaves this module, so none reaches the
-dataset, the report, the summary or a log. The salt is either given (``id_salt=`` from
-Python, a file named by ``--id-salt-file``, or the ``MEDFT_ID_SALT`` environment variable:
-never on the command line, where ``ps`` and shell history show it) or drawn once and kept
-in a file beside the output folder, outside what is pushed to the Hub, so that reruns give
-the same pseudonyms.
+an allow-list of technical tags, and, only where asked, the patient's age (capped at 90),
+sex and age band. No other tag value (names, dates, institutions, accession numbers,
+descriptions, private tags) leaves this module, so none reaches the dataset, the report,
+the summary or a log. The salt is either given (``id_salt=`` from Python, a file named by
+``--id-salt-file``, or the ``MEDFT_ID_SALT`` environment variable: never on the command
+line, where ``ps`` and shell history show it) or drawn once and kept in a file beside the
+output folder, outside what is pushed to the Hub, so that reruns give the same pseudonyms.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ import hmac
 import os
 import re
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasets import Value
 
+from medft.age_bands import age_band, impossible_age
 from medft.dicom import UnreadableDicom, number_of_frames, open_dicom, sop_class
 from medft.errors import MedftError
 
@@ -46,6 +48,7 @@ TECHNICAL_TAGS = {
 OLDEST_AGE = 90  # ages above 89 identify people (HIPAA Safe Harbor): stored as 90
 AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$")
 DAYS_PER_UNIT = {"D": 1, "W": 7, "M": 365.25 / 12, "Y": 365.25}
+SEXES = ("M", "F", "O")  # PatientSex's defined terms
 
 
 def salt_file(output: Path) -> Path:
@@ -120,17 +123,52 @@ class Pseudonyms:
         return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:PSEUDONYM_CHARS]
 
 
-def age_in_years(value: Any) -> int | None:
-    """A DICOM age string ('045Y', '006M', '010D') in whole years, 90 for any age above 89;
-    None when missing or malformed."""
+def written_years(value: Any) -> int | None:
+    """A DICOM age string ('045Y', '006M', '010D') in whole years; None when missing or
+    malformed."""
     match = AGE.match(str(value or ""))
     if not match:
         return None
-    years = int(match.group(1)) * DAYS_PER_UNIT[match.group(2)] / DAYS_PER_UNIT["Y"]
-    return min(int(years), OLDEST_AGE)
+    return int(int(match.group(1)) * DAYS_PER_UNIT[match.group(2)] / DAYS_PER_UNIT["Y"])
 
 
-def column_features(age: bool) -> dict[str, Value]:
+def age_in_years(value: Any) -> int | None:
+    """A DICOM age string in whole years, 90 for any age above 89; None when missing,
+    malformed or impossible (over 100: `medft.age_bands`)."""
+    years = written_years(value)
+    return None if years is None or impossible_age(years) else min(years, OLDEST_AGE)
+
+
+def sex_of(value: Any) -> str | None:
+    """PatientSex as M / F / O; None for anything else (empty, or not a defined term)."""
+    sex = str(value or "").strip().upper()
+    return sex if sex in SEXES else None
+
+
+# column -> (feature, how it is read): what a header may tell of the patient, kept only where
+# asked (--age, --subgroup-columns); ages go through `age_in_years`, so none is above 90
+PATIENT_ATTRIBUTES: dict[str, tuple[Value, Callable[[Any], Any]]] = {
+    "age": (Value("int32"), lambda ds: age_in_years(ds.get("PatientAge"))),
+    "sex": (Value("string"), lambda ds: sex_of(ds.get("PatientSex"))),
+    "age_band": (Value("string"), lambda ds: age_band(age_in_years(ds.get("PatientAge")))),
+}
+SUBGROUP_ATTRIBUTES = ("sex", "age_band")
+
+
+def check_subgroup_columns(columns: Sequence[str]) -> list[str]:
+    """The subgroup columns asked of a DICOM source, if each is one it may keep."""
+    for column in columns:
+        if column not in SUBGROUP_ATTRIBUTES:
+            raise MedftError(
+                f"--subgroup-columns {column!r} is not one a DICOM source can keep; choose from "
+                f"{', '.join(SUBGROUP_ATTRIBUTES)} (PatientSex as M / F / O, PatientAge as a "
+                "band): names, IDs, dates and other tags can identify a patient."
+            )
+    return list(dict.fromkeys(columns))
+
+
+def column_features(attributes: Sequence[str]) -> dict[str, Value]:
+    """The dataset's columns: identifiers, technical tags, and the patient ``attributes``."""
     features = {
         "image_id": Value("string"),
         "frame": Value("int32"),
@@ -138,7 +176,7 @@ def column_features(age: bool) -> dict[str, Value]:
         "study_id": Value("string"),
     }
     features |= {column: feature for column, (_, feature) in TECHNICAL_TAGS.items()}
-    return features | ({"age": Value("int32")} if age else {})
+    return features | {column: PATIENT_ATTRIBUTES[column][0] for column in attributes}
 
 
 def technical_value(ds, keyword: str, feature: Value) -> Any:
@@ -161,13 +199,20 @@ class Header:
     grouped_by: str  # "patient", "study", or "file" when the header has neither ID
     frames: int
     columns: dict[str, Any]
+    age_impossible: bool = False  # PatientAge is over 100: no age, no age band
 
 
-def read_header(path: Path, file_key: str, force: bool, pseudonyms: Pseudonyms, age: bool):
+def read_header(
+    path: Path,
+    file_key: str,
+    force: bool,
+    pseudonyms: Pseudonyms,
+    attributes: Sequence[str] = (),
+) -> Header:
     """The `Header` of one file, or raises `UnreadableDicom` (a file that is not DICOM or
     holds no image). ``file_key`` (the file's path in the source) names a file without IDs.
     Without a PatientID, the patient is the group's pseudonym (its study's, else its file's),
-    so that every row has one."""
+    so that every row has one. ``attributes`` are the `PATIENT_ATTRIBUTES` to keep."""
     ds = open_dicom(path, force=force, stop_before_pixels=True)
     if "Rows" not in ds or "Columns" not in ds:
         raise UnreadableDicom(f"holds no image:{sop_class(ds) or ' no image pixel module'}")
@@ -187,6 +232,6 @@ def read_header(path: Path, file_key: str, force: bool, pseudonyms: Pseudonyms, 
         column: technical_value(ds, keyword, feature)
         for column, (keyword, feature) in TECHNICAL_TAGS.items()
     }
-    if age:
-        columns["age"] = age_in_years(ds.get("PatientAge"))
-    return Header(group, grouped_by, number_of_frames(ds), columns)
+    columns |= {column: PATIENT_ATTRIBUTES[column][1](ds) for column in attributes}
+    age_impossible = impossible_age(written_years(ds.get("PatientAge")))
+    return Header(group, grouped_by, number_of_frames(ds), columns, age_impossible)

@@ -103,9 +103,14 @@ def list_image_folder(
     sizes = {"validation": val_size, "test": test_size}
     assigned, hashes = class_folder_splits(paths, labels, given_splits, sizes, seed)
     splits: dict[str, list[Example]] = {}
-    for path, label, split in zip(paths, labels, assigned):
+    for path, label, split, given_split, digest in zip(
+        paths, labels, assigned, given_splits, hashes
+    ):
         metadata = {"image_id": path.relative_to(root).as_posix()}
-        splits.setdefault(split, []).append(Example(path, label, metadata))
+        example = Example(
+            path, label, metadata, given_split=given_split, stratum=label, group=digest
+        )
+        splits.setdefault(split, []).append(example)
 
     notes = duplicate_notes(hashes, labels)
     if None not in given:
@@ -121,4 +126,6 @@ def list_image_folder(
         metadata_features={"image_id": Value("string")},
         ignored=ignored,
         notes=notes,
+        carve_sizes=sizes,
+        carve_seed=seed,
     )

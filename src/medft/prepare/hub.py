@@ -13,6 +13,7 @@ from typing import Any
 from datasets import load_from_disk
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
+from medft.age_bands import AGE_BANDS
 from medft.errors import MedftError
 from medft.prepare.private import KEPT_PRIVATELY
 from medft.prepare.report import REPORT_NAME, read_report
@@ -43,7 +44,8 @@ PRIVACY = {
         "Prepared from DICOM files by `medft prepare dicom`: patient, study and file identifiers "
         "are replaced by keyed one-way hashes (`patient_id`, `study_id`, `image_id`), and only "
         "technical tags are kept (modality, view position, body part, rows, columns, bits "
-        "stored, photometric interpretation, manufacturer model; age in whole years if asked). "
+        "stored, photometric interpretation, manufacturer model; age in whole years, sex and "
+        "age band if asked). "
         "**Text burned into the pixels was not checked**: names or dates drawn into an image "
         "are still there."
     ),
@@ -52,6 +54,11 @@ METADATA_REMOVED = (
     "Metadata that is not pixels (EXIF, XMP, IPTC, comments, PNG text chunks) was removed from "
     "every stored image ({stripped} files had some): JPEG and PNG files keep their compressed "
     "pixels as they were, other formats were re-encoded as PNG."
+)
+SUBGROUPS = "Subgroup attributes: {columns}: columns to compare a model's results by group."
+AGE_BAND = (
+    " `age_band` is the age in years as {bands}; an age over 100 is a recording error and has "
+    "no band."
 )
 CITATION = {
     "chestxray14": (
@@ -76,6 +83,16 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def subgroup_paragraph(columns: list[str]) -> list[str]:
+    """The card's line naming the subgroup columns (none for a source without any)."""
+    if not columns:
+        return []
+    text = SUBGROUPS.format(columns=", ".join(f"`{column}`" for column in columns))
+    if "age_band" in columns:
+        text += AGE_BAND.format(bands=", ".join(AGE_BANDS))
+    return [text]
 
 
 def dataset_card(report: dict[str, Any], repo_id: str) -> DatasetCard:
@@ -117,8 +134,10 @@ def dataset_card(report: dict[str, Any], repo_id: str) -> DatasetCard:
         ),
         "## Splits",
         markdown_table(["split", "images"], [[s, report["counts"][s]] for s in splits]),
+        *near_copies_section(report.get("near_duplicates")),
         "## Classes",
         markdown_table(["class", *splits], class_rows),
+        *subgroup_paragraph(report.get("subgroup_columns", [])),
         "## Use",
         f'```python\nfrom datasets import load_dataset\n\nds = load_dataset("{repo_id}")\n```',
         "## Not for clinical use",
@@ -130,6 +149,25 @@ def dataset_card(report: dict[str, Any], repo_id: str) -> DatasetCard:
     if report["source_type"] in CITATION:
         sections += ["## Citation", f"```bibtex\n{CITATION[report['source_type']]}\n```"]
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+
+
+def near_copies_section(section: dict[str, Any] | None) -> list[str]:
+    """What the card says of near copies: how they were kept together, and what is left."""
+    if not section:
+        return []
+    after, without = section["after"], section["without_near_duplicate_groups"]
+    copies = sum(after["with_copy_in_train"].values())
+    before = ", ".join(f"{n} {split}" for split, n in without["with_copy_in_train"].items())
+    text = (
+        f"Near copies of an image (perceptual hashes within {section['threshold']} bits: "
+        "another size, JPEG quality, a few pixels cropped, another colour mode, an adjacent "
+        f"slice) were kept in one split: {after['groups']} groups holding "
+        f"{after['images_in_groups']} images; {after['groups_across_splits']} groups across "
+        f"splits, and {copies} evaluation images with a near copy in train (split without "
+        f"these groups: {before or 'none'})."
+    )
+    sheet = section.get("contact_sheet")
+    return ["## Near copies", text + (f"\n\n![The largest groups]({sheet})" if sheet else "")]
 
 
 def push_dataset(
@@ -148,10 +186,12 @@ def push_dataset(
     url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     dataset_card(report, repo_id).push_to_hub(repo_id, token=token, repo_type="dataset")
     load_from_disk(str(folder)).push_to_hub(repo_id, private=private, token=token)
-    api.upload_file(
-        path_or_fileobj=str(Path(folder) / REPORT_NAME),
-        path_in_repo=REPORT_NAME,
-        repo_id=repo_id,
-        repo_type="dataset",
-    )
+    sheet = (report.get("near_duplicates") or {}).get("contact_sheet")
+    for name in [REPORT_NAME, *([sheet] if sheet else [])]:
+        api.upload_file(
+            path_or_fileobj=str(Path(folder) / name),
+            path_in_repo=name,
+            repo_id=repo_id,
+            repo_type="dataset",
+        )
     return str(url)

@@ -21,6 +21,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from medft.dicom import UnreadableDicom, read_dicom, scale_to_8bit_array
 from medft.dicom_settings import DicomSettings
+from medft.near_duplicates import perceptual_hash
 from medft.pixel_budget import ImageTooLarge, opened_image
 from medft.prepare.image_metadata import without_metadata
 
@@ -46,6 +47,7 @@ class ImageOptions(NamedTuple):
     image_size: int | None = None
     png_compression: int = 0
     dicom: DicomSettings | None = None  # the files are DICOM, read with these settings
+    hash_images: bool = False  # a perceptual hash of each stored image, for near-duplicates
 
 
 STORE_AS_IS = ImageOptions()
@@ -60,6 +62,7 @@ class ImageResult(NamedTuple):
     reencoded: bool = False
     notes: tuple[str, ...] = ()  # what the report should count, e.g. clipped 16-bit values
     metadata_stripped: bool = False  # the original bytes, less EXIF, comments, text chunks
+    perceptual_hash: str | None = None  # of the stored image, when asked
 
 
 def scale_to_8bit(image: Image.Image) -> Image.Image:
@@ -158,6 +161,10 @@ def encode_png(image: Image.Image, compression: int) -> bytes:
     return buffer.getvalue()
 
 
+def hashed(image: Image.Image, options: ImageOptions) -> str | None:
+    return perceptual_hash(image) if options.hash_images else None
+
+
 def read_dicom_image(path: str | Path, options: ImageOptions, frame: int | None) -> ImageResult:
     """One frame of a DICOM file, windowed (or 16-bit), resized if asked, as PNG bytes."""
     try:
@@ -169,7 +176,8 @@ def read_dicom_image(path: str | Path, options: ImageOptions, frame: int | None)
         image = resized(image, shorter_side_size(image.size, options.image_size))
     notes = ("16-bit values clipped",) if read.clipped else ()
     encoded = encode_png(image, options.png_compression)
-    return ImageResult(encoded, None, read.photometric, reencoded=True, notes=notes)
+    return ImageResult(encoded, None, read.photometric, reencoded=True, notes=notes,
+                       perceptual_hash=hashed(image, options))  # fmt: skip
 
 
 def read_image(
@@ -206,11 +214,13 @@ def read_image(
                 image = resized(image, target)
             unchanged = image is opened and image.size == source_size
             original = without_metadata(data, opened.format) if unchanged else None
+            digest = hashed(image, options)
             if original is not None:  # JPEG or PNG: its own bytes, less what is not pixels
                 stripped = original != data
-                return ImageResult(original, None, source_mode, metadata_stripped=stripped)
+                return ImageResult(original, None, source_mode, metadata_stripped=stripped,
+                                   perceptual_hash=digest)  # fmt: skip
             encoded = encode_png(image, options.png_compression)
-            return ImageResult(encoded, None, source_mode, reencoded=True)
+            return ImageResult(encoded, None, source_mode, reencoded=True, perceptual_hash=digest)
     except UnidentifiedImageError:
         return ImageResult(None, "not an image: Pillow cannot identify the file format")
     except ImageTooLarge as error:

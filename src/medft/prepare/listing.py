@@ -8,6 +8,7 @@ in `medft.prepare.writer`, for every source alike.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,12 @@ class Example:
     label: int | list[int]
     metadata: dict[str, Any]
     frame: int | None = None  # of a multi-frame DICOM file
+    # how the reader split it, so that the split can be made again once near copies are known:
+    # the split its source gave it (None: carved), its stratum (class), and what keeps it with
+    # others in one split (a patient, identical bytes)
+    given_split: str | None = None
+    stratum: int | None = None
+    group: Hashable | None = None
 
 
 @dataclass
@@ -50,6 +57,12 @@ class SourceListing:
     # image_id -> the file's path in the source, where image_id is a keyed hash (DICOM): for
     # the private record beside the dataset only (`medft.prepare.private`)
     source_paths: dict[str, str] = field(default_factory=dict)
+    # the reader's split sizes and seed, to split again once near copies are known
+    carve_sizes: dict[str, float] = field(default_factory=dict)
+    carve_seed: int = 42
+    # metadata columns that are attributes of the patient or the acquisition (sex, age band,
+    # view) by which a model's results are compared group against group
+    subgroup_columns: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.splits = {split: self.splits.get(split, []) for split in SPLITS}

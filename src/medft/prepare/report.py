@@ -14,6 +14,8 @@ from typing import Any
 
 from datasets import DatasetDict
 
+from medft.near_duplicates import parse_threshold
+from medft.prepare.leakage import LeakageAudit, format_audit
 from medft.prepare.listing import SourceListing
 from medft.prepare.private import private_file
 
@@ -44,6 +46,7 @@ def build_report(
     stats: Counter[str],
     options: dict[str, Any],
     name: str,
+    near_duplicates: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from medft import __version__
 
@@ -56,6 +59,7 @@ def build_report(
         "options": options,
         "label_column": listing.label_column,
         "label_names": listing.label_names,
+        "subgroup_columns": listing.subgroup_columns,
         "counts": {split: part.num_rows for split, part in dataset.items()},
         "class_counts": class_counts(listing, dataset),
         "image_modes": {key[5:]: n for key, n in sorted(stats.items()) if key.startswith("mode ")},
@@ -67,6 +71,7 @@ def build_report(
         "ignored_count": sum(listing.ignored.values()),
         "ignored": dict(sorted(listing.ignored.items())),
         "notes": listing.notes,
+        "near_duplicates": near_duplicates,
     } | ({"dicom": listing.dicom.to_dict()} if listing.dicom else {})
 
 
@@ -109,11 +114,42 @@ def format_summary(report: dict[str, Any], output: str | Path) -> str:
         lines.append(f"images with {note}: {count}")
     if report.get("metadata_stripped"):
         lines.append(f"images stored without their metadata: {report['metadata_stripped']}")
+    if report.get("subgroup_columns"):
+        lines.append(f"subgroup columns: {', '.join(report['subgroup_columns'])}")
     for key, value in report["notes"].items():
         lines.append(f"{key.replace('_', ' ')}: {value}")
+    lines += near_duplicate_lines(report.get("near_duplicates"), Path(output))
     lines.append(f"report: {Path(output) / REPORT_NAME}")
     lines.append(
         f"private: {private_file(Path(output))} (the source path, and the path of each skipped "
         "file; yours only: never push or share it)"
     )
     return "\n".join(lines)
+
+
+def near_duplicate_lines(section: dict[str, Any] | None, output: Path) -> list[str]:
+    """The leakage audit of the splits made, and of the splits without near-duplicate groups."""
+    if not section:
+        return []
+    lines = format_audit(LeakageAudit(**section["after"]))
+    without = LeakageAudit(**section["without_near_duplicate_groups"])
+    copies = ", ".join(f"{split} {n}" for split, n in without.with_copy_in_train.items())
+    sheet = section.get("contact_sheet")
+    lines.append(
+        f"  split without these groups: {without.groups_across_splits} across splits, near "
+        f"copies in train: {copies or 'none'}; {section['images_moved']} images moved"
+        + (f"; the largest groups: {output / sheet}" if sheet else "")
+    )
+    if section.get("warning"):
+        lines.append(f"warning: {section['warning']}")
+    return lines
+
+
+def prepared_threshold(dataset_name: str) -> int | None:
+    """The near-copy threshold a prepared dataset was split with (None: off, or a dataset
+    medft did not prepare), so that cross-validation folds keep the same groups together."""
+    folder = Path(dataset_name).expanduser()
+    report = read_report(folder) if folder.is_dir() else None
+    if not report:
+        return None
+    return parse_threshold(report.get("options", {}).get("near_duplicates"))

@@ -22,15 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import DatasetInfo, Features, load_from_disk
+from datasets import DatasetInfo, Features, Value, load_from_disk
 from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import generate_random_fingerprint
 from tqdm.auto import tqdm
 
 from medft.errors import MedftError
+from medft.near_duplicates import HASH_COLUMN
 from medft.prepare.images import STORE_AS_IS, ImageOptions, read_image
 from medft.prepare.listing import SourceListing
 from medft.prepare.private import write_private_record
+from medft.prepare.regroup import WrittenRow, draw_sheet, keep_near_copies_together
 from medft.prepare.report import build_report, write_report
 
 DATASET_MARKERS = ("dataset_dict.json", "prepare_report.json")
@@ -66,6 +68,7 @@ class Chunk:
     label_column: str
     image_options: ImageOptions
     examples: list[tuple[str, int | None, Any, dict[str, Any]]]  # (path, frame, label, metadata)
+    start: int = 0  # of its examples in the split's list
 
 
 @dataclass
@@ -75,13 +78,15 @@ class ChunkResult:
     written: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (image_id, reason)
     stats: Counter[str] = field(default_factory=Counter)
+    positions: list[int] = field(default_factory=list)  # in the chunk, of each row written
+    hashes: list[str | None] = field(default_factory=list)  # of each row written, if asked
 
 
 def write_chunk(chunk: Chunk) -> ChunkResult:
     """Read, check and write the images of one chunk (runs in a worker process)."""
     result = ChunkResult(chunk.split, chunk.index)
     with ArrowWriter(features=chunk.features, path=str(chunk.path)) as writer:
-        for path, frame, label, metadata in chunk.examples:
+        for position, (path, frame, label, metadata) in enumerate(chunk.examples):
             image_id = metadata.get("image_id", path)
             image = read_image(path, chunk.image_options, frame)
             if image.error:
@@ -96,17 +101,22 @@ def write_chunk(chunk: Chunk) -> ChunkResult:
                 chunk.label_column: label,
                 **metadata,
             }
+            if HASH_COLUMN in chunk.features:
+                row[HASH_COLUMN] = image.perceptual_hash
             writer.write(chunk.features.encode_example(row))
             result.written += 1
+            result.positions.append(position)
+            result.hashes.append(image.perceptual_hash)
         writer.finalize()
     return result
 
 
-def chunks_of(listing: SourceListing, folder: Path, options: ImageOptions, num_proc: int):
+def chunks_of(
+    listing: SourceListing, folder: Path, options: ImageOptions, num_proc: int, features: Features
+):
     """Every split cut into chunks, small enough to keep all ``num_proc`` workers busy."""
     total = listing.num_examples()
     size = max(1, min(MAX_CHUNK, -(-total // (num_proc * CHUNKS_PER_WORKER))))
-    features = listing.features()
     for split, examples in listing.splits.items():
         (folder / split).mkdir(parents=True)
         for index, start in enumerate(range(0, max(len(examples), 1), size)):
@@ -119,6 +129,7 @@ def chunks_of(listing: SourceListing, folder: Path, options: ImageOptions, num_p
                 label_column=listing.label_column,
                 image_options=options,
                 examples=[(str(e.path), e.frame, e.label, e.metadata) for e in part],
+                start=start,
             )
 
 
@@ -153,8 +164,9 @@ def finish_split(folder: Path, split: str, features: Features) -> None:
 
 def collect(
     results: Iterable[ChunkResult], listing: SourceListing, progress: Callable[[int], Any]
-) -> Counter[str]:
-    """Count progress as chunks finish; record skipped files in listing order."""
+) -> tuple[Counter[str], list[ChunkResult]]:
+    """Count progress as chunks finish; record skipped files in listing order; the results in
+    that order."""
     stats: Counter[str] = Counter()
     finished = []
     for result in results:
@@ -162,10 +174,25 @@ def collect(
         stats.update(result.stats)
         finished.append(result)
     order = {split: rank for rank, split in enumerate(listing.splits)}
-    for result in sorted(finished, key=lambda r: (order[r.split], r.index)):
+    finished.sort(key=lambda r: (order[r.split], r.index))
+    for result in finished:
         for image_id, reason in result.skipped:
             listing.skip(image_id, reason, result.split)
-    return stats
+    return stats, finished
+
+
+def written_rows(
+    chunks: list[Chunk], results: list[ChunkResult], listing: SourceListing
+) -> list[WrittenRow]:
+    """Every stored image: its shard, its row there, its example and its hash."""
+    chunk_of = {(chunk.split, chunk.index): chunk for chunk in chunks}
+    rows = []
+    for result in results:
+        chunk = chunk_of[(result.split, result.index)]
+        for row, (position, value) in enumerate(zip(result.positions, result.hashes)):
+            example = listing.splits[chunk.split][chunk.start + position]
+            rows.append(WrittenRow(chunk.split, chunk.path, row, example, value))
+    return rows
 
 
 def write_dataset(
@@ -178,12 +205,15 @@ def write_dataset(
     options: dict[str, Any] | None = None,
     name: str | None = None,
     private_options: dict[str, str] | None = None,
+    near_duplicates: int | None = None,
 ) -> dict[str, Any]:
     """Read every listed image and save the `DatasetDict` and ``prepare_report.json`` to
     ``output``, and the paths (the source, ``private_options``, skipped files) to the private
     record beside it.
 
     Returns the report. ``name`` (default: the output folder's) is how the report knows it.
+    With ``near_duplicates`` (a Hamming distance), each image's perceptual hash is stored and
+    near copies are kept in one split (`medft.prepare.regroup`).
     """
     output = Path(output).expanduser().resolve()
     check_output_folder(output, overwrite)  # again, right before anything is deleted
@@ -193,15 +223,26 @@ def write_dataset(
     partial_output = output.parent / f".{output.name}.medft-partial"
     shutil.rmtree(partial_output, ignore_errors=True)
 
-    chunks = list(chunks_of(listing, partial_output, image_options, num_proc))
+    hashing = near_duplicates is not None
+    features = listing.features()
+    if hashing:
+        features[HASH_COLUMN] = Value("string")
+    image_options = image_options._replace(hash_images=hashing)
+    chunks = list(chunks_of(listing, partial_output, image_options, num_proc, features))
     with tqdm(total=listing.num_examples(), desc="Reading images", unit="img") as bar:
-        stats = collect(run_chunks(chunks, num_proc), listing, bar.update)
+        stats, results = collect(run_chunks(chunks, num_proc), listing, bar.update)
+    leakage = None
+    if hashing:
+        rows = written_rows(chunks, results, listing)
+        leakage, after, final = keep_near_copies_together(rows, listing, near_duplicates)
     for split in listing.splits:
-        finish_split(partial_output / split, split, listing.features())
+        finish_split(partial_output / split, split, features)
     (partial_output / "dataset_dict.json").write_text(json.dumps({"splits": list(listing.splits)}))
+    if leakage is not None:
+        leakage["contact_sheet"] = draw_sheet(after, final, partial_output)
 
     dataset = load_from_disk(str(partial_output))
-    report = build_report(listing, dataset, stats, options or {}, name or output.name)
+    report = build_report(listing, dataset, stats, options or {}, name or output.name, leakage)
     write_report(report, partial_output)
     if output.exists():
         shutil.rmtree(output)

@@ -27,22 +27,27 @@ class RankedColumn:
     average precision of any resample in O(images)."""
 
     def __init__(self, targets: np.ndarray, scores: np.ndarray) -> None:
-        self.positive = np.asarray(targets).astype(bool)
         levels, self.level = np.unique(np.asarray(scores), return_inverse=True)
         self.levels = len(levels)
+        self.positives = np.flatnonzero(np.asarray(targets).astype(bool))  # often a few
+        self.positive_level = self.level[self.positives]
+        self.held = np.unique(self.positive_level)  # the scores some positive holds
 
     def counts(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Weight of the positives and of the negatives at each distinct score, ascending."""
-        positive = np.bincount(self.level, weights * self.positive, minlength=self.levels)
-        negative = np.bincount(self.level, weights * ~self.positive, minlength=self.levels)
-        return positive, negative
+        """Weight of the positives and of the negatives at each distinct score, ascending
+        (every image's weight, less the positives': weights are counts, so exactly)."""
+        every = np.bincount(self.level, weights, minlength=self.levels)
+        positive = np.bincount(self.positive_level, weights[self.positives], self.levels)
+        return positive, every - positive
 
     def auroc(self, weights: np.ndarray) -> float:
-        """Area under the ROC curve (ties count half), NaN without both classes."""
+        """Area under the ROC curve (ties count half), NaN without both classes; past the one
+        cumulative sum, only the scores that positives hold are read."""
         positive, negative = self.counts(weights)
-        below = np.cumsum(negative) - negative  # negatives scored strictly lower
-        return ratio(float((positive * (below + 0.5 * negative)).sum()),
-                     float(positive.sum() * negative.sum()))  # fmt: skip
+        up_to = np.cumsum(negative)  # negatives scored at or below each score
+        held, at = positive[self.held], negative[self.held]
+        return ratio(float((held * (up_to[self.held] - 0.5 * at)).sum()),
+                     float(held.sum() * up_to[-1]))  # fmt: skip
 
     def average_precision(self, weights: np.ndarray) -> float:
         """Average precision (scikit-learn's AUPRC), NaN without both classes."""
@@ -114,6 +119,8 @@ def multilabel_metrics(
     macro / micro F1 at the cut-offs (every finding counts in the macro mean)."""
     targets = np.asarray(labels).astype(bool)
     flagged = probs >= cutoffs
+    outcomes = [(targets & flagged), (targets & ~flagged), (~targets & flagged)]
+    hit, missed, false_alarm = (outcome.astype(float) for outcome in outcomes)
     columns = [RankedColumn(targets[:, i], probs[:, i]) for i in range(len(names))]
     pooled = RankedColumn(targets.ravel(), probs.ravel())
 
@@ -125,9 +132,8 @@ def multilabel_metrics(
                 found[f"auroc_{name}"] = area
         areas = list(found.values())
         found["mean_auroc"] = float(np.mean(areas)) if areas else float("nan")
-        hits = (weights[:, None] * (targets & flagged)).sum(axis=0)
-        misses = (weights[:, None] * (targets & ~flagged)).sum(axis=0)
-        false = (weights[:, None] * (~targets & flagged)).sum(axis=0)
+        hits, misses, false = (np.einsum("i,ij->j", weights, outcome)  # no BLAS threads
+                                for outcome in (hit, missed, false_alarm))  # fmt: skip
         denominator = 2 * hits + misses + false
         f1 = np.divide(2 * hits, denominator, out=np.zeros_like(hits), where=denominator > 0)
         found["macro_f1"] = float(f1.mean())

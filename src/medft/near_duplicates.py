@@ -20,7 +20,6 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
-from medft.dicom import HIGH_DEPTH_MODES, scale_to_8bit_array
 from medft.errors import MedftError
 
 HASH_BITS = 64
@@ -33,13 +32,15 @@ PAIR_BLOCK = 2048  # hashes compared at once: 2048 x n distances in memory
 
 
 def perceptual_hash(image: Image.Image) -> str:
-    """The image's 64-bit pHash as 16 hex digits (any mode; high-depth images by their range)."""
+    """The image's 64-bit pHash as 16 hex digits (any mode; 16-bit, 32-bit and float images
+    scaled by their own range first, as a model would see them)."""
     import imagehash  # scipy.fftpack on first use: not for processes that never hash
 
-    if image.mode in HIGH_DEPTH_MODES:
-        image = Image.fromarray(scale_to_8bit_array(np.asarray(image)), mode="L")
-    elif image.mode not in ("L", "RGB"):
-        image = image.convert("RGB")
+    if image.mode not in ("L", "RGB"):
+        from medft.dicom import to_model_image  # pydicom: only for the images that need it
+
+        image = to_model_image(image)
+        image = image if image.mode in ("L", "RGB") else image.convert("RGB")
     small = image.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.LANCZOS, reducing_gap=2.0)
     return str(imagehash.phash(small))
 

@@ -1,8 +1,6 @@
-"""Perceptual hashes and near-duplicate groups (medft.prepare.near_duplicates)."""
+"""Perceptual hashes and near-duplicate groups (medft.near_duplicates)."""
 
 from __future__ import annotations
-
-import io
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ from pydicom.pixels import pixel_array
 from sklearn.datasets import load_sample_images
 
 from medft.errors import MedftError
-from medft.prepare.near_duplicates import (
+from medft.near_duplicates import (
     DEFAULT_THRESHOLD,
     distance,
     hash_values,
@@ -22,46 +20,26 @@ from medft.prepare.near_duplicates import (
     perceptual_hash,
 )
 from tests.dicom_files import pydicom_file
+from tests.real_scans import SCANS, near_copies, real_scan
 
 
-def real_scans() -> dict[str, Image.Image]:
-    """Real images that packages ship: pydicom's CT and MR slices (scaled to 8 bits) and
-    scikit-learn's two photographs."""
-    scans = {}
-    for name in ("CT_small.dcm", "MR_small.dcm"):
-        values = pixel_array(dcmread(pydicom_file(name))).astype(np.float64)
-        values = (values - values.min()) * 255 / (values.max() - values.min())
-        scans[name] = Image.fromarray(np.rint(values).astype(np.uint8), mode="L")
+def real_images() -> dict[str, Image.Image]:
+    """Real scans that pydicom ships and scikit-learn's two photographs."""
+    images = {name: real_scan(name) for names in SCANS.values() for name in names}
     for name, photo in zip(("china.jpg", "flower.jpg"), load_sample_images().images):
-        scans[name] = Image.fromarray(photo)
-    return scans
-
-
-def copies(image: Image.Image) -> dict[str, Image.Image]:
-    """The near copies a scraped dataset holds: another size, another JPEG quality with a few
-    pixels cropped (3 of a 630-pixel scan's side, as many in proportion here), greyscale."""
-    width, height = image.size
-    crop = max(1, round(min(width, height) * 3 / 630))
-    encoded = io.BytesIO()
-    image.convert("RGB").crop((crop, crop, width - crop, height - crop)).save(
-        encoded, "JPEG", quality=70
-    )
-    return {
-        "resized to 80%": image.resize((int(width * 0.8), int(height * 0.8))),
-        "JPEG 70, a few pixels cropped": Image.open(encoded),
-        "greyscale": image.convert("L"),
-    }
+        images[name] = Image.fromarray(photo)
+    return images
 
 
 def test_copies_of_a_real_scan_are_within_the_default_threshold():
-    for name, original in real_scans().items():
-        for kind, copy in copies(original).items():
+    for name, original in real_images().items():
+        for kind, copy in near_copies(original).items():
             gap = distance(perceptual_hash(original), perceptual_hash(copy))
             assert gap <= DEFAULT_THRESHOLD, f"{name}, {kind}: {gap} bits"
 
 
 def test_distinct_real_images_are_far_apart():
-    hashes = {name: perceptual_hash(image) for name, image in real_scans().items()}
+    hashes = {name: perceptual_hash(image) for name, image in real_images().items()}
     names = list(hashes)
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
@@ -71,7 +49,7 @@ def test_distinct_real_images_are_far_apart():
 def test_a_16_bit_image_is_hashed_by_its_own_range():
     values = pixel_array(dcmread(pydicom_file("CT_small.dcm"))).astype(np.int32) + 32768
     sixteen = Image.fromarray(values.astype(np.uint16))
-    eight = real_scans()["CT_small.dcm"]
+    eight = real_scan("CT_small.dcm")
     assert distance(perceptual_hash(sixteen), perceptual_hash(eight)) <= 2
 
 
@@ -93,7 +71,7 @@ def test_near_pairs_are_every_pair_within_the_threshold():
 
 
 def test_near_pairs_between_two_sets(monkeypatch):
-    monkeypatch.setattr("medft.prepare.near_duplicates.PAIR_BLOCK", 3)  # several blocks
+    monkeypatch.setattr("medft.near_duplicates.PAIR_BLOCK", 3)  # several blocks
     first = hash_values(["0000000000000000", "ffffffffffffffff", "00000000000000ff"])
     second = hash_values(["0000000000000001", "0f0f0f0f0f0f0f0f", "fffffffffffffff0"] * 3)
     pairs = {(int(i), int(j), int(d)) for i, j, d in near_pairs(first, 4, second)}
