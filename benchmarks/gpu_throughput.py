@@ -9,7 +9,9 @@ batch of random tensors already on the GPU (the ceiling: no decoding, no copies)
 medft trains the same model on generated scans prepared at 256 px, through its whole
 pipeline (loader workers, uint8 batches, device-side normalisation, Trainer). The table
 gives both rates, their ratio (bar: >= 0.9x), the GPU utilisation during the medft run
-(nvidia-smi, sampled), and whether the loader bound it.
+(nvidia-smi, sampled), the share of medft's training loop spent waiting for batches
+(measured as `step_anatomy.py` does), and what bounds the run, read off those
+measurements (`step_anatomy.bound_by`): the loader only when that wait share is large.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import timm
 import torch
 from common import TRAINING_ONLY
+from step_anatomy import Timeline, bound_by, instrumented, wait_share
 
 from medft.prepare import prepare_dataset
 from medft.prepare.synthetic import synthesize_brain_tumor_44c
@@ -102,9 +105,9 @@ class Utilisation(threading.Thread):
 
 def medft_end_to_end(
     name: str, dataset: Path, output: Path, image_size: int, batch: int, epochs: int
-) -> tuple[float, float | None]:
-    """Training images/s of `medft.training.train` (loader included) and the mean GPU
-    utilisation meanwhile."""
+) -> tuple[float, float | None, float]:
+    """Training images/s of `medft.training.train` (loader included), the mean GPU
+    utilisation meanwhile, and the share of its training loop spent waiting for batches."""
     from medft.parsing import parse_recipe
     from medft.training import train
 
@@ -120,12 +123,13 @@ def medft_end_to_end(
         **TRAINING_ONLY,
         "horizontal_flip": 0.5,
     }
-    monitor = Utilisation()
+    monitor, timeline = Utilisation(), Timeline()
     monitor.start()
-    train(*parse_recipe(values=values))
+    with instrumented(timeline, trainers=[]):
+        train(*parse_recipe(values=values))
     utilisation = monitor.stop()
     rate = json.loads((output / "train_results.json").read_text())["train_samples_per_second"]
-    return rate, utilisation
+    return rate, utilisation, wait_share(timeline)
 
 
 def main() -> None:
@@ -151,22 +155,23 @@ def main() -> None:
     )
     print(
         "| model | model only (img/s) | medft end to end (img/s) | ratio | GPU util. | "
-        "bound by |\n|---|---|---|---|---|---|"
+        "waiting for batches | bound by |\n|---|---|---|---|---|---|---|"
     )
     for name in options.models:
         ceiling = model_only(
             name, options.device, options.image_size, options.batch_size, options.steps
         )
         if options.model_only:
-            print(f"| {name} | {ceiling:.1f} | - | - | - | - |")
+            print(f"| {name} | {ceiling:.1f} | - | - | - | - | - |")
             continue
-        rate, utilisation = medft_end_to_end(
+        rate, utilisation, waiting = medft_end_to_end(
             name, dataset, work / name, options.image_size, options.batch_size, options.epochs
         )
         ratio = rate / ceiling
         util = "-" if utilisation is None else f"{utilisation:.0f}%"
-        bound = "the model" if ratio >= 0.9 or (utilisation or 0) >= 90 else "the loader"
-        print(f"| {name} | {ceiling:.0f} | {rate:.0f} | {ratio:.2f}x | {util} | {bound} |")
+        bound = bound_by(waiting, medft_step=1 / rate, model_alone_step=1 / ceiling)
+        print(f"| {name} | {ceiling:.0f} | {rate:.0f} | {ratio:.2f}x | {util} | "
+              f"{100 * waiting:.0f}% | {bound} |")  # fmt: skip
 
 
 if __name__ == "__main__":

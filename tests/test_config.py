@@ -158,3 +158,14 @@ def test_a_key_that_transformers_renamed_names_its_new_key(tmp_path):
         parse_recipe(values={"model_name_or_path": "vit", **REQUIRED, "warmup_ratio": 0.1})
     with pytest.raises(MedftError, match="warmup_ratio.*warmup_steps"):
         parse_recipe(FIXTURES / "tiny_vit.yaml", [*REQUIRED_FLAGS, "--warmup_ratio", "0.1"])
+
+
+@pytest.mark.parametrize(("train", "given", "evaluated"), [
+    (16, None, 32), (32, None, 64), (128, None, 256), (200, None, 256), (512, None, 512),
+    (16, 7, 7),
+])  # fmt: skip
+def test_the_eval_batch_defaults_to_twice_the_training_batch_capped(train, given, evaluated):
+    eval_batch = {} if given is None else {"per_device_eval_batch_size": given}
+    values = {"model_name_or_path": "vit", **REQUIRED, "per_device_train_batch_size": train}
+    *_, args = parse_recipe(values=values | eval_batch)
+    assert args.per_device_eval_batch_size == evaluated

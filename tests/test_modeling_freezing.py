@@ -4,9 +4,9 @@ from transformers import TrainerControl, TrainerState
 
 from medft.modeling import build_model
 from medft.modeling.freezing import (
+    FrozenNorms,
     GradualUnfreezing,
     frozen_norms,
-    keep_frozen_norms_in_eval,
     parameter_table,
     trainable_groups,
 )
@@ -41,8 +41,10 @@ def test_parameter_table_counts_trainable_and_frozen():
 
 def test_frozen_batch_norms_stay_in_eval_mode():
     built = build_model(tiny_timm(freeze="backbone"), THREE)
-    built.model.train()
-    keep_frozen_norms_in_eval(built.model)
+    kept = FrozenNorms()
+    kept.on_train_begin(None, TrainerState(), TrainerControl(), model=built.model)
+    built.model.train()  # as the Trainer does every step
+    kept.keep_in_eval()
     norms = frozen_norms(built.model)
     assert norms and all(not norm.training for norm in norms)
     assert built.model.timm_model.fc.training

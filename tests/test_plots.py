@@ -1,6 +1,7 @@
 import numpy as np
 from PIL import Image
 
+from medft import plots
 from medft.calibration import reliability
 from medft.plots import (
     CurvePanel,
@@ -34,6 +35,18 @@ def png_size(path) -> tuple[int, int]:
 def test_training_curves_are_a_png(tmp_path):
     path = plot_training_curves(HISTORY, "macro_f1", tmp_path / "curves.png")
     assert png_size(path)[0] > 800
+
+
+def test_training_curves_say_which_train_curve_is_which(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda figure, path: drawn.append(figure) or path)
+    running = [{"epoch": 1.0, "loss": 1.2, "train_aug_macro_f1": 0.3},
+               {"epoch": 1.0, "eval_loss": 1.0, "eval_macro_f1": 0.4}]  # fmt: skip
+    plot_training_curves(HISTORY + running, "macro_f1", tmp_path / "curves.png")
+    loss, metric = ([text.get_text() for text in axis.get_legend().get_texts()]
+                    for axis in drawn[0].axes)  # fmt: skip
+    assert loss == ["train (augmented, running)", "validation"]
+    assert metric == ["train (augmented, running)", "train (sample, re-scored)", "validation"]
 
 
 def test_the_confusion_matrix_grows_with_the_classes(tmp_path):

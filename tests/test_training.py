@@ -6,10 +6,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType
+from datasets import ClassLabel, Dataset, DatasetDict, Features
+from datasets import Image as ImageFeature
 from huggingface_hub import HfApi
 from PIL import Image
 from transformers import pipeline
@@ -19,6 +22,7 @@ from medft.data.pipeline import input_size_advice
 from medft.errors import MedftError
 from medft.hub import files_to_push
 from medft.parsing import parse_recipe
+from medft.prepare import prepare_dataset
 from tests.helpers import FIXTURES, run_recipe
 
 REPO = Path(__file__).parents[1]
@@ -90,6 +94,7 @@ def test_best_epoch_is_chosen_by_the_task_metric(brain_multiclass, tmp_path):
     logged = [e for e in state["log_history"] if "eval_macro_f1" in e]
     assert state["best_metric"] == max(e["eval_macro_f1"] for e in logged)
     assert any("train_macro_f1" in e for e in state["log_history"])  # the curves' train sample
+    assert any("train_aug_macro_f1" in e for e in state["log_history"])  # the epoch's batches
     card = (output / "README.md").read_text()
     assert "Not for clinical use" in card and "## Results on the test split" in card
 
@@ -157,6 +162,31 @@ def test_input_size_advice_names_both_sizes_and_the_ways_out(brain_binary):
     assert input_size_advice(256, (224, 224)) is None and input_size_advice(None, (8, 8)) is None
 
 
+@pytest.fixture(scope="module")
+def six_images(tmp_path_factory) -> Path:
+    """Two classes of three scans, prepared: too few for a validation or test split."""
+    source = tmp_path_factory.mktemp("six_images")
+    for index in range(6):
+        (source / "ab"[index % 2]).mkdir(exist_ok=True)
+        Image.new("L", (40, 40), 40 * index).save(source / "ab"[index % 2] / f"{index}.png")
+    output = source.parent / "six_prepared"
+    prepare_dataset("folder", output, source=source, near_duplicates="off", num_proc=1)
+    return output
+
+
+@pytest.mark.parametrize(("eval_split", "empty"), [("validation", "validation"), ("train", "test")])
+def test_an_empty_split_is_refused_when_the_data_is_loaded(six_images, tmp_path, eval_split, empty):
+    command = medft_train("tiny_timm.yaml", six_images, tmp_path / "model",
+                          "--eval_split", eval_split)  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = result.stderr.strip().splitlines()
+    assert len(message) == 1 and "Traceback" not in result.stderr
+    assert f"split '{empty}' of {six_images} has no images" in message[0]
+    assert "--val-size" in message[0] and "--near-duplicates" in message[0]
+    assert not (tmp_path / "model").exists()  # refused before output_dir is claimed
+
+
 def medft_train(recipe: str, dataset: Path, output: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "medft.cli", "train", str(FIXTURES / recipe),
             "--dataset_name", str(dataset), "--output_dir", str(output), *extra]  # fmt: skip
@@ -184,15 +214,19 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(brain_binary, tmp_path):
     assert (output / "test_results.json").is_file()
 
 
-def test_two_processes_on_the_cpu_through_accelerate(brain_binary, tmp_path):
+@pytest.mark.parametrize("data_cache", ["none", "ram", "device"])
+def test_two_processes_on_the_cpu_through_accelerate(data_cache, brain_binary, tmp_path):
     output = tmp_path / "model"
     command = [sys.executable, "-m", "accelerate.commands.launch",
                "--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml"),
                str(REPO / "src" / "finetune.py"), str(FIXTURES / "tiny_vit.yaml"),
-               "--dataset_name", str(brain_binary), "--output_dir", str(output)]  # fmt: skip
+               "--dataset_name", str(brain_binary), "--output_dir", str(output),
+               "--data_cache", data_cache]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    held = f"data_cache {data_cache}: decoding the" in result.stdout
+    assert held == (data_cache != "none")  # the main process's log: its own shard
     state = json.loads((output / "trainer_state.json").read_text())
     steps_one_process = -(-json.loads((brain_binary / "prepare_report.json").read_text())[
         "counts"]["train"] // 16)  # fmt: skip
@@ -202,6 +236,43 @@ def test_two_processes_on_the_cpu_through_accelerate(brain_binary, tmp_path):
     assert report["images"] == len(load_training_data(str(brain_binary))[0]["test"])
     assert report["metrics"]["auroc"] == pytest.approx(test_results["test_auroc"])
     check_pipeline_serves(output, brain_binary)
+
+
+def stripes_dataset(folder: Path, per_class: int = 60) -> Path:
+    """Two balanced classes a small model learns in a few epochs: horizontal or vertical
+    stripes, of varied sizes, periods and phases, with noise."""
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, count in (("train", per_class), ("validation", 20), ("test", 20)):
+        images, labels = [], []
+        for label in (0, 1):
+            for _ in range(count):
+                height, width = rng.integers(36, 56, size=2)
+                y, x = np.mgrid[:height, :width]
+                along = (y if label == 0 else x) + rng.integers(0, 8)
+                stripes = 128 + 60 * np.sign(np.sin(along * np.pi / rng.integers(3, 6)))
+                pixels = (stripes + rng.normal(0, 40, (height, width))).clip(0, 255)
+                images.append(Image.fromarray(pixels.astype(np.uint8)))
+                labels.append(label)
+        features = Features({"image": ImageFeature(), "label": ClassLabel(names=["h", "v"])})
+        splits[split] = Dataset.from_dict({"image": images, "label": labels}, features=features)
+    DatasetDict(splits).save_to_disk(str(folder))
+    return folder
+
+
+def test_the_device_path_trains_as_well_as_the_loader_workers(tmp_path):
+    """Same data, seed and epochs: held on the device (RAM here) and augmented there, or
+    decoded and augmented by loader workers; the augmentation differs draw by draw only."""
+    dataset = stripes_dataset(tmp_path / "stripes")
+    accuracy = {
+        cache: run_recipe("tiny_timm.yaml", dataset, tmp_path / cache, "--num_train_epochs", "4",
+                          "--data_cache", cache, "--rotation_degrees", "10",
+                          "--train_metrics_samples", "0", "--bootstrap_resamples", "0",
+                          )["test_accuracy"]
+        for cache in ("none", "device")
+    }  # fmt: skip
+    assert min(accuracy.values()) >= 0.85, accuracy  # both learnt it (chance: 0.5) ...
+    assert abs(accuracy["none"] - accuracy["device"]) <= 0.1, accuracy  # ... about as well
 
 
 ACCELERATE_CONFIGS = {  # file: (distributed type, processes, mixed precision, on the CPU)
@@ -286,3 +357,23 @@ def test_the_gpu_checks_cpu_parts_run(tmp_path):
     assert (generated / "dataset_dict.json").is_file()
     help_text = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")])
     assert help_text.returncode == 0  # the script parses
+
+
+def test_the_step_anatomy_accounts_for_every_phase_of_a_run(tmp_path):
+    """benchmarks/step_anatomy.py on the CPU: each phase measured, none counted twice."""
+    results = tmp_path / "anatomy.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "step_anatomy.py"), "--image-size", "32",
+               "--batch-size", "32", "--per-class", "5", "--epochs", "2", "--model-steps", "2",
+               "--set", "bootstrap_resamples=0", "--json", str(results)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = json.loads(results.read_text())["resnet18"]
+    phases = run["phases"]
+    assert all(seconds >= 0 for seconds in phases.values()), phases  # nothing counted twice
+    assert abs(phases["other"]) < 0.05 * run["total"]  # nothing left out
+    for phase in ("training steps (forward, backward, optimizer)",
+                  "per-epoch evaluation: validation", "checkpoints",
+                  "after training: scoring (calibration, validation, test)"):  # fmt: skip
+        assert phases[phase] > 0, phase
+    assert run["model_alone_step"]["median"] > 0 and 0 <= run["wait_share"] < 1
+    assert "bound by" in result.stdout

@@ -25,8 +25,9 @@ class ClassificationLoss:
         self.task, self.weights, self.label_smoothing = task, weights, label_smoothing
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        weights = self.weights.to(logits.device) if self.weights is not None else None
-        return self.task.loss(logits, labels, weights, self.label_smoothing)
+        if self.weights is not None and self.weights.device != logits.device:
+            self.weights = self.weights.to(logits.device)  # once: a copy every step would wait
+        return self.task.loss(logits, labels, self.weights, self.label_smoothing)
 
 
 def build_loss(task: TaskInfo, train_labels: list, weighting: str, label_smoothing: float):

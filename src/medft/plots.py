@@ -22,6 +22,7 @@ from PIL import Image  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from medft.calibration import Reliability  # noqa: E402
+from medft.running_scores import PREFIX  # noqa: E402
 from medft.tasks import CurvePanel  # noqa: E402
 
 CURVES_NAME = "training_curves.png"
@@ -53,14 +54,18 @@ def series(log_history: list[dict[str, Any]], key: str) -> tuple[list[float], li
 
 
 def plot_training_curves(log_history: list[dict[str, Any]], metric: str, path: Path) -> Path:
-    """Loss and the main metric per epoch, train and validation, side by side."""
+    """Loss and the main metric per epoch, train and validation, side by side. The train
+    curve is the epoch's own augmented batches as they were trained on (running); a training
+    sample re-scored at each evaluation (`train_metrics_samples`) is drawn too when logged."""
     figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    running = "train (augmented, running)"
     panels = (
-        (loss_axis, "loss", ("loss", "train (augmented)"), ("eval_loss", "validation")),
+        (loss_axis, "loss", ("loss", running), ("eval_loss", "validation")),
         (
             metric_axis,
             metric,
-            (f"train_{metric}", "train (sample)"),
+            (f"{PREFIX}{metric}", running),
+            (f"train_{metric}", "train (sample, re-scored)"),
             (f"eval_{metric}", "validation"),
         ),
     )

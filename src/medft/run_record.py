@@ -76,7 +76,7 @@ NOT_TRAINED = frozenset({
     "hub_always_push", "hub_revision",
     "report_to", "run_name", "project", "trackio_space_id", "trackio_bucket_id",
     "trackio_static_space_id", "log_level", "log_level_replica", "log_on_each_node",
-    "disable_tqdm", "skip_memory_metrics",
+    "disable_tqdm", "skip_memory_metrics", "logging_nan_inf_filter",
     "dataloader_num_workers", "dataloader_persistent_workers", "dataloader_prefetch_factor",
     "dataloader_pin_memory", "dataloader_multiprocessing_context", "per_device_eval_batch_size",
     "eval_accumulation_steps", "torch_empty_cache_steps", "ddp_timeout", "local_rank",

@@ -4,33 +4,56 @@ Each override is one technique: `compute_loss` (the float half of the training
 transform on the device, class-weighted or smoothed loss, MixUp / CutMix, frozen
 batch norms kept in eval mode), `create_optimizer`
 (layer-wise learning-rate decay, and room for gradual unfreezing),
-`create_scheduler` (exponential decay), `_get_train_sampler` (oversampling),
-`evaluate` (a training sample scored beside validation, for the curves, and the
-moving average of the weights beside the raw ones).
+`create_scheduler` (exponential decay), `_get_train_sampler` (each epoch's draw seeded by
+the epoch; oversampling), `get_train_dataloader` (one iterator across epochs, from loader
+workers or from the images held in memory: `medft.data.stream`), `log` (the train curve:
+the training batches' own scores, `medft.running_scores`), `get_eval_dataloader` /
+`get_test_dataloader` (the validation split preprocessed once, `medft.data.preprocessed`),
+`evaluate` (the moving average of the weights beside the raw ones, and optionally a
+training sample re-scored beside validation).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
-from torch.utils.data import WeightedRandomSampler
+from torch.utils.data import DataLoader, Subset
 from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
+from transformers.trainer_utils import seed_worker
 
+from medft.data.batch_augment import BatchAugment
+from medft.data.cache import ImageCache, cached_batches
 from medft.data.mixing import BatchMixer
+from medft.data.preprocessed import preprocess_once
+from medft.data.sampling import (
+    EpochBatches,
+    EpochRandomSampler,
+    EpochWeightedSampler,
+    data_seed,
+    shard_rows,
+)
+from medft.data.stream import EpochStream, loader_batches
 from medft.data.transforms import DeviceTransform
 from medft.ema import SELECTED_IS_EMA, EmaCallback, selected_metric, weights_of
 from medft.losses import ClassificationLoss
-from medft.modeling.freezing import keep_frozen_norms_in_eval
+from medft.modeling.freezing import FrozenNorms
 from medft.modeling.layout import BlockLayout
 from medft.modeling.lora import name_the_base_model
 from medft.optim import exponential_decay, parameter_groups
 from medft.public_names import path_within
+from medft.running_scores import RunningScores
+from medft.tasks import TaskInfo
+
+logger = logging.getLogger("medft")
 
 ARGUMENTS_NAME = "training_args.json"
 # TrainingArguments that may hold a local path (output_dir itself is written as its name)
@@ -65,6 +88,9 @@ class MedftTrainer(Trainer):
         train_probe: Dataset | None = None,
         ema: EmaCallback | None = None,
         device_transform: DeviceTransform | None = None,
+        image_cache: ImageCache | None = None,
+        batch_augment: BatchAugment | None = None,
+        task: TaskInfo | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -75,8 +101,21 @@ class MedftTrainer(Trainer):
         self.model_accepts_loss_kwargs = False  # compute_loss returns a per-batch mean
         self.ema_callback, self.ema_metrics = ema, None
         self.device_transform = device_transform
+        self.image_cache, self.batch_augment = image_cache, batch_augment
+        self.frozen_norms = FrozenNorms()
+        self.add_callback(self.frozen_norms)  # last: after gradual unfreezing
+        self.parameter_count: tuple[torch.nn.Module, int] | None = None
         if ema is not None:
             self.compute_metrics = self.with_selection(self.compute_metrics)
+        self.running_scores = None
+        self.validation_inputs = None  # the eval dataset preprocessed, once evaluated
+        if mixer is not None:
+            logger.info(
+                "Train curve: the loss only (metrics of MixUp / CutMix targets mean nothing); "
+                "train_metrics_samples re-scores a training sample instead."
+            )
+        elif task is not None:
+            self.running_scores = RunningScores(task)
 
     def with_selection(self, compute_metrics):
         """``compute_metrics`` plus, while the average's metrics are known, the better of the
@@ -121,11 +160,13 @@ class MedftTrainer(Trainer):
         if pixel_values.dtype == torch.uint8:  # a training batch, as the loader workers left it
             pixel_values = self.device_transform(pixel_values)
         if model.training:
-            keep_frozen_norms_in_eval(model)
+            self.frozen_norms.keep_in_eval()
             if self.mixer is not None:
                 pixel_values, labels = self.mixer(pixel_values, labels)
         outputs = model(pixel_values=pixel_values)
         loss = self.loss(outputs.logits, labels)
+        if model.training and self.running_scores is not None:
+            self.running_scores.add(outputs.logits, labels)
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
@@ -159,13 +200,108 @@ class MedftTrainer(Trainer):
             self._created_lr_scheduler = True
         return super().create_scheduler(num_training_steps, optimizer)
 
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """The Trainer's count (6 x input values x parameters), with the parameters counted
+        once per model rather than at every step."""
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        if main_input not in inputs or not hasattr(self.model, "num_parameters"):
+            return 0
+        if self.parameter_count is None or self.parameter_count[0] is not self.model:
+            count = self.model.num_parameters(exclude_embeddings=True)
+            self.parameter_count = (self.model, count)
+        return 6 * inputs[main_input].numel() * self.parameter_count[1]
+
     def _get_train_sampler(self, train_dataset=None):
+        """Each epoch's order of ``train_dataset`` (a `Subset`: this process's shard), drawn
+        with a generator seeded by (data seed, epoch): a permutation, or rows drawn by their
+        weights with `sampler: weighted`."""
+        rows = self.train_dataset if train_dataset is None else train_dataset
+        seed = data_seed(self.args)
         if self.sample_weights is None:
-            return super()._get_train_sampler(train_dataset)
-        generator = torch.Generator().manual_seed(self.args.seed)
-        return WeightedRandomSampler(
-            self.sample_weights, len(self.sample_weights), replacement=True, generator=generator
+            return EpochRandomSampler(rows, seed)
+        weights = self.sample_weights
+        return EpochWeightedSampler(
+            weights[rows.indices] if isinstance(rows, Subset) else weights, seed
         )
+
+    def get_train_dataloader(self) -> EpochStream:
+        """One iterator across epochs (`EpochStream`) over this process's shard of the split:
+        from the images held in memory (`image_cache`), augmented on the training device, or
+        from loader workers. Each process takes ceil(images / processes) images an epoch.
+
+        The Trainer's own loader is rebuilt by `accelerate.prepare` (sharding by batches,
+        device placement) and restarted every epoch; this one shards itself, by fixed
+        parts (`shard_rows`, which the cache holds), and places batches itself."""
+        args, dataset = self.args, self.train_dataset
+        rows = (
+            self.image_cache.rows
+            if self.image_cache is not None
+            else shard_rows(len(dataset), data_seed(args), args.world_size, args.process_index)
+        )
+        shard = dataset if len(rows) == len(dataset) else Subset(dataset, rows)
+        batches = EpochBatches(
+            self._get_train_sampler(shard),
+            per_epoch=math.ceil(len(dataset) / args.world_size),
+            batch_size=self._train_batch_size,
+            drop_last=args.dataloader_drop_last,
+        )
+        if self.image_cache is not None:
+            open_at = cached_batches(
+                self.image_cache, batches, self.batch_augment, args.device, data_seed(args),
+                args.process_index,
+            )  # fmt: skip
+        else:
+            open_at = loader_batches(self.worker_loader(shard, batches), batches, args.device)
+        return EpochStream(open_at, batches.batches_per_epoch, dataset).start()
+
+    def worker_loader(self, shard, batches: EpochBatches) -> DataLoader:
+        """The loader whose workers decode and augment ``shard`` as ``batches`` say, set as
+        the Trainer sets its own."""
+        args = self.args
+        workers = args.dataloader_num_workers
+        return DataLoader(
+            shard,
+            batch_sampler=batches,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=args.dataloader_pin_memory and args.device.type == "cuda",
+            persistent_workers=args.dataloader_persistent_workers,
+            prefetch_factor=args.dataloader_prefetch_factor,
+            multiprocessing_context=args.dataloader_multiprocessing_context,
+            in_order=args.dataloader_in_order,
+            worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index),
+        )
+
+    def get_resumed_dataloader(self, dataloader: EpochStream, num_batches: int) -> EpochStream:
+        """The same stream, its epoch starting ``num_batches`` in (drawn, not decoded)."""
+        return dataloader.skipping(num_batches)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """The training log (its running loss) with the task's metrics of the same batches."""
+        if "loss" in logs and self.running_scores is not None:
+            logs = logs | self.running_scores.metrics()
+        super().log(logs, start_time)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return super().get_eval_dataloader(self.kept_inputs(eval_dataset))
+
+    def get_test_dataloader(self, test_dataset):
+        return super().get_test_dataloader(self.kept_inputs(test_dataset))
+
+    def kept_inputs(self, dataset):
+        """The validation split (the eval dataset) preprocessed once, at its first evaluation,
+        when it fits ``eval_cache_gb``; any other split as given."""
+        dataset = self.eval_dataset if dataset is None else dataset
+        if dataset is not self.eval_dataset or not self.args.eval_cache_gb:
+            return dataset
+        if self.validation_inputs is None:
+            spec = self.device_transform.spec if self.device_transform else None
+            kept = preprocess_once(
+                dataset, spec, name="Validation", batch_size=self.args.eval_batch_size,
+                workers=self.args.dataloader_num_workers, budget_gb=self.args.eval_cache_gb,
+            )  # fmt: skip
+            self.validation_inputs = kept or dataset
+        return self.validation_inputs
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         if self.ema_callback is not None and eval_dataset is None:

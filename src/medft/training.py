@@ -31,6 +31,8 @@ from medft.config import (
     MedftTrainingArguments,
     ModelArguments,
 )
+from medft.data.batch_augment import BatchAugment
+from medft.data.cache import image_cache
 from medft.data.loading import shorter_side
 from medft.data.mixing import BatchMixer
 from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_transforms
@@ -189,6 +191,8 @@ def build_trainer(
     if args.sampler == "weighted":
         weights = sampling_weights(task, data.train_labels)
     ema = EmaCallback(args.ema_decay, resume_from) if args.ema_decay is not None else None
+    spec = input_spec(built.processor)
+    cache = image_cache(data.train_set, task, data.dicom, data_args, args, spec)
     return MedftTrainer(
         model=None if model_init else built.model,
         model_init=model_init,
@@ -206,7 +210,10 @@ def build_trainer(
         all_parameters_in_optimizer=bool(model_args.gradual_unfreeze_epochs),
         train_probe=data.train_probe,
         ema=ema,
-        device_transform=DeviceTransform(input_spec(built.processor), data_args.random_erasing),
+        device_transform=DeviceTransform(spec, data_args.random_erasing),
+        image_cache=cache,
+        batch_augment=BatchAugment(spec, data_args) if cache is not None else None,
+        task=task,  # the train curve: its metrics on the training batches
     )
 
 

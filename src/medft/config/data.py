@@ -9,6 +9,7 @@ from medft.dicom_settings import parse_window
 from medft.errors import MedftError
 
 AUTO_AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment")
+DATA_CACHES = ("auto", "device", "ram", "none")
 
 
 @dataclass
@@ -67,6 +68,18 @@ class DataArguments:
             "(dicom.json), so predict applies it too."
         },
     )
+    data_cache: str = field(
+        default="auto",
+        metadata={
+            "help": "Where the training images are decoded. none: loader workers decode and "
+            "augment every image every epoch. device: decoded once, at their stored size, into "
+            "the training device's memory (on a CPU, RAM) and augmented there a batch at a "
+            "time, without workers. ram: decoded once into RAM, augmented on the training "
+            "device. auto: device when the split takes at most a quarter of the device's free "
+            "memory, else ram when it takes at most a quarter of the available RAM, else none. "
+            "auto_augment needs the workers (auto then uses none)."
+        },
+    )
 
     # augmentation (training images only) -----------------------------------------------------
     crop_scale: list[float] = field(
@@ -120,6 +133,16 @@ class DataArguments:
             raise MedftError(
                 f"auto_augment must be one of {', '.join(AUTO_AUGMENT_POLICIES)}, "
                 f"got '{self.auto_augment}'."
+            )
+        if self.data_cache not in DATA_CACHES:
+            raise MedftError(
+                f"data_cache must be one of {', '.join(DATA_CACHES)}, got '{self.data_cache}'."
+            )
+        if self.data_cache in ("device", "ram") and self.auto_augment != "none":
+            raise MedftError(
+                f"data_cache: {self.data_cache} cannot apply auto_augment: "
+                f"{self.auto_augment} (it runs in the loader workers); set data_cache: none, or "
+                "remove auto_augment."
             )
         for name in ("rotation_degrees", "zoom", "brightness", "contrast", "mixup_alpha",
                      "cutmix_alpha"):  # fmt: skip

@@ -62,7 +62,21 @@ def recipe_splits(data_args: DataArguments) -> tuple[dict[str, Dataset], TaskInf
         image_column=data_args.image_column,
         label_column=data_args.label_column,
     )
-    return {split: dataset[split] for split in splits if split in dataset}, task
+    kept = {split: dataset[split] for split in splits if split in dataset}
+    refuse_empty_splits(kept, data_args.dataset_name)
+    return kept, task
+
+
+def refuse_empty_splits(splits: dict[str, Dataset], name: str) -> None:
+    """Stop before training when a split holds no image: scoring it would fail only after
+    training (a tiny dataset, or near-copy groups that took a carved split's every image)."""
+    for split, rows in splits.items():
+        if not len(rows):
+            raise MedftError(
+                f"split '{split}' of {name} has no images; prepare the dataset again with more "
+                "images, another --val-size / --test-size, or (if near-copy groups emptied it: "
+                "see the prepare report) a lower --near-duplicates."
+            )
 
 
 def dataset_identity(splits: dict[str, Dataset], task: TaskInfo) -> dict[str, Any]:

@@ -5,8 +5,9 @@ Evaluation runs the processor itself, the very preprocessing that
 and test numbers are what users will get. Training uses torchvision v2 with the
 processor's input size, mean, std and interpolation, plus the augmentations of
 the recipe (`DataArguments`), in two halves: loader workers decode and augment on
-uint8 (`train_transform`), the training device converts, normalises and erases
-whole batches (`DeviceTransform`). Greyscale scans become three identical channels.
+uint8 (`train_transform`; with `data_cache`, `BatchAugment` does the same to images held
+in memory), the training device converts, normalises and erases whole batches
+(`DeviceTransform`). Greyscale scans become three identical channels.
 """
 
 from __future__ import annotations

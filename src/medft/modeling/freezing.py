@@ -2,7 +2,7 @@
 
 A frozen block is frozen completely: its parameters get no gradient (so they
 stay bit-identical), and its batch-norm layers keep their running statistics
-(`keep_frozen_norms_in_eval` puts them in eval mode at every step), as Keras does for a
+(`FrozenNorms` puts them back in eval mode at every step), as Keras does for a
 layer with ``trainable = False``.
 """
 
@@ -90,7 +90,21 @@ def frozen_norms(model: nn.Module) -> list[nn.Module]:
     ]
 
 
-def keep_frozen_norms_in_eval(model: nn.Module) -> None:
-    """Frozen batch norms normalise with their stored statistics and do not update them."""
-    for module in frozen_norms(model):
-        module.eval()
+class FrozenNorms(TrainerCallback):
+    """The batch norms of frozen blocks, found when freezing can change (training's start,
+    each epoch's start after `GradualUnfreezing`) rather than by walking the model every
+    step. The Trainer calls ``model.train()`` every step; `keep_in_eval` then puts them back
+    in eval mode, so they normalise with their stored statistics and do not update them."""
+
+    def __init__(self) -> None:
+        self.norms: list[nn.Module] = []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.norms = frozen_norms(model)
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        self.norms = frozen_norms(model)
+
+    def keep_in_eval(self) -> None:
+        for norm in self.norms:
+            norm.eval()
