@@ -109,34 +109,6 @@ def summary(name: str, timings: dict) -> str:
     )
 
 
-def model_only(options) -> float:
-    """The median step, ms, of the model alone: forward, backward and fused AdamW on a batch
-    already on the device, bf16 autocast with ``--bf16`` (the ceiling: no data, no Trainer)."""
-    import timm
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = timm.create_model(options.model, num_classes=44).to(
-        device, memory_format=torch.channels_last
-    )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    size = options.image_size
-    pixels = torch.randn(options.batch_size, 3, size, size, device=device)
-    labels = torch.randint(0, 44, (options.batch_size,), device=device)
-    times = []
-    for _ in range(30):
-        start = time.perf_counter()
-        with torch.autocast(device, torch.bfloat16, enabled=options.bf16):
-            loss = torch.nn.functional.cross_entropy(model(pixels), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times[10:])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--compare-with", type=Path, help="src folder of an earlier medft")
@@ -179,8 +151,8 @@ def main() -> None:
     evaluation = "with" if options.evaluate else "without"
     print(f"{options.model} at {options.image_size} px (stored {options.stored_size}), batch "
           f"{options.batch_size}, {options.epochs} epochs, {options.workers} loader worker(s), "
-          f"{evaluation} per-epoch evaluation; medians, ms; model alone: "
-          f"{model_only(options):.1f} ms a step\n")  # fmt: skip
+          f"{evaluation} per-epoch evaluation; medians, ms (the model alone beside medft: "
+          "step_anatomy.py)\n")  # fmt: skip
     print("| variant | first wait | other waits | first step | other steps | first / other "
           "| train() s | train_runtime s |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
     for name, source, cache in variants:

@@ -225,7 +225,7 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=SAMPLE, help="Brain Tumor MRI 44c layout")
     parser.add_argument("--work", type=Path, default=Path("/tmp/medft-finetune-real"))
     parser.add_argument(
-        "--epochs", type=int, default=4, help="for every row (4 fits ~20 minutes on 2 cores)"
+        "--epochs", type=int, default=3, help="for every row (3: 3-4 minutes a row on 2 cores)"
     )
     parser.add_argument("--skip-frozen", action="store_true", help="leave out the frozen row")
     parser.add_argument(
