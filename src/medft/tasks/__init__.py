@@ -7,7 +7,8 @@ ROC / PR figures draw, what the calibration scores, the columns of `medft predic
 CSV, and how a dataset stores the labels and splits and folds are stratified by them.
 The rest of medft asks the task object. `TaskInfo(label_names, multi_label)` returns
 the right kind; `TaskInfo.from_features`, `from_model_config`, `from_name` and
-`prepared` read it from where it is recorded.
+`prepared` read it from where it is recorded. Each kind's module is imported here, which
+adds the kind to `TASK_TYPES`.
 """
 
 from medft.tasks.base import TASK_TYPES, TaskInfo

@@ -8,13 +8,14 @@ ROC / PR figures draw, what the calibration scores, the columns of
 stratified by them. The rest of medft asks the task object.
 
 `TaskInfo(label_names, multi_label)` returns the right kind, from the registry each
-kind adds itself to: `MultilabelTask` for several labels per image, else `BinaryTask`
-(two classes) or `MulticlassTask`. `TaskInfo` itself answers as a single-label task;
-the kinds override what differs. The kind is read in one place for each thing that
-records it: a dataset's label feature (`from_features`), a saved model's config
-(`from_model_config`), a file that names the task (`from_name`: preprocessor.json,
-metrics.json, prepare_report.json), or what a `medft prepare` reader found
-(`prepared`).
+kind adds itself to when its class is made (`TASK_TYPES`): the kind that `takes` those
+labels, `MultilabelTask` for several labels per image, else `BinaryTask` (two classes) or
+`MulticlassTask`. A kind added later may take some of an earlier kind's labels, and is
+asked first. `TaskInfo` itself answers as a single-label task; the kinds override what
+differs. The kind is read in one place for each thing that records it: a dataset's label
+feature (`from_features`), a saved model's config (`from_model_config`), a file that
+names the task (`from_name`: preprocessor.json, metrics.json, prepare_report.json), or
+what a `medft prepare` reader found (`prepared`).
 """
 
 from __future__ import annotations
@@ -49,16 +50,15 @@ from medft.tasks.weighted import WeightedMetrics, single_label_metrics
 
 PROBLEM_TYPES = {True: "multi_label_classification", False: "single_label_classification"}
 LABEL_COLUMNS = {True: "labels", False: "label"}  # multi-label or not: the prepared column
-MULTILABEL = "multilabel"
 TOP_K = (3, 5)
 TASK_TYPES: dict[str, type[TaskInfo]] = {}  # task name -> its kind; each kind adds itself
 
 
-def task_name(label_names: list[str], multi_label: bool) -> str:
-    """Which task labels like these make: multilabel, else binary (two classes) or multiclass."""
-    if multi_label:
-        return MULTILABEL
-    return "binary" if len(label_names) == 2 else "multiclass"
+def kind_taking(label_names: list[str], multi_label: bool) -> type[TaskInfo]:
+    """The kind for labels like these: of the kinds that take them, the one added last."""
+    return next(
+        kind for kind in reversed(TASK_TYPES.values()) if kind.takes(label_names, multi_label)
+    )
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,16 @@ class TaskInfo:
     supports_per_finding_temperature: ClassVar[bool] = False  # a temperature per label
 
     def __new__(cls, label_names: list[str], multi_label: bool, *args: Any, **kwargs: Any):
-        return object.__new__(TASK_TYPES[task_name(label_names, multi_label)])
+        return object.__new__(kind_taking(label_names, multi_label))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         TASK_TYPES[cls.task] = cls
+
+    @classmethod
+    def takes(cls, label_names: list[str], multi_label: bool) -> bool:
+        """Whether this kind is the one for these labels (one per image, or several)."""
+        raise NotImplementedError
 
     def __getnewargs_ex__(self) -> tuple[tuple, dict]:  # pickling (DataLoader workers)
         return (self.label_names, self.multi_label), {}
@@ -97,8 +102,10 @@ class TaskInfo:
 
     @classmethod
     def from_name(cls, task: str, label_names: list[str]) -> TaskInfo:
-        """The task a file names (binary, multiclass or multilabel), with its labels."""
-        return cls.prepared(label_names, task == MULTILABEL)
+        """The task a file names (binary, multiclass, multilabel or a kind added since), with
+        its labels."""
+        several = task in TASK_TYPES and TASK_TYPES[task].takes(label_names, True)
+        return cls.prepared(label_names, several)
 
     @classmethod
     def from_model_config(cls, config: Any) -> TaskInfo:

@@ -14,7 +14,7 @@ from sklearn.metrics import (
 )
 from torch.nn import functional
 
-from medft.tasks.base import MULTILABEL, TaskInfo
+from medft.tasks.base import TaskInfo
 from medft.tasks.scores import (
     DEFAULT_THRESHOLD,
     CalibrationScores,
@@ -33,13 +33,17 @@ RARE = "rare combinations"  # the fold stratum of combinations too rare to sprea
 class MultilabelTask(TaskInfo):
     """Several findings per image, each an independent sigmoid; none set means "no finding"."""
 
-    task = MULTILABEL
+    task = "multilabel"
     main_metric = "mean_auroc"
     headline = ("mean_auroc", "micro_auroc", "macro_f1", "micro_f1")
     description = "multi-label (an independent sigmoid score per finding)"
     counted_what = "flagged findings"
     activation = "sigmoid"
     supports_per_finding_temperature = True
+
+    @classmethod
+    def takes(cls, label_names: list[str], multi_label: bool) -> bool:
+        return multi_label
 
     @property
     def thresholded_labels(self) -> list[str]:

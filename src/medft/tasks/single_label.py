@@ -21,6 +21,10 @@ class MulticlassTask(TaskInfo):
     main_metric = "macro_f1"
     headline = ("accuracy", "balanced_accuracy", "macro_f1")
 
+    @classmethod
+    def takes(cls, label_names: list[str], multi_label: bool) -> bool:
+        return not multi_label and len(label_names) != 2
+
     @property
     def description(self) -> str:
         return f"{len(self.label_names)}-class (softmax)"
@@ -40,6 +44,10 @@ class BinaryTask(TaskInfo):
     main_metric = "macro_f1"
     headline = ("auroc", "auprc", "sensitivity", "specificity", "accuracy", "balanced_accuracy")
     description = "binary (softmax over two classes)"
+
+    @classmethod
+    def takes(cls, label_names: list[str], multi_label: bool) -> bool:
+        return not multi_label and len(label_names) == 2
 
     @property
     def positive(self) -> str:

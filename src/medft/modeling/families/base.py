@@ -36,6 +36,27 @@ class BackboneFamily(ABC):
 
     card_tags: tuple[str, ...] = ()  # the model card's tags for the family
 
+    # which models are the family's -------------------------------------------------------------
+
+    @abstractmethod
+    def claims(self, name: str) -> bool:
+        """Whether a model_name_or_path is one of the family's own names (a `timm/` name, a
+        transformers model type), which `new_config` and `hub_weights` read."""
+
+    @abstractmethod
+    def new_config(self, args: ModelArguments) -> PretrainedConfig:
+        """The config of a model the family's own name names, built here (random weights, or a
+        weights file)."""
+
+    @abstractmethod
+    def hub_weights(self, name: str) -> str:
+        """The Hub id the pretrained weights of one of the family's own names come from; a
+        `MedftError` where it has none."""
+
+    @abstractmethod
+    def owns(self, made: Any) -> bool:
+        """Whether a config, model or image processor already made is of this family."""
+
     # a recipe's model --------------------------------------------------------------------------
 
     @abstractmethod

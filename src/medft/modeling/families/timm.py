@@ -82,17 +82,6 @@ def timm_architecture(name: str) -> tuple[str, str, PretrainedCfg | None]:
         ) from None
 
 
-def hub_weights(name: str) -> str:
-    """The Hub id of the pretrained weights of a `timm/<architecture>[.<tag>]` name."""
-    _, model_name, pretrained_cfg = timm_architecture(name)
-    if pretrained_cfg is None or not pretrained_cfg.hf_hub_id:
-        raise MedftError(
-            f"timm has no pretrained weights for '{model_name}' on the Hub; choose a tag "
-            "from timm.list_pretrained(), give pretrained_weights, or set pretrained: false."
-        )
-    return pretrained_cfg.hf_hub_id
-
-
 def check_timm_arguments(architecture: str, model_args: dict[str, Any]) -> None:
     """Refuse settings the architecture's constructor does not take, naming them."""
     if not model_args:
@@ -109,15 +98,6 @@ def check_timm_arguments(architecture: str, model_args: dict[str, Any]) -> None:
         ) from None
     except (RuntimeError, NotImplementedError):  # not buildable on "meta": the real build checks
         return
-
-
-def new_timm_config(args: ModelArguments) -> TimmWrapperConfig:
-    """The config of a timm architecture built here (random weights, or a weights file)."""
-    architecture, _, pretrained_cfg = timm_architecture(args.model_name_or_path)
-    cfg = pretrained_cfg.to_dict() if pretrained_cfg else dict(DEFAULT_TIMM_CFG)
-    if args.pretrained_weights:
-        cfg = {key: value for key, value in cfg.items() if key not in WEIGHTS_PROVENANCE}
-    return TimmWrapperConfig(architecture=architecture, pretrained_cfg=cfg)
 
 
 def apply_timm_settings(config: TimmWrapperConfig, args: ModelArguments, pretrained: bool) -> None:
@@ -153,6 +133,28 @@ class TimmFamily(BackboneFamily):
     """timm models, through TimmWrapper."""
 
     card_tags = ("timm",)
+
+    def claims(self, name: str) -> bool:
+        return timm_name(name)
+
+    def new_config(self, args: ModelArguments) -> TimmWrapperConfig:
+        """The architecture's pretrained cfg (without where timm's weights live, when a weights
+        file fills it), or timm's defaults for one without."""
+        architecture, _, pretrained_cfg = timm_architecture(args.model_name_or_path)
+        cfg = pretrained_cfg.to_dict() if pretrained_cfg else dict(DEFAULT_TIMM_CFG)
+        if args.pretrained_weights:
+            cfg = {key: value for key, value in cfg.items() if key not in WEIGHTS_PROVENANCE}
+        return TimmWrapperConfig(architecture=architecture, pretrained_cfg=cfg)
+
+    def hub_weights(self, name: str) -> str:
+        """The Hub id timm gives the tag's weights."""
+        _, model_name, pretrained_cfg = timm_architecture(name)
+        if pretrained_cfg is None or not pretrained_cfg.hf_hub_id:
+            raise MedftError(
+                f"timm has no pretrained weights for '{model_name}' on the Hub; choose a tag "
+                "from timm.list_pretrained(), give pretrained_weights, or set pretrained: false."
+            )
+        return pretrained_cfg.hf_hub_id
 
     def owns(self, made: Any) -> bool:
         """A TimmWrapper config, model or image processor."""

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import InterpolationMode
 from transformers import (
+    AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
     PretrainedConfig,
@@ -121,6 +122,23 @@ def on_pil(processor: Any) -> bool:
 
 class TransformersFamily(BackboneFamily):
     """transformers' own models (`AutoModelForImageClassification`)."""
+
+    def claims(self, name: str) -> bool:
+        return is_model_type(name)
+
+    def new_config(self, args: ModelArguments) -> PretrainedConfig:
+        """The model type's config, with config_overrides."""
+        return AutoConfig.for_model(args.model_name_or_path, **(args.config_overrides or {}))
+
+    def hub_weights(self, name: str) -> str:
+        raise MedftError(
+            f"model_name_or_path '{name}' is a model type, which has no weights; give a Hub "
+            "id or folder, or set pretrained: false to train this architecture from scratch."
+        )
+
+    def owns(self, made: Any) -> bool:
+        """Any config, model or image processor: the family asked last (`FAMILIES`)."""
+        return True
 
     def configure(self, args: ModelArguments, source: Source) -> PretrainedConfig:
         config = source.config
