@@ -33,11 +33,11 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image
 
 from medft.config.inference import ExportArguments
-from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError, first_line
 from medft.evaluation.evaluate import split_scores
 from medft.evaluation.thresholds import Thresholds, cutoffs
 from medft.inference.classifier import Classifier, LogitsOnly, load_classifier, stored_thresholds
+from medft.inference.inputs import labelled_dataset
 from medft.inference.onnx_model import OnnxClassifier, onnx_session
 from medft.inference.preprocessing import (
     PREPROCESSOR_NAME,
@@ -48,7 +48,6 @@ from medft.inference.preprocessing import (
 from medft.modeling.families import family_of
 from medft.prepare.brain_tumor import CLASSES
 from medft.prepare.synthetic import brain_scan, chest_radiograph
-from medft.tasks import TaskInfo
 from medft.version import __version__
 
 logger = logging.getLogger("medft")
@@ -198,20 +197,6 @@ def check_destination(output: Path) -> Path:
     return settings
 
 
-def dataset_split(dataset: str, split: str, task: TaskInfo) -> Dataset:
-    """``split`` of a prepared dataset labelled as the model predicts."""
-    splits = read_dataset(dataset)
-    check_split(splits, split, dataset)
-    labelled = task_of(splits, split, "image", None)
-    if not labelled.same_labels(task):
-        raise MedftError(
-            f"--dataset {dataset} has {labelled.task} labels {', '.join(labelled.label_names)}, "
-            f"but the model predicts {task.task} labels {', '.join(task.label_names)}; give the "
-            "data it was trained for."
-        )
-    return splits[split]
-
-
 def compared_metrics(
     reference: Classifier,
     exported: OnnxClassifier,
@@ -240,7 +225,7 @@ def export_onnx(options: ExportArguments) -> ExportSummary:
         raise MedftError(f"--model {model} is already an ONNX model; give the model folder.")
     settings = family_of(classifier.processor).preprocessing_settings(classifier.processor)
     pixel_difference = check_settings(settings, classifier.processor)
-    data = None if dataset is None else dataset_split(dataset, split, classifier.task)
+    data = None if dataset is None else labelled_dataset(dataset, model, split)[0][split]
     pixels, inputs = parity_pixels(classifier, data, f"{dataset}:{split}")
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="medft-export-") as work:

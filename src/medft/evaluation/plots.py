@@ -146,6 +146,14 @@ def two_classes(panel: CurvePanel) -> bool:
     return len(np.unique(panel.targets)) == 2
 
 
+def mark_threshold(
+    axis: plt.Axes, panel: CurvePanel, where: tuple[float, float], legend_corner: str
+) -> None:
+    """The panel's threshold as a point on its curve, named in the legend."""
+    axis.plot(*where, "o", color="crimson", label=f"threshold {panel.threshold:.3f}")
+    axis.legend(loc=legend_corner, fontsize=7)
+
+
 def label_unit_square(axis: plt.Axes, title: str, x_label: str, y_label: str) -> None:
     """Title, axis labels and grid of a curve drawn on [0, 1] x [0, 1]."""
     axis.set_title(title, fontsize=9)
@@ -165,9 +173,7 @@ def plot_roc_curves(panels: list[CurvePanel], path: Path, title: str = "ROC") ->
             axis.plot(false_positive_rate, true_positive_rate, linewidth=1.5)
         point = operating_point(panel)
         if point:
-            axis.plot(point[0], point[1], "o", color="crimson",
-                      label=f"threshold {panel.threshold:.3f}")  # fmt: skip
-            axis.legend(loc="lower right", fontsize=7)
+            mark_threshold(axis, panel, (point[0], point[1]), "lower right")
         area = "undefined (one class)" if panel.auroc is None else f"{panel.auroc:.3f}"
         label_unit_square(axis, f"{panel.title}\nAUROC {area}", "1 - specificity", "sensitivity")
     figure.suptitle(title)
@@ -185,9 +191,7 @@ def plot_pr_curves(panels: list[CurvePanel], path: Path, title: str = "Precision
             axis.plot(recall, precision, linewidth=1.5, drawstyle="steps-post")
         point = operating_point(panel)
         if point:
-            axis.plot(point[1], point[2], "o", color="crimson",
-                      label=f"threshold {panel.threshold:.3f}")  # fmt: skip
-            axis.legend(loc="lower left", fontsize=7)
+            mark_threshold(axis, panel, (point[1], point[2]), "lower left")
         area = "undefined (one class)" if panel.auprc is None else f"{panel.auprc:.3f}"
         panel_title = f"{panel.title}\nAUPRC {area}, prevalence {prevalence:.2f}"
         label_unit_square(axis, panel_title, "recall (sensitivity)", "precision")
