@@ -111,8 +111,11 @@ def cam_layer(model: nn.Module, pixel_values: torch.Tensor) -> CamLayer:
     shapes = output_shapes(model, pixel_values)
     block = last_block(model)
     if len(shapes.get(block, ())) == 3:  # tokens: (B, N, C)
-        norms = [name for name, module in model.get_submodule(block).named_modules()
-                 if isinstance(module, nn.LayerNorm)]  # fmt: skip
+        norms = [
+            name
+            for name, module in model.get_submodule(block).named_modules()
+            if isinstance(module, nn.LayerNorm)
+        ]
         name = f"{block}.{norms[0]}" if norms else None
         # the patch grid: the last feature map before the image became tokens
         order = list(shapes)

@@ -166,10 +166,18 @@ def preprocessor_json(
     height, width = input_size(settings)
     return {
         "model_file": output.name,
-        "input": {"name": "pixel_values", "shape": ["batch", 3, height, width],
-                  "dtype": "float32", "layout": "NCHW", "channels": "RGB"},
-        "output": {"name": "logits", "shape": ["batch", len(task.label_names)],
-                   "probabilities": task.activation},
+        "input": {
+            "name": "pixel_values",
+            "shape": ["batch", 3, height, width],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "channels": "RGB",
+        },
+        "output": {
+            "name": "logits",
+            "shape": ["batch", len(task.label_names)],
+            "probabilities": task.activation,
+        },
         "size": [height, width],
         **settings,
         "task": task.task,
@@ -178,7 +186,7 @@ def preprocessor_json(
         "dicom": classifier.dicom.to_dict() if classifier.dicom else None,
         **exported,
         "medft_version": __version__,
-    }  # fmt: skip
+    }
 
 
 def check_destination(output: Path) -> Path:
@@ -243,8 +251,11 @@ def export_onnx(options: ExportArguments) -> ExportSummary:
             quantize(fp32, output)
             parity = largest_difference(classifier, output, pixels)
     thresholds = stored_thresholds(classifier, None)
-    exported = {"exporter": exporter, "opset": opset_of(output),
-                "quantized": "dynamic int8 (onnxruntime)" if quantize_mode else None}  # fmt: skip
+    exported = {
+        "exporter": exporter,
+        "opset": opset_of(output),
+        "quantized": "dynamic int8 (onnxruntime)" if quantize_mode else None,
+    }
     content = preprocessor_json(settings, classifier, thresholds, output, exported)
     settings_path.write_text(json.dumps(content, indent=2) + "\n")
     summary = ExportSummary(
@@ -292,7 +303,9 @@ def format_export_summary(summary: ExportSummary) -> str:
     ]
     if summary.metrics:
         lines += [f"\n  {summary.metrics_split:<30} PyTorch   ONNX {kind.split()[0]}   change"]
-        lines += [f"  {name:<30} {ours:7.4f}   {theirs:9.4f}   {theirs - ours:+.4f}"
-                  for name, ours, theirs in summary.metrics]  # fmt: skip
+        lines += [
+            f"  {name:<30} {ours:7.4f}   {theirs:9.4f}   {theirs - ours:+.4f}"
+            for name, ours, theirs in summary.metrics
+        ]
     lines.append(f"Run it: medft predict --model {summary.output} IMAGES...")
     return "\n".join(lines)

@@ -54,8 +54,10 @@ def check_optimisation(args: TrainingArguments) -> None:
     """Values that `TrainingArguments` takes without a word but that fail, or train nothing,
     only once the data and the model are loaded."""
     for name in (
-        "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"
-    ):  # fmt: skip
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+    ):
         if getattr(args, name) < 1:
             raise MedftError(f"{name} must be at least 1, got {getattr(args, name)}.")
     if args.learning_rate <= 0:
@@ -131,9 +133,11 @@ class MedftTrainingArguments(TrainingArguments):
     )
     accelerator_config: dict | str | None = field(
         default_factory=lambda: {"non_blocking": True},
-        metadata={"help": "Accelerate's settings; non_blocking copies pinned batches to the GPU "
-                  "while it computes."},
-    )  # fmt: skip
+        metadata={
+            "help": "Accelerate's settings; non_blocking copies pinned batches to the GPU "
+            "while it computes."
+        },
+    )
     channels_last: bool | None = field(
         default=None,
         metadata={

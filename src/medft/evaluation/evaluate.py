@@ -245,9 +245,16 @@ def evaluate_scores(
         )
     if scores.attributes:
         report.subgroups = evaluate_subgroups(
-            task, scores.probs, scores.labels, scores.patients, scores.attributes, cut,
-            resamples=options.bootstrap_resamples, seed=options.seed, progress=options.progress,
-        )  # fmt: skip
+            task,
+            scores.probs,
+            scores.labels,
+            scores.patients,
+            scores.attributes,
+            cut,
+            resamples=options.bootstrap_resamples,
+            seed=options.seed,
+            progress=options.progress,
+        )
     return report
 
 
@@ -341,8 +348,11 @@ def evaluate_model(options: EvaluateArguments) -> tuple[EvaluationReport, SplitS
     )
     members = load_members(folders)
     views = tta_views(options.tta, folders) if options.tta else [ORIGINAL]
-    settings = {"batch_size": options.batch_size, "num_workers": options.num_workers,
-                "views": views}  # fmt: skip
+    settings = {
+        "batch_size": options.batch_size,
+        "num_workers": options.num_workers,
+        "views": views,
+    }
     scores, unreadable = split_scores(
         members, dataset[split], task, attributes=attributes, **settings
     )

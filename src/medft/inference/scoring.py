@@ -69,9 +69,13 @@ def score_members(
     for member in members:
         reader = ImageReader(member, files, splits, frames)
         member_probs, member_errors = score_images(
-            member, reader, batch_size=batch_size, num_workers=num_workers, progress=progress,
+            member,
+            reader,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
             views=views,
-        )  # fmt: skip
+        )
         probs.append(member_probs)
         errors |= member_errors
     return np.mean(probs, axis=0), errors
@@ -86,5 +90,6 @@ def score_split(
     views: Sequence[View] = (ORIGINAL,),
 ) -> tuple[np.ndarray, dict[int, str]]:
     """`score_members` over one split of a prepared dataset (rows in order)."""
-    return score_members(members, splits=[dataset], batch_size=batch_size,
-                         num_workers=num_workers, views=views)  # fmt: skip
+    return score_members(
+        members, splits=[dataset], batch_size=batch_size, num_workers=num_workers, views=views
+    )

@@ -156,8 +156,15 @@ def list_dicom(options: DicomOptions) -> SourceListing:
     ):
         for frame in frame_indices(header, options.frames):
             metadata = {"image_id": image_id, "frame": frame, **header.columns}
-            example = Example(candidate.path, candidate.label, metadata, frame,
-                              candidate.given_split, stratum, unit)  # fmt: skip
+            example = Example(
+                candidate.path,
+                candidate.label,
+                metadata,
+                frame,
+                candidate.given_split,
+                stratum,
+                unit,
+            )
             listing.splits[split].append(example)
 
     groups_by_split = {
