@@ -58,15 +58,8 @@ def carried_columns(
 ) -> tuple[list[str], list[list[str]]]:
     """The dataset inputs' columns the CSV carries (``columns``, which each must have; else
     every dataset's declared subgroup attributes) and each row's values, empty for files."""
-    names = (
-        list(columns)
-        if columns is not None
-        else list(
-            dict.fromkeys(
-                name for folder in found.datasets for name in declared_attributes(str(folder))
-            )
-        )
-    )
+    declared = (name for folder in found.datasets for name in declared_attributes(str(folder)))
+    names = list(columns) if columns is not None else list(dict.fromkeys(declared))
     clash = [name for name in names if name in header]
     if clash:
         raise MedftError(f"--columns: the CSV has a column {clash[0]!r} of its own; leave it out.")

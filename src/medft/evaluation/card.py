@@ -197,22 +197,11 @@ def evaluation_section(report: EvaluationReport) -> list[str]:
         )
     if report.per_finding is not None:
         table = finding_rows(report, digits=4)
-        columns = [
-            "finding",
-            "AUROC",
-            "95% CI",
-            "threshold",
-            "F1",
-            *(["CheXNet AUROC*"] if "CheXNet*" in table[0] else []),
-        ]
+        chexnet = ["CheXNet AUROC*"] if "CheXNet*" in table[0] else []
+        columns = ["finding", "AUROC", "95% CI", "threshold", "F1", *chexnet]
+        rows = ("| " + " | ".join(row.values()) + " |" for row in table)
         lines.append(
-            "\n".join(
-                [
-                    "| " + " | ".join(columns) + " |",
-                    "|---" * len(columns) + "|",
-                    *("| " + " | ".join(row.values()) + " |" for row in table),
-                ]
-            )
+            "\n".join(["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|", *rows])
         )
         lines.append(
             f"Per-finding thresholds: {how} (`thresholds.json`, applied by `medft predict`)."
@@ -258,7 +247,7 @@ def model_card(facts: CardFacts) -> ModelCard:
     start = (
         f"fine-tuned from {origin}"
         if origin
-        else (f"trained from random initialisation (`{model}` architecture)")
+        else f"trained from random initialisation (`{model}` architecture)"
     )
     kind = facts.task.description
     labels = ", ".join(f"`{label}`" for label in facts.task.label_names)

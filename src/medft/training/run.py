@@ -98,11 +98,8 @@ def uses_channels_last(setting: bool | None, model: torch.nn.Module) -> bool:
 
 
 def logits_of(prediction) -> np.ndarray:
-    return (
-        prediction.predictions[0]
-        if isinstance(prediction.predictions, tuple)
-        else (prediction.predictions)
-    )
+    predictions = prediction.predictions
+    return predictions[0] if isinstance(predictions, tuple) else predictions
 
 
 def calibrate(trainer: MedftTrainer, built: BuiltModel, data: TrainingData, how: str):
