@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Image as ImageFeature
-from tqdm.auto import tqdm
 
 from medft.config.commands import AuditArguments
 from medft.data.loading import read_dataset
@@ -25,6 +24,7 @@ from medft.formats.pixel_budget import ImageTooLarge
 from medft.near_duplicates import HASH_COLUMN, hash_values, perceptual_hash
 from medft.prepare.leakage import TRAIN, LeakageAudit, Row, audit, contact_sheet, format_audit
 from medft.prepare.regroup import SHEET_NAME
+from medft.progress import progress_bar
 
 AUDIT_NAME = "leakage_audit.json"
 ROWS_PER_TASK = 256
@@ -57,7 +57,7 @@ def split_hashes(name: str, split: str, rows: int, num_proc: int) -> list[str | 
         for start in range(0, rows, ROWS_PER_TASK)
     ]
     hashes: list[str | None] = []
-    with tqdm(total=rows, desc=f"Hashing {split}", unit="img") as bar:
+    with progress_bar(total=rows, desc=f"Hashing {split}", unit="img") as bar:
         if num_proc <= 1 or len(tasks) <= 1:
             found_parts = map(hash_rows, tasks)
             for found in found_parts:

@@ -24,7 +24,6 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
-from tqdm.auto import tqdm
 
 from medft.config.inference import DEFAULT_TOP_K, ExplainArguments
 from medft.data.transforms import to_picture
@@ -35,6 +34,7 @@ from medft.inference.inputs import collect_inputs
 from medft.inference.reading import ImageReader, short_reason
 from medft.modeling.families import family_of
 from medft.modeling.layout import module_prefix
+from medft.progress import progress_bar
 
 
 @dataclass
@@ -222,7 +222,7 @@ def explain(options: ExplainArguments) -> ExplainSummary:
         output = Path(options.output)
         output.mkdir(parents=True, exist_ok=True)
         summary, taken = ExplainSummary(), Counter()
-        names = tqdm(found.names, desc="explaining", disable=not options.progress)
+        names = progress_bar(found.names, desc="explaining", disable=not options.progress)
         for index, name in enumerate(names):
             try:
                 image = reader.open(index)

@@ -13,6 +13,7 @@ from medft.config.evaluation import THRESHOLD_METHODS
 from medft.config.fields import column_names
 from medft.errors import MedftError
 from medft.evaluation.bootstrap import DEFAULT_RESAMPLES
+from medft.progress import on_a_terminal
 
 AUTO = "auto"
 EXPONENTIAL = "exponential"
@@ -310,6 +311,8 @@ class MedftTrainingArguments(TrainingArguments):
                     "early_stopping_patience needs evaluations and load_best_model_at_end: true "
                     "(set eval_strategy and save_strategy to the same value, e.g. epoch)."
                 )
+        if self.disable_tqdm is None and not on_a_terminal():
+            self.disable_tqdm = True  # a log gets the Trainer's log lines, not redrawn bars
         exponential = self.exponential_decay
         if exponential:  # TrainingArguments accepts only its own schedule names
             self.lr_scheduler_type = "constant"

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 
 from medft.inference.classifier import Classifier
 from medft.inference.onnx_model import OnnxClassifier
 from medft.inference.reading import ImageReader, collate_images
 from medft.inference.tta import ORIGINAL, View
+from medft.progress import progress_bar
 
 
 def score_images(
@@ -42,7 +42,7 @@ def score_images(
     )
     probs = np.full((len(reader), len(classifier.task.label_names)), np.nan)
     errors: dict[int, str] = {}
-    with tqdm(total=len(reader), desc="scoring", unit="img", disable=not progress) as bar:
+    with progress_bar(total=len(reader), desc="scoring", unit="img", disable=not progress) as bar:
         for indices, pixels, failed in loader:
             if pixels is not None:
                 outputs = [classifier.logits(pixels, view) for view in views]

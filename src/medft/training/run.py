@@ -42,6 +42,7 @@ from medft.modeling.freezing import parameter_table
 from medft.modeling.heads import fold_temperature
 from medft.modeling.lora import merged
 from medft.parsing import RECIPE_NAME
+from medft.progress import quiet_library_bars
 from medft.public_names import dataset_name, model_name
 from medft.tasks import TaskInfo
 from medft.training.build import build_trainer
@@ -68,6 +69,7 @@ def setup_logging(args: MedftTrainingArguments) -> None:
     logger.setLevel(logging.INFO if args.should_log else logging.WARNING)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
+    quiet_library_bars()
 
 
 def checkpoint_to_resume(args: MedftTrainingArguments, record: RunRecord) -> str | None:
