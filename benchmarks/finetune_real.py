@@ -107,13 +107,14 @@ def split_files(prepared: Path, source: Path) -> dict[str, Dataset]:
                 "label": part["label"],
             },
             features=features,
-        )  # fmt: skip
+        )
         for split, part in prepared_splits.items()
     }
 
 
-def peer_row(prepared: Path, source: Path, folder: Path, output: Path, recipe: dict,
-             epochs: int) -> dict:  # fmt: skip
+def peer_row(
+    prepared: Path, source: Path, folder: Path, output: Path, recipe: dict, epochs: int
+) -> dict:
     """Fine-tuning as transformers' run_image_classification.py does it."""
     start = time.perf_counter()
     splits = split_files(prepared, source)
@@ -229,10 +230,11 @@ def main() -> None:
     )
     parser.add_argument("--skip-frozen", action="store_true", help="leave out the frozen row")
     parser.add_argument(
-        "--with-workers", action="store_true",
+        "--with-workers",
+        action="store_true",
         help="add the recipe with data_cache: none (loader workers decode and augment every "
         "epoch) beside the default, which holds this sample in memory",
-    )  # fmt: skip
+    )
     options = parser.parse_args()
     recipe = read_recipe_file(RECIPE)
     epochs = options.epochs
@@ -253,11 +255,15 @@ def main() -> None:
     )
     runs = {
         "peer (run_image_classification style)": lambda: peer_row(
-            prepared, options.source, pretrained_folder(weights, work / "lite0_in1k"),
-            work / "peer", recipe, epochs,
+            prepared,
+            options.source,
+            pretrained_folder(weights, work / "lite0_in1k"),
+            work / "peer",
+            recipe,
+            epochs,
         ),
         "medft (the recipe)": lambda: medft_row(prepared, weights, work / "medft", epochs),
-    }  # fmt: skip
+    }
     if options.with_workers:
         runs["medft, data_cache: none"] = lambda: medft_row(
             prepared, weights, work / "medft_workers", epochs, "--data_cache", "none"

@@ -171,8 +171,10 @@ def main() -> None:
         ratio = rate / ceiling
         util = "-" if utilisation is None else f"{utilisation:.0f}%"
         bound = bound_by(waiting, medft_step=1 / rate, model_alone_step=1 / ceiling)
-        print(f"| {name} | {ceiling:.0f} | {rate:.0f} | {ratio:.2f}x | {util} | "
-              f"{100 * waiting:.0f}% | {bound} |")  # fmt: skip
+        print(
+            f"| {name} | {ceiling:.0f} | {rate:.0f} | {ratio:.2f}x | {util} | "
+            f"{100 * waiting:.0f}% | {bound} |"
+        )
 
 
 if __name__ == "__main__":

@@ -262,8 +262,10 @@ def training_rows(work: Path, options: argparse.Namespace) -> None:
     }
     if options.compare_with:
         children[f"medft at {options.compare_with}"] = (
-            TRAIN_CHILD, "earlier", options.compare_with
-        )  # fmt: skip
+            TRAIN_CHILD,
+            "earlier",
+            options.compare_with,
+        )
     runs = {name: [] for name in children}
     for repeat in range(options.repeats):
         for index, (name, (script, mode, source)) in enumerate(children.items()):

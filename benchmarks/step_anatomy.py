@@ -49,8 +49,11 @@ from medft.prepare.synthetic import synthesize_brain_tumor_44c
 WAIT_BOUND = 0.25  # share of the training loop spent waiting for batches
 MODEL_BOUND = 0.15  # medft's steady step at most this much slower than the model alone's
 AT_BOUNDARIES = (  # timed phases that happen between epochs
-    "per-epoch evaluation", "checkpoints", "waiting for batches", "train curve: running scores",
-)  # fmt: skip
+    "per-epoch evaluation",
+    "checkpoints",
+    "waiting for batches",
+    "train curve: running scores",
+)
 AFTER_TRAINING = {  # functions `train()` calls after the loop -> the phase they are
     "save_model": "after training: save the model",
     "evaluate_scores": "after training: report (CIs, thresholds)",
@@ -128,10 +131,13 @@ def instrumented(timeline: Timeline, trainers: list) -> Iterator[None]:
         trainer.evaluate = timeline.timed("per-epoch evaluation", trainer.evaluate)
         trainer._save_checkpoint = timeline.timed("checkpoints", trainer._save_checkpoint)
         trainer.predict = timeline.timed(
-            lambda: "train curve: re-scored sample" if in_loop["now"] else "after training: "
-            "scoring (calibration, validation, test)",
+            lambda: (
+                "train curve: re-scored sample"
+                if in_loop["now"]
+                else "after training: scoring (calibration, validation, test)"
+            ),
             trainer.predict,
-        )  # fmt: skip
+        )
         if trainer.running_scores is not None:
             running = trainer.running_scores
             running.metrics = timeline.timed("train curve: running scores", running.metrics)
@@ -153,9 +159,10 @@ def instrumented(timeline: Timeline, trainers: list) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.object(medft.training.run, "build_trainer", build_trainer))
         for name, label in [
-            ("load_data", "set-up: data"), ("build_model", "set-up: model"),
+            ("load_data", "set-up: data"),
+            ("build_model", "set-up: model"),
             *AFTER_TRAINING.items(),
-        ]:  # fmt: skip
+        ]:
             function = timeline.timed(label, getattr(medft.training.run, name))
             stack.enter_context(mock.patch.object(medft.training.run, name, function))
         once = timeline.timed(
@@ -383,20 +390,27 @@ def main() -> None:
     parser.add_argument("--model-steps", type=int, default=30, help="model-alone steps timed")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="any recipe key, e.g. --set train_metrics_samples=1000 --set eval_cache_gb=0 (the "
         "per-epoch evaluation of earlier releases)",
-    )  # fmt: skip
+    )
     options = parser.parse_args()
     if options.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here; use --device cpu")
     work = Path(tempfile.mkdtemp(prefix="medft-anatomy-"))
     dataset = generated_dataset(work, options.per_class, options.image_size)
-    device = torch.cuda.get_device_name() if options.device == "cuda" else (
-        f"CPU, {torch.get_num_threads()} threads"
-    )  # fmt: skip
-    print(f"{device}, torch {torch.__version__}; {options.image_size} px, batch "
-          f"{options.batch_size}, {options.precision}, {options.epochs} epochs\n")  # fmt: skip
+    device = (
+        torch.cuda.get_device_name()
+        if options.device == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{device}, torch {torch.__version__}; {options.image_size} px, batch "
+        f"{options.batch_size}, {options.precision}, {options.epochs} epochs\n"
+    )
     results = {}
     for name in options.models:
         results[name] = anatomy(name, dataset, work, options)

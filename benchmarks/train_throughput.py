@@ -52,8 +52,13 @@ RECIPE = {
 
 def medft_run(dataset: Path, output: Path, epochs: int, workers: int) -> float:
     """Images per second of `medft.training.train`'s training loop."""
-    values = {**RECIPE, "dataset_name": str(dataset), "output_dir": str(output),
-              "num_train_epochs": epochs, "dataloader_num_workers": workers}  # fmt: skip
+    values = {
+        **RECIPE,
+        "dataset_name": str(dataset),
+        "output_dir": str(output),
+        "num_train_epochs": epochs,
+        "dataloader_num_workers": workers,
+    }
     train(*parse_recipe(values=values))
     metrics = json.loads((output / "train_results.json").read_text())
     return metrics["train_samples_per_second"]
@@ -71,8 +76,14 @@ def bare_run(dataset: Path, epochs: int, workers: int) -> float:
     spec = built.family.input_spec(processor)
     train_set.set_transform(batch_transform(train_pixels(spec, data_args), task))
     on_device = DeviceTransform(spec, data_args.random_erasing)
-    loader = DataLoader(train_set, batch_size=args.per_device_train_batch_size, shuffle=True,
-                        collate_fn=collate, num_workers=workers, drop_last=False)  # fmt: skip
+    loader = DataLoader(
+        train_set,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        num_workers=workers,
+        drop_last=False,
+    )
     optimizer_class, optimizer_settings = Trainer.get_optimizer_cls_and_kwargs(args, model)
     optimizer = optimizer_class(model.parameters(), **optimizer_settings)
     schedule = get_linear_schedule_with_warmup(optimizer, 0, epochs * len(loader))
@@ -110,10 +121,12 @@ def main() -> None:
         print({name: [round(r, 1) for r in values] for name, values in rates.items()}, flush=True)
 
     bare = statistics.median(rates["bare PyTorch loop"])
-    print(f"\ntimm resnet18 (random init), 64x64 inputs, batch 32, {report['counts']['train']} "
-          f"training images x {args.epochs} epochs, {args.workers} loader workers, "
-          f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores; median of "
-          f"{args.repeats}\n")  # fmt: skip
+    print(
+        f"\ntimm resnet18 (random init), 64x64 inputs, batch 32, {report['counts']['train']} "
+        f"training images x {args.epochs} epochs, {args.workers} loader workers, "
+        f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores; median of "
+        f"{args.repeats}\n"
+    )
     print("| loop | images/s | vs bare loop |")
     print("|---|---|---|")
     for name, values in rates.items():

@@ -69,8 +69,10 @@ def offline_hub(pretrained_folders, tmp_path, monkeypatch) -> Path:
     from tests import pretrained
 
     cache = tmp_path / "hub"
-    for hub_id, folder in ((pretrained.TIMM_HUB_ID, "timm_hub_export"),
-                           (pretrained.VIT_HUB_ID, "vit")):  # fmt: skip
+    for hub_id, folder in (
+        (pretrained.TIMM_HUB_ID, "timm_hub_export"),
+        (pretrained.VIT_HUB_ID, "vit"),
+    ):
         pretrained.add_to_hub_cache(cache, hub_id, pretrained_folders[folder])
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))

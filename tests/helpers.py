@@ -17,8 +17,13 @@ from medft.training import train
 FIXTURES = Path(__file__).parent / "fixtures"
 THREE = TaskInfo(["benign", "malignant", "normal"], multi_label=False)
 FINDINGS = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")
-TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "intermediate_size": 64, "patch_size": 8}  # fmt: skip
+TINY_VIT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "patch_size": 8,
+}
 
 
 def tiny_vit(**settings) -> ModelArguments:
@@ -103,8 +108,12 @@ def binary_report() -> EvaluationReport:
     positive = np.array([0.1, 0.4, 0.6, 0.35, 0.7, 0.9])
     scores = SplitScores(np.stack([1 - positive, positive], 1), np.array([0, 0, 0, 1, 1, 1]))
     report = evaluate_scores(
-        TaskInfo(["normal", "tumor"], multi_label=False), scores, split="test", tuning=scores,
-        tuning_split="validation", options=EvaluationOptions(bootstrap_resamples=50),
-    )  # fmt: skip
+        TaskInfo(["normal", "tumor"], multi_label=False),
+        scores,
+        split="test",
+        tuning=scores,
+        tuning_split="validation",
+        options=EvaluationOptions(bootstrap_resamples=50),
+    )
     report.files = ["roc_curves.png", "reliability_diagram.png"]
     return report

@@ -14,10 +14,15 @@ from tests.dicom_files import pydicom_file
 
 # distinct scans, by what they show (pHash distances between any two are above 16 bits)
 SCANS = {
-    "ct": ("CT_small.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm", "image_dfl.dcm",
-           "liver_1frame.dcm"),
+    "ct": (
+        "CT_small.dcm",
+        "693_J2KI.dcm",
+        "J2K_pixelrep_mismatch.dcm",
+        "image_dfl.dcm",
+        "liver_1frame.dcm",
+    ),
     "mr": ("MR_small.dcm", "examples_overlay.dcm", "JPEG2000.dcm"),
-}  # fmt: skip
+}
 
 
 def real_scan(name: str) -> Image.Image:

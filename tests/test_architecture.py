@@ -92,9 +92,10 @@ def family_tests(module: str) -> set[str]:
     strings = {
         node.value
         for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
         and node.value in FAMILY_STRINGS
-    }  # fmt: skip
+    }
     return names | strings
 
 
@@ -209,7 +210,8 @@ def test_family_tests_are_found_where_the_families_live():
 
 def test_no_module_outside_modeling_tells_the_families_apart():
     outside = [m for m in MODULES if m != "medft.modeling" and not m.startswith("medft.modeling.")]
-    found = {module: family_tests(module) - FAMILY_TESTS_ALLOWED.get(module, set())
-             for module in outside}  # fmt: skip
+    found = {
+        module: family_tests(module) - FAMILY_TESTS_ALLOWED.get(module, set()) for module in outside
+    }
     found = {module: tests for module, tests in found.items() if tests}
     assert not found, f"family tests outside medft.modeling (ask the family instead): {found}"

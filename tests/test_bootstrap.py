@@ -8,8 +8,9 @@ from medft.evaluation.bootstrap import Resampler, bootstrap_intervals
 
 
 def accuracy_of(correct: np.ndarray):
-    return lambda indices: {"accuracy": float(accuracy_score(np.ones_like(indices),
-                                                              correct[indices]))}  # fmt: skip
+    return lambda indices: {
+        "accuracy": float(accuracy_score(np.ones_like(indices), correct[indices]))
+    }
 
 
 def width(interval) -> float:

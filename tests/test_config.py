@@ -121,7 +121,7 @@ BAD_VALUES = [
     ("zoom", NAN, "zoom must be a finite number, got nan"),
     ("crop_scale", [NAN, 1.0], "crop_scale must be finite numbers, got [nan, 1.0]"),
     ("drop_path_rate", INF, "drop_path_rate must be a finite number, got inf"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("key,value,message", BAD_VALUES, ids=lambda v: str(v))

@@ -20,16 +20,19 @@ def split_of(pixels: torch.Tensor) -> Dataset:
     rows = Dataset.from_dict({"row": list(range(len(pixels)))})
 
     def transform(batch):
-        return {"pixel_values": [pixels[row] for row in batch["row"]],
-                "labels": [torch.tensor(row % 3) for row in batch["row"]]}  # fmt: skip
+        return {
+            "pixel_values": [pixels[row] for row in batch["row"]],
+            "labels": [torch.tensor(row % 3) for row in batch["row"]],
+        }
 
     rows.set_transform(transform)
     return rows
 
 
 def kept(pixels: torch.Tensor, budget_gb: float = 1.0):
-    return preprocess_once(split_of(pixels), SPEC, name="Validation", batch_size=4, workers=0,
-                           budget_gb=budget_gb)  # fmt: skip
+    return preprocess_once(
+        split_of(pixels), SPEC, name="Validation", batch_size=4, workers=0, budget_gb=budget_gb
+    )
 
 
 def uint8_images(count: int) -> torch.Tensor:

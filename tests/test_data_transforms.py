@@ -43,13 +43,26 @@ def test_default_training_transform_only_crops_and_leaves_uint8():
 def test_every_augmentation_key_adds_its_transform_in_order():
     transform = train_transform(
         SPEC,
-        augment(horizontal_flip=0.5, vertical_flip=0.5, rotation_degrees=10, zoom=0.2,
-                brightness=0.2, contrast=0.2, auto_augment="randaugment", random_erasing=0.25),
-    )  # fmt: skip
+        augment(
+            horizontal_flip=0.5,
+            vertical_flip=0.5,
+            rotation_degrees=10,
+            zoom=0.2,
+            brightness=0.2,
+            contrast=0.2,
+            auto_augment="randaugment",
+            random_erasing=0.25,
+        ),
+    )
     assert kinds(transform) == [
-        "PILToTensor", "RandomResizedCrop", "RandomHorizontalFlip", "RandomVerticalFlip",
-        "RandomAffine", "ColorJitter", "RandAugment",
-    ]  # fmt: skip
+        "PILToTensor",
+        "RandomResizedCrop",
+        "RandomHorizontalFlip",
+        "RandomVerticalFlip",
+        "RandomAffine",
+        "ColorJitter",
+        "RandAugment",
+    ]
     affine = transform.transforms[4]
     assert affine.degrees == [-10.0, 10.0] and affine.scale == (0.8, 1.2)
     assert "TrivialAugmentWide" in kinds(

@@ -36,9 +36,15 @@ def read_pixels(path, settings=EIGHT_BIT, **options) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "name",
-    ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm",
-     "MR_small_jp2klossless.dcm", "MR_small_bigendian.dcm", "JPGExtended.dcm"],
-)  # fmt: skip
+    [
+        "MR_small.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_bigendian.dcm",
+        "JPGExtended.dcm",
+    ],
+)
 def test_grey_files_follow_the_modality_lut_and_their_own_window(name):
     path = pydicom_file(name)
     assert_close_to(read_dicom(path, EIGHT_BIT).image, expected_grey(path))
@@ -114,10 +120,13 @@ def test_enhanced_multi_frame_values_in_functional_groups_apply(tmp_path):
     shared.PixelValueTransformationSequence = Sequence([rescale])
     frame.FrameVOILUTSequence = Sequence([window])
     enhanced = dicom_copy(
-        "CT_small.dcm", tmp_path / "enhanced.dcm", RescaleIntercept=None, RescaleSlope=None,
+        "CT_small.dcm",
+        tmp_path / "enhanced.dcm",
+        RescaleIntercept=None,
+        RescaleSlope=None,
         SharedFunctionalGroupsSequence=Sequence([shared]),
         PerFrameFunctionalGroupsSequence=Sequence([frame]),
-    )  # fmt: skip
+    )
     expected = expected_grey(pydicom_file("CT_small.dcm"), WindowCenter=40, WindowWidth=400)
     assert_close_to(read_dicom(enhanced, EIGHT_BIT).image, expected)
 

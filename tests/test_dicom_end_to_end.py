@@ -42,8 +42,12 @@ def write_classes(root):
         dicom_copy("CT_small.dcm", root / "clear" / f"c{index}.dcm", PatientID=f"C{index}")
         pixels = plain.pixel_array.copy()
         pixels[40:90, 40:90] = 2000  # ~ +1000 HU: bright in the lung window
-        dicom_copy("CT_small.dcm", root / "lesion" / f"l{index}", PatientID=f"L{index}",
-                   PixelData=pixels.tobytes())  # fmt: skip
+        dicom_copy(
+            "CT_small.dcm",
+            root / "lesion" / f"l{index}",
+            PatientID=f"L{index}",
+            PixelData=pixels.tobytes(),
+        )
     return root
 
 
@@ -83,8 +87,9 @@ def test_the_model_folder_records_the_dicom_settings(trained, tmp_path):
     with pytest.raises(MedftError, match="dicom_window 'lungs'"):
         DataArguments(str(dataset), dicom_window="lungs")
     assert json.loads((model / "dicom.json").read_text())["window"] == {
-        "center": -600.0, "width": 1500.0,
-    }  # fmt: skip
+        "center": -600.0,
+        "width": 1500.0,
+    }
 
 
 def test_predict_on_dicom_files_matches_pipeline_on_load_image(trained, tmp_path):

@@ -22,8 +22,10 @@ def test_a_vit_is_explained_on_its_patch_grid_and_bad_files_are_reported(
     )
     assert summary.method == "Grad-CAM on the patch-token grid of vit.layers.1.layernorm_before"
     assert {name.rsplit("/", 1)[-1] for name in summary.errors} == {
-        "empty.jpg", "notes.jpg", "truncated.jpeg"
-    }  # fmt: skip
+        "empty.jpg",
+        "notes.jpg",
+        "truncated.jpeg",
+    }
     scans = [p for p in folder.iterdir() if is_image_file(p)]
     assert len(summary.written) == len(scans) - 3
     for path in summary.written:
@@ -92,7 +94,7 @@ def test_token_grid_drops_the_class_token_and_lays_patches_out_row_by_row():
             "resnet.encoder.stages.1",
             None,
         ),
-    ],  # fmt: skip
+    ],
     ids=["vit", "timm-vit-registers", "timm-resnet", "convnext", "resnet"],
 )
 def test_the_layer_explained_suits_each_family(args, size, layer, tokens):
@@ -130,7 +132,7 @@ def test_the_layer_explained_suits_each_family(args, size, layer, tokens):
                 "window_size": 2,
             },
         ),
-    ],  # fmt: skip
+    ],
     ids=["swin", "timm-swin"],
 )
 def test_windowed_transformers_are_refused_not_explained_wrongly(args):

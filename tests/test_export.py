@@ -75,8 +75,12 @@ def test_a_timm_cnn_exports_at_parity_and_predicts_the_same_csv(
     assert settings["output"]["probabilities"] == "sigmoid" and settings["size"] == [32, 32]
     assert settings["resize"] == {"shortest_edge": 33}  # timm ResNet-18: 32 / crop_pct 0.95
     assert settings["crop"] == {"height": 32, "width": 32}
-    assert [name for name, _, _ in summary.metrics] == ["mean_auroc", "micro_auroc", "macro_f1",
-                                                        "micro_f1"]  # fmt: skip
+    assert [name for name, _, _ in summary.metrics] == [
+        "mean_auroc",
+        "micro_auroc",
+        "macro_f1",
+        "micro_f1",
+    ]
     for _, ours, theirs in summary.metrics:
         assert theirs == pytest.approx(ours, abs=1e-3)
 
@@ -134,8 +138,11 @@ def test_a_transformers_vit_exports_from_the_command_line(
     )
     for ours, theirs in zip(read_rows(tmp_path / "torch.csv"), read_rows(tmp_path / "onnx.csv")):
         assert (theirs["path"], theirs["error"], theirs["label_1"], theirs["decision"]) == (
-            ours["path"], ours["error"], ours["label_1"], ours["decision"]
-        )  # fmt: skip
+            ours["path"],
+            ours["error"],
+            ours["label_1"],
+            ours["decision"],
+        )
         if not ours["error"]:
             assert float(theirs["score_1"]) == pytest.approx(float(ours["score_1"]), abs=1e-4)
 

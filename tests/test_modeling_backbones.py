@@ -8,8 +8,13 @@ from medft.modeling.backbones import build_backbone
 from medft.modeling.families import base_model_id, family_of
 from medft.tasks import TaskInfo
 
-TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "intermediate_size": 64, "patch_size": 8}  # fmt: skip
+TINY_VIT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "patch_size": 8,
+}
 THREE = TaskInfo(["benign", "malignant", "normal"], multi_label=False)
 FINDINGS = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")
 

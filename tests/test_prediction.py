@@ -139,8 +139,16 @@ def test_rows_hold_the_top_k_labels_and_the_reason_a_file_failed():
     four = TaskInfo(["a", "b", "c", "d"], multi_label=False)
     probs = np.array([[0.1, 0.2, 0.3, 0.4], [np.nan] * 4])
     header, rows = prediction_rows(four, ["x.png", "bad.png"], probs, {1: "OSError: broken"}, 3, {})
-    assert header == ["path", "error", "label_1", "score_1", "label_2", "score_2", "label_3",
-                      "score_3"]  # fmt: skip
+    assert header == [
+        "path",
+        "error",
+        "label_1",
+        "score_1",
+        "label_2",
+        "score_2",
+        "label_3",
+        "score_3",
+    ]
     assert rows == [
         ["x.png", "", "d", "0.400000", "c", "0.300000", "b", "0.200000"],
         ["bad.png", "OSError: broken", "", "", "", "", "", ""],
@@ -174,8 +182,11 @@ def test_a_damaged_weights_file_is_one_line_naming_it(family, how, tmp_path):
     message = str(error.value)
     assert message.startswith(f"the weights file {weights} is ") and "\n" not in message
     assert message.endswith("save the model again (save_pretrained) or download it again.")
-    assert {"truncated": "damaged or incomplete (SafetensorError", "empty": "is empty",
-            "git_lfs_pointer": "a Git LFS pointer"}[how] in message  # fmt: skip
+    assert {
+        "truncated": "damaged or incomplete (SafetensorError",
+        "empty": "is empty",
+        "git_lfs_pointer": "a Git LFS pointer",
+    }[how] in message
 
 
 @pytest.mark.parametrize("how", ["truncated", "empty"])

@@ -152,8 +152,9 @@ def test_real_brain_sample_gives_1266_images_in_44_classes(tmp_path):
     leakage = report["near_duplicates"]
     assert leakage["after"]["with_copy_in_train"] == {"test": 0, "validation": 0}
     assert leakage["without_near_duplicate_groups"]["with_copy_in_train"] == {
-        "test": 49, "validation": 53,
-    }  # fmt: skip
+        "test": 49,
+        "validation": 53,
+    }
     plain = prepare_dataset(
         BrainTumorArguments(
             output=tmp_path / "plain", source=REAL_SAMPLE, num_proc=2, near_duplicates="off"

@@ -105,8 +105,10 @@ def test_bad_columns_values_and_labels_are_named(tmp_path, image_dir):
 
 
 def listed(listing):
-    return {split: [(e.path, e.label, e.metadata["image_id"]) for e in examples]
-            for split, examples in listing.splits.items()}  # fmt: skip
+    return {
+        split: [(e.path, e.label, e.metadata["image_id"]) for e in examples]
+        for split, examples in listing.splits.items()
+    }
 
 
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
@@ -233,8 +235,10 @@ def test_a_file_given_two_splits_by_the_split_column_is_counted(tmp_path, image_
 
 
 def subgroup_table(tmp_path):
-    rows = [f"{i:02d}.png,{'a' if i % 2 else 'b'},{'FM'[i % 2]},{('site 1', 'site 2', '')[i % 3]},"
-            f"p{i}" for i in range(40)]  # fmt: skip
+    rows = [
+        f"{i:02d}.png,{'a' if i % 2 else 'b'},{'FM'[i % 2]},{('site 1', 'site 2', '')[i % 3]},p{i}"
+        for i in range(40)
+    ]
     return write_csv(tmp_path / "t.csv", "image,label,sex,site,patient", rows)
 
 

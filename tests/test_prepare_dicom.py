@@ -59,8 +59,13 @@ def build_layout(root):
     )
     (root / "ct" / "notes.txt").write_text("not DICOM")
     (root / "ct" / ".DS_Store").write_bytes(b"\0")
-    compressions = ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm",
-                    "MR_small_jp2klossless.dcm", "MR_small_bigendian.dcm"]  # fmt: skip
+    compressions = [
+        "MR_small.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_bigendian.dcm",
+    ]
     for i, name in enumerate(compressions):
         dicom_copy(name, root / "mr" / name, PatientID=f"MR-{i}")
     mono1 = {"PhotometricInterpretation": "MONOCHROME1", "PatientID": "MR-8"}
@@ -104,9 +109,11 @@ def rows_of(output, key: str) -> list[dict]:
     image_id = pseudonyms_of(output)("file", key)
     dataset = load_from_disk(str(output))
     return [
-        row | {"split": split} for split, part in dataset.items() for row in part
+        row | {"split": split}
+        for split, part in dataset.items()
+        for row in part
         if row["image_id"] == image_id
-    ]  # fmt: skip
+    ]
 
 
 def test_dataset_contract_and_technical_columns_only(prepared):
@@ -262,8 +269,11 @@ def test_a_csv_naming_a_file_twice_keeps_its_rows_in_one_split(tmp_path):
     for i in range(20):
         dicom_copy("CT_small.dcm", root / f"ct_{i}.dcm", PatientID=None, StudyInstanceUID=None)
     dicom_copy("CT_small.dcm", root / "patient.dcm", PatientID="P-1")
-    rows = [f"{spelling}ct_{i}.dcm,{'a' if i % 2 else 'b'}\n" for i in range(20)
-            for spelling in ("", "./")]  # fmt: skip
+    rows = [
+        f"{spelling}ct_{i}.dcm,{'a' if i % 2 else 'b'}\n"
+        for i in range(20)
+        for spelling in ("", "./")
+    ]
     table = tmp_path / "labels.csv"
     table.write_text("image,label\n" + "".join(rows) + "patient.dcm,a\n./patient.dcm,a\n")
     listing = list_dicom(
@@ -280,20 +290,31 @@ def test_a_csv_naming_a_file_twice_keeps_its_rows_in_one_split(tmp_path):
 @pytest.mark.filterwarnings("ignore:Invalid value for VR CS")  # PatientSex 'm', as some PACS
 def test_privacy_no_identifier_reaches_any_file_or_log(tmp_path, capfd):
     secrets = {
-        "PatientName": "Doe^Jonathan", "PatientID": "MRN-77665544", "OtherPatientIDs": "ALT-31415",
-        "PatientBirthDate": "19610203", "InstitutionName": "St Elsewhere General",
-        "AccessionNumber": "ACC-99887766", "ReferringPhysicianName": "Welby^Marcus",
-        "StudyInstanceUID": "1.2.826.0.1.3680043.2.1143.777", "StudyDate": "20190704",
-    }  # fmt: skip
+        "PatientName": "Doe^Jonathan",
+        "PatientID": "MRN-77665544",
+        "OtherPatientIDs": "ALT-31415",
+        "PatientBirthDate": "19610203",
+        "InstitutionName": "St Elsewhere General",
+        "AccessionNumber": "ACC-99887766",
+        "ReferringPhysicianName": "Welby^Marcus",
+        "StudyInstanceUID": "1.2.826.0.1.3680043.2.1143.777",
+        "StudyDate": "20190704",
+    }
     source = tmp_path / "pacs"
     folder = source / "pneumonia" / "Doe^Jonathan_MRN-77665544"  # PACS folders name patients
-    dicom_copy("CT_small.dcm", folder / "Doe_Jonathan_1.dcm", PatientSex="m", PatientAge="057Y",
-               **secrets)  # fmt: skip
+    dicom_copy(
+        "CT_small.dcm", folder / "Doe_Jonathan_1.dcm", PatientSex="m", PatientAge="057Y", **secrets
+    )
     dicom_copy("MR_small.dcm", folder / "Doe_Jonathan_2.dcm", **secrets)
     dicom_copy("MR_truncated.dcm", folder / "Doe_Jonathan_3.dcm", **secrets)  # a skipped one
     for i, (sex, age) in enumerate((("F", "093Y"), ("X", "150Y"), (None, None))):
-        dicom_copy("CT_small.dcm", source / "normal" / f"n{i}.dcm", PatientID=f"N{i}",
-                   PatientSex=sex, PatientAge=age)  # fmt: skip
+        dicom_copy(
+            "CT_small.dcm",
+            source / "normal" / f"n{i}.dcm",
+            PatientID=f"N{i}",
+            PatientSex=sex,
+            PatientAge=age,
+        )
     output = tmp_path / "out"
     report = prepare_dataset(DicomArguments(output=output, source=source, num_proc=1))
     main(["prepare", "dicom", "--source", str(source), "--output", str(output), "--overwrite",
@@ -309,8 +330,10 @@ def test_privacy_no_identifier_reaches_any_file_or_log(tmp_path, capfd):
         set(load_from_disk(str(output))["train"].column_names) | {"sex", "age_band"}
     )
     doe = "pneumonia/Doe^Jonathan_MRN-77665544/Doe_Jonathan_1.dcm"
-    subgroups = {key: [(row["sex"], row["age_band"]) for row in rows_of(subgrouped, key)]
-                 for key in (doe, "normal/n0.dcm", "normal/n1.dcm", "normal/n2.dcm")}  # fmt: skip
+    subgroups = {
+        key: [(row["sex"], row["age_band"]) for row in rows_of(subgrouped, key)]
+        for key in (doe, "normal/n0.dcm", "normal/n1.dcm", "normal/n2.dcm")
+    }
     assert subgroups == {
         doe: [("M", "40-59")],  # PatientSex 'm', PatientAge '057Y'
         "normal/n0.dcm": [("F", "80+")],  # '093Y'
@@ -393,8 +416,11 @@ def test_the_salt_comes_from_a_file_the_environment_or_python(raw, tmp_path, mon
         DicomArguments(output=tmp_path / "python", source=source, num_proc=1, id_salt=salt)
     )
     expected = Pseudonyms(salt.encode())("file", "ct/ct_0.dcm")
-    for route, how in (("file", "read from --id-salt-file"), ("environment", "read from "
-                       "MEDFT_ID_SALT"), ("python", "given as id_salt")):  # fmt: skip
+    for route, how in (
+        ("file", "read from --id-salt-file"),
+        ("environment", "read from MEDFT_ID_SALT"),
+        ("python", "given as id_salt"),
+    ):
         output = tmp_path / route
         ids = {i for part in load_from_disk(str(output)).values() for i in part["image_id"]}
         assert expected in ids and not salt_file(output).exists(), route

@@ -49,8 +49,15 @@ def tagged_jpeg(seed: int = 0, progressive: bool = False) -> bytes:
     """A JPEG with EXIF, XMP, a comment and an ICC profile (and, progressive, a comment
     between its scans, and bytes after its end)."""
     buffer = io.BytesIO()
-    scan(seed=seed).save(buffer, "JPEG", exif=exif_naming_the_patient(), xmp=XMP.encode(),
-                         comment=TEXT, icc_profile=ICC, progressive=progressive)  # fmt: skip
+    scan(seed=seed).save(
+        buffer,
+        "JPEG",
+        exif=exif_naming_the_patient(),
+        xmp=XMP.encode(),
+        comment=TEXT,
+        icc_profile=ICC,
+        progressive=progressive,
+    )
     data = buffer.getvalue()
     if progressive:  # a comment segment before the second scan
         second_scan = data.index(b"\xff\xda", data.index(b"\xff\xda") + 2)
@@ -67,8 +74,9 @@ def tagged_png(mode: str = "RGB", seed: int = 0) -> bytes:
     info.add_itxt("Description", TEXT)
     info.add_itxt("XML:com.adobe.xmp", XMP)
     buffer = io.BytesIO()
-    scan(mode, seed).save(buffer, "PNG", pnginfo=info, exif=exif_naming_the_patient(),
-                          icc_profile=ICC)  # fmt: skip
+    scan(mode, seed).save(
+        buffer, "PNG", pnginfo=info, exif=exif_naming_the_patient(), icc_profile=ICC
+    )
     return buffer.getvalue()
 
 

@@ -54,8 +54,9 @@ def test_every_near_copy_shares_its_scans_split_and_distinct_scans_stay_apart(sc
         load_from_disk(str(tmp_path / "plain"))["train"].column_names
     )
     split_of = split_of_each(tmp_path / "plain")
-    straddling = [scan for scan, files in versions.items()
-                  if len({split_of[file] for file in files}) > 1]  # fmt: skip
+    straddling = [
+        scan for scan, files in versions.items() if len({split_of[file] for file in files}) > 1
+    ]
     assert straddling  # an image-level split leaks copies across splits
     without = leakage["without_near_duplicate_groups"]
     assert without["groups_across_splits"] == len(straddling)
@@ -74,8 +75,7 @@ def test_a_given_split_is_kept_and_its_copies_counted(scans, tmp_path):
     assert report["counts"]["test"] == 3 * len(versions)  # given splits are never changed
     after = report["near_duplicates"]["after"]
     assert after["groups_across_splits"] == len(versions)  # each scan's copies: train and test
-    in_train = [file for file, split in split_of_each(tmp_path / "out").items()
-                if split == "train"]  # fmt: skip
+    in_train = [file for file, split in split_of_each(tmp_path / "out").items() if split == "train"]
     assert after["with_copy_in_train"]["test"] == 3 * len(in_train)
 
 

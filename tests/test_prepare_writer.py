@@ -99,8 +99,10 @@ def test_the_written_layout_is_what_save_to_disk_writes(brain_multiclass, tmp_pa
     theirs = load_from_disk(str(tmp_path / "theirs"))
     for split in ours:
         folder = brain_multiclass / split
-        state, reference = (json.loads((root / split / "state.json").read_text())
-                            for root in (brain_multiclass, tmp_path / "theirs"))  # fmt: skip
+        state, reference = (
+            json.loads((root / split / "state.json").read_text())
+            for root in (brain_multiclass, tmp_path / "theirs")
+        )
         assert set(state) == set(reference) and state["_split"] == reference["_split"] == split
         info = json.loads((folder / "dataset_info.json").read_text())
         assert Features.from_dict(info["features"]) == ours[split].features
@@ -112,8 +114,9 @@ def test_the_written_layout_is_what_save_to_disk_writes(brain_multiclass, tmp_pa
         ours[split].data.table.validate(full=True)
         assert ours[split]["image_id"] == theirs[split]["image_id"]
     recorded = {split: SplitInfo(split, num_examples=len(ours[split])) for split in ours}
-    verify_splits(recorded, {split: SplitInfo(split, num_examples=len(theirs[split]))
-                             for split in theirs})  # fmt: skip
+    verify_splits(
+        recorded, {split: SplitInfo(split, num_examples=len(theirs[split])) for split in theirs}
+    )
 
 
 def test_the_paths_go_to_a_private_record_beside_the_dataset(brain_raw, tmp_path):

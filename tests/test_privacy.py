@@ -125,16 +125,26 @@ def test_a_prepared_csv_names_no_patient_and_the_summary_says_where_the_paths_ar
     record = check_private_file(output, table)
     assert record["options"]["image_root"] == str((exports / "raw").resolve())
     (skipped,) = report["skipped"]
-    assert record["skipped"] == [skipped] == [{
-        "file": "gone/missing.png", "reason": "listed in labels.csv but not found",
-        "split": skipped["split"],
-    }]  # fmt: skip
+    assert (
+        record["skipped"]
+        == [skipped]
+        == [
+            {
+                "file": "gone/missing.png",
+                "reason": "listed in labels.csv but not found",
+                "split": skipped["split"],
+            }
+        ]
+    )
 
 
 def test_absolute_paths_in_a_csv_reach_the_dataset_as_paths_below_their_shared_folder(exports):
     raw = (exports / "raw").resolve()
-    rows = [f"{raw / name / f'scan{i:02d}.png'},{name}" for name in ("benign", "malignant")
-            for i in range(16)]  # fmt: skip
+    rows = [
+        f"{raw / name / f'scan{i:02d}.png'},{name}"
+        for name in ("benign", "malignant")
+        for i in range(16)
+    ]
     table = exports / "absolute.csv"
     table.write_text("image,label\n" + "\n".join(rows) + "\n")
     output = exports / "prepared-absolute"
@@ -165,8 +175,13 @@ def test_nothing_a_trained_model_pushes_or_shows_names_the_patient(trained):
     from medft.commands.serve import load_served_model
 
     pushed = files_to_push(trained)
-    assert {"README.md", "metrics.json", "recipe.json", "training_args.json",
-            "trainer_state.json"} <= set(pushed)  # fmt: skip
+    assert {
+        "README.md",
+        "metrics.json",
+        "recipe.json",
+        "training_args.json",
+        "trainer_state.json",
+    } <= set(pushed)
     assert leaking_files(trained, pushed) == {}
     metrics = json.loads((trained / "metrics.json").read_text())
     assert (metrics["model"], metrics["dataset"]) == ("model", "prepared-folder")

@@ -302,8 +302,10 @@ def test_bombs_are_refused_from_their_headers_in_bounded_memory(
     scan = sorted((brain_raw / "Glioblastoma T2").glob("*.jp*g"))[0]
     run = subprocess.run(
         [sys.executable, "-c", PEAK_MEMORY, str(trained_binary), str(scan), *map(str, bombs)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     measured = json.loads(run.stdout.strip().splitlines()[-1])
     text = measured["text"].replace("\\", "")  # Markdown escapes
     assert "0 of 3 file(s) classified" in text
@@ -382,8 +384,11 @@ def test_uploads_are_deleted_once_read_and_the_server_folder_goes_with_it(
         assert "1 of 2 file(s) classified" in text
         assert f"**{uploads[1].name}**: over the limit of 1 files per upload" in text
         contents = {scan.read_bytes() for scan in scans}
-        kept = [path for path in folder.rglob("*") if path.is_file()
-                and ("Doe_Jane" in path.name or path.read_bytes() in contents)]  # fmt: skip
+        kept = [
+            path
+            for path in folder.rglob("*")
+            if path.is_file() and ("Doe_Jane" in path.name or path.read_bytes() in contents)
+        ]
         assert kept == []  # the gallery's picture is re-encoded, nameless
         assert not (temp / "gradio").exists()  # Gradio's own default: nothing of it is used
     finally:

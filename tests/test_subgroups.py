@@ -44,14 +44,16 @@ def known_gap(seed: int = 0, per_group: int = 300):
 
 def test_group_metrics_and_the_gap_match_a_direct_bootstrap():
     probs, labels, sex = known_gap()
-    result = evaluate_subgroups(BINARY, probs, labels, None, {"sex": sex}, np.array([0.5]),
-                                resamples=400, seed=3)[0]  # fmt: skip
+    result = evaluate_subgroups(
+        BINARY, probs, labels, None, {"sex": sex}, np.array([0.5]), resamples=400, seed=3
+    )[0]
     female, male = result.groups
     assert (female.value, male.value) == ("F", "M")
     for group in (female, male):
         inside = sex == group.value
-        assert group.metrics["auroc"] == pytest.approx(roc_auc_score(labels[inside],
-                                                                     probs[inside, 1]))  # fmt: skip
+        assert group.metrics["auroc"] == pytest.approx(
+            roc_auc_score(labels[inside], probs[inside, 1])
+        )
     expected_gap = female.metrics["auroc"] - male.metrics["auroc"]
     assert female.gaps["auroc"] == pytest.approx(expected_gap)
     assert male.gaps["auroc"] == pytest.approx(-expected_gap)
@@ -75,10 +77,12 @@ def test_patients_are_resampled_with_all_their_images():
     probs, labels, sex = known_gap(per_group=60)
     patients = np.repeat(np.arange(len(labels) // 4), 4)  # four images a patient, alike
     probs, labels, sex = probs[patients * 4], labels[patients * 4], sex[patients * 4]
-    by_image = evaluate_subgroups(BINARY, probs, labels, None, {"sex": sex}, np.array([0.5]),
-                                  resamples=300)[0]  # fmt: skip
-    by_patient = evaluate_subgroups(BINARY, probs, labels, patients, {"sex": sex},
-                                    np.array([0.5]), resamples=300)[0]  # fmt: skip
+    by_image = evaluate_subgroups(
+        BINARY, probs, labels, None, {"sex": sex}, np.array([0.5]), resamples=300
+    )[0]
+    by_patient = evaluate_subgroups(
+        BINARY, probs, labels, patients, {"sex": sex}, np.array([0.5]), resamples=300
+    )[0]
     auroc = {"image": by_image.groups[1].intervals, "patient": by_patient.groups[1].intervals}
     width = {unit: found["auroc"]["high"] - found["auroc"]["low"] for unit, found in auroc.items()}
     assert width["patient"] > 1.5 * width["image"]  # copies of a patient are not independent
@@ -89,8 +93,9 @@ def test_small_groups_and_missing_values_are_shown_and_marked():
     probs, labels, sex = known_gap(per_group=100)
     age = np.array(["18-39"] * 100 + ["40-59"] * 90 + ["80+"] * 8 + [None] * 2, dtype=object)
     labels[190:198] = 0  # the 80+ group has no positive
-    result = evaluate_subgroups(BINARY, probs, labels, None, {"age_band": age}, np.array([0.5]),
-                                resamples=50)[0]  # fmt: skip
+    result = evaluate_subgroups(
+        BINARY, probs, labels, None, {"age_band": age}, np.array([0.5]), resamples=50
+    )[0]
     values = [group.value for group in result.groups]
     assert values == ["18-39", "40-59", "80+", MISSING]
     oldest = result.groups[2]
@@ -104,8 +109,9 @@ def test_a_group_of_one_class_has_its_undefined_rates_left_out_and_says_why():
     probs, labels, _ = known_gap(per_group=100)
     site = np.where(labels == 1, "A", "B").astype(object)
     site[:40] = "B"  # B holds both classes, A positives only
-    result = evaluate_subgroups(BINARY, probs, labels, None, {"site": site}, np.array([0.5]),
-                                resamples=50)[0]  # fmt: skip
+    result = evaluate_subgroups(
+        BINARY, probs, labels, None, {"site": site}, np.array([0.5]), resamples=50
+    )[0]
     positives_only = result.groups[0]
     assert positives_only.value == "A" and not positives_only.too_small
     assert {"auroc", "specificity"}.isdisjoint(positives_only.metrics)
@@ -119,8 +125,9 @@ def test_multilabel_groups_have_each_findings_sensitivity():
     view = np.array(["PA", "AP"] * 200, dtype=object)
     noise = np.where(view[:, None] == "PA", 0.5, 2.0)
     probs = 1 / (1 + np.exp(-(3 * labels - 1.5 + rng.normal(size=labels.shape) * noise)))
-    result = evaluate_subgroups(FINDINGS, probs, labels, None, {"view_position": view},
-                                np.array([0.5, 0.5]), resamples=100)[0]  # fmt: skip
+    result = evaluate_subgroups(
+        FINDINGS, probs, labels, None, {"view_position": view}, np.array([0.5, 0.5]), resamples=100
+    )[0]
     pa = next(group for group in result.groups if group.value == "PA")
     assert {"mean_auroc", "auroc_Mass", "sensitivity_Mass", "sensitivity_Nodule"} <= set(pa.metrics)
     assert pa.positives["Mass"] == int(labels[view == "PA", 0].sum())
@@ -136,8 +143,9 @@ def test_a_rare_finding_marks_its_own_cells_not_the_whole_group():
     view = np.array(["PA"] * 200 + ["AP"] * 200, dtype=object)
     noise = np.where(view[:, None] == "PA", 0.5, 2.0)
     probs = 1 / (1 + np.exp(-(3 * labels - 1.5 + rng.normal(size=labels.shape) * noise)))
-    result = evaluate_subgroups(FINDINGS, probs, labels, None, {"view_position": view},
-                                np.array([0.5, 0.5]), resamples=50)[0]  # fmt: skip
+    result = evaluate_subgroups(
+        FINDINGS, probs, labels, None, {"view_position": view}, np.array([0.5, 0.5]), resamples=50
+    )[0]
     for group in result.groups:
         assert not group.too_small and group.few_positives == ["Nodule"]
         assert "fewer than 5 positives of Nodule" in group.caveat()
@@ -149,8 +157,7 @@ def test_an_attribute_of_many_values_is_refused_naming_it():
     probs, labels, _ = known_gap(per_group=50)
     age = np.arange(len(labels)) % 60
     with pytest.raises(MedftError, match="'age' has 60 distinct values.*age_band"):
-        evaluate_subgroups(BINARY, probs, labels, None, {"age": age}, np.array([0.5]),
-                           resamples=10)  # fmt: skip
+        evaluate_subgroups(BINARY, probs, labels, None, {"age": age}, np.array([0.5]), resamples=10)
 
 
 # through medft evaluate, the end of training, the card, predict and cv -----------------------
@@ -268,8 +275,7 @@ def test_an_ensemble_with_test_time_augmentation_reports_subgroups(
     assert sum(group.images for group in report.subgroups[0].groups) == report.images
 
 
-def test_a_column_the_split_lacks_is_one_line_naming_it(trained_multilabel, nih_attributes,
-                                                        capsys):  # fmt: skip
+def test_a_column_the_split_lacks_is_one_line_naming_it(trained_multilabel, nih_attributes, capsys):
     code = main(["evaluate", "--model", str(trained_multilabel), "--dataset",
                  str(nih_attributes), "--subgroups", "sex,site"])  # fmt: skip
     assert code == 2
@@ -279,8 +285,9 @@ def test_a_column_the_split_lacks_is_one_line_naming_it(trained_multilabel, nih_
     assert "its columns: image, labels, image_id, patient_id" in err[0]
 
 
-def test_a_group_without_positives_is_shown_and_says_so(trained_binary, brain_sites, tmp_path,
-                                                        capsys):  # fmt: skip
+def test_a_group_without_positives_is_shown_and_says_so(
+    trained_binary, brain_sites, tmp_path, capsys
+):
     code = main(["evaluate", "--model", str(trained_binary), "--dataset", str(brain_sites),
                  "--output", str(tmp_path), "--subgroups", "site", "--bootstrap-resamples",
                  "100"])  # fmt: skip
@@ -320,10 +327,17 @@ def test_the_end_of_training_reports_the_recipe_subgroups_in_metrics_and_card(
 
 
 def test_the_subgroups_recipe_key_reads_a_list_a_comma_list_or_none(brain_binary, tmp_path):
-    common = {"model_name_or_path": "vit", "dataset_name": str(brain_binary),
-              "output_dir": str(tmp_path)}  # fmt: skip
-    for given, expected in ((["sex", "age_band"], ["sex", "age_band"]), ("sex,age_band",
-                            ["sex", "age_band"]), ("none", []), (None, None)):  # fmt: skip
+    common = {
+        "model_name_or_path": "vit",
+        "dataset_name": str(brain_binary),
+        "output_dir": str(tmp_path),
+    }
+    for given, expected in (
+        (["sex", "age_band"], ["sex", "age_band"]),
+        ("sex,age_band", ["sex", "age_band"]),
+        ("none", []),
+        (None, None),
+    ):
         assert parse_recipe(values={**common, "subgroups": given}).training.subgroups == expected
     with pytest.raises(MedftError, match="subgroups: none means no columns"):
         parse_recipe(values={**common, "subgroups": ["none", "sex"]})

@@ -25,6 +25,7 @@ from medft.config import commands, evaluation, inference
 from medft.config.prepare import PrepareArguments
 from medft.errors import MedftError
 from medft.formats.pixel_budget import max_megapixels
+from medft.progress import quiet_library_bars
 
 
 class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
@@ -305,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     try:
         max_megapixels()  # a bad MEDFT_MAX_MEGAPIXELS stops any command here, not file by file
+        quiet_library_bars()
         args.handler(options_from(args, args.options))
     except MedftError as error:
         print(f"medft: error: {error}", file=sys.stderr)

@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from tqdm.auto import tqdm
 
 from medft.errors import MedftError
+from medft.progress import progress_bar
 
 HASH_BITS = 64
 HASH_COLUMN = "perceptual_hash"  # the prepared dataset's column of each image's hash
@@ -83,7 +83,7 @@ def near_pairs(
     against = values if others is None else others
     found = []
     starts = range(0, len(values), PAIR_BLOCK)
-    for start in tqdm(starts, desc="Comparing hashes", unit="block", disable=not progress):
+    for start in progress_bar(starts, desc="Comparing hashes", unit="block", disable=not progress):
         block = values[start : start + PAIR_BLOCK]
         first = 0 if others is not None else start
         distances = np.bitwise_count(block[:, None] ^ against[None, first:])

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Image as ImageFeature
-from tqdm.auto import tqdm
 
 from medft.config.commands import AuditArguments
 from medft.data.loading import read_dataset
@@ -25,6 +24,7 @@ from medft.formats.pixel_budget import ImageTooLarge
 from medft.near_duplicates import HASH_COLUMN, hash_values, perceptual_hash
 from medft.prepare.leakage import TRAIN, LeakageAudit, Row, audit, contact_sheet, format_audit
 from medft.prepare.regroup import SHEET_NAME
+from medft.progress import progress_bar
 
 AUDIT_NAME = "leakage_audit.json"
 ROWS_PER_TASK = 256
@@ -52,10 +52,12 @@ def hash_rows(task: tuple[str, str, int, int]) -> list[str | None]:
 
 def split_hashes(name: str, split: str, rows: int, num_proc: int) -> list[str | None]:
     """Hashes of a split's stored images, in worker processes."""
-    tasks = [(name, split, start, min(start + ROWS_PER_TASK, rows))
-             for start in range(0, rows, ROWS_PER_TASK)]  # fmt: skip
+    tasks = [
+        (name, split, start, min(start + ROWS_PER_TASK, rows))
+        for start in range(0, rows, ROWS_PER_TASK)
+    ]
     hashes: list[str | None] = []
-    with tqdm(total=rows, desc=f"Hashing {split}", unit="img") as bar:
+    with progress_bar(total=rows, desc=f"Hashing {split}", unit="img") as bar:
         if num_proc <= 1 or len(tasks) <= 1:
             found_parts = map(hash_rows, tasks)
             for found in found_parts:
@@ -95,8 +97,11 @@ def audit_datasets(options: AuditArguments) -> AuditResult:
             found = split_hashes(source, split, len(part), options.num_proc)
         unreadable += sum(1 for value in found if value is None)
         shown = split if source == name else f"{Path(source).name}:{split}"
-        ids = (list(part.with_format(None)["patient_id"])
-               if "patient_id" in part.column_names else [None] * len(part))  # fmt: skip
+        ids = (
+            list(part.with_format(None)["patient_id"])
+            if "patient_id" in part.column_names
+            else [None] * len(part)
+        )
         for row, (value, patient) in enumerate(zip(found, ids)):
             if value is not None:
                 hashes.append(value)

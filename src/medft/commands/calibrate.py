@@ -21,13 +21,13 @@ from medft.config.evaluation import (
     EvaluationOptions,
     ScoringOptions,
 )
-from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError
 from medft.evaluation.calibration import TemperatureScaling, fit_temperature, reliability
 from medft.evaluation.card import replace_results
 from medft.evaluation.evaluate import EvaluationReport, evaluate_model, split_scores
 from medft.evaluation.reporting import write_evaluation
 from medft.inference.classifier import load_classifier
+from medft.inference.inputs import labelled_dataset
 from medft.inference.reading import ImageReader
 from medft.inference.scoring import score_images
 from medft.modeling.families import family_of
@@ -51,10 +51,9 @@ def evaluation_of(model: Path, options: CalibrateArguments) -> EvaluateArguments
 
 def calibrate_model(options: CalibrateArguments) -> tuple[EvaluationReport, Path]:
     """Fit, fold, save, evaluate; returns the new evaluation and where the model now is."""
-    dataset = read_dataset(options.dataset)
-    for split in (options.tune_split, options.split):
-        check_split(dataset, split, options.dataset)
-    task = task_of(dataset, options.tune_split, "image", None)
+    dataset, task = labelled_dataset(
+        options.dataset, options.model, options.tune_split, options.split
+    )
     if options.per_finding and not task.supports_per_finding_temperature:
         raise MedftError("--per-finding is for multi-label models; leave it out.")
     classifier = load_classifier(options.model)

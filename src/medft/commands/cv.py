@@ -161,8 +161,11 @@ def other_folds(output: Path, folds: list[Fold]) -> dict[Path, str]:
         else:
             why = other_run(fold.folder, fold.record)
             if why is None and (fold.folder / FOLD_RESULT).exists():
-                logger.warning("%s cannot be read: fold %d did not finish, and is trained "
-                               "again", fold.folder / FOLD_RESULT, fold.index)  # fmt: skip
+                logger.warning(
+                    "%s cannot be read: fold %d did not finish, and is trained again",
+                    fold.folder / FOLD_RESULT,
+                    fold.index,
+                )
         if why:
             found[fold.folder] = why
     planned = {fold.folder for fold in folds}
@@ -274,13 +277,19 @@ def cross_validate(options: CvArguments) -> CvResult:
         if test_split and test_split in dataset:
             folders = [fold.folder for fold in results]
             attributes = subgroup_attributes(
-                recipe.training.subgroups, recipe.data.dataset_name, dataset[test_split],
-                test_split, "subgroups",
-            )  # fmt: skip
+                recipe.training.subgroups,
+                recipe.data.dataset_name,
+                dataset[test_split],
+                test_split,
+                "subgroups",
+            )
             scores = ensemble_scores(
-                folders, dataset[test_split], task, recipe.training.per_device_eval_batch_size,
+                folders,
+                dataset[test_split],
+                task,
+                recipe.training.per_device_eval_batch_size,
                 attributes,
-            )  # fmt: skip
+            )
             ensemble = evaluate_scores(
                 task,
                 scores,

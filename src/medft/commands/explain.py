@@ -24,7 +24,6 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
-from tqdm.auto import tqdm
 
 from medft.config.inference import DEFAULT_TOP_K, ExplainArguments
 from medft.data.transforms import to_picture
@@ -35,6 +34,7 @@ from medft.inference.inputs import collect_inputs
 from medft.inference.reading import ImageReader, short_reason
 from medft.modeling.families import family_of
 from medft.modeling.layout import module_prefix
+from medft.progress import progress_bar
 
 
 @dataclass
@@ -111,8 +111,11 @@ def cam_layer(model: nn.Module, pixel_values: torch.Tensor) -> CamLayer:
     shapes = output_shapes(model, pixel_values)
     block = last_block(model)
     if len(shapes.get(block, ())) == 3:  # tokens: (B, N, C)
-        norms = [name for name, module in model.get_submodule(block).named_modules()
-                 if isinstance(module, nn.LayerNorm)]  # fmt: skip
+        norms = [
+            name
+            for name, module in model.get_submodule(block).named_modules()
+            if isinstance(module, nn.LayerNorm)
+        ]
         name = f"{block}.{norms[0]}" if norms else None
         # the patch grid: the last feature map before the image became tokens
         order = list(shapes)
@@ -219,7 +222,7 @@ def explain(options: ExplainArguments) -> ExplainSummary:
         output = Path(options.output)
         output.mkdir(parents=True, exist_ok=True)
         summary, taken = ExplainSummary(), Counter()
-        names = tqdm(found.names, desc="explaining", disable=not options.progress)
+        names = progress_bar(found.names, desc="explaining", disable=not options.progress)
         for index, name in enumerate(names):
             try:
                 image = reader.open(index)

@@ -33,11 +33,11 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image
 
 from medft.config.inference import ExportArguments
-from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError, first_line
 from medft.evaluation.evaluate import split_scores
 from medft.evaluation.thresholds import Thresholds, cutoffs
 from medft.inference.classifier import Classifier, LogitsOnly, load_classifier, stored_thresholds
+from medft.inference.inputs import labelled_dataset
 from medft.inference.onnx_model import OnnxClassifier, onnx_session
 from medft.inference.preprocessing import (
     PREPROCESSOR_NAME,
@@ -48,7 +48,6 @@ from medft.inference.preprocessing import (
 from medft.modeling.families import family_of
 from medft.prepare.brain_tumor import CLASSES
 from medft.prepare.synthetic import brain_scan, chest_radiograph
-from medft.tasks import TaskInfo
 from medft.version import __version__
 
 logger = logging.getLogger("medft")
@@ -167,10 +166,18 @@ def preprocessor_json(
     height, width = input_size(settings)
     return {
         "model_file": output.name,
-        "input": {"name": "pixel_values", "shape": ["batch", 3, height, width],
-                  "dtype": "float32", "layout": "NCHW", "channels": "RGB"},
-        "output": {"name": "logits", "shape": ["batch", len(task.label_names)],
-                   "probabilities": task.activation},
+        "input": {
+            "name": "pixel_values",
+            "shape": ["batch", 3, height, width],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "channels": "RGB",
+        },
+        "output": {
+            "name": "logits",
+            "shape": ["batch", len(task.label_names)],
+            "probabilities": task.activation,
+        },
         "size": [height, width],
         **settings,
         "task": task.task,
@@ -179,7 +186,7 @@ def preprocessor_json(
         "dicom": classifier.dicom.to_dict() if classifier.dicom else None,
         **exported,
         "medft_version": __version__,
-    }  # fmt: skip
+    }
 
 
 def check_destination(output: Path) -> Path:
@@ -196,20 +203,6 @@ def check_destination(output: Path) -> Path:
                 "own, or remove both files."
             )
     return settings
-
-
-def dataset_split(dataset: str, split: str, task: TaskInfo) -> Dataset:
-    """``split`` of a prepared dataset labelled as the model predicts."""
-    splits = read_dataset(dataset)
-    check_split(splits, split, dataset)
-    labelled = task_of(splits, split, "image", None)
-    if not labelled.same_labels(task):
-        raise MedftError(
-            f"--dataset {dataset} has {labelled.task} labels {', '.join(labelled.label_names)}, "
-            f"but the model predicts {task.task} labels {', '.join(task.label_names)}; give the "
-            "data it was trained for."
-        )
-    return splits[split]
 
 
 def compared_metrics(
@@ -240,7 +233,7 @@ def export_onnx(options: ExportArguments) -> ExportSummary:
         raise MedftError(f"--model {model} is already an ONNX model; give the model folder.")
     settings = family_of(classifier.processor).preprocessing_settings(classifier.processor)
     pixel_difference = check_settings(settings, classifier.processor)
-    data = None if dataset is None else dataset_split(dataset, split, classifier.task)
+    data = None if dataset is None else labelled_dataset(dataset, model, split)[0][split]
     pixels, inputs = parity_pixels(classifier, data, f"{dataset}:{split}")
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="medft-export-") as work:
@@ -258,8 +251,11 @@ def export_onnx(options: ExportArguments) -> ExportSummary:
             quantize(fp32, output)
             parity = largest_difference(classifier, output, pixels)
     thresholds = stored_thresholds(classifier, None)
-    exported = {"exporter": exporter, "opset": opset_of(output),
-                "quantized": "dynamic int8 (onnxruntime)" if quantize_mode else None}  # fmt: skip
+    exported = {
+        "exporter": exporter,
+        "opset": opset_of(output),
+        "quantized": "dynamic int8 (onnxruntime)" if quantize_mode else None,
+    }
     content = preprocessor_json(settings, classifier, thresholds, output, exported)
     settings_path.write_text(json.dumps(content, indent=2) + "\n")
     summary = ExportSummary(
@@ -307,7 +303,9 @@ def format_export_summary(summary: ExportSummary) -> str:
     ]
     if summary.metrics:
         lines += [f"\n  {summary.metrics_split:<30} PyTorch   ONNX {kind.split()[0]}   change"]
-        lines += [f"  {name:<30} {ours:7.4f}   {theirs:9.4f}   {theirs - ours:+.4f}"
-                  for name, ours, theirs in summary.metrics]  # fmt: skip
+        lines += [
+            f"  {name:<30} {ours:7.4f}   {theirs:9.4f}   {theirs - ours:+.4f}"
+            for name, ours, theirs in summary.metrics
+        ]
     lines.append(f"Run it: medft predict --model {summary.output} IMAGES...")
     return "\n".join(lines)

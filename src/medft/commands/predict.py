@@ -58,9 +58,8 @@ def carried_columns(
 ) -> tuple[list[str], list[list[str]]]:
     """The dataset inputs' columns the CSV carries (``columns``, which each must have; else
     every dataset's declared subgroup attributes) and each row's values, empty for files."""
-    names = list(columns) if columns is not None else list(dict.fromkeys(
-        name for folder in found.datasets for name in declared_attributes(str(folder))
-    ))  # fmt: skip
+    declared = (name for folder in found.datasets for name in declared_attributes(str(folder)))
+    names = list(columns) if columns is not None else list(dict.fromkeys(declared))
     clash = [name for name in names if name in header]
     if clash:
         raise MedftError(f"--columns: the CSV has a column {clash[0]!r} of its own; leave it out.")
@@ -110,9 +109,15 @@ def predict(options: PredictArguments) -> PredictionSummary:
     carried, carried_values = carried_columns(found, split, options.columns, header)
     start = time.perf_counter()
     probs, errors = score_members(
-        members, found.files, found.splits, frames=found.frames, batch_size=options.batch_size,
-        num_workers=options.num_workers, progress=options.progress, views=views,
-    )  # fmt: skip
+        members,
+        found.files,
+        found.splits,
+        frames=found.frames,
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+        progress=options.progress,
+        views=views,
+    )
     seconds = time.perf_counter() - start
     header, rows = prediction_rows(
         task, found.names, probs, errors, top_k, stored.values if stored else {}
@@ -125,9 +130,11 @@ def predict(options: PredictArguments) -> PredictionSummary:
         writer.writerows(row + values for row, values in zip(rows, carried_values))
     cut = stored.values if stored else {}
     counts = Counter(
-        label for index in range(len(rows)) if index not in errors
+        label
+        for index in range(len(rows))
+        if index not in errors
         for label in task.counted(probs[index], cut)
-    )  # fmt: skip
+    )
     return PredictionSummary(
         output=output,
         task=task,

@@ -73,7 +73,8 @@ def augmentation_grid(
         grid.append([*mixed, *[None] * (versions + 1 - len(mixed))])
         titles.append("MixUp / CutMix batch")
 
-    pictures_grid = [[None if cell is None else to_picture(cell, spec) for cell in cells]
-                     for cells in grid]  # fmt: skip
+    pictures_grid = [
+        [None if cell is None else to_picture(cell, spec) for cell in cells] for cells in grid
+    ]
     title = f"Training augmentation, {spec.size[0]}x{spec.size[1]} inputs"
     return plot_augmentation_grid(pictures_grid, titles, title, Path(output))

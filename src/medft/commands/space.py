@@ -60,9 +60,13 @@ def write_space(
     files = {
         "app.py": SPACE_APP.format(repo_id=repo_id, max_upload_mb=max_upload_mb),
         "requirements.txt": f"medft[serve]=={__version__}\n",
-        "README.md": SPACE_README.format(title=repo_id.split("/")[1], gradio=gr.__version__,
-                                         repo_id=repo_id, notice=NOT_FOR_CLINICAL_USE),
-    }  # fmt: skip
+        "README.md": SPACE_README.format(
+            title=repo_id.split("/")[1],
+            gradio=gr.__version__,
+            repo_id=repo_id,
+            notice=NOT_FOR_CLINICAL_USE,
+        ),
+    }
     for name, text in files.items():
         (folder / name).write_text(text)
     return [folder / name for name in files]

@@ -37,8 +37,9 @@ __all__ = [*EXPORTS, "RECIPE_DATACLASSES"]
 
 def __getattr__(name: str) -> Any:
     if name == "RECIPE_DATACLASSES":
-        return tuple(__getattr__(n) for n in ("DataArguments", "ModelArguments",
-                                              "MedftTrainingArguments"))  # fmt: skip
+        return tuple(
+            __getattr__(n) for n in ("DataArguments", "ModelArguments", "MedftTrainingArguments")
+        )
     if name not in EXPORTS:
         raise AttributeError(f"module 'medft.config' has no attribute '{name}'")
     return getattr(importlib.import_module(f"medft.config.{EXPORTS[name]}"), name)

@@ -61,14 +61,18 @@ class CvArguments(RecipeCommand):
     folds: int = field(default=5, metadata={"help": "folds over train + validation"})
     output: Path | None = field(
         default=None,
-        metadata={"help": "folder for fold-0 ... fold-<k-1> and the summaries (default: the "
-                  "recipe's output_dir)"},
-    )  # fmt: skip
+        metadata={
+            "help": "folder for fold-0 ... fold-<k-1> and the summaries (default: the "
+            "recipe's output_dir)"
+        },
+    )
     overwrite: bool = field(
         default=False,
-        metadata={"help": "train every fold again, replacing the folds of an earlier "
-                  "cross-validation in the folder (their run files; others are kept)"},
-    )  # fmt: skip
+        metadata={
+            "help": "train every fold again, replacing the folds of an earlier "
+            "cross-validation in the folder (their run files; others are kept)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -92,22 +96,25 @@ class AuditArguments:
     dataset: str = field(metadata=positional("a prepared dataset folder (or Hub dataset id)"))
     against: str | None = field(
         default=None,
-        metadata={"help": "another prepared dataset: audit DATASET's train split against its "
-                  "splits (a model trained on one and tested on the other)"},
-    )  # fmt: skip
+        metadata={
+            "help": "another prepared dataset: audit DATASET's train split against its "
+            "splits (a model trained on one and tested on the other)"
+        },
+    )
     near_duplicates: str = field(
         default=str(DEFAULT_THRESHOLD),
         metadata={"help": "perceptual hashes within this many bits (0-16) are near copies"},
     )
     output: Path = field(
         default=Path("leakage-audit"),
-        metadata={"help": "folder for leakage_audit.json and the contact sheet of the largest "
-                  "groups"},
-    )  # fmt: skip
+        metadata={
+            "help": "folder for leakage_audit.json and the contact sheet of the largest groups"
+        },
+    )
     num_proc: int = field(
-        default=2, metadata={"help": "processes hashing images (datasets medft prepared store "
-                             "their hashes)"}
-    )  # fmt: skip
+        default=2,
+        metadata={"help": "processes hashing images (datasets medft prepared store their hashes)"},
+    )
 
     def __post_init__(self) -> None:
         if self.threshold is None:

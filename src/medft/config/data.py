@@ -144,8 +144,14 @@ class DataArguments:
                 f"{self.auto_augment} (it runs in the loader workers); set data_cache: none, or "
                 "remove auto_augment."
             )
-        for name in ("rotation_degrees", "zoom", "brightness", "contrast", "mixup_alpha",
-                     "cutmix_alpha"):  # fmt: skip
+        for name in (
+            "rotation_degrees",
+            "zoom",
+            "brightness",
+            "contrast",
+            "mixup_alpha",
+            "cutmix_alpha",
+        ):
             if getattr(self, name) < 0:
                 raise MedftError(f"{name} must not be negative, got {getattr(self, name)}.")
         if self.zoom >= 1:

@@ -27,17 +27,18 @@ class EvaluationOptions:
 
     threshold_method: str = field(
         default="auto",
-        metadata={"help": "youden | f1 | auto (youden for binary, f1 per finding for "
-                  "multi-label)"},
-    )  # fmt: skip
+        metadata={"help": "youden | f1 | auto (youden for binary, f1 per finding for multi-label)"},
+    )
     threshold: float | None = field(
         default=None, metadata={"help": "binary: use this probability threshold, not a tuned one"}
     )
     bootstrap_resamples: int = field(
         default=DEFAULT_RESAMPLES,
-        metadata={"help": "bootstrap resamples for the 95% intervals (of patients when the data "
-                  "has patient_id); 0: none"},
-    )  # fmt: skip
+        metadata={
+            "help": "bootstrap resamples for the 95% intervals (of patients when the data "
+            "has patient_id); 0: none"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "bootstrap seed"})
     calibration_bins: int = field(
         default=DEFAULT_BINS, metadata={"help": "equal-width bins of the reliability diagram"}
@@ -98,10 +99,12 @@ def expand_models(given: list[Path]) -> list[Path]:
 def tta_field() -> list[str]:
     return field(
         default_factory=list,
-        metadata={"help": "test-time augmentation: average over views; flip (the flips the "
-                  "model was trained with), hflip, vflip, scales (zoomed centre crops)",
-                  "choices": TTA_CHOICES},
-    )  # fmt: skip
+        metadata={
+            "help": "test-time augmentation: average over views; flip (the flips the "
+            "model was trained with), hflip, vflip, scales (zoomed centre crops)",
+            "choices": TTA_CHOICES,
+        },
+    )
 
 
 @dataclass(kw_only=True)
@@ -117,14 +120,18 @@ class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
     split: str = field(default="test", metadata={"help": "split to evaluate"})
     tune_split: str = field(
         default="validation",
-        metadata={"help": "split the thresholds are tuned on; without it, the model folder's "
-                  "thresholds.json, else 0.5"},
-    )  # fmt: skip
+        metadata={
+            "help": "split the thresholds are tuned on; without it, the model folder's "
+            "thresholds.json, else 0.5"
+        },
+    )
     output: Path | None = field(
         default=None,
-        metadata={"help": "folder for the results (default: the model folder, where medft "
-                  "predict finds thresholds.json)"},
-    )  # fmt: skip
+        metadata={
+            "help": "folder for the results (default: the model folder, where medft "
+            "predict finds thresholds.json)"
+        },
+    )
     batch_size: int = field(default=DEFAULT_EVAL_BATCH_SIZE, metadata={"help": "images per batch"})
     tta: list[str] = tta_field()
     subgroups: list[str] | None = columns_field(
@@ -154,8 +161,9 @@ class CalibrateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
     output: Path | None = field(
         default=None, metadata={"help": "folder for the calibrated model (default: in place)"}
     )
-    split: str = field(default="test", metadata={"help": "split the calibrated model is "
-                                                          "evaluated on"})  # fmt: skip
+    split: str = field(
+        default="test", metadata={"help": "split the calibrated model is evaluated on"}
+    )
     tune_split: str = field(
         default="validation",
         metadata={"help": "split the temperature and thresholds are fitted on"},

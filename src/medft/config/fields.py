@@ -45,6 +45,9 @@ def subgroup_columns_field(help: str) -> list[str]:
     and / or repeated, read by `comma_separated`."""
     return field(
         default_factory=list,
-        metadata={"help": f"{help}; comma-separated (a,b) and/or repeated", "action": "extend",
-                  "metavar": "COLUMN"},
-    )  # fmt: skip
+        metadata={
+            "help": f"{help}; comma-separated (a,b) and/or repeated",
+            "action": "extend",
+            "metavar": "COLUMN",
+        },
+    )

@@ -43,28 +43,36 @@ class PredictArguments(ScoringOptions, SavedModels):
     """medft predict: score images with a saved model into a CSV (batched, GPU when present)."""
 
     model: list[Path] = field(
-        metadata={"help": MODELS_HELP + "; or a model.onnx from medft export (run by "
-                  "onnxruntime)", "repeatable": True, "metavar": "MODEL"}
-    )  # fmt: skip
+        metadata={
+            "help": MODELS_HELP + "; or a model.onnx from medft export (run by onnxruntime)",
+            "repeatable": True,
+            "metavar": "MODEL",
+        }
+    )
     inputs: list[str] = field(
         metadata=positional(
             "image files, folders (searched recursively), or prepared datasets (a folder with "
-            "dataset_dict.json; --split picks the split)", nargs="+", metavar="INPUT"
+            "dataset_dict.json; --split picks the split)",
+            nargs="+",
+            metavar="INPUT",
         )
-    )  # fmt: skip
+    )
     output: Path = field(default=Path("predictions.csv"), metadata={"help": "the CSV to write"})
     split: str = field(default="test", metadata={"help": "split of dataset inputs"})
     top_k: int = field(default=DEFAULT_TOP_K, metadata={"help": "single-label: labels per row"})
     thresholds: Path | None = field(
         default=None,
-        metadata={"help": "thresholds.json to apply (default: the model folder's, from medft "
-                  "evaluate)"},
-    )  # fmt: skip
+        metadata={
+            "help": "thresholds.json to apply (default: the model folder's, from medft evaluate)"
+        },
+    )
     precision: Literal["fp32", "bf16", "fp16"] = field(
         default="fp32",
-        metadata={"help": "fp32 gives the scores pipeline() gives; bf16 / fp16 are faster where "
-                  "the hardware supports them (bf16: recent Xeon, A100/H100; fp16: GPUs)"},
-    )  # fmt: skip
+        metadata={
+            "help": "fp32 gives the scores pipeline() gives; bf16 / fp16 are faster where "
+            "the hardware supports them (bf16: recent Xeon, A100/H100; fp16: GPUs)"
+        },
+    )
 
     tta: list[str] = tta_field()
     columns: list[str] | None = columns_field(
@@ -109,15 +117,19 @@ class ServeArguments:
     """medft serve: a web page (Gradio) that classifies uploaded images with a saved model."""
 
     model: str = field(
-        metadata={"help": "a medft train output_dir, or a Hub model id (downloaded; with "
-                  "--write-space, the Hub model the Space serves)"}
-    )  # fmt: skip
+        metadata={
+            "help": "a medft train output_dir, or a Hub model id (downloaded; with "
+            "--write-space, the Hub model the Space serves)"
+        }
+    )
     port: int = field(default=DEFAULT_PORT, metadata={"help": "local port to serve on"})
     share: bool = field(
         default=False,
-        metadata={"help": "also serve through a temporary public gradio.live link (needs "
-                  "internet; anyone with the link can upload images)"},
-    )  # fmt: skip
+        metadata={
+            "help": "also serve through a temporary public gradio.live link (needs "
+            "internet; anyone with the link can upload images)"
+        },
+    )
     max_upload_mb: float = field(
         default=DEFAULT_MAX_UPLOAD_MB, metadata={"help": "largest file accepted, in MB"}
     )
@@ -131,10 +143,12 @@ class ServeArguments:
     )
     write_space: Path | None = field(
         default=None,
-        metadata={"help": "write app.py, requirements.txt and README.md of a Hugging Face "
-                  "Space serving the Hub model --model into this folder, instead of serving",
-                  "metavar": "DIR"},
-    )  # fmt: skip
+        metadata={
+            "help": "write app.py, requirements.txt and README.md of a Hugging Face "
+            "Space serving the Hub model --model into this folder, instead of serving",
+            "metavar": "DIR",
+        },
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -160,14 +174,18 @@ class ExportArguments(ScoringOptions, SavedModel):
     )
     quantize: Literal["dynamic"] | None = field(
         default=None,
-        metadata={"help": "dynamic: write onnxruntime's int8 dynamic quantization instead of "
-                  "fp32 (smaller, often faster on CPUs; --dataset shows what it costs)"},
-    )  # fmt: skip
+        metadata={
+            "help": "dynamic: write onnxruntime's int8 dynamic quantization instead of "
+            "fp32 (smaller, often faster on CPUs; --dataset shows what it costs)"
+        },
+    )
     dataset: str | None = field(
         default=None,
-        metadata={"help": "a prepared dataset: check parity on its images, and compare the "
-                  "split's headline metrics for PyTorch and the export"},
-    )  # fmt: skip
+        metadata={
+            "help": "a prepared dataset: check parity on its images, and compare the "
+            "split's headline metrics for PyTorch and the export"
+        },
+    )
     split: str = field(default="test", metadata={"help": "split of --dataset"})
 
     def __post_init__(self) -> None:

@@ -35,20 +35,26 @@ class PrepareArguments:
     output: Path = field(metadata={"help": "folder to write to"})
     name: str | None = field(
         default=None,
-        metadata={"help": "the dataset's name in its report and card, which never hold a path "
-                  "(default: the output folder's name); the paths go to OUTPUT.private.json "
-                  "beside the output folder"},
-    )  # fmt: skip
+        metadata={
+            "help": "the dataset's name in its report and card, which never hold a path "
+            "(default: the output folder's name); the paths go to OUTPUT.private.json "
+            "beside the output folder"
+        },
+    )
     image_size: int | None = field(
         default=None,
-        metadata={"help": "resize so the shorter side is N (aspect kept, never upscaled); "
-                  "default: store the original encoded bytes"},
-    )  # fmt: skip
+        metadata={
+            "help": "resize so the shorter side is N (aspect kept, never upscaled); "
+            "default: store the original encoded bytes"
+        },
+    )
     png_compression: int = field(
         default=0,
-        metadata={"help": "zlib level (0-9) for images medft re-encodes (resized, rotated, "
-                  "16-bit...); 0 is fastest to write and to decode each epoch, 1-9 are smaller"},
-    )  # fmt: skip
+        metadata={
+            "help": "zlib level (0-9) for images medft re-encodes (resized, rotated, "
+            "16-bit...); 0 is fastest to write and to decode each epoch, 1-9 are smaller"
+        },
+    )
     num_proc: int | None = field(
         default=None, metadata={"help": "processes reading images (default: all cores)"}
     )
@@ -62,10 +68,12 @@ class PrepareArguments:
 
     near_duplicates: str = field(
         default=str(DEFAULT_THRESHOLD),
-        metadata={"help": "keep near copies of an image (resized, re-encoded, cropped a few "
-                  "pixels, greyscale) in one split: perceptual hashes within this many bits "
-                  "(0-16), or off; the report counts them and draws the largest groups"},
-    )  # fmt: skip
+        metadata={
+            "help": "keep near copies of an image (resized, re-encoded, cropped a few "
+            "pixels, greyscale) in one split: perceptual hashes within this many bits "
+            "(0-16), or off; the report counts them and draws the largest groups"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
@@ -176,36 +184,49 @@ class DicomOptions(LabelTableColumns, SplitOptions):
 
     source: Path | None = field(
         default=None,
-        metadata={"help": "a folder of class subfolders of DICOM files (.dcm, or any file with "
-                  "the DICM preamble), optionally in train/ val/ test/"},
-    )  # fmt: skip
+        metadata={
+            "help": "a folder of class subfolders of DICOM files (.dcm, or any file with "
+            "the DICM preamble), optionally in train/ val/ test/"
+        },
+    )
     csv_path: Path | None = field(
         default=None,
-        metadata={"help": "instead of --source: a CSV of DICOM paths and labels",
-                  "aliases": ["--csv"]},
-    )  # fmt: skip
+        metadata={
+            "help": "instead of --source: a CSV of DICOM paths and labels",
+            "aliases": ["--csv"],
+        },
+    )
     window: str | None = field(
         default=None,
-        metadata={"help": "CENTER,WIDTH in modality units (HU for CT), or a preset: "
-                  f"{', '.join(WINDOW_PRESETS)}; overrides the files' own VOI LUT / window "
-                  "(default: the file's, else its min-max range)"},
-    )  # fmt: skip
+        metadata={
+            "help": "CENTER,WIDTH in modality units (HU for CT), or a preset: "
+            f"{', '.join(WINDOW_PRESETS)}; overrides the files' own VOI LUT / window "
+            "(default: the file's, else its min-max range)"
+        },
+    )
     frames: Literal["first", "middle", "all"] = field(
         default="first",
-        metadata={"help": "multi-frame files: the first or middle frame, or all (one row per "
-                  "frame, a file's frames in one split)"},
-    )  # fmt: skip
+        metadata={
+            "help": "multi-frame files: the first or middle frame, or all (one row per "
+            "frame, a file's frames in one split)"
+        },
+    )
     bit_depth: int = field(
         default=8,
-        metadata={"help": "8: store windowed 8-bit images; 16: store modality values (HU + "
-                  "32768), windowed at train / predict time"},
-    )  # fmt: skip
+        metadata={
+            "help": "8: store windowed 8-bit images; 16: store modality values (HU + "
+            "32768), windowed at train / predict time"
+        },
+    )
     id_salt_file: Path | None = field(
         default=None,
-        metadata={"help": "a file holding the secret key of the patient / study / file "
-                  "pseudonyms, or set MEDFT_ID_SALT (default: one drawn once and kept in "
-                  "OUTPUT.id-salt beside the output folder)", "metavar": "FILE"},
-    )  # fmt: skip
+        metadata={
+            "help": "a file holding the secret key of the patient / study / file "
+            "pseudonyms, or set MEDFT_ID_SALT (default: one drawn once and kept in "
+            "OUTPUT.id-salt beside the output folder)",
+            "metavar": "FILE",
+        },
+    )
     id_salt: str | None = field(
         default=None,
         metadata={"help": argparse.SUPPRESS, "refused": SALT_ON_THE_COMMAND_LINE},

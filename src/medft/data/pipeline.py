@@ -98,12 +98,21 @@ def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> Trainin
     if data_args.cv_folds:
         train_split, eval_split = splits[:2]
         parts[train_split], parts[eval_split] = fold_splits(
-            task, parts[train_split], parts[eval_split], data_args.cv_folds, data_args.cv_fold,
-            args.seed, prepared_threshold(data_args.dataset_name),
-        )  # fmt: skip
+            task,
+            parts[train_split],
+            parts[eval_split],
+            data_args.cv_folds,
+            data_args.cv_fold,
+            args.seed,
+            prepared_threshold(data_args.dataset_name),
+        )
         sizes = len(parts[train_split]), len(parts[eval_split])
-        logger.info("Fold %d of %d: %d training, %d held-out images",
-                    data_args.cv_fold, data_args.cv_folds, *sizes)  # fmt: skip
+        logger.info(
+            "Fold %d of %d: %d training, %d held-out images",
+            data_args.cv_fold,
+            data_args.cv_folds,
+            *sizes,
+        )
     train_set = limit(parts[splits[0]], data_args.max_train_samples, args.seed)
     eval_sets = {
         split: limit(parts[split], data_args.max_eval_samples, args.seed)

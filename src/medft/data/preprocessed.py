@@ -109,8 +109,11 @@ def preprocess_once(
         done += len(values)
     logger.info(
         "%s: %d images preprocessed once, kept in memory as %s (%.0f MB)",
-        name, len(pixels), pixels.dtype, pixels.nbytes / 2**20,
-    )  # fmt: skip
+        name,
+        len(pixels),
+        pixels.dtype,
+        pixels.nbytes / 2**20,
+    )
     return PreprocessedSplit(pixels, labels, form.decode if pixels.dtype == torch.uint8 else None)
 
 
@@ -121,6 +124,9 @@ def fits(shape: tuple[int, ...], dtype: torch.dtype, name: str, budget_gb: float
     logger.info(
         "%s: not kept in memory (%.1f GB as %s > eval_cache_gb %g): each evaluation "
         "preprocesses it again; raise eval_cache_gb to keep it.",
-        name, size / 2**30, dtype, budget_gb,
-    )  # fmt: skip
+        name,
+        size / 2**30,
+        dtype,
+        budget_gb,
+    )
     return False

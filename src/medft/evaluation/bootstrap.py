@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from medft.data.patients import patient_keys
+from medft.progress import progress_bar
 
 CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 1000  # resamples for the 95% intervals
@@ -76,7 +76,7 @@ def bootstrap_intervals(
     """
     rng = np.random.default_rng(seed)
     values: dict[str, list[float]] = {}
-    for _ in tqdm(range(resamples), desc="bootstrap", disable=not progress, leave=False):
+    for _ in progress_bar(range(resamples), desc="bootstrap", disable=not progress, leave=False):
         for name, value in statistic(resampler.draw(rng)).items():
             values.setdefault(name, []).append(value)
     tail = 100 * (1 - confidence) / 2

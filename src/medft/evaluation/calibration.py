@@ -78,8 +78,15 @@ def reliability_bins(scored: CalibrationScores, bins: int) -> Reliability:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_score = np.bincount(which, weights=scores, minlength=bins) / counts
         fraction_true = np.bincount(which, weights=true, minlength=bins) / counts
-    return Reliability(np.linspace(0, 1, bins + 1), counts, mean_score, fraction_true,
-                       scored.scored, scored.score_axis, scored.true_axis)  # fmt: skip
+    return Reliability(
+        np.linspace(0, 1, bins + 1),
+        counts,
+        mean_score,
+        fraction_true,
+        scored.scored,
+        scored.score_axis,
+        scored.true_axis,
+    )
 
 
 def reliability(probs: np.ndarray, labels: np.ndarray, task: TaskInfo, bins: int) -> Reliability:
@@ -99,8 +106,12 @@ class TemperatureScaling:
     before: Reliability  # of the scores the report evaluates, before dividing by the temperature
 
     def to_json(self) -> dict:
-        return {"values": self.values, "fitted_on": self.fitted_on, "ece_before": self.before.ece,
-                "calibration_before": self.before.to_json()}  # fmt: skip
+        return {
+            "values": self.values,
+            "fitted_on": self.fitted_on,
+            "ece_before": self.before.ece,
+            "calibration_before": self.before.to_json(),
+        }
 
     @classmethod
     def from_json(cls, content: dict) -> TemperatureScaling:
@@ -115,8 +126,9 @@ def fit_temperature(
     cross-entropy of the softmax, or binary cross-entropy of each sigmoid (Guo et al. 2017)."""
     logits_t = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     labels_t = task.loss_targets(labels)
-    log_t = torch.zeros(logits_t.shape[1] if per_label else 1, dtype=torch.float64,
-                        requires_grad=True)  # fmt: skip
+    log_t = torch.zeros(
+        logits_t.shape[1] if per_label else 1, dtype=torch.float64, requires_grad=True
+    )
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=500, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:

@@ -113,9 +113,10 @@ def metrics_table(metrics: dict[str, float], prefix: str) -> str:
     rows = [
         f"| {key.removeprefix(prefix + '_').replace('_', ' ')} | {value:.4f} |"
         for key, value in metrics.items()
-        if key.startswith(prefix + "_") and isinstance(value, float)
+        if key.startswith(prefix + "_")
+        and isinstance(value, float)
         and not key.endswith(("runtime", "per_second", "loss"))
-    ]  # fmt: skip
+    ]
     return "\n".join(["| metric | value |", "|---|---|", *rows]) if rows else "(not evaluated)"
 
 
@@ -196,14 +197,12 @@ def evaluation_section(report: EvaluationReport) -> list[str]:
         )
     if report.per_finding is not None:
         table = finding_rows(report, digits=4)
-        columns = ["finding", "AUROC", "95% CI", "threshold", "F1", *(
-            ["CheXNet AUROC*"] if "CheXNet*" in table[0] else []
-        )]  # fmt: skip
-        lines.append("\n".join([
-            "| " + " | ".join(columns) + " |",
-            "|---" * len(columns) + "|",
-            *("| " + " | ".join(row.values()) + " |" for row in table),
-        ]))  # fmt: skip
+        chexnet = ["CheXNet AUROC*"] if "CheXNet*" in table[0] else []
+        columns = ["finding", "AUROC", "95% CI", "threshold", "F1", *chexnet]
+        rows = ("| " + " | ".join(row.values()) + " |" for row in table)
+        lines.append(
+            "\n".join(["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|", *rows])
+        )
         lines.append(
             f"Per-finding thresholds: {how} (`thresholds.json`, applied by `medft predict`)."
             + (f" \\* {CHEXNET_NOTE}" if chexnet_aurocs(report) else "")
@@ -245,9 +244,11 @@ def model_card(facts: CardFacts) -> ModelCard:
         eval_results=eval_results(facts.evaluation, dataset),
     )
     origin = facts.weights_origin or (base and f"[`{base}`](https://huggingface.co/{base})")
-    start = f"fine-tuned from {origin}" if origin else (
-        f"trained from random initialisation (`{model}` architecture)"
-    )  # fmt: skip
+    start = (
+        f"fine-tuned from {origin}"
+        if origin
+        else f"trained from random initialisation (`{model}` architecture)"
+    )
     kind = facts.task.description
     labels = ", ".join(f"`{label}`" for label in facts.task.label_names)
     splits = ", ".join(f"{split}: {n:,}" for split, n in facts.split_sizes.items())

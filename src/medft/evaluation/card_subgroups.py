@@ -20,8 +20,12 @@ from medft.tasks import TASK_TYPES
 SUBGROUPS_HEADING = "## Performance by subgroup"
 
 
-def value_cell(value: float | None, interval: dict | None, gap: float | None = None,
-               gap_interval: dict | None = None) -> str:  # fmt: skip
+def value_cell(
+    value: float | None,
+    interval: dict | None,
+    gap: float | None = None,
+    gap_interval: dict | None = None,
+) -> str:
     """A metric with its 95% CI, and below it the gap to the rest with its CI."""
     if value is None:
         return "-"
@@ -38,8 +42,11 @@ def group_rows(attribute: AttributeResult, metrics: list[str], labels: list[str]
     columns += [metric.replace("_", " ") for metric in metrics]
 
     def row(group: GroupResult) -> list[str]:
-        cells = [group.value + " †" * group.too_small, str(group.images),
-                 "-" if group.patients is None else str(group.patients)]  # fmt: skip
+        cells = [
+            group.value + " †" * group.too_small,
+            str(group.images),
+            "-" if group.patients is None else str(group.patients),
+        ]
         cells += [str(group.positives[label]) for label in labels]
         return cells + [
             value_cell(
@@ -92,9 +99,10 @@ def subgroup_section(report: EvaluationReport) -> list[str]:
         "positives of every thresholded label): shown, not to be relied on.",
     ]
     for attribute in report.subgroups or []:
-        lines += [f"### {attribute.attribute}", "\n".join(
-            group_rows(attribute, metrics, labels if len(labels) == 1 else [])
-        )]  # fmt: skip
+        lines += [
+            f"### {attribute.attribute}",
+            "\n".join(group_rows(attribute, metrics, labels if len(labels) == 1 else [])),
+        ]
         if len(labels) > 1:
             lines.append(
                 "Positives · sensitivity (95% CI) per label, at its threshold; ‡ fewer than "

@@ -21,7 +21,6 @@ from datasets import Dataset
 
 from medft import public_names
 from medft.config import EvaluateArguments, EvaluationOptions
-from medft.data.loading import check_split, read_dataset, task_of
 from medft.data.patients import patient_groups
 from medft.errors import MedftError
 from medft.evaluation.bootstrap import CONFIDENCE, Resampler, bootstrap_intervals
@@ -29,7 +28,8 @@ from medft.evaluation.calibration import Reliability, TemperatureScaling, reliab
 from medft.evaluation.subgroups import AttributeResult, attribute_values, evaluate_subgroups
 from medft.evaluation.thresholds import Thresholds, cutoffs, fixed_thresholds, tune_thresholds
 from medft.formats.prepared_report import read_report
-from medft.inference.classifier import Classifier, load_members, saved_task, stored_thresholds
+from medft.inference.classifier import Classifier, load_members, stored_thresholds
+from medft.inference.inputs import labelled_dataset
 from medft.inference.scoring import score_split
 from medft.inference.tta import ORIGINAL, View, tta_views
 from medft.tasks import DEFAULT_THRESHOLD, TASK_TYPES, TaskInfo
@@ -245,9 +245,16 @@ def evaluate_scores(
         )
     if scores.attributes:
         report.subgroups = evaluate_subgroups(
-            task, scores.probs, scores.labels, scores.patients, scores.attributes, cut,
-            resamples=options.bootstrap_resamples, seed=options.seed, progress=options.progress,
-        )  # fmt: skip
+            task,
+            scores.probs,
+            scores.labels,
+            scores.patients,
+            scores.attributes,
+            cut,
+            resamples=options.bootstrap_resamples,
+            seed=options.seed,
+            progress=options.progress,
+        )
     return report
 
 
@@ -335,23 +342,17 @@ def evaluate_model(options: EvaluateArguments) -> tuple[EvaluationReport, SplitS
     columns (default: the dataset's declared attributes; [] for none)."""
     folders, dataset_name, split = options.model, options.dataset, options.split
     tuning_split = options.tune_split
-    predicted = saved_task(folders[0])
-    dataset = read_dataset(dataset_name)
-    check_split(dataset, split, dataset_name)
-    task = task_of(dataset, split, "image", None)
-    if not task.same_labels(predicted):
-        raise MedftError(
-            f"the model in {folders[0]} predicts {predicted.task} labels "
-            f"{', '.join(predicted.label_names)}, but {dataset_name} has {task.task} "
-            f"labels {', '.join(task.label_names)}; evaluate it on the data it was trained for."
-        )
+    dataset, task = labelled_dataset(dataset_name, folders[0], split)
     attributes = subgroup_attributes(
         options.subgroups, dataset_name, dataset[split], split, "--subgroups"
     )
     members = load_members(folders)
     views = tta_views(options.tta, folders) if options.tta else [ORIGINAL]
-    settings = {"batch_size": options.batch_size, "num_workers": options.num_workers,
-                "views": views}  # fmt: skip
+    settings = {
+        "batch_size": options.batch_size,
+        "num_workers": options.num_workers,
+        "views": views,
+    }
     scores, unreadable = split_scores(
         members, dataset[split], task, attributes=attributes, **settings
     )

@@ -112,8 +112,15 @@ def plot_confusion_matrix(matrix: np.ndarray, label_names: list[str], path: Path
     if show_counts:
         for row, column in zip(*np.nonzero(matrix)):
             dark = shares[row, column] > 0.6
-            axis.text(column, row, int(matrix[row, column]), ha="center", va="center",
-                      fontsize=font, color="white" if dark else "black")  # fmt: skip
+            axis.text(
+                column,
+                row,
+                int(matrix[row, column]),
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="white" if dark else "black",
+            )
     return save(figure, path)
 
 
@@ -121,9 +128,8 @@ def grid(panels: int, size: float = 3.2) -> tuple[plt.Figure, list[plt.Axes]]:
     columns = min(panels, 4)
     rows = math.ceil(panels / columns)
     figure, axes = plt.subplots(
-        rows, columns, figsize=(size * columns, size * rows), squeeze=False,
-        constrained_layout=True,
-    )  # fmt: skip
+        rows, columns, figsize=(size * columns, size * rows), squeeze=False, constrained_layout=True
+    )
     axes = list(axes.ravel())
     for spare in axes[panels:]:
         spare.axis("off")
@@ -146,6 +152,14 @@ def two_classes(panel: CurvePanel) -> bool:
     return len(np.unique(panel.targets)) == 2
 
 
+def mark_threshold(
+    axis: plt.Axes, panel: CurvePanel, where: tuple[float, float], legend_corner: str
+) -> None:
+    """The panel's threshold as a point on its curve, named in the legend."""
+    axis.plot(*where, "o", color="crimson", label=f"threshold {panel.threshold:.3f}")
+    axis.legend(loc=legend_corner, fontsize=7)
+
+
 def label_unit_square(axis: plt.Axes, title: str, x_label: str, y_label: str) -> None:
     """Title, axis labels and grid of a curve drawn on [0, 1] x [0, 1]."""
     axis.set_title(title, fontsize=9)
@@ -165,9 +179,7 @@ def plot_roc_curves(panels: list[CurvePanel], path: Path, title: str = "ROC") ->
             axis.plot(false_positive_rate, true_positive_rate, linewidth=1.5)
         point = operating_point(panel)
         if point:
-            axis.plot(point[0], point[1], "o", color="crimson",
-                      label=f"threshold {panel.threshold:.3f}")  # fmt: skip
-            axis.legend(loc="lower right", fontsize=7)
+            mark_threshold(axis, panel, (point[0], point[1]), "lower right")
         area = "undefined (one class)" if panel.auroc is None else f"{panel.auroc:.3f}"
         label_unit_square(axis, f"{panel.title}\nAUROC {area}", "1 - specificity", "sensitivity")
     figure.suptitle(title)
@@ -185,9 +197,7 @@ def plot_pr_curves(panels: list[CurvePanel], path: Path, title: str = "Precision
             axis.plot(recall, precision, linewidth=1.5, drawstyle="steps-post")
         point = operating_point(panel)
         if point:
-            axis.plot(point[1], point[2], "o", color="crimson",
-                      label=f"threshold {panel.threshold:.3f}")  # fmt: skip
-            axis.legend(loc="lower left", fontsize=7)
+            mark_threshold(axis, panel, (point[1], point[2]), "lower left")
         area = "undefined (one class)" if panel.auprc is None else f"{panel.auprc:.3f}"
         panel_title = f"{panel.title}\nAUPRC {area}, prevalence {prevalence:.2f}"
         label_unit_square(axis, panel_title, "recall (sensitivity)", "precision")
@@ -198,17 +208,37 @@ def plot_pr_curves(panels: list[CurvePanel], path: Path, title: str = "Precision
 def plot_reliability(bins: Reliability, path: Path, note: str = "") -> Path:
     """Share that came true per bin, its gap to the bin's mean score, and the bin counts."""
     figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]},
+        2,
+        1,
+        figsize=(5, 6),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 1]},
         constrained_layout=True,
-    )  # fmt: skip
+    )
     width = np.diff(bins.edges)
     filled = bins.counts > 0
     left = bins.edges[:-1][filled]
-    top.bar(left, bins.fraction_true[filled], width=width[filled], align="edge",
-            edgecolor="navy", color="cornflowerblue", label="observed")  # fmt: skip
+    top.bar(
+        left,
+        bins.fraction_true[filled],
+        width=width[filled],
+        align="edge",
+        edgecolor="navy",
+        color="cornflowerblue",
+        label="observed",
+    )
     gap = bins.mean_score[filled] - bins.fraction_true[filled]
-    top.bar(left, gap, bottom=bins.fraction_true[filled], width=width[filled], align="edge",
-            color="none", edgecolor="crimson", hatch="//", label="gap to mean score")  # fmt: skip
+    top.bar(
+        left,
+        gap,
+        bottom=bins.fraction_true[filled],
+        width=width[filled],
+        align="edge",
+        color="none",
+        edgecolor="crimson",
+        hatch="//",
+        label="gap to mean score",
+    )
     top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
     top.set(xlim=(0, 1), ylim=(0, 1.02))
     top.set_ylabel(bins.true_axis)
@@ -237,8 +267,9 @@ def plot_fold_metrics(values: list[float], metric: str, path: Path) -> Path:
     low = min(values) - 2 * sd if sd else min(values) * 0.9
     axis.set_ylim(max(0.0, low), min(1.0, max(values) + 2 * sd) + 0.02)
     axis.set_ylabel(f"{metric} (held-out fold)")
-    axis.set_title(f"Cross-validation, {len(values)} folds: {metric} {mean:.3f} +- {sd:.3f}",
-                   fontsize=10)  # fmt: skip
+    axis.set_title(
+        f"Cross-validation, {len(values)} folds: {metric} {mean:.3f} +- {sd:.3f}", fontsize=10
+    )
     axis.legend(loc="lower right", fontsize=8)
     axis.grid(alpha=0.3, axis="y")
     return save(figure, path)
@@ -259,8 +290,13 @@ def plot_subgroups(
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
     height = 0.45 * len(groups) + 1.2
-    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, height * rows),
-                                squeeze=False, constrained_layout=True)  # fmt: skip
+    figure, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(3.6 * columns, height * rows),
+        squeeze=False,
+        constrained_layout=True,
+    )
     names = [f"{g.value} (n={g.images}{', too small' if g.too_small else ''})" for g in groups]
     for axis, metric in zip(axes.ravel(), panels):
         for row, group in enumerate(groups):
@@ -270,11 +306,21 @@ def plot_subgroups(
             colour = "grey" if group.too_small else "navy"
             if interval:
                 axis.plot([interval["low"], interval["high"]], [row, row], color=colour)
-            axis.plot(value, row, "o", color=colour,
-                      markerfacecolor="white" if group.too_small else colour)  # fmt: skip
+            axis.plot(
+                value,
+                row,
+                "o",
+                color=colour,
+                markerfacecolor="white" if group.too_small else colour,
+            )
         if metric in overall:
-            axis.axvline(overall[metric], color="crimson", linestyle="--", linewidth=1,
-                         label=f"all images {overall[metric]:.3f}")  # fmt: skip
+            axis.axvline(
+                overall[metric],
+                color="crimson",
+                linestyle="--",
+                linewidth=1,
+                label=f"all images {overall[metric]:.3f}",
+            )
             axis.legend(fontsize=7, loc="best")  # away from the points
         axis.set_yticks(range(len(groups)), names, fontsize=8)
         axis.invert_yaxis()
@@ -300,9 +346,8 @@ def plot_explanation(
 ) -> Path:
     """The image, the saliency map over what the model saw, and the top scores (target in red)."""
     figure, (left, middle, right) = plt.subplots(
-        1, 3, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1, 1.1]},
-        constrained_layout=True,
-    )  # fmt: skip
+        1, 3, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1, 1.1]}, constrained_layout=True
+    )
     left.imshow(original, cmap="gray" if original.mode == "L" else None)
     left.set_title("image", fontsize=9)
     middle.imshow(overlay)

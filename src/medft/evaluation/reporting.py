@@ -124,8 +124,10 @@ def finding_table(report: EvaluationReport) -> list[str]:
         + ("  CheXNet*" if chexnet else ""),
     ]
     for row in rows:
-        line = (f"  {row['finding']:<20} {row['AUROC']:>6}  {row['95% CI']:<15}  "
-                f"{row['threshold']:>5}  {row['F1']:>5}")  # fmt: skip
+        line = (
+            f"  {row['finding']:<20} {row['AUROC']:>6}  {row['95% CI']:<15}  "
+            f"{row['threshold']:>5}  {row['F1']:>5}"
+        )
         lines.append(line + (f"  {row['CheXNet*']}" if chexnet else ""))
     lines.append(f"  thresholds: {thresholds_text(report)}")
     if chexnet:
@@ -136,8 +138,10 @@ def finding_table(report: EvaluationReport) -> list[str]:
 def temperature_text(scaling) -> str:
     values = ", ".join(f"{value:.3f}" for value in scaling.values[:4])
     more = f", ... ({len(scaling.values)} in all)" if len(scaling.values) > 4 else ""
-    return (f"calibrated: temperature {values}{more} fitted on the {scaling.fitted_on} split; "
-            f"ECE {scaling.before.ece:.4f} before")  # fmt: skip
+    return (
+        f"calibrated: temperature {values}{more} fitted on the {scaling.fitted_on} split; "
+        f"ECE {scaling.before.ece:.4f} before"
+    )
 
 
 def signed(value: float | None, digits: int = 3) -> str:
@@ -149,8 +153,10 @@ def lowest_sensitivity(attribute) -> str | None:
     if not attribute.worst_sensitivity:
         return None
     label, worst = min(attribute.worst_sensitivity.items(), key=lambda i: i[1]["sensitivity"])
-    return (f"{label} in {worst['group']}: {worst['sensitivity']:.3f} "
-            f"({interval_text(worst['interval'], 3)})")  # fmt: skip
+    return (
+        f"{label} in {worst['group']}: {worst['sensitivity']:.3f} "
+        f"({interval_text(worst['interval'], 3)})"
+    )
 
 
 def subgroup_table(report: EvaluationReport) -> list[str]:
@@ -178,8 +184,9 @@ def subgroup_table(report: EvaluationReport) -> list[str]:
                 f"{interval_text(group.gap_intervals.get(metric), 3)}"
             )
             if group.too_small or (value is None and group.caveat()):
-                notes.append(f"    {'†' * group.too_small or '-'} {group.value}: "
-                             f"{group.caveat(shown=3)}")  # fmt: skip
+                notes.append(
+                    f"    {'†' * group.too_small or '-'} {group.value}: {group.caveat(shown=3)}"
+                )
         lowest = lowest_sensitivity(attribute)
         lines += notes + ([f"    lowest sensitivity at the thresholds: {lowest}"] if lowest else [])
     return lines
@@ -209,8 +216,9 @@ def format_evaluation(report: EvaluationReport, output: str | Path | None = None
             f"{positive[1]:.4f} ({report.thresholds.method}, {source})"
         )
     calibration = report.calibration
-    lines.append(f"  ECE {calibration.ece:.4f} ({len(calibration.counts)} bins; "
-                 f"{calibration.scored})")  # fmt: skip
+    lines.append(
+        f"  ECE {calibration.ece:.4f} ({len(calibration.counts)} bins; {calibration.scored})"
+    )
     if report.temperature is not None:
         lines.append(f"  {temperature_text(report.temperature)}")
     if report.tta:
@@ -227,8 +235,11 @@ def format_evaluation(report: EvaluationReport, output: str | Path | None = None
     if report.subgroups:
         lines += subgroup_table(report)
     if report.unreadable:
-        lines += ["", f"unreadable: {len(report.unreadable)} image(s) left out (listed in "
-                  f"{METRICS_NAME} with the reason)"]  # fmt: skip
+        lines += [
+            "",
+            f"unreadable: {len(report.unreadable)} image(s) left out (listed in "
+            f"{METRICS_NAME} with the reason)",
+        ]
     if output is not None:
         lines += ["", f"Wrote {', '.join(report.files)} and {METRICS_NAME} to {output}"]
     return "\n".join(lines)

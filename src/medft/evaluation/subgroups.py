@@ -188,8 +188,11 @@ class AttributeSlices:
             found |= {(group, "value", metric): value for metric, value in mine.items()}
             other = rest.get(group)
             if other is not None:
-                found |= {(group, "gap", metric): value - other[metric]
-                          for metric, value in mine.items() if metric in other}  # fmt: skip
+                found |= {
+                    (group, "gap", metric): value - other[metric]
+                    for metric, value in mine.items()
+                    if metric in other
+                }
         return found
 
 
@@ -213,8 +216,9 @@ def group_result(
     def part(kind: str) -> tuple[dict[str, float], dict[str, dict[str, float] | None]]:
         values = {key[2]: value for key, value in point.items() if key[:2] == (group, kind)}
         finite = {metric: float(value) for metric, value in values.items() if np.isfinite(value)}
-        return finite, {metric: json_interval(intervals.get((group, kind, metric)))
-                        for metric in values}  # fmt: skip
+        return finite, {
+            metric: json_interval(intervals.get((group, kind, metric))) for metric in values
+        }
 
     metrics, metric_intervals = part("value")
     gaps, gap_intervals = part("gap")
@@ -242,8 +246,11 @@ def worst_sensitivity(task: TaskInfo, groups: list[GroupResult]) -> dict[str, di
     worst = {}
     for label in task.thresholded_labels:
         key = sensitivity_key(label)
-        judged = [group for group in groups if key in group.metrics and not group.too_small
-                  and label not in group.few_positives]  # fmt: skip
+        judged = [
+            group
+            for group in groups
+            if key in group.metrics and not group.too_small and label not in group.few_positives
+        ]
         if not judged:
             continue
         group = min(judged, key=lambda g: g.metrics[key])
@@ -270,14 +277,18 @@ def evaluate_subgroups(
     """Every group of each attribute (name -> a value per image) against the rest of the split,
     all scored on the same resamples."""
     slices = {
-        name: AttributeSlices.of(task, probs, labels, cut,
-                                 attribute_values(values, name, len(labels)))
+        name: AttributeSlices.of(
+            task, probs, labels, cut, attribute_values(values, name, len(labels))
+        )
         for name, values in attributes.items()
-    }  # fmt: skip
+    }
 
     def scored(weights: np.ndarray) -> dict[tuple[str, str, str, str], float]:
-        return {(name, *key): value for name, part in slices.items()
-                for key, value in part.scored(weights).items()}  # fmt: skip
+        return {
+            (name, *key): value
+            for name, part in slices.items()
+            for key, value in part.scored(weights).items()
+        }
 
     point = scored(np.ones(len(labels)))
     intervals = bootstrap_intervals(
@@ -292,9 +303,10 @@ def evaluate_subgroups(
         mine = {key[1:]: value for key, value in point.items() if key[0] == name}
         bounds = {key[1:]: value for key, value in intervals.items() if key[0] == name}
         groups = [
-            group_result(task, labels, patients, group, np.flatnonzero(part.values == group),
-                         mine, bounds)
+            group_result(
+                task, labels, patients, group, np.flatnonzero(part.values == group), mine, bounds
+            )
             for group in part.own
-        ]  # fmt: skip
+        ]
         results.append(AttributeResult(name, groups, worst_sensitivity(task, groups)))
     return results

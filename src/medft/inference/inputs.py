@@ -1,5 +1,6 @@
 """What to score: image and DICOM files (every frame, for a model trained on every frame),
-folders searched recursively, and prepared datasets' splits, with a name per image."""
+folders searched recursively, and prepared datasets' splits, with a name per image; and the
+labelled splits a saved model is evaluated on, checked to hold the labels it predicts."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 
-from medft.data.loading import check_split, read_dataset
+from medft.data.loading import check_split, read_dataset, task_of
 from medft.errors import MedftError
 from medft.formats.dicom_reading import UnreadableDicom, is_dicom_file, number_of_frames, open_dicom
 from medft.formats.dicom_settings import DicomSettings
 from medft.formats.image_files import IMAGE_EXTENSIONS, is_image_file, is_visible_file, scan_images
+from medft.inference.classifier import saved_task
+from medft.tasks import TaskInfo
 
 
 def is_image_or_dicom(path: Path) -> bool:
@@ -86,3 +89,20 @@ def collect_inputs(
             + "; give image files, folders of them, or a prepared dataset."
         )
     return inputs
+
+
+def labelled_dataset(name: str, model: str | Path, *splits: str) -> tuple[DatasetDict, TaskInfo]:
+    """The prepared dataset ``name`` holding each of ``splits``, labelled as the model saved in
+    ``model`` predicts, and its task (as the first of ``splits`` holds it)."""
+    predicted = saved_task(model)
+    dataset = read_dataset(name)
+    for split in splits:
+        check_split(dataset, split, name)
+    task = task_of(dataset, splits[0], "image", None)
+    if not task.same_labels(predicted):
+        raise MedftError(
+            f"the model in {model} predicts {predicted.task} labels "
+            f"{', '.join(predicted.label_names)}, but {name} has {task.task} "
+            f"labels {', '.join(task.label_names)}; evaluate it on the data it was trained for."
+        )
+    return dataset, task

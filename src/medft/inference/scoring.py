@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 
 from medft.inference.classifier import Classifier
 from medft.inference.onnx_model import OnnxClassifier
 from medft.inference.reading import ImageReader, collate_images
 from medft.inference.tta import ORIGINAL, View
+from medft.progress import progress_bar
 
 
 def score_images(
@@ -42,7 +42,7 @@ def score_images(
     )
     probs = np.full((len(reader), len(classifier.task.label_names)), np.nan)
     errors: dict[int, str] = {}
-    with tqdm(total=len(reader), desc="scoring", unit="img", disable=not progress) as bar:
+    with progress_bar(total=len(reader), desc="scoring", unit="img", disable=not progress) as bar:
         for indices, pixels, failed in loader:
             if pixels is not None:
                 outputs = [classifier.logits(pixels, view) for view in views]
@@ -69,9 +69,13 @@ def score_members(
     for member in members:
         reader = ImageReader(member, files, splits, frames)
         member_probs, member_errors = score_images(
-            member, reader, batch_size=batch_size, num_workers=num_workers, progress=progress,
+            member,
+            reader,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
             views=views,
-        )  # fmt: skip
+        )
         probs.append(member_probs)
         errors |= member_errors
     return np.mean(probs, axis=0), errors
@@ -86,5 +90,6 @@ def score_split(
     views: Sequence[View] = (ORIGINAL,),
 ) -> tuple[np.ndarray, dict[int, str]]:
     """`score_members` over one split of a prepared dataset (rows in order)."""
-    return score_members(members, splits=[dataset], batch_size=batch_size,
-                         num_workers=num_workers, views=views)  # fmt: skip
+    return score_members(
+        members, splits=[dataset], batch_size=batch_size, num_workers=num_workers, views=views
+    )

@@ -261,8 +261,15 @@ def list_chestxray14(options: ChestXray14Options) -> SourceListing:
                 )
                 continue
             given = "test" if split == "test" else None  # NIH's list; the rest carved by patient
-            kept.append(Example(path, list(entry.findings), row_columns(entry), given_split=given,
-                                group=entry.patient_id))  # fmt: skip
+            kept.append(
+                Example(
+                    path,
+                    list(entry.findings),
+                    row_columns(entry),
+                    given_split=given,
+                    group=entry.patient_id,
+                )
+            )
         listing.splits[split] = kept
 
     listed = {entry.image_id for entry in entries}

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from medft.config.prepare import DicomOptions
 from medft.formats.dicom_reading import DICOM_EXTENSIONS, UnreadableDicom, has_dicom_preamble
 from medft.formats.image_files import is_visible_file
@@ -45,6 +43,7 @@ from medft.prepare.splits import (
     groups_in_several_splits,
     joined_groups,
 )
+from medft.progress import progress_bar
 
 WANTED = "DICOM (no .dcm extension, no 'DICM' preamble)"
 
@@ -130,7 +129,7 @@ def list_dicom(options: DicomOptions) -> SourceListing:
         subgroup_columns=subgroups,
     )
     kept: list[tuple[Candidate, str, Header]] = []
-    for candidate in tqdm(candidates, desc="Reading DICOM headers", unit="file"):
+    for candidate in progress_bar(candidates, desc="Reading DICOM headers", unit="file"):
         image_id = pseudonyms("file", candidate.key)
         listing.source_paths[image_id] = candidate.key
         if not candidate.path.is_file():
@@ -156,8 +155,15 @@ def list_dicom(options: DicomOptions) -> SourceListing:
     ):
         for frame in frame_indices(header, options.frames):
             metadata = {"image_id": image_id, "frame": frame, **header.columns}
-            example = Example(candidate.path, candidate.label, metadata, frame,
-                              candidate.given_split, stratum, unit)  # fmt: skip
+            example = Example(
+                candidate.path,
+                candidate.label,
+                metadata,
+                frame,
+                candidate.given_split,
+                stratum,
+                unit,
+            )
             listing.splits[split].append(example)
 
     groups_by_split = {

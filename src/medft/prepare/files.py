@@ -12,11 +12,10 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from medft.errors import MedftError
 from medft.formats.image_files import ignore_reason, is_image_file
 from medft.prepare.splits import assign_splits
+from medft.progress import progress_bar
 
 
 def list_subfolders(folder: Path) -> list[Path]:
@@ -89,7 +88,7 @@ def content_hashes(paths: list[Path]) -> list[str]:
     """SHA-1 of each file's bytes, so byte-identical copies can be kept in one split."""
     return [
         hashlib.sha1(path.read_bytes()).hexdigest()
-        for path in tqdm(paths, desc="Hashing files", unit="file", leave=False)
+        for path in progress_bar(paths, desc="Hashing files", unit="file", leave=False)
     ]
 
 

@@ -147,12 +147,14 @@ def stored_png(image: Image.Image) -> bytes:
     scanlines = np.zeros((image.height, rows.shape[1] + 1), dtype=np.uint8)  # filter byte 0
     scanlines[:, 1:] = rows
     header = struct.pack(">IIBBBBB", image.width, image.height, depth, colour, 0, 0, 0)
-    return b"".join((
-        b"\x89PNG\r\n\x1a\n",
-        png_chunk(b"IHDR", header),
-        png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 0)),
-        png_chunk(b"IEND", b""),
-    ))  # fmt: skip
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            png_chunk(b"IHDR", header),
+            png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 0)),
+            png_chunk(b"IEND", b""),
+        )
+    )
 
 
 def encode_png(image: Image.Image, compression: int) -> bytes:
@@ -178,8 +180,14 @@ def read_dicom_image(path: str | Path, options: ImageOptions, frame: int | None)
         image = resized(image, shorter_side_size(image.size, options.image_size))
     notes = ("16-bit values clipped",) if read.clipped else ()
     encoded = encode_png(image, options.png_compression)
-    return ImageResult(encoded, None, read.photometric, reencoded=True, notes=notes,
-                       perceptual_hash=hashed(image, options))  # fmt: skip
+    return ImageResult(
+        encoded,
+        None,
+        read.photometric,
+        reencoded=True,
+        notes=notes,
+        perceptual_hash=hashed(image, options),
+    )
 
 
 def read_image(
@@ -219,8 +227,9 @@ def read_image(
             digest = hashed(image, options)
             if original is not None:  # JPEG or PNG: its own bytes, less what is not pixels
                 stripped = original != data
-                return ImageResult(original, None, source_mode, metadata_stripped=stripped,
-                                   perceptual_hash=digest)  # fmt: skip
+                return ImageResult(
+                    original, None, source_mode, metadata_stripped=stripped, perceptual_hash=digest
+                )
             encoded = encode_png(image, options.png_compression)
             return ImageResult(encoded, None, source_mode, reencoded=True, perceptual_hash=digest)
     except UnidentifiedImageError:

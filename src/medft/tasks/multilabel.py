@@ -176,10 +176,16 @@ class MultilabelTask(TaskInfo):
     def curve_panels(self, probs, labels, cut, metrics, per_finding=None):
         """One panel per finding."""
         return [
-            CurvePanel(name, labels[:, index], probs[:, index], cut[name],
-                       per_finding[name]["auroc"], per_finding[name]["auprc"])
+            CurvePanel(
+                name,
+                labels[:, index],
+                probs[:, index],
+                cut[name],
+                per_finding[name]["auroc"],
+                per_finding[name]["auprc"],
+            )
             for index, name in enumerate(self.label_names)
-        ]  # fmt: skip
+        ]
 
     def calibration_scores(self, probs, labels):
         """Every finding's probability counts as one score, true when the finding is present."""
@@ -206,10 +212,14 @@ class MultilabelTask(TaskInfo):
         flagged = self.counted(scores, cut)
         order = np.argsort(-scores, kind="stable")
         rows = [
-            [self.label_names[i], f"{scores[i]:.4f}", f"{cut[self.label_names[i]]:.4f}",
-             "yes" if self.label_names[i] in flagged else "no"]
+            [
+                self.label_names[i],
+                f"{scores[i]:.4f}",
+                f"{cut[self.label_names[i]]:.4f}",
+                "yes" if self.label_names[i] in flagged else "no",
+            ]
             for i in order
-        ]  # fmt: skip
+        ]
         verdict = (
             f"Above their thresholds: {', '.join(flagged)}"
             if flagged

@@ -87,9 +87,15 @@ class BinaryTask(TaskInfo):
         """The positive class against the other."""
         negative, positive = self.label_names
         return [
-            CurvePanel(f"{positive} vs {negative}", (np.asarray(labels) == 1) * 1, probs[:, 1],
-                       cut.get(positive), metrics.get("auroc"), metrics.get("auprc"))
-        ]  # fmt: skip
+            CurvePanel(
+                f"{positive} vs {negative}",
+                (np.asarray(labels) == 1) * 1,
+                probs[:, 1],
+                cut.get(positive),
+                metrics.get("auroc"),
+                metrics.get("auprc"),
+            )
+        ]
 
     def csv_header(self, top_k):
         return [*super().csv_header(top_k), "decision"]

@@ -42,6 +42,7 @@ from medft.modeling.freezing import parameter_table
 from medft.modeling.heads import fold_temperature
 from medft.modeling.lora import merged
 from medft.parsing import RECIPE_NAME
+from medft.progress import quiet_library_bars
 from medft.public_names import dataset_name, model_name
 from medft.tasks import TaskInfo
 from medft.training.build import build_trainer
@@ -68,6 +69,7 @@ def setup_logging(args: MedftTrainingArguments) -> None:
     logger.setLevel(logging.INFO if args.should_log else logging.WARNING)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
+    quiet_library_bars()
 
 
 def checkpoint_to_resume(args: MedftTrainingArguments, record: RunRecord) -> str | None:
@@ -80,9 +82,12 @@ def checkpoint_to_resume(args: MedftTrainingArguments, record: RunRecord) -> str
         check_resume_from(Path(given), output, overwrite=args.overwrite_output_dir, needs=needs)
     with args.main_process_first(local=args.save_on_each_node, desc="claiming output_dir"):
         found = claim_output_dir(
-            output, record, overwrite=args.overwrite_output_dir, needs=needs,
+            output,
+            record,
+            overwrite=args.overwrite_output_dir,
+            needs=needs,
             writes=args.should_save,
-        )  # fmt: skip
+        )
     return given or (str(found) if found else None)
 
 
@@ -95,9 +100,8 @@ def uses_channels_last(setting: bool | None, model: torch.nn.Module) -> bool:
 
 
 def logits_of(prediction) -> np.ndarray:
-    return prediction.predictions[0] if isinstance(prediction.predictions, tuple) else (
-        prediction.predictions
-    )  # fmt: skip
+    predictions = prediction.predictions
+    return predictions[0] if isinstance(predictions, tuple) else predictions
 
 
 def calibrate(trainer: MedftTrainer, built: BuiltModel, data: TrainingData, how: str):
@@ -110,8 +114,10 @@ def calibrate(trainer: MedftTrainer, built: BuiltModel, data: TrainingData, how:
         logits_of(validation), validation.label_ids, data.task, how == "temperature_per_finding"
     )
     fold_temperature(trainer.model, built.layout.head_module, temperature)
-    logger.info("Calibration: temperature %s fitted on the validation split, folded into the "
-                "classifier", np.round(temperature, 4).tolist())  # fmt: skip
+    logger.info(
+        "Calibration: temperature %s fitted on the validation split, folded into the classifier",
+        np.round(temperature, 4).tolist(),
+    )
     return temperature
 
 
@@ -169,10 +175,14 @@ def saved_weights_note(args: MedftTrainingArguments, average_won: bool) -> str |
     if args.ema_decay is None:
         return None
     if average_won:
-        return (f"the exponential moving average of the weights (decay {args.ema_decay}), "
-                "which scored better on the validation split than the raw weights")  # fmt: skip
-    return (f"the raw weights, which scored better on the validation split than their "
-            f"exponential moving average (decay {args.ema_decay})")  # fmt: skip
+        return (
+            f"the exponential moving average of the weights (decay {args.ema_decay}), "
+            "which scored better on the validation split than the raw weights"
+        )
+    return (
+        f"the raw weights, which scored better on the validation split than their "
+        f"exponential moving average (decay {args.ema_decay})"
+    )
 
 
 def train(
@@ -295,9 +305,10 @@ def train(
         if temperature is not None:
             uncalibrated = data.task.probabilities(evaluated_logits * temperature)
             report.temperature = TemperatureScaling(
-                temperature.tolist(), data_args.eval_split,
+                temperature.tolist(),
+                data_args.eval_split,
                 reliability(uncalibrated, evaluated.labels, data.task, options.calibration_bins),
-            )  # fmt: skip
+            )
         write_evaluation(report, data.task, evaluated, output)
         write_recipe(output, data_args, model_args)
         logger.info("Evaluation:\n%s", format_evaluation(report, output))

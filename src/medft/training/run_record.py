@@ -65,8 +65,14 @@ PARTIAL = ".partial"  # a file being written (`write_atomically`)
 CHECKPOINTS = f"{PREFIX_CHECKPOINT_DIR}-*"
 # The Trainer resumes a model from one of these files (or from a folder of FSDP / DeepSpeed
 # / adapter state), and writes trainer_state.json after them.
-WEIGHT_FILES = (SAFE_WEIGHTS_NAME, WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_INDEX_NAME,
-                ADAPTER_SAFE_WEIGHTS_NAME, ADAPTER_WEIGHTS_NAME)  # fmt: skip
+WEIGHT_FILES = (
+    SAFE_WEIGHTS_NAME,
+    WEIGHTS_NAME,
+    SAFE_WEIGHTS_INDEX_NAME,
+    WEIGHTS_INDEX_NAME,
+    ADAPTER_SAFE_WEIGHTS_NAME,
+    ADAPTER_WEIGHTS_NAME,
+)
 # Settings that do not change what is trained, left out of the record so that a rerun that
 # changes only them resumes: where the run writes, pushes and logs, how it treats the folder,
 # how fast this machine loads and evaluates, and which device it has (the loader workers
@@ -317,8 +323,11 @@ def remove_owned(folder: Path) -> None:
     """Remove every file and folder of a run from ``folder``, keeping the others."""
     leftovers = owned_files(folder)
     if leftovers:
-        logger.info("Removing %d files and folders of a run from %s (others are kept)",
-                    len(leftovers), folder)  # fmt: skip
+        logger.info(
+            "Removing %d files and folders of a run from %s (others are kept)",
+            len(leftovers),
+            folder,
+        )
     for path in leftovers:
         remove(path)
 

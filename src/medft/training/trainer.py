@@ -58,8 +58,12 @@ logger = logging.getLogger("medft")
 ARGUMENTS_NAME = "training_args.json"
 # TrainingArguments that may hold a local path (output_dir itself is written as its name)
 PATH_ARGUMENTS = (
-    "output_dir", "resume_from_checkpoint", "deepspeed", "fsdp_config", "accelerator_config",
-)  # fmt: skip
+    "output_dir",
+    "resume_from_checkpoint",
+    "deepspeed",
+    "fsdp_config",
+    "accelerator_config",
+)
 RUN_STATS = ("_runtime", "_per_second")  # timings, not metrics
 
 
@@ -247,9 +251,13 @@ class MedftTrainer(Trainer):
         )
         if self.image_cache is not None:
             open_at = cached_batches(
-                self.image_cache, batches, self.batch_augment, args.device, data_seed(args),
+                self.image_cache,
+                batches,
+                self.batch_augment,
+                args.device,
+                data_seed(args),
                 args.process_index,
-            )  # fmt: skip
+            )
         else:
             open_at = loader_batches(self.worker_loader(shard, batches), batches, args.device)
         return EpochStream(open_at, batches.batches_per_epoch, dataset).start()
@@ -297,9 +305,13 @@ class MedftTrainer(Trainer):
         if self.validation_inputs is None:
             spec = self.device_transform.spec if self.device_transform else None
             kept = preprocess_once(
-                dataset, spec, name="Validation", batch_size=self.args.eval_batch_size,
-                workers=self.args.dataloader_num_workers, budget_gb=self.args.eval_cache_gb,
-            )  # fmt: skip
+                dataset,
+                spec,
+                name="Validation",
+                batch_size=self.args.eval_batch_size,
+                workers=self.args.dataloader_num_workers,
+                budget_gb=self.args.eval_cache_gb,
+            )
             self.validation_inputs = kept or dataset
         return self.validation_inputs
 
@@ -307,9 +319,11 @@ class MedftTrainer(Trainer):
         if self.ema_callback is not None and eval_dataset is None:
             with weights_of(self.model, self.ema_callback.ema.module):
                 output = self.evaluation_loop(
-                    self.get_eval_dataloader(), "EMA evaluation", ignore_keys=ignore_keys,
+                    self.get_eval_dataloader(),
+                    "EMA evaluation",
+                    ignore_keys=ignore_keys,
                     metric_key_prefix="eval_ema",
-                )  # fmt: skip
+                )
             self.ema_metrics = output.metrics
             self.log({k: v for k, v in output.metrics.items() if not k.endswith(RUN_STATS)})
         try:

@@ -175,9 +175,10 @@ class TimmFamily(BackboneFamily):
         config.label_names = list(task.label_names)
         config.__dict__.pop("label_descriptions", None)
         config.pretrained_cfg = {
-            key: value for key, value in (config.pretrained_cfg or DEFAULT_TIMM_CFG).items()
+            key: value
+            for key, value in (config.pretrained_cfg or DEFAULT_TIMM_CFG).items()
             if key not in TIMM_LABEL_FIELDS
-        }  # fmt: skip
+        }
         if config.model_args:
             config.model_args = {
                 key: value for key, value in config.model_args.items() if key != "num_classes"
