@@ -4,6 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features
+from datasets import Image as ImageFeature
+from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification, set_seed
 
@@ -24,6 +27,23 @@ TINY_VIT = {
     "intermediate_size": 64,
     "patch_size": 8,
 }
+
+
+NORMAL_TUMOR = ClassLabel(names=["normal", "tumor"])
+
+
+def grey_scans(sizes: list[tuple[int, int]], label=NORMAL_TUMOR) -> Dataset:
+    """A split of one grey image per (width, height), in shades by row, labels alternating."""
+    features = Features({"image": ImageFeature(), "label": label})
+    images = [Image.new("L", size, 40 + 20 * (row % 10)) for row, size in enumerate(sizes)]
+    labels = [row % 2 for row in range(len(sizes))]
+    return Dataset.from_dict({"image": images, "label": labels}, features=features)
+
+
+def saved_splits(splits: dict[str, Dataset], folder: Path) -> str:
+    """``splits`` saved as `medft prepare` leaves them (dataset_dict.json); the folder's name."""
+    DatasetDict(splits).save_to_disk(str(folder))
+    return str(folder)
 
 
 def tiny_vit(**settings) -> ModelArguments:
