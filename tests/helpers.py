@@ -56,9 +56,9 @@ def tiny_timm(name: str = "timm/resnet18", **settings) -> ModelArguments:
     return ModelArguments(name, pretrained=False, image_size=32, **settings)
 
 
-def save_tiny_model(folder: Path, family: str = "vit") -> Path:
-    """A tiny ViT (or timm ResNet-18) with THREE's labels, saved as `medft train` saves one."""
-    built = build_model(tiny_vit() if family == "vit" else tiny_timm(), THREE)
+def save_tiny_model(folder: Path, family: str = "vit", task: TaskInfo = THREE) -> Path:
+    """A tiny ViT (or timm ResNet-18) with ``task``'s labels, saved as `medft train` saves one."""
+    built = build_model(tiny_vit() if family == "vit" else tiny_timm(), task)
     built.model.save_pretrained(folder)
     if family == "vit":  # a TimmWrapper's preprocessing travels in its config.json
         built.processor.save_pretrained(folder)
