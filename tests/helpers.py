@@ -4,6 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features
+from datasets import Image as ImageFeature
+from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification, set_seed
 
@@ -26,6 +29,23 @@ TINY_VIT = {
 }
 
 
+NORMAL_TUMOR = ClassLabel(names=["normal", "tumor"])
+
+
+def grey_scans(sizes: list[tuple[int, int]], label=NORMAL_TUMOR) -> Dataset:
+    """A split of one grey image per (width, height), in shades by row, labels alternating."""
+    features = Features({"image": ImageFeature(), "label": label})
+    images = [Image.new("L", size, 40 + 20 * (row % 10)) for row, size in enumerate(sizes)]
+    labels = [row % 2 for row in range(len(sizes))]
+    return Dataset.from_dict({"image": images, "label": labels}, features=features)
+
+
+def saved_splits(splits: dict[str, Dataset], folder: Path) -> str:
+    """``splits`` saved as `medft prepare` leaves them (dataset_dict.json); the folder's name."""
+    DatasetDict(splits).save_to_disk(str(folder))
+    return str(folder)
+
+
 def tiny_vit(**settings) -> ModelArguments:
     return ModelArguments(
         "vit", pretrained=False, config_overrides=TINY_VIT, image_size=32, **settings
@@ -36,9 +56,9 @@ def tiny_timm(name: str = "timm/resnet18", **settings) -> ModelArguments:
     return ModelArguments(name, pretrained=False, image_size=32, **settings)
 
 
-def save_tiny_model(folder: Path, family: str = "vit") -> Path:
-    """A tiny ViT (or timm ResNet-18) with THREE's labels, saved as `medft train` saves one."""
-    built = build_model(tiny_vit() if family == "vit" else tiny_timm(), THREE)
+def save_tiny_model(folder: Path, family: str = "vit", task: TaskInfo = THREE) -> Path:
+    """A tiny ViT (or timm ResNet-18) with ``task``'s labels, saved as `medft train` saves one."""
+    built = build_model(tiny_vit() if family == "vit" else tiny_timm(), task)
     built.model.save_pretrained(folder)
     if family == "vit":  # a TimmWrapper's preprocessing travels in its config.json
         built.processor.save_pretrained(folder)
