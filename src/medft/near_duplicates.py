@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from medft.errors import MedftError
 from medft.progress import progress_bar
@@ -98,6 +96,9 @@ def near_pairs(
 def near_groups(values: np.ndarray, threshold: int, progress: bool = False) -> np.ndarray:
     """A group number per hash: connected components of the pairs within ``threshold``."""
     pairs = near_pairs(values, threshold, progress=progress)
+    from scipy.sparse import coo_matrix  # here: the options' modules import this one
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix(
         (np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])),
         shape=(len(values), len(values)),
