@@ -47,6 +47,11 @@ def child(dataset: str, output: str, settings: dict) -> None:
     import medft.training
     from medft.parsing import parse_recipe
 
+    try:
+        import medft.training.build as building  # where build_trainer lives (medft/training/)
+    except ImportError:  # --compare-with an earlier medft: one module, medft/training.py
+        building = medft.training
+
     waits, steps = [], []
     taking = transformers.Trainer.get_batch_samples
 
@@ -68,8 +73,8 @@ def child(dataset: str, output: str, settings: dict) -> None:
             self.last, self.first = now, False
 
     transformers.Trainer.get_batch_samples = timed_take
-    callbacks = medft.training.technique_callbacks
-    medft.training.technique_callbacks = lambda *a: callbacks(*a) + [StepTimes()]
+    callbacks = building.technique_callbacks
+    building.technique_callbacks = lambda *a: callbacks(*a) + [StepTimes()]
     recipe = Path(output) / "recipe.json"
     recipe.parent.mkdir(parents=True, exist_ok=True)
     recipe.write_text(json.dumps(settings))
@@ -80,8 +85,17 @@ def child(dataset: str, output: str, settings: dict) -> None:
     whole = time.perf_counter() - start
     runtime = json.loads((Path(output) / "model" / "train_results.json").read_text())
     first_of_epoch = {step for step, first, _ in steps if first}
-    print(json.dumps({"waits": waits, "steps": steps, "first": sorted(first_of_epoch),
-                      "train": whole, "runtime": runtime["train_runtime"]}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "waits": waits,
+                "steps": steps,
+                "first": sorted(first_of_epoch),
+                "train": whole,
+                "runtime": runtime["train_runtime"],
+            }
+        )
+    )
 
 
 def summary(name: str, timings: dict) -> str:
@@ -124,31 +138,45 @@ def main() -> None:
         child(dataset, output, json.loads(settings))
         return
 
+    from medft.config.prepare import BrainTumorArguments
     from medft.prepare import prepare_dataset
     from medft.prepare.synthetic import synthesize_brain_tumor_44c
 
     work = Path(tempfile.mkdtemp(prefix="epoch_boundary_"))
-    raw = synthesize_brain_tumor_44c(work / "raw", per_class=options.per_class,
-                                     image_size=round(options.stored_size * 1.2))  # fmt: skip
+    raw = synthesize_brain_tumor_44c(
+        work / "raw", per_class=options.per_class, image_size=round(options.stored_size * 1.2)
+    )
     dataset = work / "dataset"
-    prepare_dataset("brain-tumor-44c", dataset, source=raw, image_size=options.stored_size)
+    prepare_dataset(BrainTumorArguments(output=dataset, source=raw, image_size=options.stored_size))
     here = Path(__file__).resolve().parent
-    variants = [(f"data_cache: {cache}", here.parent / "src", cache)
-                for cache in options.data_cache]  # fmt: skip
+    variants = [
+        (f"data_cache: {cache}", here.parent / "src", cache) for cache in options.data_cache
+    ]
     if options.compare_with:
         variants.insert(0, ("before (loader workers)", options.compare_with.resolve(), None))
-    settings = RECIPE | ({} if options.evaluate else TRAINING_ONLY) | {
-        "model_name_or_path": f"timm/{options.model}", "image_size": options.image_size,
-        "num_train_epochs": options.epochs, "per_device_train_batch_size": options.batch_size,
-        "dataloader_num_workers": options.workers, "bf16": options.bf16,
-    }  # fmt: skip
+    settings = (
+        RECIPE
+        | ({} if options.evaluate else TRAINING_ONLY)
+        | {
+            "model_name_or_path": f"timm/{options.model}",
+            "image_size": options.image_size,
+            "num_train_epochs": options.epochs,
+            "per_device_train_batch_size": options.batch_size,
+            "dataloader_num_workers": options.workers,
+            "bf16": options.bf16,
+        }
+    )
     evaluation = "with" if options.evaluate else "without"
-    print(f"{options.model} at {options.image_size} px (stored {options.stored_size}), batch "
-          f"{options.batch_size}, {options.epochs} epochs, {options.workers} loader worker(s), "
-          f"{evaluation} per-epoch evaluation; medians, ms (the model alone beside medft: "
-          "step_anatomy.py)\n")  # fmt: skip
-    print("| variant | first wait | other waits | first step | other steps | first / other "
-          "| train() s | train_runtime s |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+    print(
+        f"{options.model} at {options.image_size} px (stored {options.stored_size}), batch "
+        f"{options.batch_size}, {options.epochs} epochs, {options.workers} loader worker(s), "
+        f"{evaluation} per-epoch evaluation; medians, ms (the model alone beside medft: "
+        "step_anatomy.py)\n"
+    )
+    print(
+        "| variant | first wait | other waits | first step | other steps | first / other "
+        "| train() s | train_runtime s |\n|---|---|---|---|---|---|---|---|"
+    )
     for name, source, cache in variants:
         path = os.pathsep.join([str(source), str(here), os.environ.get("PYTHONPATH", "")])
         env = {**os.environ, "PYTHONPATH": path}

@@ -50,6 +50,7 @@ from transformers import (
 )
 
 from medft.config import ModelArguments
+from medft.config.prepare import BrainTumorArguments
 from medft.modeling.backbones import build_backbone
 from medft.parsing import parse_recipe, read_recipe_file
 from medft.prepare import prepare_dataset
@@ -106,13 +107,14 @@ def split_files(prepared: Path, source: Path) -> dict[str, Dataset]:
                 "label": part["label"],
             },
             features=features,
-        )  # fmt: skip
+        )
         for split, part in prepared_splits.items()
     }
 
 
-def peer_row(prepared: Path, source: Path, folder: Path, output: Path, recipe: dict,
-             epochs: int) -> dict:  # fmt: skip
+def peer_row(
+    prepared: Path, source: Path, folder: Path, output: Path, recipe: dict, epochs: int
+) -> dict:
     """Fine-tuning as transformers' run_image_classification.py does it."""
     start = time.perf_counter()
     splits = split_files(prepared, source)
@@ -228,10 +230,11 @@ def main() -> None:
     )
     parser.add_argument("--skip-frozen", action="store_true", help="leave out the frozen row")
     parser.add_argument(
-        "--with-workers", action="store_true",
+        "--with-workers",
+        action="store_true",
         help="add the recipe with data_cache: none (loader workers decode and augment every "
         "epoch) beside the default, which holds this sample in memory",
-    )  # fmt: skip
+    )
     options = parser.parse_args()
     recipe = read_recipe_file(RECIPE)
     epochs = options.epochs
@@ -240,7 +243,7 @@ def main() -> None:
     weights = lite0_weights_file(work / "efficientnet_lite0_in1k.safetensors")
     prepared = work / "brain44"
     if not (prepared / "dataset_dict.json").is_file():
-        prepare_dataset("brain-tumor-44c", prepared, source=options.source, image_size=256)
+        prepare_dataset(BrainTumorArguments(output=prepared, source=options.source, image_size=256))
     counts = json.loads((prepared / "prepare_report.json").read_text())["counts"]
     data = (
         f"{options.source.name}: {sum(counts.values()):,} images "
@@ -252,11 +255,15 @@ def main() -> None:
     )
     runs = {
         "peer (run_image_classification style)": lambda: peer_row(
-            prepared, options.source, pretrained_folder(weights, work / "lite0_in1k"),
-            work / "peer", recipe, epochs,
+            prepared,
+            options.source,
+            pretrained_folder(weights, work / "lite0_in1k"),
+            work / "peer",
+            recipe,
+            epochs,
         ),
         "medft (the recipe)": lambda: medft_row(prepared, weights, work / "medft", epochs),
-    }  # fmt: skip
+    }
     if options.with_workers:
         runs["medft, data_cache: none"] = lambda: medft_row(
             prepared, weights, work / "medft_workers", epochs, "--data_cache", "none"

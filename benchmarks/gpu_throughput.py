@@ -31,6 +31,7 @@ import torch
 from common import TRAINING_ONLY
 from step_anatomy import Timeline, bound_by, instrumented, wait_share
 
+from medft.config.prepare import BrainTumorArguments
 from medft.prepare import prepare_dataset
 from medft.prepare.synthetic import synthesize_brain_tumor_44c
 
@@ -40,7 +41,7 @@ DEFAULT_MODELS = ("resnet50", "vit_base_patch16_224")
 def generated_dataset(work: Path, per_class: int) -> Path:
     raw = synthesize_brain_tumor_44c(work / "raw", per_class=per_class, image_size=320)
     dataset = work / "dataset"
-    prepare_dataset("brain-tumor-44c", dataset, source=raw, image_size=256)
+    prepare_dataset(BrainTumorArguments(output=dataset, source=raw, image_size=256))
     return dataset
 
 
@@ -170,8 +171,10 @@ def main() -> None:
         ratio = rate / ceiling
         util = "-" if utilisation is None else f"{utilisation:.0f}%"
         bound = bound_by(waiting, medft_step=1 / rate, model_alone_step=1 / ceiling)
-        print(f"| {name} | {ceiling:.0f} | {rate:.0f} | {ratio:.2f}x | {util} | "
-              f"{100 * waiting:.0f}% | {bound} |")  # fmt: skip
+        print(
+            f"| {name} | {ceiling:.0f} | {rate:.0f} | {ratio:.2f}x | {util} | "
+            f"{100 * waiting:.0f}% | {bound} |"
+        )
 
 
 if __name__ == "__main__":

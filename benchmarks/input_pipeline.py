@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from medft.config import DataArguments
+from medft.config.prepare import BrainTumorArguments
 from medft.data.loading import load_training_data
 from medft.data.transforms import InputSpec, batch_transform, collate, train_pixels
 from medft.prepare import prepare_dataset
@@ -59,8 +60,10 @@ def prepared_datasets(work: Path, per_class: int) -> dict[str, Path]:
     jpeg_raw = synthesize_brain_tumor_44c(work / "raw256", per_class=per_class, image_size=256)
     big_raw = synthesize_brain_tumor_44c(work / "raw384", per_class=per_class, image_size=384)
     jpeg, png = work / "jpeg", work / "png"
-    prepare_dataset("brain-tumor-44c", jpeg, source=jpeg_raw)
-    prepare_dataset("brain-tumor-44c", png, source=big_raw, image_size=256)  # re-encoded: PNG
+    prepare_dataset(BrainTumorArguments(output=jpeg, source=jpeg_raw))
+    prepare_dataset(
+        BrainTumorArguments(output=png, source=big_raw, image_size=256)
+    )  # re-encoded: PNG
     return {"JPEG": jpeg, "PNG": png}
 
 
@@ -130,8 +133,7 @@ import json, sys, time, torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, set_seed
 from medft.data.loading import load_training_data
-from medft.data.transforms import (DeviceTransform, batch_transform, collate, input_spec,
-                                   train_pixels)
+from medft.data.transforms import DeviceTransform, batch_transform, collate, train_pixels
 from medft.modeling import build_model
 from medft.parsing import parse_recipe
 values = json.loads(sys.argv[1])
@@ -140,7 +142,7 @@ set_seed(args.seed)
 data, task = load_training_data(values["dataset_name"])
 built = build_model(model_args, task)
 model = built.model.to(memory_format=torch.channels_last)
-spec = input_spec(built.processor)
+spec = built.family.input_spec(built.processor)
 train = data["train"]
 train.set_transform(batch_transform(train_pixels(spec, data_args), task))
 loader = DataLoader(train, batch_size=32, shuffle=True, num_workers=args.dataloader_num_workers,
@@ -240,7 +242,7 @@ def training_rows(work: Path, options: argparse.Namespace) -> None:
         work / "train_raw", per_class=options.train_per_class, image_size=256
     )
     dataset = work / "train"
-    prepare_dataset("brain-tumor-44c", dataset, source=raw)
+    prepare_dataset(BrainTumorArguments(output=dataset, source=raw))
     values = {
         "dataset_name": str(dataset),
         "output_dir": str(work / "out"),
@@ -260,8 +262,10 @@ def training_rows(work: Path, options: argparse.Namespace) -> None:
     }
     if options.compare_with:
         children[f"medft at {options.compare_with}"] = (
-            TRAIN_CHILD, "earlier", options.compare_with
-        )  # fmt: skip
+            TRAIN_CHILD,
+            "earlier",
+            options.compare_with,
+        )
     runs = {name: [] for name in children}
     for repeat in range(options.repeats):
         for index, (name, (script, mode, source)) in enumerate(children.items()):

@@ -22,8 +22,12 @@ import torch
 from safetensors.torch import save_file
 from timm.models import remap_state_dict
 
-TF_PREPROCESSING = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
-                    "interpolation": "bicubic", "crop_pct": 0.875}  # fmt: skip
+TF_PREPROCESSING = {
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.5, 0.5, 0.5],
+    "interpolation": "bicubic",
+    "crop_pct": 0.875,
+}
 
 
 def lite0_weights_file(path: str | Path) -> Path:

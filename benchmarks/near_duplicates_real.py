@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medft.config.prepare import BrainTumorArguments
 from medft.near_duplicates import hash_values, near_pairs, perceptual_hash
 from medft.prepare import prepare_dataset
 from medft.prepare.leakage import draw_contact_sheet, grey_if_grey
@@ -84,8 +85,14 @@ def main() -> None:
     results["copies_distance_counts"] = {k: np.bincount(v).tolist() for k, v in found.items()}
 
     for label, setting in (("grouped", "4"), ("without_groups", "off")):
-        report = prepare_dataset("brain-tumor-44c", args.output / label, source=args.source,
-                                 near_duplicates=setting, overwrite=True)  # fmt: skip
+        report = prepare_dataset(
+            BrainTumorArguments(
+                output=args.output / label,
+                source=args.source,
+                near_duplicates=setting,
+                overwrite=True,
+            )
+        )
         results[label] = {"counts": report["counts"], "near_duplicates": report["near_duplicates"]}
 
     rows = []

@@ -4,7 +4,7 @@
 
 Both score the same image files with the same saved model (by default a randomly
 initialised timm ResNet-18 at 224x224, saved as `medft train` saves it) on the
-same device: medft with its batched, multi-worker loader (`medft.prediction`,
+same device: medft with its batched, multi-worker loader (`medft.commands.predict`,
 what `medft predict` runs), the baseline with one `pipeline("image-classification")`
 call per image, as the transformers docs show. The pipeline is built before its
 clock starts; medft's time includes loading the model and writing the CSV. medft
@@ -26,10 +26,11 @@ from pathlib import Path
 import torch
 from transformers import pipeline
 
+from medft.commands.export import export_onnx
+from medft.commands.predict import predict
 from medft.config import ModelArguments
-from medft.export import export_onnx
+from medft.config.inference import ExportArguments, PredictArguments
 from medft.modeling import build_model
-from medft.prediction import predict
 from medft.prepare.brain_tumor import CLASSES
 from medft.prepare.synthetic import brain_scan
 from medft.tasks import TaskInfo
@@ -51,8 +52,9 @@ def save_model(folder: Path, architecture: str, image_size: int) -> Path:
     args = ModelArguments(architecture, pretrained=False, image_size=image_size)
     built = build_model(args, TaskInfo(list(CLASSES), multi_label=False))
     built.model.save_pretrained(folder)
-    if not args.is_timm:  # timm keeps its preprocessing in config.json
-        built.processor.save_pretrained(folder)
+    processor = built.family.processing_class(built.processor)  # None: kept in config.json
+    if processor is not None:
+        processor.save_pretrained(folder)
     return folder
 
 
@@ -61,13 +63,15 @@ def medft_run(
 ) -> float:
     start = time.perf_counter()
     predict(
-        model,
-        images,
-        output,
-        batch_size=batch,
-        num_workers=workers,
-        precision=precision,
-        progress=False,
+        PredictArguments(
+            model=[model],
+            inputs=images,
+            output=output,
+            batch_size=batch,
+            num_workers=workers,
+            precision=precision,
+            progress=False,
+        )
     )
     return len(images) / (time.perf_counter() - start)
 
@@ -95,8 +99,10 @@ def main() -> None:
     model = save_model(work / "model", args.model, args.input_size)
     device = 0 if torch.cuda.is_available() else -1
     classifier = pipeline("image-classification", model=str(model), device=device)
-    export_onnx(model, work / "fp32" / "model.onnx")
-    export_onnx(model, work / "int8" / "model.onnx", quantize_mode="dynamic")
+    export_onnx(ExportArguments(model=model, output=work / "fp32" / "model.onnx"))
+    export_onnx(
+        ExportArguments(model=model, output=work / "int8" / "model.onnx", quantize="dynamic")
+    )
     runs = {  # row: (model, precision)
         "medft predict": (model, "fp32"),
         "medft predict --precision bf16": (model, "bf16"),

@@ -39,8 +39,9 @@ from unittest import mock
 import torch
 from transformers import TrainerCallback
 
-import medft.trainer
-import medft.training
+import medft.training.run
+import medft.training.trainer
+from medft.config.prepare import BrainTumorArguments
 from medft.parsing import parse_recipe
 from medft.prepare import prepare_dataset
 from medft.prepare.synthetic import synthesize_brain_tumor_44c
@@ -48,8 +49,11 @@ from medft.prepare.synthetic import synthesize_brain_tumor_44c
 WAIT_BOUND = 0.25  # share of the training loop spent waiting for batches
 MODEL_BOUND = 0.15  # medft's steady step at most this much slower than the model alone's
 AT_BOUNDARIES = (  # timed phases that happen between epochs
-    "per-epoch evaluation", "checkpoints", "waiting for batches", "train curve: running scores",
-)  # fmt: skip
+    "per-epoch evaluation",
+    "checkpoints",
+    "waiting for batches",
+    "train curve: running scores",
+)
 AFTER_TRAINING = {  # functions `train()` calls after the loop -> the phase they are
     "save_model": "after training: save the model",
     "evaluate_scores": "after training: report (CIs, thresholds)",
@@ -127,10 +131,13 @@ def instrumented(timeline: Timeline, trainers: list) -> Iterator[None]:
         trainer.evaluate = timeline.timed("per-epoch evaluation", trainer.evaluate)
         trainer._save_checkpoint = timeline.timed("checkpoints", trainer._save_checkpoint)
         trainer.predict = timeline.timed(
-            lambda: "train curve: re-scored sample" if in_loop["now"] else "after training: "
-            "scoring (calibration, validation, test)",
+            lambda: (
+                "train curve: re-scored sample"
+                if in_loop["now"]
+                else "after training: scoring (calibration, validation, test)"
+            ),
             trainer.predict,
-        )  # fmt: skip
+        )
         if trainer.running_scores is not None:
             running = trainer.running_scores
             running.metrics = timeline.timed("train curve: running scores", running.metrics)
@@ -148,17 +155,20 @@ def instrumented(timeline: Timeline, trainers: list) -> Iterator[None]:
         trainers.append(trainer)
         return trainer
 
-    original_build = medft.training.build_trainer
+    original_build = medft.training.run.build_trainer
     with contextlib.ExitStack() as stack:
-        stack.enter_context(mock.patch.object(medft.training, "build_trainer", build_trainer))
+        stack.enter_context(mock.patch.object(medft.training.run, "build_trainer", build_trainer))
         for name, label in [
-            ("load_data", "set-up: data"), ("build_model", "set-up: model"),
+            ("load_data", "set-up: data"),
+            ("build_model", "set-up: model"),
             *AFTER_TRAINING.items(),
-        ]:  # fmt: skip
-            function = timeline.timed(label, getattr(medft.training, name))
-            stack.enter_context(mock.patch.object(medft.training, name, function))
-        once = timeline.timed("validation preprocessed once", medft.trainer.preprocess_once)
-        stack.enter_context(mock.patch.object(medft.trainer, "preprocess_once", once))
+        ]:
+            function = timeline.timed(label, getattr(medft.training.run, name))
+            stack.enter_context(mock.patch.object(medft.training.run, name, function))
+        once = timeline.timed(
+            "validation preprocessed once", medft.training.trainer.preprocess_once
+        )
+        stack.enter_context(mock.patch.object(medft.training.trainer, "preprocess_once", once))
         yield
 
 
@@ -364,7 +374,7 @@ def generated_dataset(work: Path, per_class: int, image_size: int) -> Path:
     stored = round(image_size * 8 / 7)
     raw = synthesize_brain_tumor_44c(work / "raw", per_class=per_class, image_size=stored + 32)
     dataset = work / "dataset"
-    prepare_dataset("brain-tumor-44c", dataset, source=raw, image_size=stored)
+    prepare_dataset(BrainTumorArguments(output=dataset, source=raw, image_size=stored))
     return dataset
 
 
@@ -380,20 +390,27 @@ def main() -> None:
     parser.add_argument("--model-steps", type=int, default=30, help="model-alone steps timed")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="any recipe key, e.g. --set train_metrics_samples=1000 --set eval_cache_gb=0 (the "
         "per-epoch evaluation of earlier releases)",
-    )  # fmt: skip
+    )
     options = parser.parse_args()
     if options.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here; use --device cpu")
     work = Path(tempfile.mkdtemp(prefix="medft-anatomy-"))
     dataset = generated_dataset(work, options.per_class, options.image_size)
-    device = torch.cuda.get_device_name() if options.device == "cuda" else (
-        f"CPU, {torch.get_num_threads()} threads"
-    )  # fmt: skip
-    print(f"{device}, torch {torch.__version__}; {options.image_size} px, batch "
-          f"{options.batch_size}, {options.precision}, {options.epochs} epochs\n")  # fmt: skip
+    device = (
+        torch.cuda.get_device_name()
+        if options.device == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{device}, torch {torch.__version__}; {options.image_size} px, batch "
+        f"{options.batch_size}, {options.precision}, {options.epochs} epochs\n"
+    )
     results = {}
     for name in options.models:
         results[name] = anatomy(name, dataset, work, options)

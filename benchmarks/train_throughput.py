@@ -26,12 +26,12 @@ from common import TRAINING_ONLY
 from torch.utils.data import DataLoader
 from transformers import Trainer, get_linear_schedule_with_warmup, set_seed
 
+from medft.config.prepare import BrainTumorArguments
 from medft.data.loading import load_training_data
 from medft.data.transforms import (
     DeviceTransform,
     batch_transform,
     collate,
-    input_spec,
     train_pixels,
 )
 from medft.modeling import build_model
@@ -52,8 +52,13 @@ RECIPE = {
 
 def medft_run(dataset: Path, output: Path, epochs: int, workers: int) -> float:
     """Images per second of `medft.training.train`'s training loop."""
-    values = {**RECIPE, "dataset_name": str(dataset), "output_dir": str(output),
-              "num_train_epochs": epochs, "dataloader_num_workers": workers}  # fmt: skip
+    values = {
+        **RECIPE,
+        "dataset_name": str(dataset),
+        "output_dir": str(output),
+        "num_train_epochs": epochs,
+        "dataloader_num_workers": workers,
+    }
     train(*parse_recipe(values=values))
     metrics = json.loads((output / "train_results.json").read_text())
     return metrics["train_samples_per_second"]
@@ -68,11 +73,17 @@ def bare_run(dataset: Path, epochs: int, workers: int) -> float:
     built = build_model(model_args, task)
     model, processor = built.model, built.processor
     train_set = data["train"]
-    spec = input_spec(processor)
+    spec = built.family.input_spec(processor)
     train_set.set_transform(batch_transform(train_pixels(spec, data_args), task))
     on_device = DeviceTransform(spec, data_args.random_erasing)
-    loader = DataLoader(train_set, batch_size=args.per_device_train_batch_size, shuffle=True,
-                        collate_fn=collate, num_workers=workers, drop_last=False)  # fmt: skip
+    loader = DataLoader(
+        train_set,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        num_workers=workers,
+        drop_last=False,
+    )
     optimizer_class, optimizer_settings = Trainer.get_optimizer_cls_and_kwargs(args, model)
     optimizer = optimizer_class(model.parameters(), **optimizer_settings)
     schedule = get_linear_schedule_with_warmup(optimizer, 0, epochs * len(loader))
@@ -99,7 +110,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="medft-train-bench-"))
     raw = synthesize_brain_tumor_44c(work / "raw", per_class=args.per_class, image_size=96)
-    report = prepare_dataset("brain-tumor-44c", work / "dataset", source=raw)
+    report = prepare_dataset(BrainTumorArguments(output=work / "dataset", source=raw))
     rates: dict[str, list[float]] = {"bare PyTorch loop": [], "medft (Trainer)": []}
     for repeat in range(args.repeats):
         rates["bare PyTorch loop"].append(bare_run(work / "dataset", args.epochs, args.workers))
@@ -110,10 +121,12 @@ def main() -> None:
         print({name: [round(r, 1) for r in values] for name, values in rates.items()}, flush=True)
 
     bare = statistics.median(rates["bare PyTorch loop"])
-    print(f"\ntimm resnet18 (random init), 64x64 inputs, batch 32, {report['counts']['train']} "
-          f"training images x {args.epochs} epochs, {args.workers} loader workers, "
-          f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores; median of "
-          f"{args.repeats}\n")  # fmt: skip
+    print(
+        f"\ntimm resnet18 (random init), 64x64 inputs, batch 32, {report['counts']['train']} "
+        f"training images x {args.epochs} epochs, {args.workers} loader workers, "
+        f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores; median of "
+        f"{args.repeats}\n"
+    )
     print("| loop | images/s | vs bare loop |")
     print("|---|---|---|")
     for name, values in rates.items():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from medft.config.prepare import BrainTumorArguments, ChestXray14Arguments
 from medft.prepare import prepare_dataset
 from medft.prepare.synthetic import synthesize_brain_tumor_44c, synthesize_chestxray14
 
@@ -22,14 +23,14 @@ def brain_raw(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def brain_multiclass(brain_raw, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("prepared") / "brain44"
-    prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=2)
+    prepare_dataset(BrainTumorArguments(output=output, source=brain_raw, num_proc=2))
     return output
 
 
 @pytest.fixture(scope="session")
 def brain_binary(brain_raw, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("prepared") / "brain2"
-    prepare_dataset("brain-tumor-44c", output, source=brain_raw, task="binary", num_proc=1)
+    prepare_dataset(BrainTumorArguments(output=output, source=brain_raw, task="binary", num_proc=1))
     return output
 
 
@@ -42,7 +43,7 @@ def nih_raw(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def nih_prepared(nih_raw, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("prepared") / "cxr14"
-    prepare_dataset("chestxray14", output, source=nih_raw, num_proc=1)
+    prepare_dataset(ChestXray14Arguments(output=output, source=nih_raw, num_proc=1))
     return output
 
 
@@ -68,8 +69,10 @@ def offline_hub(pretrained_folders, tmp_path, monkeypatch) -> Path:
     from tests import pretrained
 
     cache = tmp_path / "hub"
-    for hub_id, folder in ((pretrained.TIMM_HUB_ID, "timm_hub_export"),
-                           (pretrained.VIT_HUB_ID, "vit")):  # fmt: skip
+    for hub_id, folder in (
+        (pretrained.TIMM_HUB_ID, "timm_hub_export"),
+        (pretrained.VIT_HUB_ID, "vit"),
+    ):
         pretrained.add_to_hub_cache(cache, hub_id, pretrained_folders[folder])
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))

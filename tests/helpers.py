@@ -4,11 +4,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features
+from datasets import Image as ImageFeature
+from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification, set_seed
 
 from medft.config import EvaluationOptions, ModelArguments
-from medft.evaluation import EvaluationReport, SplitScores, evaluate_scores
+from medft.evaluation.evaluate import EvaluationReport, SplitScores, evaluate_scores
 from medft.modeling import BuiltModel, build_model
 from medft.parsing import parse_recipe
 from medft.tasks import TaskInfo
@@ -17,8 +20,30 @@ from medft.training import train
 FIXTURES = Path(__file__).parent / "fixtures"
 THREE = TaskInfo(["benign", "malignant", "normal"], multi_label=False)
 FINDINGS = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")
-TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "intermediate_size": 64, "patch_size": 8}  # fmt: skip
+TINY_VIT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "patch_size": 8,
+}
+
+
+NORMAL_TUMOR = ClassLabel(names=["normal", "tumor"])
+
+
+def grey_scans(sizes: list[tuple[int, int]], label=NORMAL_TUMOR) -> Dataset:
+    """A split of one grey image per (width, height), in shades by row, labels alternating."""
+    features = Features({"image": ImageFeature(), "label": label})
+    images = [Image.new("L", size, 40 + 20 * (row % 10)) for row, size in enumerate(sizes)]
+    labels = [row % 2 for row in range(len(sizes))]
+    return Dataset.from_dict({"image": images, "label": labels}, features=features)
+
+
+def saved_splits(splits: dict[str, Dataset], folder: Path) -> str:
+    """``splits`` saved as `medft prepare` leaves them (dataset_dict.json); the folder's name."""
+    DatasetDict(splits).save_to_disk(str(folder))
+    return str(folder)
 
 
 def tiny_vit(**settings) -> ModelArguments:
@@ -31,9 +56,9 @@ def tiny_timm(name: str = "timm/resnet18", **settings) -> ModelArguments:
     return ModelArguments(name, pretrained=False, image_size=32, **settings)
 
 
-def save_tiny_model(folder: Path, family: str = "vit") -> Path:
-    """A tiny ViT (or timm ResNet-18) with THREE's labels, saved as `medft train` saves one."""
-    built = build_model(tiny_vit() if family == "vit" else tiny_timm(), THREE)
+def save_tiny_model(folder: Path, family: str = "vit", task: TaskInfo = THREE) -> Path:
+    """A tiny ViT (or timm ResNet-18) with ``task``'s labels, saved as `medft train` saves one."""
+    built = build_model(tiny_vit() if family == "vit" else tiny_timm(), task)
     built.model.save_pretrained(folder)
     if family == "vit":  # a TimmWrapper's preprocessing travels in its config.json
         built.processor.save_pretrained(folder)
@@ -103,8 +128,12 @@ def binary_report() -> EvaluationReport:
     positive = np.array([0.1, 0.4, 0.6, 0.35, 0.7, 0.9])
     scores = SplitScores(np.stack([1 - positive, positive], 1), np.array([0, 0, 0, 1, 1, 1]))
     report = evaluate_scores(
-        TaskInfo(["normal", "tumor"], multi_label=False), scores, split="test", tuning=scores,
-        tuning_split="validation", options=EvaluationOptions(bootstrap_resamples=50),
-    )  # fmt: skip
+        TaskInfo(["normal", "tumor"], multi_label=False),
+        scores,
+        split="test",
+        tuning=scores,
+        tuning_split="validation",
+        options=EvaluationOptions(bootstrap_resamples=50),
+    )
     report.files = ["roc_curves.png", "reliability_diagram.png"]
     return report

@@ -60,9 +60,16 @@ def save_timm_hub_export(folder: Path) -> Path:
 
 def save_vit(folder: Path) -> Path:
     """A two-layer ViT with an ImageNet head and its image processor."""
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=64, patch_size=8, image_size=32, num_labels=1000,
-                       id2label=imagenet_labels())  # fmt: skip
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=8,
+        image_size=32,
+        num_labels=1000,
+        id2label=imagenet_labels(),
+    )
     torch.manual_seed(0)
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)

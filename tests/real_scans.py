@@ -8,16 +8,21 @@ from pathlib import Path
 
 from PIL import Image
 
-from medft.dicom import read_dicom
-from medft.dicom_settings import DicomSettings
+from medft.formats.dicom_reading import read_dicom
+from medft.formats.dicom_settings import DicomSettings
 from tests.dicom_files import pydicom_file
 
 # distinct scans, by what they show (pHash distances between any two are above 16 bits)
 SCANS = {
-    "ct": ("CT_small.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm", "image_dfl.dcm",
-           "liver_1frame.dcm"),
+    "ct": (
+        "CT_small.dcm",
+        "693_J2KI.dcm",
+        "J2K_pixelrep_mismatch.dcm",
+        "image_dfl.dcm",
+        "liver_1frame.dcm",
+    ),
     "mr": ("MR_small.dcm", "examples_overlay.dcm", "JPEG2000.dcm"),
-}  # fmt: skip
+}
 
 
 def real_scan(name: str) -> Image.Image:

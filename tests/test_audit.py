@@ -9,6 +9,7 @@ import pytest
 from datasets import load_from_disk
 
 from medft.cli import main
+from medft.config.prepare import FolderArguments
 from medft.prepare import prepare_dataset
 from tests.real_scans import write_folder_source
 
@@ -19,8 +20,10 @@ def prepared(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("audit")
     write_folder_source(root / "scans")
     grouped, plain = root / "grouped", root / "plain"
-    prepare_dataset("folder", grouped, source=root / "scans", num_proc=1)
-    prepare_dataset("folder", plain, source=root / "scans", num_proc=1, near_duplicates="off")
+    prepare_dataset(FolderArguments(output=grouped, source=root / "scans", num_proc=1))
+    prepare_dataset(
+        FolderArguments(output=plain, source=root / "scans", num_proc=1, near_duplicates="off")
+    )
     return {"grouped": grouped, "plain": plain}
 
 

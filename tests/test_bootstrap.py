@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from medft.bootstrap import Resampler, bootstrap_intervals
+from medft.evaluation.bootstrap import Resampler, bootstrap_intervals
 
 
 def accuracy_of(correct: np.ndarray):
-    return lambda indices: {"accuracy": float(accuracy_score(np.ones_like(indices),
-                                                              correct[indices]))}  # fmt: skip
+    return lambda indices: {
+        "accuracy": float(accuracy_score(np.ones_like(indices), correct[indices]))
+    }
 
 
 def width(interval) -> float:

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
-from medft.calibration import fit_temperature
 from medft.cli import main
 from medft.errors import MedftError
+from medft.evaluation.calibration import fit_temperature
 from medft.modeling import build_model
 from medft.modeling.heads import fold_temperature
 from medft.tasks import TaskInfo
@@ -71,8 +71,9 @@ def test_calibrate_lowers_the_ece_of_an_over_confident_model(
     assert temperature > 2  # it undid much of the 8x
     assert report["calibration"]["ece"] < report["temperature"]["ece_before"]
     assert report["thresholds"]["tuned_on"] == "validation"  # re-tuned on calibrated scores
-    served = {s["label"]: s["score"] for s in pipeline("image-classification",
-                                                          model=str(folder))(scan)}  # fmt: skip
+    served = {
+        s["label"]: s["score"] for s in pipeline("image-classification", model=str(folder))(scan)
+    }
     expected = torch.softmax(logits / temperature, -1)
     assert [served["normal"], served["tumor"]] == pytest.approx(expected.tolist(), abs=1e-4)
     card = (folder / "README.md").read_text()

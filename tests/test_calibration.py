@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from medft.calibration import reliability, reliability_bins
+from medft.evaluation.calibration import reliability, reliability_bins
 from medft.tasks import CalibrationScores, TaskInfo
 
 BINARY = TaskInfo(["a", "b"], multi_label=False)

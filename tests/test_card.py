@@ -1,9 +1,9 @@
 import numpy as np
 from huggingface_hub import ModelCard
 
-from medft.card import CardFacts, model_card, replace_results
 from medft.config import EvaluationOptions
-from medft.evaluation import SplitScores, evaluate_scores
+from medft.evaluation.card import CardFacts, model_card, replace_results
+from medft.evaluation.evaluate import SplitScores, evaluate_scores
 from medft.prepare.chestxray14 import FINDINGS as NIH_FINDINGS
 from medft.tasks import TaskInfo
 from tests.helpers import binary_report
@@ -71,8 +71,9 @@ def test_nih_card_marks_chexnet_as_a_different_split():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, (40, 14))
     scores = SplitScores(np.clip(labels * 0.5 + rng.random((40, 14)) * 0.5, 0, 1), labels)
-    report = evaluate_scores(task, scores, split="test", tuning=scores,
-                             options=EvaluationOptions(bootstrap_resamples=20))  # fmt: skip
+    report = evaluate_scores(
+        task, scores, split="test", tuning=scores, options=EvaluationOptions(bootstrap_resamples=20)
+    )
     text = model_card(facts(task=task, evaluation=report)).text
     assert "CheXNet AUROC*" in text and "| Hernia |" in text and "0.9164" in text
     assert "different split" in text

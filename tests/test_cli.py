@@ -23,8 +23,9 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
     code = main(["prepare", "folder", "--source", str(tmp_path / "nope"), "--output", "x"])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.strip().splitlines() == [f"medft: error: --source {tmp_path / 'nope'} does not "
-                                        "exist; check the path."]  # fmt: skip
+    assert err.strip().splitlines() == [
+        f"medft: error: --source {tmp_path / 'nope'} does not exist; check the path."
+    ]
 
 
 def test_synthesize_both_layouts(tmp_path, capsys):
@@ -61,8 +62,9 @@ def test_evaluate_reports_the_numbers_of_the_training_run(
     assert "model-index" in card
 
 
-def test_predict_and_explain_print_one_screen_summaries(trained_multilabel, nih_raw, tmp_path,
-                                                         capsys):  # fmt: skip
+def test_predict_and_explain_print_one_screen_summaries(
+    trained_multilabel, nih_raw, tmp_path, capsys
+):
     images = [str(p) for p in sorted(nih_raw.glob("images_00*/images/*.png"))[:3]]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n")

@@ -5,7 +5,7 @@ import yaml
 
 from medft.cli import main
 from medft.errors import MedftError
-from medft.modeling.backbones import check_timm_arguments, timm_architecture
+from medft.modeling.families.timm import check_timm_arguments, timm_architecture, timm_name
 from medft.modeling.heads import timm_head_settings
 from medft.parsing import parse_recipe, read_recipe_file
 
@@ -28,7 +28,8 @@ def test_every_recipe_exists_as_the_issue_lists_them():
 def test_every_recipe_parses_and_names_a_real_model(recipe):
     data_args, model_args, training_args = parse_recipe(recipe)
     assert data_args.dataset_name and training_args.output_dir
-    if model_args.is_timm:  # architecture, tag and settings, checked offline on the meta device
+    # a timm name: architecture, tag and settings, checked offline on the meta device
+    if timm_name(model_args.model_name_or_path):
         architecture, _, _ = timm_architecture(model_args.model_name_or_path)
         settings = dict(model_args.config_overrides or {}) | timm_head_settings(model_args)
         check_timm_arguments(architecture, settings)
@@ -120,7 +121,7 @@ BAD_VALUES = [
     ("zoom", NAN, "zoom must be a finite number, got nan"),
     ("crop_scale", [NAN, 1.0], "crop_scale must be finite numbers, got [nan, 1.0]"),
     ("drop_path_rate", INF, "drop_path_rate must be a finite number, got inf"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("key,value,message", BAD_VALUES, ids=lambda v: str(v))

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medft import cv
 from medft.cli import main
+from medft.commands import cv
+from medft.config.commands import CvArguments
 from medft.data.loading import load_training_data
 from medft.errors import MedftError
-from medft.evaluation import split_scores
-from medft.inference import load_members
+from medft.evaluation.evaluate import split_scores
+from medft.inference.classifier import load_members
 from tests.helpers import FIXTURES
 
 FOLDS = 3
@@ -27,7 +28,9 @@ REPO = Path(__file__).parents[1]
 def cross_validated(brain_binary, tmp_path_factory):
     output = tmp_path_factory.mktemp("cv") / "run"
     overrides = ["--dataset_name", str(brain_binary), "--output_dir", str(output)]
-    return cv.cross_validate(FIXTURES / "tiny_timm.yaml", overrides, FOLDS)
+    return cv.cross_validate(
+        CvArguments(recipe=FIXTURES / "tiny_timm.yaml", overrides=overrides, folds=FOLDS)
+    )
 
 
 def test_every_fold_is_a_model_folder_and_the_summary_adds_up(cross_validated, brain_binary):
@@ -78,7 +81,9 @@ def test_a_rerun_skips_the_finished_folds(cross_validated, brain_binary, monkeyp
 
     monkeypatch.setattr(cv, "train", no_training)
     overrides = ["--dataset_name", str(brain_binary), "--output_dir", str(cross_validated.output)]
-    again = cv.cross_validate(FIXTURES / "tiny_timm.yaml", overrides, FOLDS)
+    again = cv.cross_validate(
+        CvArguments(recipe=FIXTURES / "tiny_timm.yaml", overrides=overrides, folds=FOLDS)
+    )
     assert [f.metrics for f in again.folds] == [f.metrics for f in cross_validated.folds]
     assert again.ensemble.metrics == pytest.approx(cross_validated.ensemble.metrics)
 
@@ -172,15 +177,25 @@ def test_folds_of_another_cross_validation_are_refused_and_overwrite_replaces_th
     assert "pass --overwrite to train the folds again, or choose a new --output" in error
     assert len(error.strip().splitlines()) == 1
 
-    again = cv.cross_validate(FIXTURES / "tiny_timm.yaml", overrides, 2, overwrite=True)
+    again = cv.cross_validate(
+        CvArguments(
+            recipe=FIXTURES / "tiny_timm.yaml", overrides=overrides, folds=2, overwrite=True
+        )
+    )
     dataset, _ = load_training_data(str(brain_binary))
     pool = len(dataset["train"]) + len(dataset["validation"])
     assert again.out_of_fold.images == pool and len(again.folds) == 2
     assert sorted(path.name for path in output.glob("fold-*")) == ["fold-0", "fold-1"]
     with pytest.raises(MedftError, match=r"differs in: --folds 3 \(was 2\)"):
-        cv.cross_validate(FIXTURES / "tiny_timm.yaml", overrides, 3)
+        cv.cross_validate(
+            CvArguments(recipe=FIXTURES / "tiny_timm.yaml", overrides=overrides, folds=3)
+        )
     with pytest.raises(MedftError, match=r"differs in: seed \(now 7\)"):
-        cv.cross_validate(FIXTURES / "tiny_timm.yaml", [*overrides, "--seed", "7"], 2)
+        cv.cross_validate(
+            CvArguments(
+                recipe=FIXTURES / "tiny_timm.yaml", overrides=[*overrides, "--seed", "7"], folds=2
+            )
+        )
 
 
 def test_a_truncated_fold_marker_trains_that_fold_again(cross_validated, brain_binary, tmp_path):

@@ -19,9 +19,16 @@ LEVEL = 0.001  # a two-sample test below this level fails (draws are seeded: no 
 DRAWS = 4000
 SPEC = InputSpec(size=(40, 48), mean=(0.5,) * 3, std=(0.5,) * 3)
 RECIPE = DataArguments(
-    "data", crop_scale=[0.3, 1.0], crop_ratio=[0.6, 1.6], horizontal_flip=0.3,
-    vertical_flip=0.6, rotation_degrees=25, zoom=0.2, brightness=0.3, contrast=0.4,
-)  # fmt: skip
+    "data",
+    crop_scale=[0.3, 1.0],
+    crop_ratio=[0.6, 1.6],
+    horizontal_flip=0.3,
+    vertical_flip=0.6,
+    rotation_degrees=25,
+    zoom=0.2,
+    brightness=0.3,
+    contrast=0.4,
+)
 # stored (height, width): one ordinary, one so narrow that most tries fail (the fallback)
 SIZES = [(70, 90), (24, 200)]
 
@@ -43,15 +50,34 @@ def worker_draws(size: tuple[int, int]) -> dict[str, np.ndarray]:
         affine = steps["RandomAffine"].make_params([image])
         jitter = steps["ColorJitter"].make_params([image])
         order = jitter["fn_idx"].tolist()
-        rows.append((
-            crop["top"], crop["left"], crop["height"], crop["width"],
-            steps["RandomHorizontalFlip"](strip)[0, 0, 0] == 255,
-            steps["RandomVerticalFlip"](strip.mT)[0, 0, 0] == 255,
-            affine["angle"], affine["scale"], jitter["brightness_factor"],
-            jitter["contrast_factor"], order.index(1) < order.index(0),
-        ))  # fmt: skip
-    names = ("top", "left", "height", "width", "hflip", "vflip", "angle", "zoom", "brightness",
-             "contrast", "contrast_first")  # fmt: skip
+        rows.append(
+            (
+                crop["top"],
+                crop["left"],
+                crop["height"],
+                crop["width"],
+                steps["RandomHorizontalFlip"](strip)[0, 0, 0] == 255,
+                steps["RandomVerticalFlip"](strip.mT)[0, 0, 0] == 255,
+                affine["angle"],
+                affine["scale"],
+                jitter["brightness_factor"],
+                jitter["contrast_factor"],
+                order.index(1) < order.index(0),
+            )
+        )
+    names = (
+        "top",
+        "left",
+        "height",
+        "width",
+        "hflip",
+        "vflip",
+        "angle",
+        "zoom",
+        "brightness",
+        "contrast",
+        "contrast_first",
+    )
     return {name: np.array([row[i] for row in rows], dtype=float) for i, name in enumerate(names)}
 
 
@@ -76,8 +102,16 @@ def derived(draws: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, np
 @pytest.mark.parametrize("size", SIZES, ids=["70x90", "24x200"])
 def test_each_parameter_is_drawn_as_the_loader_workers_draw_it(size):
     workers, device = derived(worker_draws(size), size), derived(device_draws(size), size)
-    for name in ("area", "aspect", "top_share", "left_share", "angle", "zoom", "brightness",
-                 "contrast"):  # fmt: skip
+    for name in (
+        "area",
+        "aspect",
+        "top_share",
+        "left_share",
+        "angle",
+        "zoom",
+        "brightness",
+        "contrast",
+    ):
         result = ks_2samp(workers[name], device[name])
         assert result.pvalue > LEVEL, f"{name}: {result}"
     for name in ("hflip", "vflip", "contrast_first"):
@@ -114,19 +148,45 @@ CASES = [  # (top, left, height, width, hflip, vflip, angle, zoom, brightness, c
 def test_the_same_parameters_make_the_same_picture_as_the_loader_workers(case):
     top, left, height, width, hflip, vflip, angle, zoom, brightness, contrast, first = case
     picture = smooth_picture(70, 90)
-    workers = F.resized_crop(picture, top, left, height, width, list(SPEC.size),
-                             interpolation=InterpolationMode.BICUBIC, antialias=True)  # fmt: skip
+    workers = F.resized_crop(
+        picture,
+        top,
+        left,
+        height,
+        width,
+        list(SPEC.size),
+        interpolation=InterpolationMode.BICUBIC,
+        antialias=True,
+    )
     workers = F.horizontal_flip(workers) if hflip else workers
     workers = F.vertical_flip(workers) if vflip else workers
-    workers = F.affine(workers, angle=angle, translate=[0, 0], scale=zoom, shear=[0, 0],
-                       interpolation=InterpolationMode.NEAREST, fill=0)  # fmt: skip
+    workers = F.affine(
+        workers,
+        angle=angle,
+        translate=[0, 0],
+        scale=zoom,
+        shear=[0, 0],
+        interpolation=InterpolationMode.NEAREST,
+        fill=0,
+    )
     if first:
         workers = F.adjust_brightness(F.adjust_contrast(workers, contrast), brightness)
     else:
         workers = F.adjust_contrast(F.adjust_brightness(workers, brightness), contrast)
 
-    names = ("top", "left", "height", "width", "hflip", "vflip", "angle", "zoom", "brightness",
-             "contrast", "contrast_first")  # fmt: skip
+    names = (
+        "top",
+        "left",
+        "height",
+        "width",
+        "hflip",
+        "vflip",
+        "angle",
+        "zoom",
+        "brightness",
+        "contrast",
+        "contrast_first",
+    )
     params = {name: torch.tensor([value]) for name, value in zip(names, case)}
     device = BatchAugment(SPEC, RECIPE).apply(picture[None], params)[0]
 
@@ -139,6 +199,9 @@ def test_the_same_parameters_make_the_same_picture_as_the_loader_workers(case):
 
 def test_greyscale_images_come_out_with_three_identical_channels():
     picture = smooth_picture(30, 30)[:1]
-    out = BatchAugment(SPEC, RECIPE)(picture[None].repeat(4, 1, 1, 1), torch.tensor([[30, 30]] * 4),
-                                     torch.Generator().manual_seed(1))  # fmt: skip
+    out = BatchAugment(SPEC, RECIPE)(
+        picture[None].repeat(4, 1, 1, 1),
+        torch.tensor([[30, 30]] * 4),
+        torch.Generator().manual_seed(1),
+    )
     assert out.shape == (4, 3, *SPEC.size) and torch.equal(out[:, 0], out[:, 2])

@@ -28,23 +28,37 @@ def levels_split(counts=(30, 10, 6), mode="L") -> Dataset:
     """Images of one grey level per class, of varied sizes (the canvas pads them)."""
     sizes = np.random.default_rng(0).integers(16, 40, size=(sum(counts), 2))
     labels = [label for label, count in enumerate(counts) for _ in range(count)]
-    images = [PIL.Image.new(mode, (int(w), int(h)), (LEVELS[label],) * len(mode))
-              for label, (h, w) in zip(labels, sizes)]  # fmt: skip
+    images = [
+        PIL.Image.new(mode, (int(w), int(h)), (LEVELS[label],) * len(mode))
+        for label, (h, w) in zip(labels, sizes)
+    ]
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=TASK.label_names)})
     return Dataset.from_dict({"image": images, "label": labels}, features=features)
 
 
 def run_args(processes: int = 1, process: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(seed=3, data_seed=None, world_size=processes, process_index=process,
-                           dataloader_num_workers=0, device=torch.device("cpu"))  # fmt: skip
+    return SimpleNamespace(
+        seed=3,
+        data_seed=None,
+        world_size=processes,
+        process_index=process,
+        dataloader_num_workers=0,
+        device=torch.device("cpu"),
+    )
 
 
 def recipe(**settings) -> DataArguments:
     return DataArguments("data", **settings)
 
 
-AUGMENTED = recipe(data_cache="device", crop_scale=[0.2, 1.0], horizontal_flip=0.5,
-                   vertical_flip=0.5, rotation_degrees=30, zoom=0.3)  # fmt: skip
+AUGMENTED = recipe(
+    data_cache="device",
+    crop_scale=[0.2, 1.0],
+    horizontal_flip=0.5,
+    vertical_flip=0.5,
+    rotation_degrees=30,
+    zoom=0.3,
+)
 
 
 def test_the_split_is_held_at_its_stored_size_in_one_channel_when_grey():
@@ -71,10 +85,17 @@ def test_labels_stay_with_their_images_through_sharding_oversampling_and_augment
         held_rows.append(held.rows)
         batches = EpochBatches(
             EpochWeightedSampler(weights[held.rows], seed=3),
-            per_epoch=math.ceil(len(split) / processes), batch_size=8,
-        )  # fmt: skip
-        stream = cached_batches(held, batches, BatchAugment(SPEC, AUGMENTED), torch.device("cpu"),
-                                seed=3, process=process)(0, 0)  # fmt: skip
+            per_epoch=math.ceil(len(split) / processes),
+            batch_size=8,
+        )
+        stream = cached_batches(
+            held,
+            batches,
+            BatchAugment(SPEC, AUGMENTED),
+            torch.device("cpu"),
+            seed=3,
+            process=process,
+        )(0, 0)
         for _ in range(10 * batches.batches_per_epoch):
             batch = next(stream)
             assert batch["pixel_values"].shape[1:] == (3, *SPEC.size)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from datasets import Value, concatenate_datasets, load_from_disk
 
-from medft.data.folds import assign_folds, fold_splits, groups_of, strata
+from medft.data.folds import assign_folds, fold_splits, groups_of
 from medft.data.loading import load_training_data
 from medft.errors import MedftError
 from medft.tasks import TaskInfo
@@ -46,7 +46,7 @@ def test_no_patient_is_in_two_folds_and_the_test_split_is_never_folded(nih_prepa
 def test_multilabel_strata_pool_rare_finding_combinations():
     task = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")
     labels = [[0]] * 5 + [[1]] * 5 + [[0, 1]] * 2 + [[]] * 5
-    keys = strata(task, labels, folds=3)
+    keys = task.fold_strata(labels, folds=3)
     assert Counter(keys) == {"0": 5, "1": 5, "": 5, "rare combinations": 2}
 
 

@@ -6,10 +6,12 @@ from medft.data.patients import patient_groups, patient_keys
 
 
 def test_a_missing_id_is_its_image_and_a_files_frames_stay_together():
-    rows = Dataset.from_dict({
-        "patient_id": ["p1", None, "p1", None, "", None],
-        "image_id": ["a", "b", "c", "d", "e", "d"],  # d: two frames of one file
-    })  # fmt: skip
+    rows = Dataset.from_dict(
+        {
+            "patient_id": ["p1", None, "p1", None, "", None],
+            "image_id": ["a", "b", "c", "d", "e", "d"],  # d: two frames of one file
+        }
+    )
     groups = patient_groups(rows, "image")
     assert groups[0] == groups[2] and len(set(groups)) == 4
     assert groups[3] == groups[5] != groups[1]

@@ -7,7 +7,7 @@ import torch
 from datasets import Dataset
 
 from medft.config import MedftTrainingArguments
-from medft.data.preprocessed import preprocess_once, timm_decoding
+from medft.data.preprocessed import preprocess_once, rescaled_then_normalized
 from medft.data.transforms import InputSpec
 from medft.errors import MedftError
 
@@ -20,16 +20,19 @@ def split_of(pixels: torch.Tensor) -> Dataset:
     rows = Dataset.from_dict({"row": list(range(len(pixels)))})
 
     def transform(batch):
-        return {"pixel_values": [pixels[row] for row in batch["row"]],
-                "labels": [torch.tensor(row % 3) for row in batch["row"]]}  # fmt: skip
+        return {
+            "pixel_values": [pixels[row] for row in batch["row"]],
+            "labels": [torch.tensor(row % 3) for row in batch["row"]],
+        }
 
     rows.set_transform(transform)
     return rows
 
 
 def kept(pixels: torch.Tensor, budget_gb: float = 1.0):
-    return preprocess_once(split_of(pixels), SPEC, name="Validation", batch_size=4, workers=0,
-                           budget_gb=budget_gb)  # fmt: skip
+    return preprocess_once(
+        split_of(pixels), SPEC, name="Validation", batch_size=4, workers=0, budget_gb=budget_gb
+    )
 
 
 def uint8_images(count: int) -> torch.Tensor:
@@ -38,7 +41,7 @@ def uint8_images(count: int) -> torch.Tensor:
 
 
 def test_exact_uint8_outputs_are_kept_as_uint8_and_given_back_bit_for_bit():
-    pixels = timm_decoding(uint8_images(10), MEAN, STD)
+    pixels = rescaled_then_normalized(uint8_images(10), MEAN, STD)
     split = kept(pixels)
     assert split.pixels.dtype == torch.uint8 and len(split) == 10
     batch = split.__getitems__([7, 2, 9])
@@ -47,7 +50,7 @@ def test_exact_uint8_outputs_are_kept_as_uint8_and_given_back_bit_for_bit():
 
 
 def test_a_batch_off_the_uint8_grid_keeps_the_whole_split_as_float32_bit_for_bit():
-    pixels = timm_decoding(uint8_images(10), MEAN, STD)
+    pixels = rescaled_then_normalized(uint8_images(10), MEAN, STD)
     pixels[5:] += 1e-3  # the second batch of four is not uint8 after any decoding
     split = kept(pixels)
     assert split.pixels.dtype == torch.float32
@@ -55,7 +58,7 @@ def test_a_batch_off_the_uint8_grid_keeps_the_whole_split_as_float32_bit_for_bit
 
 
 def test_a_split_over_the_budget_is_not_kept_and_the_log_says_so(caplog):
-    pixels = timm_decoding(uint8_images(10), MEAN, STD)
+    pixels = rescaled_then_normalized(uint8_images(10), MEAN, STD)
     with caplog.at_level(logging.INFO, logger="medft"):
         assert kept(pixels, budget_gb=100 / 2**30) is None  # 480 bytes in uint8
     assert "not kept in memory" in caplog.text and "raise eval_cache_gb" in caplog.text

@@ -30,10 +30,16 @@ def collate(rows: list[int]) -> dict[str, torch.Tensor]:
 
 def stream_of(workers: int = 0, per_epoch: int = 10, batch_size: int = 4):
     batches = EpochBatches(EpochRandomSampler(ROWS, seed=5), per_epoch, batch_size)
-    loader = CountingLoader(ROWS, batch_sampler=batches, num_workers=workers, collate_fn=collate,
-                            persistent_workers=bool(workers))  # fmt: skip
-    stream = EpochStream(loader_batches(loader, batches, torch.device("cpu")),
-                         batches.batches_per_epoch, ROWS)  # fmt: skip
+    loader = CountingLoader(
+        ROWS,
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=bool(workers),
+    )
+    stream = EpochStream(
+        loader_batches(loader, batches, torch.device("cpu")), batches.batches_per_epoch, ROWS
+    )
     return stream, loader, batches
 
 

@@ -9,9 +9,9 @@ from torchvision.transforms import v2
 from medft.config import DataArguments
 from medft.data.pipeline import load_data, set_transforms
 from medft.data.transforms import DeviceTransform, InputSpec, batch_transform, train_transform
-from medft.dicom import OFFSET_16BIT
-from medft.dicom_settings import DicomSettings, Window
 from medft.errors import MedftError
+from medft.formats.dicom_settings import DicomSettings, Window
+from medft.formats.windowing import OFFSET_16BIT
 from medft.modeling import build_model
 from medft.parsing import parse_recipe
 from medft.tasks import TaskInfo
@@ -43,13 +43,26 @@ def test_default_training_transform_only_crops_and_leaves_uint8():
 def test_every_augmentation_key_adds_its_transform_in_order():
     transform = train_transform(
         SPEC,
-        augment(horizontal_flip=0.5, vertical_flip=0.5, rotation_degrees=10, zoom=0.2,
-                brightness=0.2, contrast=0.2, auto_augment="randaugment", random_erasing=0.25),
-    )  # fmt: skip
+        augment(
+            horizontal_flip=0.5,
+            vertical_flip=0.5,
+            rotation_degrees=10,
+            zoom=0.2,
+            brightness=0.2,
+            contrast=0.2,
+            auto_augment="randaugment",
+            random_erasing=0.25,
+        ),
+    )
     assert kinds(transform) == [
-        "PILToTensor", "RandomResizedCrop", "RandomHorizontalFlip", "RandomVerticalFlip",
-        "RandomAffine", "ColorJitter", "RandAugment",
-    ]  # fmt: skip
+        "PILToTensor",
+        "RandomResizedCrop",
+        "RandomHorizontalFlip",
+        "RandomVerticalFlip",
+        "RandomAffine",
+        "ColorJitter",
+        "RandAugment",
+    ]
     affine = transform.transforms[4]
     assert affine.degrees == [-10.0, 10.0] and affine.scale == (0.8, 1.2)
     assert "TrivialAugmentWide" in kinds(

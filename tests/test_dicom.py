@@ -1,5 +1,5 @@
-"""medft.dicom (and its settings): a DICOM frame -> the image a model sees, checked against
-pydicom's own functions."""
+"""medft.formats.dicom_reading and .windowing (and their settings): a DICOM frame -> the image
+a model sees, checked against pydicom's own functions."""
 
 import re
 
@@ -11,9 +11,10 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_space, pixel_array
 from pydicom.sequence import Sequence
 
-import medft.dicom
-from medft.dicom import OFFSET_16BIT, UnreadableDicom, is_dicom_file, read_dicom, to_model_image
-from medft.dicom_settings import (
+import medft.formats.dicom_reading
+from medft.errors import MedftError
+from medft.formats.dicom_reading import UnreadableDicom, is_dicom_file, read_dicom
+from medft.formats.dicom_settings import (
     WINDOW_PRESETS,
     DicomSettings,
     Window,
@@ -21,8 +22,8 @@ from medft.dicom_settings import (
     parse_window,
     save_settings,
 )
-from medft.errors import MedftError
-from medft.pixel_budget import ImageTooLarge
+from medft.formats.pixel_budget import ImageTooLarge
+from medft.formats.windowing import OFFSET_16BIT, to_model_image
 from tests.dicom_files import assert_close_to, dicom_copy, expected_grey, pydicom_file, without_meta
 from tests.oversized import rle_dicom
 
@@ -35,9 +36,15 @@ def read_pixels(path, settings=EIGHT_BIT, **options) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "name",
-    ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm",
-     "MR_small_jp2klossless.dcm", "MR_small_bigendian.dcm", "JPGExtended.dcm"],
-)  # fmt: skip
+    [
+        "MR_small.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_bigendian.dcm",
+        "JPGExtended.dcm",
+    ],
+)
 def test_grey_files_follow_the_modality_lut_and_their_own_window(name):
     path = pydicom_file(name)
     assert_close_to(read_dicom(path, EIGHT_BIT).image, expected_grey(path))
@@ -113,10 +120,13 @@ def test_enhanced_multi_frame_values_in_functional_groups_apply(tmp_path):
     shared.PixelValueTransformationSequence = Sequence([rescale])
     frame.FrameVOILUTSequence = Sequence([window])
     enhanced = dicom_copy(
-        "CT_small.dcm", tmp_path / "enhanced.dcm", RescaleIntercept=None, RescaleSlope=None,
+        "CT_small.dcm",
+        tmp_path / "enhanced.dcm",
+        RescaleIntercept=None,
+        RescaleSlope=None,
         SharedFunctionalGroupsSequence=Sequence([shared]),
         PerFrameFunctionalGroupsSequence=Sequence([frame]),
-    )  # fmt: skip
+    )
     expected = expected_grey(pydicom_file("CT_small.dcm"), WindowCenter=40, WindowWidth=400)
     assert_close_to(read_dicom(enhanced, EIGHT_BIT).image, expected)
 
@@ -266,7 +276,7 @@ def never_decode(*args, **kwargs):
 def test_a_frame_over_the_pixel_budget_is_refused_from_its_header(tmp_path, monkeypatch):
     monkeypatch.delenv("MEDFT_MAX_MEGAPIXELS", raising=False)
     bomb = rle_dicom(tmp_path / "bomb.dcm", 10_000, 10_000)  # 1.6 MB declaring 100 megapixels
-    monkeypatch.setattr(medft.dicom, "pixel_array", never_decode)
+    monkeypatch.setattr(medft.formats.dicom_reading, "pixel_array", never_decode)
     expected = "10000 x 10000 pixels (100.0 megapixels) is over medft's budget of 50 megapixels"
     with pytest.raises(ImageTooLarge, match=re.escape(expected)):
         read_dicom(bomb, EIGHT_BIT)
@@ -295,6 +305,6 @@ def test_the_budget_counts_one_frame_and_moves_with_the_variable(tmp_path, monke
 )
 def test_a_missing_or_impossible_image_size_says_so(tmp_path, monkeypatch, tags, reason):
     path = dicom_copy("MR_small_RLE.dcm", tmp_path / "odd.dcm", **tags)
-    monkeypatch.setattr(medft.dicom, "pixel_array", never_decode)
+    monkeypatch.setattr(medft.formats.dicom_reading, "pixel_array", never_decode)
     with pytest.raises(UnreadableDicom, match=re.escape(reason)):
         read_dicom(path, EIGHT_BIT)

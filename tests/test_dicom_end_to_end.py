@@ -18,13 +18,16 @@ from transformers import pipeline
 
 import medft
 from medft.cli import main
+from medft.commands.explain import explain
+from medft.commands.predict import predict
 from medft.config import DataArguments
+from medft.config.evaluation import EvaluateArguments
+from medft.config.inference import ExplainArguments, ExportArguments, PredictArguments
+from medft.config.prepare import DicomArguments
 from medft.data.pipeline import dicom_settings
-from medft.dicom_settings import DicomSettings, load_settings, parse_window, save_settings
 from medft.errors import MedftError
-from medft.evaluation import evaluate_model
-from medft.explain import explain
-from medft.prediction import predict
+from medft.evaluation.evaluate import evaluate_model
+from medft.formats.dicom_settings import DicomSettings, load_settings, parse_window, save_settings
 from medft.prepare import prepare_dataset
 from tests.dicom_files import dicom_copy, pydicom_file
 from tests.helpers import FIXTURES, run_recipe
@@ -39,8 +42,12 @@ def write_classes(root):
         dicom_copy("CT_small.dcm", root / "clear" / f"c{index}.dcm", PatientID=f"C{index}")
         pixels = plain.pixel_array.copy()
         pixels[40:90, 40:90] = 2000  # ~ +1000 HU: bright in the lung window
-        dicom_copy("CT_small.dcm", root / "lesion" / f"l{index}", PatientID=f"L{index}",
-                   PixelData=pixels.tobytes())  # fmt: skip
+        dicom_copy(
+            "CT_small.dcm",
+            root / "lesion" / f"l{index}",
+            PatientID=f"L{index}",
+            PixelData=pixels.tobytes(),
+        )
     return root
 
 
@@ -58,8 +65,9 @@ def trained(tmp_path_factory):
     write_new_studies(root / "new")
     dataset = root / "data"
     # every file is a copy of one real scan: near-copy groups would (rightly) join them all
-    prepare_dataset("dicom", dataset, source=raw, bit_depth=16, num_proc=1,
-                    near_duplicates="off")  # no window yet  # fmt: skip
+    prepare_dataset(
+        DicomArguments(output=dataset, source=raw, bit_depth=16, num_proc=1, near_duplicates="off")
+    )  # no window yet
     model = root / "model"
     run_recipe("tiny_timm.yaml", dataset, model, "--bootstrap_resamples", "20",
                "--dicom_window", "lung")  # fmt: skip
@@ -71,22 +79,32 @@ def test_the_model_folder_records_the_dicom_settings(trained, tmp_path):
     assert load_settings(model) == DicomSettings(window=parse_window("lung"), bit_depth=16)
     assert dicom_settings(DataArguments(str(dataset))) == DicomSettings(bit_depth=16)
     eight_bit = tmp_path / "eight_bit"
-    prepare_dataset("dicom", eight_bit, source=trained[0], num_proc=1, near_duplicates="off")
+    prepare_dataset(
+        DicomArguments(output=eight_bit, source=trained[0], num_proc=1, near_duplicates="off")
+    )
     with pytest.raises(MedftError, match="dicom_window needs a dataset prepared with"):
         dicom_settings(DataArguments(str(eight_bit), dicom_window="lung"))
     with pytest.raises(MedftError, match="dicom_window 'lungs'"):
         DataArguments(str(dataset), dicom_window="lungs")
     assert json.loads((model / "dicom.json").read_text())["window"] == {
-        "center": -600.0, "width": 1500.0,
-    }  # fmt: skip
+        "center": -600.0,
+        "width": 1500.0,
+    }
 
 
 def test_predict_on_dicom_files_matches_pipeline_on_load_image(trained, tmp_path):
     raw, _, model = trained
     new = raw.parent / "new"
     output = tmp_path / "predictions.csv"
-    summary = predict(model, [raw / "clear", raw / "lesion" / "l0", new], output, num_workers=0,
-                      progress=False)  # fmt: skip
+    summary = predict(
+        PredictArguments(
+            model=[model],
+            inputs=[raw / "clear", raw / "lesion" / "l0", new],
+            output=output,
+            num_workers=0,
+            progress=False,
+        )
+    )
     with output.open(newline="") as handle:
         rows = {row["path"]: row for row in csv.DictReader(handle)}
     assert summary.images == PER_CLASS + 3 and not summary.errors
@@ -113,7 +131,11 @@ def test_a_model_trained_on_every_frame_predicts_every_frame(trained, tmp_path):
     )
     path = raw.parent / "new" / "two_frames.dcm"
     output = tmp_path / "predictions.csv"
-    predict(every_frame, [path], output, num_workers=0, progress=False)
+    predict(
+        PredictArguments(
+            model=[every_frame], inputs=[path], output=output, num_workers=0, progress=False
+        )
+    )
     with output.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["path"] for row in rows] == [f"{path} (frame 0)", f"{path} (frame 1)"]
@@ -133,29 +155,39 @@ def test_load_image_windows_as_the_model_was_trained(trained):
 
 def test_evaluate_and_explain_read_the_sixteen_bit_dataset(trained, tmp_path):
     raw, dataset, model = trained
-    report, scores = evaluate_model(model, str(dataset), num_workers=0)
+    report, scores = evaluate_model(
+        EvaluateArguments(model=[model], dataset=str(dataset), num_workers=0)
+    )
     assert not report.unreadable and len(scores.labels) > 0
-    summary = explain(model, [raw / "lesion" / "l1"], tmp_path / "maps", progress=False)
+    summary = explain(
+        ExplainArguments(
+            model=model, images=[raw / "lesion" / "l1"], output=tmp_path / "maps", progress=False
+        )
+    )
     assert len(summary.written) == 1 and not summary.errors
 
 
 def test_an_exported_model_and_the_web_page_read_dicom_as_the_model_folder_does(trained, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("gradio")
-    from medft.export import export_onnx
-    from medft.serve import answer, escaped, load_served_model
+    from medft.commands.export import export_onnx
+    from medft.commands.serve import answer, escaped, load_served_model
 
     raw, _, model = trained
     scans = [raw / "lesion" / "l0", raw / "clear" / "c0.dcm"]
     exported = tmp_path / "onnx" / "model.onnx"
-    export_onnx(model, exported)
+    export_onnx(ExportArguments(model=model, output=exported))
     assert json.loads((exported.parent / "preprocessor.json").read_text())["dicom"] == (
         load_settings(model).to_dict()
     )
     scores = {}
     for where in (model, exported):
         output = tmp_path / f"{where.name}.csv"
-        predict(where, scans, output, num_workers=0, progress=False)
+        predict(
+            PredictArguments(
+                model=[where], inputs=scans, output=output, num_workers=0, progress=False
+            )
+        )
         with output.open(newline="") as handle:
             scores[where] = [float(row["score_1"]) for row in csv.DictReader(handle)]
     assert scores[exported] == pytest.approx(scores[model], abs=1e-4)
@@ -179,7 +211,9 @@ def test_files_without_patient_id_prepare_cross_validate_and_evaluate(tmp_path, 
             ds.StudyInstanceUID = f"1.2.3.{index // 4}"
         ds.save_as(path)
     dataset = tmp_path / "data"
-    report = prepare_dataset("dicom", dataset, source=raw, num_proc=1, near_duplicates="off")
+    report = prepare_dataset(
+        DicomArguments(output=dataset, source=raw, num_proc=1, near_duplicates="off")
+    )
     assert report["notes"]["files_without_patient_id_grouped_by_study"] == PER_CLASS
     assert report["notes"]["patients"] == 0
     assert report["notes"]["files_without_patient_or_study_id"] == PER_CLASS

@@ -9,11 +9,11 @@ from timm.utils import ModelEmaV3
 from transformers import AutoModelForImageClassification, TrainerCallback
 
 from medft.data.pipeline import load_data, set_transforms
-from medft.ema import EMA_NAME
 from medft.errors import MedftError
 from medft.modeling import build_model
 from medft.parsing import parse_recipe
-from medft.training import build_trainer
+from medft.training.build import build_trainer
+from medft.training.ema import EMA_NAME
 from tests.helpers import FIXTURES, run_recipe
 
 DECAY = "0.8"
@@ -75,8 +75,9 @@ def test_the_better_of_raw_and_average_is_saved_and_the_card_says_which(brain_bi
     state = json.loads((output / "trainer_state.json").read_text())
     best = output / state["best_model_checkpoint"]
     step = int(best.name.rsplit("-", 1)[1])
-    entry = next(e for e in state["log_history"] if e.get("step") == step and
-                 "eval_selected_is_ema" in e)  # fmt: skip
+    entry = next(
+        e for e in state["log_history"] if e.get("step") == step and "eval_selected_is_ema" in e
+    )
     saved = AutoModelForImageClassification.from_pretrained(output).state_dict()
     if entry["eval_selected_is_ema"]:
         reference = load_file(f"{best}/{EMA_NAME}")
@@ -92,8 +93,21 @@ def test_the_better_of_raw_and_average_is_saved_and_the_card_says_which(brain_bi
 
 def test_ema_with_lora_is_refused_in_one_line():
     with pytest.raises(MedftError, match="ema_decay with LoRA"):
-        parse_recipe(values={"model_name_or_path": "vit", "dataset_name": "d", "output_dir": "o",
-                             "lora_r": 4, "ema_decay": 0.99})  # fmt: skip
+        parse_recipe(
+            values={
+                "model_name_or_path": "vit",
+                "dataset_name": "d",
+                "output_dir": "o",
+                "lora_r": 4,
+                "ema_decay": 0.99,
+            }
+        )
     with pytest.raises(MedftError, match=r"ema_decay must be in \(0, 1\)"):
-        parse_recipe(values={"model_name_or_path": "vit", "dataset_name": "d", "output_dir": "o",
-                             "ema_decay": 1.5})  # fmt: skip
+        parse_recipe(
+            values={
+                "model_name_or_path": "vit",
+                "dataset_name": "d",
+                "output_dir": "o",
+                "ema_decay": 1.5,
+            }
+        )

@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 
 from medft.config import EvaluationOptions
-from medft.evaluation import CHEXNET_AUROC, EvaluationReport, SplitScores, evaluate_scores
+from medft.evaluation.evaluate import CHEXNET_AUROC, EvaluationReport, SplitScores, evaluate_scores
+from medft.evaluation.reporting import format_evaluation, write_evaluation
+from medft.evaluation.thresholds import Thresholds
 from medft.prepare.chestxray14 import FINDINGS as NIH_FINDINGS
-from medft.reporting import format_evaluation, write_evaluation
 from medft.tasks import TaskInfo
-from medft.thresholds import Thresholds
 
 BINARY = TaskInfo(["normal", "tumor"], multi_label=False)
 FOUR = TaskInfo(["a", "b", "c", "d"], multi_label=False)
@@ -58,12 +58,14 @@ def test_a_given_threshold_replaces_the_tuned_one():
 
 
 def test_multiclass_per_class_top_k_and_confusion_matrix():
-    probs = np.array([
-        [0.6, 0.2, 0.1, 0.1],  # a, right
-        [0.5, 0.3, 0.1, 0.1],  # b, predicted a; b ranks 2nd
-        [0.1, 0.2, 0.3, 0.4],  # c, predicted d; c ranks 2nd
-        [0.4, 0.3, 0.2, 0.1],  # d, predicted a; d ranks 4th
-    ])  # fmt: skip
+    probs = np.array(
+        [
+            [0.6, 0.2, 0.1, 0.1],  # a, right
+            [0.5, 0.3, 0.1, 0.1],  # b, predicted a; b ranks 2nd
+            [0.1, 0.2, 0.3, 0.4],  # c, predicted d; c ranks 2nd
+            [0.4, 0.3, 0.2, 0.1],  # d, predicted a; d ranks 4th
+        ]
+    )
     scores = SplitScores(probs, np.array([0, 1, 2, 3]))
     report = evaluate_scores(FOUR, scores, split="test", options=FAST).to_json()
     metrics = report["metrics"]
@@ -142,17 +144,34 @@ def test_every_plot_is_written_as_a_png_beside_metrics_and_thresholds(tmp_path):
     cases = {
         "binary": (BINARY, binary([0.1, 0.4, 0.6, 0.35, 0.7, 0.9], [0, 0, 0, 1, 1, 1])),
         "multiclass": (FOUR, SplitScores(np.eye(4)[[0, 1, 2, 0]] * 0.7 + 0.075, np.arange(4))),
-        "multilabel": (FINDINGS, SplitScores(np.array([[0.9, 0.3], [0.2, 0.8], [0.6, 0.4]]),
-                                             np.array([[1, 0], [0, 1], [1, 1]]))),
-    }  # fmt: skip
+        "multilabel": (
+            FINDINGS,
+            SplitScores(
+                np.array([[0.9, 0.3], [0.2, 0.8], [0.6, 0.4]]), np.array([[1, 0], [0, 1], [1, 1]])
+            ),
+        ),
+    }
     expected = {
-        "binary": {"thresholds.json", "confusion_matrix.png", "roc_curves.png", "pr_curves.png",
-                   "reliability_diagram.png"},
-        "multiclass": {"confusion_matrix.png", "roc_curves.png", "pr_curves.png",
-                       "reliability_diagram.png"},
-        "multilabel": {"thresholds.json", "roc_curves.png", "pr_curves.png",
-                       "reliability_diagram.png"},
-    }  # fmt: skip
+        "binary": {
+            "thresholds.json",
+            "confusion_matrix.png",
+            "roc_curves.png",
+            "pr_curves.png",
+            "reliability_diagram.png",
+        },
+        "multiclass": {
+            "confusion_matrix.png",
+            "roc_curves.png",
+            "pr_curves.png",
+            "reliability_diagram.png",
+        },
+        "multilabel": {
+            "thresholds.json",
+            "roc_curves.png",
+            "pr_curves.png",
+            "reliability_diagram.png",
+        },
+    }
     for name, (task, scores) in cases.items():
         output = tmp_path / name
         evaluated = evaluate_scores(task, scores, split="test", tuning=scores, options=FAST)

@@ -4,11 +4,12 @@ import pytest
 import torch
 from PIL import Image
 
+from medft.commands.explain import cam_layer, explain, token_grid
 from medft.config import ModelArguments
+from medft.config.inference import ExplainArguments
 from medft.errors import MedftError
-from medft.explain import cam_layer, explain, token_grid
+from medft.formats.image_files import is_image_file
 from medft.modeling import build_model
-from medft.prepare.files import is_image_file
 from tests.helpers import THREE, tiny_timm, tiny_vit
 
 
@@ -16,11 +17,15 @@ def test_a_vit_is_explained_on_its_patch_grid_and_bad_files_are_reported(
     trained_binary, brain_raw, tmp_path
 ):
     folder = brain_raw / "Glioblastoma T2"  # scans and three broken files
-    summary = explain(trained_binary, [folder], tmp_path, progress=False)
+    summary = explain(
+        ExplainArguments(model=trained_binary, images=[folder], output=tmp_path, progress=False)
+    )
     assert summary.method == "Grad-CAM on the patch-token grid of vit.layers.1.layernorm_before"
     assert {name.rsplit("/", 1)[-1] for name in summary.errors} == {
-        "empty.jpg", "notes.jpg", "truncated.jpeg"
-    }  # fmt: skip
+        "empty.jpg",
+        "notes.jpg",
+        "truncated.jpeg",
+    }
     scans = [p for p in folder.iterdir() if is_image_file(p)]
     assert len(summary.written) == len(scans) - 3
     for path in summary.written:
@@ -30,11 +35,23 @@ def test_a_vit_is_explained_on_its_patch_grid_and_bad_files_are_reported(
 
 def test_a_timm_cnn_explains_a_chosen_finding(trained_multilabel, nih_raw, tmp_path):
     images = sorted(nih_raw.glob("images_00*/images/*.png"))[:2]
-    summary = explain(trained_multilabel, images, tmp_path, target="Effusion", progress=False)
+    summary = explain(
+        ExplainArguments(
+            model=trained_multilabel,
+            images=images,
+            output=tmp_path,
+            target="Effusion",
+            progress=False,
+        )
+    )
     assert summary.method == "Grad-CAM on timm_model.layer3"  # layer4 is 1x1 at 32 px
     assert [p.name for p in summary.written] == [f"{image.stem}.png" for image in images]
     with pytest.raises(MedftError, match="not a label of this model"):
-        explain(trained_multilabel, images, tmp_path, target="Tumour")
+        explain(
+            ExplainArguments(
+                model=trained_multilabel, images=images, output=tmp_path, target="Tumour"
+            )
+        )
 
 
 def test_token_grid_drops_the_class_token_and_lays_patches_out_row_by_row():
@@ -77,7 +94,7 @@ def test_token_grid_drops_the_class_token_and_lays_patches_out_row_by_row():
             "resnet.encoder.stages.1",
             None,
         ),
-    ],  # fmt: skip
+    ],
     ids=["vit", "timm-vit-registers", "timm-resnet", "convnext", "resnet"],
 )
 def test_the_layer_explained_suits_each_family(args, size, layer, tokens):
@@ -115,7 +132,7 @@ def test_the_layer_explained_suits_each_family(args, size, layer, tokens):
                 "window_size": 2,
             },
         ),
-    ],  # fmt: skip
+    ],
     ids=["swin", "timm-swin"],
 )
 def test_windowed_transformers_are_refused_not_explained_wrongly(args):

@@ -14,11 +14,12 @@ import torch
 from datasets import load_from_disk
 
 from medft.cli import main
+from medft.commands.export import PARITY_TOLERANCE, export_onnx, generated_scans
+from medft.commands.predict import predict
+from medft.config.inference import ExportArguments, PredictArguments
 from medft.errors import MedftError
-from medft.export import PARITY_TOLERANCE, export_onnx, generated_scans
-from medft.inference import load_classifier
+from medft.inference.classifier import load_classifier
 from medft.modeling.lora import merged
-from medft.prediction import predict
 from medft.prepare.chestxray14 import SUBGROUP_COLUMNS
 from medft.tasks import TaskInfo
 from tests.helpers import lora_vit_with_adapters
@@ -57,7 +58,11 @@ def test_a_timm_cnn_exports_at_parity_and_predicts_the_same_csv(
     trained_multilabel, nih_prepared, tmp_path
 ):
     output = tmp_path / "onnx" / "model.onnx"
-    summary = export_onnx(trained_multilabel, output, dataset=str(nih_prepared), num_workers=0)
+    summary = export_onnx(
+        ExportArguments(
+            model=trained_multilabel, output=output, dataset=str(nih_prepared), num_workers=0
+        )
+    )
     assert summary.exporter == "torch.onnx dynamo (torch.export)" and summary.parity <= 1e-4
     session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == ["batch", 3, 32, 32]
@@ -70,14 +75,26 @@ def test_a_timm_cnn_exports_at_parity_and_predicts_the_same_csv(
     assert settings["output"]["probabilities"] == "sigmoid" and settings["size"] == [32, 32]
     assert settings["resize"] == {"shortest_edge": 33}  # timm ResNet-18: 32 / crop_pct 0.95
     assert settings["crop"] == {"height": 32, "width": 32}
-    assert [name for name, _, _ in summary.metrics] == ["mean_auroc", "micro_auroc", "macro_f1",
-                                                        "micro_f1"]  # fmt: skip
+    assert [name for name, _, _ in summary.metrics] == [
+        "mean_auroc",
+        "micro_auroc",
+        "macro_f1",
+        "micro_f1",
+    ]
     for _, ours, theirs in summary.metrics:
         assert theirs == pytest.approx(ours, abs=1e-3)
 
     rows = {}
     for name, model in (("torch", trained_multilabel), ("onnx", output)):
-        predict(model, [nih_prepared], tmp_path / f"{name}.csv", num_workers=1, progress=False)
+        predict(
+            PredictArguments(
+                model=[model],
+                inputs=[nih_prepared],
+                output=tmp_path / f"{name}.csv",
+                num_workers=1,
+                progress=False,
+            )
+        )
         rows[name] = read_rows(tmp_path / f"{name}.csv")
     assert [row["path"] for row in rows["onnx"]] == [row["path"] for row in rows["torch"]]
     for ours, theirs in zip(rows["torch"], rows["onnx"]):
@@ -101,12 +118,31 @@ def test_a_transformers_vit_exports_from_the_command_line(
     assert_parity(trained_binary, output, split_pixels(trained_binary, brain_binary, "validation"))
 
     folder = brain_raw / "Glioblastoma T2"  # files, with three broken ones, as predict takes them
-    predict(output, [folder], tmp_path / "onnx.csv", num_workers=0, progress=False)
-    predict(trained_binary, [folder], tmp_path / "torch.csv", num_workers=0, progress=False)
+    predict(
+        PredictArguments(
+            model=[output],
+            inputs=[folder],
+            output=tmp_path / "onnx.csv",
+            num_workers=0,
+            progress=False,
+        )
+    )
+    predict(
+        PredictArguments(
+            model=[trained_binary],
+            inputs=[folder],
+            output=tmp_path / "torch.csv",
+            num_workers=0,
+            progress=False,
+        )
+    )
     for ours, theirs in zip(read_rows(tmp_path / "torch.csv"), read_rows(tmp_path / "onnx.csv")):
         assert (theirs["path"], theirs["error"], theirs["label_1"], theirs["decision"]) == (
-            ours["path"], ours["error"], ours["label_1"], ours["decision"]
-        )  # fmt: skip
+            ours["path"],
+            ours["error"],
+            ours["label_1"],
+            ours["decision"],
+        )
         if not ours["error"]:
             assert float(theirs["score_1"]) == pytest.approx(float(ours["score_1"]), abs=1e-4)
 
@@ -117,7 +153,7 @@ def test_a_merged_lora_model_exports_at_parity(tmp_path):
     merged(built.model).save_pretrained(model)  # as medft train saves a LoRA run
     built.processor.save_pretrained(model)
     output = tmp_path / "export" / "model.onnx"
-    summary = export_onnx(model, output)
+    summary = export_onnx(ExportArguments(model=model, output=output))
     assert summary.parity <= PARITY_TOLERANCE and "generated" in summary.parity_inputs
     pixels = built.processor(images=generated_scans(), return_tensors="pt")["pixel_values"]
     assert_parity(model, output, pixels)
@@ -127,16 +163,30 @@ def test_a_merged_lora_model_exports_at_parity(tmp_path):
 
 def test_dynamic_quantization_reports_what_it_costs(trained_multilabel, nih_prepared, tmp_path):
     fp32, int8 = tmp_path / "fp32" / "model.onnx", tmp_path / "int8" / "model.onnx"
-    export_onnx(trained_multilabel, fp32)
+    export_onnx(ExportArguments(model=trained_multilabel, output=fp32))
     summary = export_onnx(
-        trained_multilabel, int8, quantize_mode="dynamic", dataset=str(nih_prepared), num_workers=0
+        ExportArguments(
+            model=trained_multilabel,
+            output=int8,
+            quantize="dynamic",
+            dataset=str(nih_prepared),
+            num_workers=0,
+        )
     )
     assert int8.stat().st_size < fp32.stat().st_size / 3  # int8 weights
     settings = json.loads((int8.parent / "preprocessor.json").read_text())
     assert settings["quantized"] == "dynamic int8 (onnxruntime)"
 
     # the exported column is what the int8 model's own predictions give
-    predict(int8, [nih_prepared], tmp_path / "int8.csv", num_workers=0, progress=False)
+    predict(
+        PredictArguments(
+            model=[int8],
+            inputs=[nih_prepared],
+            output=tmp_path / "int8.csv",
+            num_workers=0,
+            progress=False,
+        )
+    )
     rows = read_rows(tmp_path / "int8.csv")
     task = load_classifier(int8).task
     probs = np.array([[float(row[name]) for name in task.label_names] for row in rows])
@@ -159,7 +209,7 @@ def test_the_torchscript_exporter_takes_over_when_dynamo_fails(
 
     monkeypatch.setattr(torch.onnx, "export", dynamo_refuses)
     output = tmp_path / "model.onnx"
-    summary = export_onnx(trained_binary, output)
+    summary = export_onnx(ExportArguments(model=trained_binary, output=output))
     assert summary.exporter == "torch.onnx TorchScript (fallback)"
     assert summary.fallback_reason == "RuntimeError: torch.export cannot trace this model"
     assert json.loads((tmp_path / "preprocessor.json").read_text())["exporter"] == summary.exporter
@@ -170,16 +220,33 @@ def test_the_torchscript_exporter_takes_over_when_dynamo_fails(
 
 def test_mistakes_are_clear_errors(trained_binary, tmp_path):
     with pytest.raises(MedftError, match="must end in .onnx"):
-        export_onnx(trained_binary, tmp_path / "model.pt")
+        export_onnx(ExportArguments(model=trained_binary, output=tmp_path / "model.pt"))
     (tmp_path / "preprocessor.json").write_text(json.dumps({"model_file": "other.onnx"}))
     with pytest.raises(MedftError, match="describes other.onnx; export model.onnx into a folder"):
-        export_onnx(trained_binary, tmp_path / "model.onnx")
+        export_onnx(ExportArguments(model=trained_binary, output=tmp_path / "model.onnx"))
     with pytest.raises(MedftError, match="describes other.onnx, not model.onnx"):
         (tmp_path / "model.onnx").write_bytes(b"")
-        predict(tmp_path / "model.onnx", [tmp_path], tmp_path / "p.csv")
+        predict(
+            PredictArguments(
+                model=[tmp_path / "model.onnx"], inputs=[tmp_path], output=tmp_path / "p.csv"
+            )
+        )
     with pytest.raises(MedftError, match="has no preprocessor.json beside it"):
         (tmp_path / "alone").mkdir()
         (tmp_path / "alone" / "model.onnx").write_bytes(b"")
-        predict(tmp_path / "alone" / "model.onnx", [tmp_path], tmp_path / "p.csv")
+        predict(
+            PredictArguments(
+                model=[tmp_path / "alone" / "model.onnx"],
+                inputs=[tmp_path],
+                output=tmp_path / "p.csv",
+            )
+        )
     with pytest.raises(MedftError, match="--precision bf16 is for PyTorch models"):
-        predict(tmp_path / "model.onnx", [tmp_path], tmp_path / "p.csv", precision="bf16")
+        predict(
+            PredictArguments(
+                model=[tmp_path / "model.onnx"],
+                inputs=[tmp_path],
+                output=tmp_path / "p.csv",
+                precision="bf16",
+            )
+        )

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from medft.losses import build_loss
 from medft.tasks import TaskInfo
+from medft.training.losses import build_loss
 
 THREE = TaskInfo(["a", "b", "c"], multi_label=False)
 TWO_FINDINGS = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")

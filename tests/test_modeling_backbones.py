@@ -3,13 +3,18 @@ import torch
 from PIL import Image
 
 from medft.config import ModelArguments
-from medft.data.transforms import input_spec
 from medft.errors import MedftError
-from medft.modeling.backbones import base_model_id, build_backbone
+from medft.modeling.backbones import build_backbone
+from medft.modeling.families import base_model_id, family_of
 from medft.tasks import TaskInfo
 
-TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "intermediate_size": 64, "patch_size": 8}  # fmt: skip
+TINY_VIT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "patch_size": 8,
+}
 THREE = TaskInfo(["benign", "malignant", "normal"], multi_label=False)
 FINDINGS = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")
 
@@ -31,7 +36,7 @@ def test_transformers_model_from_a_model_type_carries_the_labels():
     assert model.config.id2label == {0: "benign", 1: "malignant", 2: "normal"}
     assert model.config.label2id["normal"] == 2
     assert model.config.problem_type == "single_label_classification"
-    assert input_spec(processor).size == (32, 32)
+    assert family_of(processor).input_spec(processor).size == (32, 32)
     assert forward(model, processor).shape == (1, 3)
 
 
@@ -44,7 +49,7 @@ def test_convnext_type_with_a_small_input():
     )
     model, processor = build_backbone(args, FINDINGS)
     assert model.config.problem_type == "multi_label_classification"
-    assert input_spec(processor).size == (48, 48)
+    assert family_of(processor).input_spec(processor).size == (48, 48)
     assert forward(model, processor).shape == (1, 2)
 
 
@@ -54,7 +59,7 @@ def test_timm_model_keeps_timms_own_initialisation():
     timm_model = model.timm_model
     assert model.config.architecture == "resnet18"
     assert model.config.pretrained_cfg["input_size"] == (3, 40, 40)
-    assert input_spec(processor).size == (40, 40)
+    assert family_of(processor).input_spec(processor).size == (40, 40)
     assert timm_model.layer1[0].bn2.weight.abs().sum() == 0  # timm zeroes a block's last BN
     assert timm_model.layer1[0].conv1.weight.std() > 0.04  # Kaiming, not normal(0, 0.02)
     assert forward(model, processor).shape == (1, 3)

@@ -75,7 +75,7 @@ def test_trainable_groups_of_partial_freezing():
             "tiny_timm.yaml",
             ["timm_model.conv1", "timm_model.layer1", "timm_model.layer3"],
             ["timm_model.layer4", "timm_model.fc"],
-        ),  # fmt: skip
+        ),
         ("tiny_vit.yaml", ["vit.embeddings", "vit.layers.0"], ["vit.layers.1", "classifier"]),
     ],
     ids=["timm", "vit"],

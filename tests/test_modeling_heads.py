@@ -50,9 +50,11 @@ def test_mlp_heads_that_cannot_be_reloaded_are_refused():
 
 def test_drop_path_rate_where_the_backbone_has_it():
     convnext = ModelArguments(
-        "convnext", pretrained=False, drop_path_rate=0.2,
+        "convnext",
+        pretrained=False,
+        drop_path_rate=0.2,
         config_overrides={"depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64]},
-    )  # fmt: skip
+    )
     assert build_model(convnext, THREE).model.config.drop_path_rate == 0.2
     timm_model = build_model(tiny_timm("timm/convnext_atto", drop_path_rate=0.2), THREE).model
     assert timm_model.config.model_args["drop_path_rate"] == 0.2

@@ -19,7 +19,7 @@ from tests.helpers import THREE, tiny_timm, tiny_vit
             tiny_timm("timm/vit_tiny_patch16_224", config_overrides={"depth": 3}),
             ["blocks.0", "blocks.1", "group 3"],
             "timm_model.head",
-        ),  # fmt: skip
+        ),
     ],
     ids=["vit", "timm-resnet", "timm-convnext", "timm-vit"],
 )

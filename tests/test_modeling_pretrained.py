@@ -16,7 +16,6 @@ from transformers import AutoModelForImageClassification, pipeline
 from benchmarks.lite0_weights import TF_PREPROCESSING
 from medft.config import ModelArguments
 from medft.data.loading import load_training_data
-from medft.data.transforms import input_spec
 from medft.errors import MedftError
 from medft.modeling import build_model
 from medft.modeling.backbones import build_backbone
@@ -42,8 +41,11 @@ def fine_tune(model: str, dataset, output, *overrides: str):
 
 def backbone_tensors(model) -> dict[str, torch.Tensor]:
     head = model.timm_model.get_classifier() if hasattr(model, "timm_model") else model.classifier
-    head_names = {name for name, tensor in model.named_parameters()
-                  if any(tensor is p for p in head.parameters())}  # fmt: skip
+    head_names = {
+        name
+        for name, tensor in model.named_parameters()
+        if any(tensor is p for p in head.parameters())
+    }
     return {k: v for k, v in model.state_dict().items() if k not in head_names}
 
 
@@ -52,8 +54,10 @@ def initial_tensors(folder, timm_family: bool) -> dict[str, torch.Tensor]:
     if not timm_family:
         return AutoModelForImageClassification.from_pretrained(folder).state_dict()
     tensors = load_file(str(folder / "model.safetensors"))  # timm's own export: no prefix
-    return {key if key.startswith("timm_model.") else f"timm_model.{key}": value
-            for key, value in tensors.items()}  # fmt: skip
+    return {
+        key if key.startswith("timm_model.") else f"timm_model.{key}": value
+        for key, value in tensors.items()
+    }
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -62,8 +66,10 @@ def test_fine_tuning_from_pretrained_weights_saves_the_datasets_labels(
 ):
     if route in HUB_IDS:
         request.getfixturevalue("offline_hub")
-        source, folder = HUB_IDS[route], pretrained_folders["vit" if "transformers" in route
-                                                             else "timm_hub_export"]  # fmt: skip
+        source, folder = (
+            HUB_IDS[route],
+            pretrained_folders["vit" if "transformers" in route else "timm_hub_export"],
+        )
     else:
         source = folder = pretrained_folders[route]
     timm_family = "vit" not in str(folder.name)
@@ -136,7 +142,7 @@ def test_every_model_key_works_from_a_local_folder_or_is_refused_in_one_line(
         assert "\n" not in str(error.value)
         return
     built = build_model(args, THREE)
-    size = input_spec(built.processor).size
+    size = built.family.input_spec(built.processor).size
     if "image_size" in settings:
         assert size == (settings["image_size"],) * 2
     pixels = built.processor(images=[Image.new("RGB", (50, 40))], return_tensors="pt")
@@ -216,8 +222,10 @@ def test_real_imagenet_weights_from_a_file_classify_photos_through_pipeline(
     assert config["pretrained_cfg"]["mean"] == [0.5, 0.5, 0.5]
     assert "hf_hub_id" not in config["pretrained_cfg"]  # the weights are the file's, not timm's
 
-    imagenet_statistics = {"mean": list(timm.data.IMAGENET_DEFAULT_MEAN),
-                           "std": list(timm.data.IMAGENET_DEFAULT_STD)}  # fmt: skip
+    imagenet_statistics = {
+        "mean": list(timm.data.IMAGENET_DEFAULT_MEAN),
+        "std": list(timm.data.IMAGENET_DEFAULT_STD),
+    }
     model, _ = build_backbone(lite0_args(lite0_weights, imagenet_statistics), imagenet)
     model.save_pretrained(tmp_path / "imagenet")
     assert top_labels(tmp_path / "imagenet")["flower.jpg"] != "daisy"  # preprocessing matters
@@ -294,17 +302,23 @@ def test_a_damaged_weights_file_is_one_line_saying_to_save_or_download_it_again(
 @pytest.mark.parametrize(
     "settings,message",
     [
-        ({"model_name_or_path": "google/vit-base-patch16-224", "pretrained_weights": "w.pth"},
-         "pretrained_weights is for timm/<architecture> names"),
+        (
+            {"model_name_or_path": "google/vit-base-patch16-224", "pretrained_weights": "w.pth"},
+            "pretrained_weights is for timm/<architecture> names",
+        ),
         ({"pretrained": False, "pretrained_weights": "w.pth"}, "keep one of the two"),
         ({"pretrained_weights": "weights.npz"}, "expected a state dict file"),
         ({"pretrained_cfg_overlay": {"input_size": [3, 64, 64]}}, "the image_size key"),
         ({"pretrained_cfg_overlay": {"interpolation": "cubic"}}, "must be one of nearest"),
         ({"pretrained_cfg_overlay": {"std": [0.5, 0]}}, "std must be positive"),
     ],
-)  # fmt: skip
+)
 def test_weights_settings_are_checked_when_the_recipe_is_read(settings, message):
-    values = {"model_name_or_path": "timm/efficientnet_lite0", "dataset_name": "d",
-              "output_dir": "o", **settings}  # fmt: skip
+    values = {
+        "model_name_or_path": "timm/efficientnet_lite0",
+        "dataset_name": "d",
+        "output_dir": "o",
+        **settings,
+    }
     with pytest.raises(MedftError, match=message):
         parse_recipe(values=values)

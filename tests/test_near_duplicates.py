@@ -80,8 +80,9 @@ def test_near_pairs_between_two_sets(monkeypatch):
 
 def test_groups_are_connected_chains():
     # a -1 bit- b -1 bit- c: a and c are 2 bits apart, one group at threshold 1
-    values = hash_values(["0000000000000000", "0000000000000001", "0000000000000003",
-                          "ff00000000000000"])  # fmt: skip
+    values = hash_values(
+        ["0000000000000000", "0000000000000001", "0000000000000003", "ff00000000000000"]
+    )
     groups = near_groups(values, 1)
     assert groups[0] == groups[1] == groups[2] != groups[3]
     assert len(set(near_groups(values, 0))) == 4

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from medft.modeling import build_model
-from medft.optim import depth_scales, exponential_decay, parameter_groups
 from medft.parsing import parse_recipe
+from medft.training.optim import depth_scales, exponential_decay, parameter_groups
 from tests.helpers import FIXTURES, THREE, tiny_timm
 
 
@@ -58,9 +58,13 @@ def test_layer_decay_scales_learning_rate_by_depth():
 def test_parameter_groups_hold_every_parameter_once():
     built = build_model(tiny_timm(freeze="backbone"), THREE)
     groups = parameter_groups(
-        built.model.named_parameters(), built.layout, 1e-3, 0.05, decayed={"timm_model.fc.weight"},
+        built.model.named_parameters(),
+        built.layout,
+        1e-3,
+        0.05,
+        decayed={"timm_model.fc.weight"},
         layer_decay=0.5,
-    )  # fmt: skip
+    )
     held = [p for group in groups for p in group["params"]]
     assert len(held) == len(list(built.model.parameters())) == len({id(p) for p in held})
     fc_weight = group_of(groups, built.model.timm_model.fc.weight)

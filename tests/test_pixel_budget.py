@@ -1,4 +1,4 @@
-"""medft.pixel_budget: images whose headers declare more pixels than the budget are refused
+"""medft.formats.pixel_budget: images whose headers declare more pixels than the budget are refused
 before decoding; MEDFT_MAX_MEGAPIXELS moves the budget, for medft and Pillow alike."""
 
 import pytest
@@ -6,7 +6,7 @@ from PIL import Image
 
 from medft.cli import main
 from medft.errors import MedftError
-from medft.pixel_budget import ImageTooLarge, check_pixels, max_megapixels, opened_image
+from medft.formats.pixel_budget import ImageTooLarge, check_pixels, max_megapixels, opened_image
 from tests.oversized import constant_png
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 from PIL import Image
 
-from medft import plots
-from medft.calibration import reliability
-from medft.plots import (
+from medft.evaluation import plots
+from medft.evaluation.calibration import reliability
+from medft.evaluation.plots import (
     CurvePanel,
     operating_point,
     plot_confusion_matrix,
@@ -40,18 +40,22 @@ def test_training_curves_are_a_png(tmp_path):
 def test_training_curves_say_which_train_curve_is_which(tmp_path, monkeypatch):
     drawn = []
     monkeypatch.setattr(plots, "save", lambda figure, path: drawn.append(figure) or path)
-    running = [{"epoch": 1.0, "loss": 1.2, "train_aug_macro_f1": 0.3},
-               {"epoch": 1.0, "eval_loss": 1.0, "eval_macro_f1": 0.4}]  # fmt: skip
+    running = [
+        {"epoch": 1.0, "loss": 1.2, "train_aug_macro_f1": 0.3},
+        {"epoch": 1.0, "eval_loss": 1.0, "eval_macro_f1": 0.4},
+    ]
     plot_training_curves(HISTORY + running, "macro_f1", tmp_path / "curves.png")
-    loss, metric = ([text.get_text() for text in axis.get_legend().get_texts()]
-                    for axis in drawn[0].axes)  # fmt: skip
+    loss, metric = (
+        [text.get_text() for text in axis.get_legend().get_texts()] for axis in drawn[0].axes
+    )
     assert loss == ["train (augmented, running)", "validation"]
     assert metric == ["train (augmented, running)", "train (sample, re-scored)", "validation"]
 
 
 def test_the_confusion_matrix_grows_with_the_classes(tmp_path):
-    small = plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["normal", "tumor"],
-                                  tmp_path / "two.png")  # fmt: skip
+    small = plot_confusion_matrix(
+        np.array([[3, 1], [0, 4]]), ["normal", "tumor"], tmp_path / "two.png"
+    )
     names = [f"Class {i} T1C+" for i in range(44)]
     matrix = np.diag(np.full(44, 3))
     matrix[5, 6] = 2
@@ -75,10 +79,15 @@ def test_roc_and_pr_curves_have_one_panel_per_problem_and_mark_the_threshold(tmp
 
 def test_reliability_diagram_and_explanation_are_pngs(tmp_path):
     probs = np.array([[0.95, 0.05], [0.9, 0.1], [0.45, 0.55], [0.2, 0.8]])
-    bins = reliability(probs, np.array([0, 1, 1, 1]), TaskInfo(["a", "b"], multi_label=False))
+    bins = reliability(probs, np.array([0, 1, 1, 1]), TaskInfo(["a", "b"], multi_label=False), 15)
     assert png_size(plot_reliability(bins, tmp_path / "r.png"))[0] > 0
     overlay = np.zeros((32, 32, 3), dtype=np.uint8)
-    path = plot_explanation(Image.new("L", (40, 40), 90), overlay,
-                            [("tumor", 0.8), ("normal", 0.2)], "tumor", "scan.png",
-                            tmp_path / "e.png")  # fmt: skip
+    path = plot_explanation(
+        Image.new("L", (40, 40), 90),
+        overlay,
+        [("tumor", 0.8), ("normal", 0.2)],
+        "tumor",
+        "scan.png",
+        tmp_path / "e.png",
+    )
     assert png_size(path)[0] > 0

@@ -11,10 +11,12 @@ from datasets import load_from_disk
 from transformers import pipeline
 
 from medft.cli import main
+from medft.commands.predict import format_prediction_summary, predict, prediction_rows
+from medft.config.inference import PredictArguments
 from medft.errors import MedftError
-from medft.inference import collect_inputs, load_classifier
-from medft.prediction import format_prediction_summary, predict, prediction_rows
-from medft.prepare.files import is_image_file
+from medft.formats.image_files import is_image_file
+from medft.inference.classifier import load_classifier
+from medft.inference.inputs import collect_inputs
 from medft.tasks import TaskInfo
 from tests.helpers import DAMAGES, as_pytorch_bin, damage, save_tiny_model
 from tests.oversized import constant_png, rle_dicom
@@ -33,7 +35,15 @@ def test_single_label_rows_match_pipeline_and_bad_files_do_not_stop_the_run(
     folder = brain_raw / "Glioblastoma T2"  # scans, three broken files and a Thumbs.db-free mix
     missing = tmp_path / "missing.png"
     output = tmp_path / "predictions.csv"
-    summary = predict(trained_binary, [folder, missing], output, num_workers=1, progress=False)
+    summary = predict(
+        PredictArguments(
+            model=[trained_binary],
+            inputs=[folder, missing],
+            output=output,
+            num_workers=1,
+            progress=False,
+        )
+    )
 
     rows = read_rows(output)
     scans = [p for p in folder.iterdir() if is_image_file(p) and p.name not in BAD_FILES]
@@ -60,7 +70,15 @@ def test_multilabel_rows_flag_each_finding_at_its_stored_threshold(
     trained_multilabel, nih_prepared, tmp_path
 ):
     output = tmp_path / "predictions.csv"
-    summary = predict(trained_multilabel, [nih_prepared], output, num_workers=0, progress=False)
+    summary = predict(
+        PredictArguments(
+            model=[trained_multilabel],
+            inputs=[nih_prepared],
+            output=output,
+            num_workers=0,
+            progress=False,
+        )
+    )
     rows = read_rows(output)
     test = load_from_disk(str(nih_prepared))["test"]
     assert len(rows) == len(test) and not summary.errors
@@ -81,13 +99,15 @@ def test_bf16_keeps_the_fp32_ranking_and_fp16_needs_a_gpu(
     for precision in ("fp32", "bf16"):
         output = tmp_path / f"{precision}.csv"
         predict(
-            trained_multilabel,
-            [nih_prepared],
-            output,
-            num_workers=0,
-            precision=precision,
-            columns=[],
-            progress=False,
+            PredictArguments(
+                model=[trained_multilabel],
+                inputs=[nih_prepared],
+                output=output,
+                num_workers=0,
+                precision=precision,
+                columns=[],
+                progress=False,
+            )
         )
         scores[precision] = [
             [float(row[name]) for name in row if name not in ("path", "findings", "error")]
@@ -96,17 +116,39 @@ def test_bf16_keeps_the_fp32_ranking_and_fp16_needs_a_gpu(
     assert np.asarray(scores["bf16"]) == pytest.approx(np.asarray(scores["fp32"]), abs=0.02)
     if not torch.cuda.is_available():
         with pytest.raises(MedftError, match="fp16 needs a GPU"):
-            predict(trained_multilabel, [nih_prepared], tmp_path / "x.csv", precision="fp16")
+            predict(
+                PredictArguments(
+                    model=[trained_multilabel],
+                    inputs=[nih_prepared],
+                    output=tmp_path / "x.csv",
+                    precision="fp16",
+                )
+            )
     with pytest.raises(MedftError, match="must be one of fp32, bf16, fp16"):
-        predict(trained_multilabel, [nih_prepared], tmp_path / "x.csv", precision="int8")
+        predict(
+            PredictArguments(
+                model=[trained_multilabel],
+                inputs=[nih_prepared],
+                output=tmp_path / "x.csv",
+                precision="int8",
+            )
+        )
 
 
 def test_rows_hold_the_top_k_labels_and_the_reason_a_file_failed():
     four = TaskInfo(["a", "b", "c", "d"], multi_label=False)
     probs = np.array([[0.1, 0.2, 0.3, 0.4], [np.nan] * 4])
     header, rows = prediction_rows(four, ["x.png", "bad.png"], probs, {1: "OSError: broken"}, 3, {})
-    assert header == ["path", "error", "label_1", "score_1", "label_2", "score_2", "label_3",
-                      "score_3"]  # fmt: skip
+    assert header == [
+        "path",
+        "error",
+        "label_1",
+        "score_1",
+        "label_2",
+        "score_2",
+        "label_3",
+        "score_3",
+    ]
     assert rows == [
         ["x.png", "", "d", "0.400000", "c", "0.300000", "b", "0.200000"],
         ["bad.png", "OSError: broken", "", "", "", "", "", ""],
@@ -127,7 +169,7 @@ def test_inputs_are_files_folders_and_prepared_splits(brain_raw, brain_binary, t
 
 def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
     with pytest.raises(MedftError, match="is not a saved model"):
-        predict(tmp_path, [tmp_path], tmp_path / "p.csv")
+        predict(PredictArguments(model=[tmp_path], inputs=[tmp_path], output=tmp_path / "p.csv"))
 
 
 @pytest.mark.parametrize("family", ["vit", "timm"])
@@ -140,8 +182,11 @@ def test_a_damaged_weights_file_is_one_line_naming_it(family, how, tmp_path):
     message = str(error.value)
     assert message.startswith(f"the weights file {weights} is ") and "\n" not in message
     assert message.endswith("save the model again (save_pretrained) or download it again.")
-    assert {"truncated": "damaged or incomplete (SafetensorError", "empty": "is empty",
-            "git_lfs_pointer": "a Git LFS pointer"}[how] in message  # fmt: skip
+    assert {
+        "truncated": "damaged or incomplete (SafetensorError",
+        "empty": "is empty",
+        "git_lfs_pointer": "a Git LFS pointer",
+    }[how] in message
 
 
 @pytest.mark.parametrize("how", ["truncated", "empty"])
@@ -164,7 +209,11 @@ def test_images_over_the_pixel_budget_get_error_rows(trained_binary, tmp_path, m
         rle_dicom(tmp_path / "bomb.dcm", 10_000, 10_000),  # 1.6 MB, 100 megapixels
     ]
     output = tmp_path / "predictions.csv"
-    summary = predict(trained_binary, bombs, output, num_workers=0, progress=False)
+    summary = predict(
+        PredictArguments(
+            model=[trained_binary], inputs=bombs, output=output, num_workers=0, progress=False
+        )
+    )
     errors = {Path(row["path"]).name: row["error"] for row in read_rows(output)}
     assert len(summary.errors) == 2
     too_large = "ImageTooLarge: image too large to decode safely: "
@@ -173,8 +222,16 @@ def test_images_over_the_pixel_budget_get_error_rows(trained_binary, tmp_path, m
 
     scan = constant_png(tmp_path / "scan.png", 1200, 1000)  # in the decoding worker process:
     monkeypatch.setenv("MEDFT_MAX_MEGAPIXELS", "1")
-    predict(trained_binary, [scan], output, num_workers=1, progress=False)
+    predict(
+        PredictArguments(
+            model=[trained_binary], inputs=[scan], output=output, num_workers=1, progress=False
+        )
+    )
     assert read_rows(output)[0]["error"].startswith(too_large + "1200000 pixels")
     monkeypatch.setenv("MEDFT_MAX_MEGAPIXELS", "1.5")
-    predict(trained_binary, [scan], output, num_workers=1, progress=False)
+    predict(
+        PredictArguments(
+            model=[trained_binary], inputs=[scan], output=output, num_workers=1, progress=False
+        )
+    )
     assert read_rows(output)[0]["error"] == "" and read_rows(output)[0]["label_1"]

@@ -4,10 +4,11 @@ from collections import Counter
 import pytest
 from datasets import ClassLabel, Image, load_from_disk
 
+from medft.config.prepare import BrainTumorArguments, BrainTumorOptions
 from medft.errors import MedftError
+from medft.formats.prepared_report import read_report
 from medft.prepare import prepare_dataset
 from medft.prepare.brain_tumor import BINARY_LABELS, CLASSES, list_brain_tumor_44c
-from medft.prepare.report import read_report
 from tests.conftest import SHARED_DATA
 
 
@@ -33,7 +34,7 @@ def test_multiclass_contract(brain_multiclass):
 def test_every_class_is_assigned_to_every_split(brain_raw):
     # Splits are fixed from the file list, before decoding, so that the binary and
     # 44-class tasks share one assignment; an unreadable file is dropped afterwards.
-    listing = list_brain_tumor_44c(brain_raw)
+    listing = list_brain_tumor_44c(BrainTumorOptions(source=brain_raw))
     for split, examples in listing.splits.items():
         assert {example.label for example in examples} == set(range(44)), split
 
@@ -93,7 +94,7 @@ def test_byte_identical_copies_share_a_split(brain_multiclass):
 
 def test_split_is_deterministic_for_a_seed(brain_raw):
     def assignment(seed):
-        listing = list_brain_tumor_44c(brain_raw, seed=seed)
+        listing = list_brain_tumor_44c(BrainTumorOptions(source=brain_raw, seed=seed))
         return {s: sorted(e.metadata["image_id"] for e in ex) for s, ex in listing.splits.items()}
 
     assert assignment(5) == assignment(5)
@@ -105,7 +106,7 @@ def test_unknown_class_folder_is_named(brain_raw, tmp_path):
     shutil.copytree(brain_raw, source)
     (source / "Astrocytoma T1").mkdir()
     with pytest.raises(MedftError, match="'Astrocytoma T1' is not one of the 44.*'Astrocitoma T1'"):
-        list_brain_tumor_44c(source)
+        list_brain_tumor_44c(BrainTumorOptions(source=source))
 
 
 def test_missing_class_folder_is_named(brain_raw, tmp_path):
@@ -113,25 +114,25 @@ def test_missing_class_folder_is_named(brain_raw, tmp_path):
     shutil.copytree(brain_raw, source)
     shutil.rmtree(source / "Germinoma T1C+")
     with pytest.raises(MedftError, match=r"lacks the class folder\(s\) 'Germinoma T1C\+'"):
-        list_brain_tumor_44c(source)
+        list_brain_tumor_44c(BrainTumorOptions(source=source))
 
 
 def test_a_wrapper_folder_around_the_classes_is_found(brain_raw, tmp_path):
     shutil.copytree(brain_raw, tmp_path / "archive" / "Brain-Tumor-44c")
-    listing = list_brain_tumor_44c(tmp_path / "archive")
+    listing = list_brain_tumor_44c(BrainTumorOptions(source=tmp_path / "archive"))
     assert listing.source.endswith("Brain-Tumor-44c")
 
 
 def test_empty_source_and_bad_task(tmp_path):
     with pytest.raises(MedftError, match="holds none of the 44 class folders"):
-        list_brain_tumor_44c(tmp_path)
+        list_brain_tumor_44c(BrainTumorOptions(source=tmp_path))
     with pytest.raises(MedftError, match="--task"):
-        list_brain_tumor_44c(tmp_path, task="tumour")
+        list_brain_tumor_44c(BrainTumorOptions(source=tmp_path, task="tumour"))
 
 
 def test_pre_resize_shrinks_the_shorter_side(brain_raw, tmp_path):
     output = tmp_path / "small"
-    prepare_dataset("brain-tumor-44c", output, source=brain_raw, image_size=24, num_proc=1)
+    prepare_dataset(BrainTumorArguments(output=output, source=brain_raw, image_size=24, num_proc=1))
     dataset = load_from_disk(str(output))
     sizes = {min(dataset["train"][i]["image"].size) for i in range(20)}
     assert sizes == {24}
@@ -143,22 +144,30 @@ REAL_SAMPLE = SHARED_DATA / "brain-tumor-44c-sample"
 
 @pytest.mark.skipif(not REAL_SAMPLE.exists(), reason="the real brain sample is not beside the repo")
 def test_real_brain_sample_gives_1266_images_in_44_classes(tmp_path):
-    report = prepare_dataset("brain-tumor-44c", tmp_path / "real", source=REAL_SAMPLE, num_proc=2)
+    report = prepare_dataset(
+        BrainTumorArguments(output=tmp_path / "real", source=REAL_SAMPLE, num_proc=2)
+    )
     # near copies (adjacent slices, re-exports) share a split, so the splits are of groups
     assert report["counts"] == {"train": 878, "validation": 184, "test": 204}
     leakage = report["near_duplicates"]
     assert leakage["after"]["with_copy_in_train"] == {"test": 0, "validation": 0}
     assert leakage["without_near_duplicate_groups"]["with_copy_in_train"] == {
-        "test": 49, "validation": 53,
-    }  # fmt: skip
-    plain = prepare_dataset("brain-tumor-44c", tmp_path / "plain", source=REAL_SAMPLE,
-                            num_proc=2, near_duplicates="off")  # fmt: skip
+        "test": 49,
+        "validation": 53,
+    }
+    plain = prepare_dataset(
+        BrainTumorArguments(
+            output=tmp_path / "plain", source=REAL_SAMPLE, num_proc=2, near_duplicates="off"
+        )
+    )
     assert plain["counts"] == {"train": 924, "validation": 171, "test": 171}  # as before
     data = load_from_disk(str(tmp_path / "real"))
     assert data["train"].features["label"].names == CLASSES
     assert {label for split in data.values() for label in split["label"]} == set(range(44))
     binary = prepare_dataset(
-        "brain-tumor-44c", tmp_path / "binary", source=REAL_SAMPLE, task="binary", num_proc=2
+        BrainTumorArguments(
+            output=tmp_path / "binary", source=REAL_SAMPLE, task="binary", num_proc=2
+        )
     )
     assert binary["counts"] == report["counts"]
     normal = Counter(load_from_disk(str(tmp_path / "binary"))["train"]["label"])[0]

@@ -7,7 +7,9 @@ import pytest
 from datasets import ClassLabel, Image, List, load_from_disk
 
 from medft.age_bands import age_band
+from medft.config.prepare import ChestXray14Options
 from medft.errors import MedftError
+from medft.formats.prepared_report import read_report
 from medft.prepare.chestxray14 import (
     FINDINGS,
     SUBGROUP_COLUMNS,
@@ -18,7 +20,7 @@ from medft.prepare.chestxray14 import (
     read_table,
     row_columns,
 )
-from medft.prepare.report import format_summary, read_report
+from medft.prepare.report import format_summary
 from medft.prepare.splits import groups_in_several_splits
 from tests.conftest import SHARED_DATA
 
@@ -105,12 +107,12 @@ def test_sex_age_band_and_view_are_subgroup_columns(nih_prepared, nih_raw):
 
 
 def test_view_filter(nih_raw, tmp_path):
-    listing = list_chestxray14(nih_raw, views="PA")
+    listing = list_chestxray14(ChestXray14Options(source=nih_raw, views="PA"))
     views = {e.metadata["view_position"] for ex in listing.splits.values() for e in ex}
     assert views == {"PA"}
     assert listing.notes["views"].startswith("PA only")
     with pytest.raises(MedftError, match="--views"):
-        list_chestxray14(nih_raw, views="LL")
+        list_chestxray14(ChestXray14Options(source=nih_raw, views="LL"))
 
 
 def copy_of(nih_raw, tmp_path):
@@ -123,7 +125,7 @@ def test_missing_image_is_reported_and_counted(nih_raw, tmp_path):
     source = copy_of(nih_raw, tmp_path)
     gone = next(source.glob("images_002/images/*.png"))
     gone.unlink()
-    listing = list_chestxray14(source)
+    listing = list_chestxray14(ChestXray14Options(source=source))
     assert [s.file for s in listing.skipped] == [gone.name]
     assert "no image file found" in listing.skipped[0].reason
 
@@ -136,7 +138,7 @@ def test_unknown_label_stops_the_run_naming_image_and_label(nih_raw, tmp_path):
     lines[3] = lines[3].replace(lines[3].split(",")[1], "Pleural Thickening", 1)
     table.write_text("\n".join(lines) + "\n")
     with pytest.raises(MedftError, match=f"image {name} has the label 'Pleural Thickening'"):
-        list_chestxray14(source)
+        list_chestxray14(ChestXray14Options(source=source))
 
 
 def test_bom_crlf_and_the_v2020_header_without_trailing_comma(tmp_path):
@@ -221,8 +223,7 @@ def test_real_nih_table_subgroup_columns_on_every_row():
     assert [c["age_band"] for c in columns] == [age_band(age) for age in written]
     assert sum(age > 100 for age in written) == 0  # the v2020 table corrected the 2017 errors
     bands = Counter(c["age_band"] for c in columns)
-    assert bands == {"0-17": 5_402, "18-39": 31_037, "40-59": 49_243, "60-79": 25_419,
-                     "80+": 1_019}  # fmt: skip
+    assert bands == {"0-17": 5_402, "18-39": 31_037, "40-59": 49_243, "60-79": 25_419, "80+": 1_019}
     assert Counter(c["sex"] for c in columns) == {"M": 63_340, "F": 48_780}
     assert Counter(c["view_position"] for c in columns) == {"PA": 67_310, "AP": 44_810}
     assert set(SUBGROUP_COLUMNS) <= set(columns[0])

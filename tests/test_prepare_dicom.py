@@ -14,8 +14,9 @@ from datasets import load_from_disk
 from pydicom.pixels import apply_modality_lut, pixel_array
 
 from medft.cli import main
-from medft.dicom import OFFSET_16BIT
+from medft.config.prepare import DicomArguments, DicomOptions
 from medft.errors import MedftError
+from medft.formats.windowing import OFFSET_16BIT
 from medft.prepare import prepare_dataset
 from medft.prepare.dicom import list_dicom
 from medft.prepare.dicom_privacy import Pseudonyms, age_in_years, salt_file
@@ -58,8 +59,13 @@ def build_layout(root):
     )
     (root / "ct" / "notes.txt").write_text("not DICOM")
     (root / "ct" / ".DS_Store").write_bytes(b"\0")
-    compressions = ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm",
-                    "MR_small_jp2klossless.dcm", "MR_small_bigendian.dcm"]  # fmt: skip
+    compressions = [
+        "MR_small.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_bigendian.dcm",
+    ]
     for i, name in enumerate(compressions):
         dicom_copy(name, root / "mr" / name, PatientID=f"MR-{i}")
     mono1 = {"PhotometricInterpretation": "MONOCHROME1", "PatientID": "MR-8"}
@@ -90,7 +96,7 @@ def raw(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prepared(raw, tmp_path_factory):
     output = tmp_path_factory.mktemp("dicom_prepared") / "data"
-    report = prepare_dataset("dicom", output, source=raw, frames="all", num_proc=1)
+    report = prepare_dataset(DicomArguments(output=output, source=raw, frames="all", num_proc=1))
     return output, report
 
 
@@ -103,9 +109,11 @@ def rows_of(output, key: str) -> list[dict]:
     image_id = pseudonyms_of(output)("file", key)
     dataset = load_from_disk(str(output))
     return [
-        row | {"split": split} for split, part in dataset.items() for row in part
+        row | {"split": split}
+        for split, part in dataset.items()
+        for row in part
         if row["image_id"] == image_id
-    ]  # fmt: skip
+    ]
 
 
 def test_dataset_contract_and_technical_columns_only(prepared):
@@ -186,7 +194,7 @@ def test_window_preset_sixteen_bits_middle_frame_force_and_age(raw, tmp_path):
     options = {"source": source, "num_proc": 1, "frames": "middle", "force": True, "age": True}
 
     lung = tmp_path / "lung"
-    prepare_dataset("dicom", lung, window="lung", **options)
+    prepare_dataset(DicomArguments(output=lung, window="lung", **options))
     (ct,) = rows_of(lung, "a/ct.dcm")
     assert_close_to(
         ct["image"], expected_grey(source / "a" / "ct.dcm", WindowCenter=-600, WindowWidth=1500)
@@ -202,7 +210,7 @@ def test_window_preset_sixteen_bits_middle_frame_force_and_age(raw, tmp_path):
     )
 
     deep = tmp_path / "deep"
-    report = prepare_dataset("dicom", deep, window="lung", bit_depth=16, **options)
+    report = prepare_dataset(DicomArguments(output=deep, window="lung", bit_depth=16, **options))
     (ct16,) = rows_of(deep, "a/ct.dcm")
     ds = pydicom.dcmread(source / "a" / "ct.dcm")
     assert ct16["image"].mode == "I;16"
@@ -217,7 +225,7 @@ def test_window_preset_sixteen_bits_middle_frame_force_and_age(raw, tmp_path):
     }
     assert age_in_years("006M") == 0 and age_in_years("bad") is None
     small = tmp_path / "small"
-    prepare_dataset("dicom", small, bit_depth=16, image_size=64, **options)
+    prepare_dataset(DicomArguments(output=small, bit_depth=16, image_size=64, **options))
     (resized,) = rows_of(small, "a/ct.dcm")
     assert resized["image"].mode == "I;16" and resized["image"].size == (64, 64)
 
@@ -232,9 +240,17 @@ def test_csv_of_paths_and_labels(raw, tmp_path):
     )
     output = tmp_path / "out"
     report = prepare_dataset(
-        "dicom", output, csv_path=table, image_root=raw, image_column="path",
-        label_column="finding", label_separator="|", negative_label="No Finding", num_proc=1,
-    )  # fmt: skip
+        DicomArguments(
+            output=output,
+            csv_path=table,
+            image_root=raw,
+            image_column="path",
+            label_column="finding",
+            label_separator="|",
+            negative_label="No Finding",
+            num_proc=1,
+        )
+    )
     assert report["task"] == "multilabel" and report["label_names"] == ["emphysema", "nodule"]
     (missing,) = report["skipped"]
     assert missing == {
@@ -253,11 +269,16 @@ def test_a_csv_naming_a_file_twice_keeps_its_rows_in_one_split(tmp_path):
     for i in range(20):
         dicom_copy("CT_small.dcm", root / f"ct_{i}.dcm", PatientID=None, StudyInstanceUID=None)
     dicom_copy("CT_small.dcm", root / "patient.dcm", PatientID="P-1")
-    rows = [f"{spelling}ct_{i}.dcm,{'a' if i % 2 else 'b'}\n" for i in range(20)
-            for spelling in ("", "./")]  # fmt: skip
+    rows = [
+        f"{spelling}ct_{i}.dcm,{'a' if i % 2 else 'b'}\n"
+        for i in range(20)
+        for spelling in ("", "./")
+    ]
     table = tmp_path / "labels.csv"
     table.write_text("image,label\n" + "".join(rows) + "patient.dcm,a\n./patient.dcm,a\n")
-    listing = list_dicom(csv_path=table, image_root=root, id_salt="a salt for this test only")
+    listing = list_dicom(
+        DicomOptions(csv_path=table, image_root=root, id_salt="a salt for this test only")
+    )
     splits: dict[str, set[str]] = {}
     for split, examples in listing.splits.items():
         for example in examples:
@@ -269,22 +290,33 @@ def test_a_csv_naming_a_file_twice_keeps_its_rows_in_one_split(tmp_path):
 @pytest.mark.filterwarnings("ignore:Invalid value for VR CS")  # PatientSex 'm', as some PACS
 def test_privacy_no_identifier_reaches_any_file_or_log(tmp_path, capfd):
     secrets = {
-        "PatientName": "Doe^Jonathan", "PatientID": "MRN-77665544", "OtherPatientIDs": "ALT-31415",
-        "PatientBirthDate": "19610203", "InstitutionName": "St Elsewhere General",
-        "AccessionNumber": "ACC-99887766", "ReferringPhysicianName": "Welby^Marcus",
-        "StudyInstanceUID": "1.2.826.0.1.3680043.2.1143.777", "StudyDate": "20190704",
-    }  # fmt: skip
+        "PatientName": "Doe^Jonathan",
+        "PatientID": "MRN-77665544",
+        "OtherPatientIDs": "ALT-31415",
+        "PatientBirthDate": "19610203",
+        "InstitutionName": "St Elsewhere General",
+        "AccessionNumber": "ACC-99887766",
+        "ReferringPhysicianName": "Welby^Marcus",
+        "StudyInstanceUID": "1.2.826.0.1.3680043.2.1143.777",
+        "StudyDate": "20190704",
+    }
     source = tmp_path / "pacs"
     folder = source / "pneumonia" / "Doe^Jonathan_MRN-77665544"  # PACS folders name patients
-    dicom_copy("CT_small.dcm", folder / "Doe_Jonathan_1.dcm", PatientSex="m", PatientAge="057Y",
-               **secrets)  # fmt: skip
+    dicom_copy(
+        "CT_small.dcm", folder / "Doe_Jonathan_1.dcm", PatientSex="m", PatientAge="057Y", **secrets
+    )
     dicom_copy("MR_small.dcm", folder / "Doe_Jonathan_2.dcm", **secrets)
     dicom_copy("MR_truncated.dcm", folder / "Doe_Jonathan_3.dcm", **secrets)  # a skipped one
     for i, (sex, age) in enumerate((("F", "093Y"), ("X", "150Y"), (None, None))):
-        dicom_copy("CT_small.dcm", source / "normal" / f"n{i}.dcm", PatientID=f"N{i}",
-                   PatientSex=sex, PatientAge=age)  # fmt: skip
+        dicom_copy(
+            "CT_small.dcm",
+            source / "normal" / f"n{i}.dcm",
+            PatientID=f"N{i}",
+            PatientSex=sex,
+            PatientAge=age,
+        )
     output = tmp_path / "out"
-    report = prepare_dataset("dicom", output, source=source, num_proc=1)
+    report = prepare_dataset(DicomArguments(output=output, source=source, num_proc=1))
     main(["prepare", "dicom", "--source", str(source), "--output", str(output), "--overwrite",
           "--num-proc", "1"])  # fmt: skip
     assert report["skipped_count"] == 1
@@ -298,8 +330,10 @@ def test_privacy_no_identifier_reaches_any_file_or_log(tmp_path, capfd):
         set(load_from_disk(str(output))["train"].column_names) | {"sex", "age_band"}
     )
     doe = "pneumonia/Doe^Jonathan_MRN-77665544/Doe_Jonathan_1.dcm"
-    subgroups = {key: [(row["sex"], row["age_band"]) for row in rows_of(subgrouped, key)]
-                 for key in (doe, "normal/n0.dcm", "normal/n1.dcm", "normal/n2.dcm")}  # fmt: skip
+    subgroups = {
+        key: [(row["sex"], row["age_band"]) for row in rows_of(subgrouped, key)]
+        for key in (doe, "normal/n0.dcm", "normal/n1.dcm", "normal/n2.dcm")
+    }
     assert subgroups == {
         doe: [("M", "40-59")],  # PatientSex 'm', PatientAge '057Y'
         "normal/n0.dcm": [("F", "80+")],  # '093Y'
@@ -323,24 +357,24 @@ def test_salt_is_kept_beside_the_output_so_reruns_agree(raw, tmp_path):
     subset = tmp_path / "raw"
     shutil.copytree(raw / "ct", subset / "ct")
     shutil.copytree(raw / "ct", subset / "again")
-    first = prepare_dataset("dicom", output, source=subset, num_proc=1)
+    first = prepare_dataset(DicomArguments(output=output, source=subset, num_proc=1))
     ids = load_from_disk(str(output))["train"]["patient_id"]
     salt = salt_file(output)
     assert salt.parent == output.parent and not (output / salt.name).exists()
     assert stat.S_IMODE(os.stat(salt).st_mode) == 0o600
     assert salt.name in first["notes"]["id_salt"]  # by name: the report holds no path
     assert str(salt.parent) not in (output / "prepare_report.json").read_text()
-    prepare_dataset("dicom", output, source=subset, num_proc=1, overwrite=True)
+    prepare_dataset(DicomArguments(output=output, source=subset, num_proc=1, overwrite=True))
     assert load_from_disk(str(output))["train"]["patient_id"] == ids
     given = "a salt of our own, long enough"
     report = prepare_dataset(
-        "dicom", output, source=subset, num_proc=1, overwrite=True, id_salt=given
+        DicomArguments(output=output, source=subset, num_proc=1, overwrite=True, id_salt=given)
     )
     assert set(load_from_disk(str(output))["train"]["patient_id"]).isdisjoint(set(ids) - {None})
     assert report["options"]["id_salt"] == "(given, not recorded)"
     assert given not in (output / "prepare_report.json").read_text()
     with pytest.raises(MedftError, match="at least 16 characters"):
-        prepare_dataset("dicom", tmp_path / "x", source=subset, id_salt="short")
+        prepare_dataset(DicomArguments(output=tmp_path / "x", source=subset, id_salt="short"))
 
 
 def test_command_line_window_and_mistakes(raw, tmp_path, capsys):
@@ -378,10 +412,15 @@ def test_the_salt_comes_from_a_file_the_environment_or_python(raw, tmp_path, mon
     monkeypatch.setenv("MEDFT_ID_SALT", salt)
     assert main([*argv, str(tmp_path / "environment")]) == 0
     monkeypatch.delenv("MEDFT_ID_SALT")
-    prepare_dataset("dicom", tmp_path / "python", source=source, num_proc=1, id_salt=salt)
+    prepare_dataset(
+        DicomArguments(output=tmp_path / "python", source=source, num_proc=1, id_salt=salt)
+    )
     expected = Pseudonyms(salt.encode())("file", "ct/ct_0.dcm")
-    for route, how in (("file", "read from --id-salt-file"), ("environment", "read from "
-                       "MEDFT_ID_SALT"), ("python", "given as id_salt")):  # fmt: skip
+    for route, how in (
+        ("file", "read from --id-salt-file"),
+        ("environment", "read from MEDFT_ID_SALT"),
+        ("python", "given as id_salt"),
+    ):
         output = tmp_path / route
         ids = {i for part in load_from_disk(str(output)).values() for i in part["image_id"]}
         assert expected in ids and not salt_file(output).exists(), route
@@ -397,18 +436,22 @@ def test_a_bad_salt_file_or_variable_is_named(raw, tmp_path, monkeypatch):
     short = tmp_path / "short.txt"
     short.write_text("short\n")
     with pytest.raises(MedftError, match=r"salt \(read from --id-salt-file\) must be at least 16"):
-        prepare_dataset("dicom", tmp_path / "a", source=source, id_salt_file=short)
+        prepare_dataset(DicomArguments(output=tmp_path / "a", source=source, id_salt_file=short))
     with pytest.raises(MedftError, match=r"--id-salt-file .*missing.txt cannot be read"):
         prepare_dataset(
-            "dicom", tmp_path / "b", source=source, id_salt_file=tmp_path / "missing.txt"
+            DicomArguments(
+                output=tmp_path / "b", source=source, id_salt_file=tmp_path / "missing.txt"
+            )
         )
     with pytest.raises(MedftError, match="not both"):
         prepare_dataset(
-            "dicom", tmp_path / "c", source=source, id_salt="x" * 20, id_salt_file=short
+            DicomArguments(
+                output=tmp_path / "c", source=source, id_salt="x" * 20, id_salt_file=short
+            )
         )
     monkeypatch.setenv("MEDFT_ID_SALT", "")
     with pytest.raises(MedftError, match=r"salt \(read from MEDFT_ID_SALT\) must be at least 16"):
-        prepare_dataset("dicom", tmp_path / "d", source=source)
+        prepare_dataset(DicomArguments(output=tmp_path / "d", source=source))
 
 
 def test_a_salt_on_the_command_line_is_refused_before_anything_is_read(
@@ -439,7 +482,7 @@ def test_skipped_files_are_found_by_their_path_in_the_private_record_only(tmp_pa
         (source / path).parent.mkdir(parents=True)
         shutil.copy(pydicom_file(name), source / path)
     output = tmp_path / "out"
-    report = prepare_dataset("dicom", output, source=source, num_proc=1)
+    report = prepare_dataset(DicomArguments(output=output, source=source, num_proc=1))
     pseudonym = pseudonyms_of(output)
     record = json.loads(private_file(output).read_text())
     found = {item["file"]: item for item in record["skipped"]}
@@ -457,7 +500,11 @@ def test_skipped_files_are_found_by_their_path_in_the_private_record_only(tmp_pa
 def test_dicom_subgroup_columns_are_sex_and_age_band_only(raw, tmp_path, capsys):
     for asked in (["sex", "patient_id"], ["PatientName"], ["age"]):
         with pytest.raises(MedftError) as error:
-            list_dicom(raw, subgroup_columns=asked, id_salt="a salt for this test only")
+            list_dicom(
+                DicomOptions(
+                    source=raw, subgroup_columns=asked, id_salt="a salt for this test only"
+                )
+            )
         message = str(error.value)
         assert message.startswith(f"--subgroup-columns {asked[-1]!r} is not one a DICOM source")
         assert "sex, age_band" in message and "\n" not in message

@@ -8,10 +8,11 @@ from datasets import DatasetDict
 from huggingface_hub import DatasetCard, HfApi
 from PIL import Image
 
+from medft.config.prepare import FolderArguments
 from medft.errors import MedftError
+from medft.formats.prepared_report import read_report
 from medft.prepare import prepare_dataset
 from medft.prepare.hub import dataset_card, push_dataset
-from medft.prepare.report import read_report
 
 
 def test_card_describes_the_prepared_dataset(nih_prepared):
@@ -78,7 +79,7 @@ def test_the_card_names_the_dataset_and_shows_no_path(tmp_path):
         for i in range(6):
             Image.new("L", (12, 12), shade + i).save(raw / label / f"{i}.png")
     output = tmp_path / "exported"
-    report = prepare_dataset("folder", output, source=raw, num_proc=1, name="scans")
+    report = prepare_dataset(FolderArguments(output=output, source=raw, num_proc=1, name="scans"))
     card = dataset_card(report, "me/scans-v2")
     assert card.data.pretty_name == "scans" and "The images of `scans`" in card.text
     assert "DOE^JOHN" not in str(card) and str(tmp_path) not in str(card)

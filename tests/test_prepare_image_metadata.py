@@ -11,6 +11,7 @@ import pytest
 from datasets import load_from_disk
 from PIL import Image, ImageCms, PngImagePlugin
 
+from medft.config.prepare import CsvArguments, FolderArguments
 from medft.prepare import prepare_dataset
 from medft.prepare.image_metadata import jpeg_without_metadata, png_without_metadata
 from medft.prepare.images import read_image
@@ -48,8 +49,15 @@ def tagged_jpeg(seed: int = 0, progressive: bool = False) -> bytes:
     """A JPEG with EXIF, XMP, a comment and an ICC profile (and, progressive, a comment
     between its scans, and bytes after its end)."""
     buffer = io.BytesIO()
-    scan(seed=seed).save(buffer, "JPEG", exif=exif_naming_the_patient(), xmp=XMP.encode(),
-                         comment=TEXT, icc_profile=ICC, progressive=progressive)  # fmt: skip
+    scan(seed=seed).save(
+        buffer,
+        "JPEG",
+        exif=exif_naming_the_patient(),
+        xmp=XMP.encode(),
+        comment=TEXT,
+        icc_profile=ICC,
+        progressive=progressive,
+    )
     data = buffer.getvalue()
     if progressive:  # a comment segment before the second scan
         second_scan = data.index(b"\xff\xda", data.index(b"\xff\xda") + 2)
@@ -66,8 +74,9 @@ def tagged_png(mode: str = "RGB", seed: int = 0) -> bytes:
     info.add_itxt("Description", TEXT)
     info.add_itxt("XML:com.adobe.xmp", XMP)
     buffer = io.BytesIO()
-    scan(mode, seed).save(buffer, "PNG", pnginfo=info, exif=exif_naming_the_patient(),
-                          icc_profile=ICC)  # fmt: skip
+    scan(mode, seed).save(
+        buffer, "PNG", pnginfo=info, exif=exif_naming_the_patient(), icc_profile=ICC
+    )
     return buffer.getvalue()
 
 
@@ -153,11 +162,13 @@ def test_prepared_images_carry_no_metadata_and_the_same_pixels(tmp_path, source_
     files = write_tagged_sources(raw)
     output = tmp_path / "out"
     if source_type == "folder":
-        report = prepare_dataset("folder", output, source=raw, num_proc=1)
+        report = prepare_dataset(FolderArguments(output=output, source=raw, num_proc=1))
     else:
         table = tmp_path / "labels.csv"
         table.write_text("image,label\n" + "".join(f"{n},{c}\n" for n, c in files))
-        report = prepare_dataset("csv", output, csv_path=table, image_root=raw, num_proc=1)
+        report = prepare_dataset(
+            CsvArguments(output=output, csv_path=table, image_root=raw, num_proc=1)
+        )
     assert report["metadata_stripped"] == len(files) and report["reencoded"] == 0
     stored = [p.read_bytes() for p in output.rglob("*.arrow")]
     assert not any(secret in data for secret in SECRETS for data in stored)

@@ -144,8 +144,10 @@ def test_png_compression_of_re_encoded_images(tmp_path):
     assert len(small.data) < len(stored.data) / 4
 
 
-@pytest.mark.parametrize("mode,shape,dtype", [("L", (7, 5), np.uint8), ("RGB", (7, 5, 3), np.uint8),
-                                              ("I;16", (7, 5), np.uint16)])  # fmt: skip
+@pytest.mark.parametrize(
+    "mode,shape,dtype",
+    [("L", (7, 5), np.uint8), ("RGB", (7, 5, 3), np.uint8), ("I;16", (7, 5), np.uint16)],
+)
 def test_uncompressed_png_is_written_without_pillow_and_read_back_exactly(mode, shape, dtype):
     pixels = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
     data = stored_png(Image.fromarray(pixels))

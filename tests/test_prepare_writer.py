@@ -6,17 +6,19 @@ import pytest
 from datasets import Dataset, Features, SplitInfo, load_from_disk
 from datasets.utils.info_utils import verify_splits
 
+from medft.config.prepare import BrainTumorArguments, BrainTumorOptions
 from medft.errors import MedftError
+from medft.formats.prepared_report import read_report
 from medft.prepare import prepare_dataset
 from medft.prepare.brain_tumor import list_brain_tumor_44c
 from medft.prepare.private import KEPT_PRIVATELY, private_file
-from medft.prepare.report import format_summary, read_report
+from medft.prepare.report import format_summary
 from medft.prepare.writer import write_dataset
 
 
 def test_parallel_and_serial_runs_write_the_same_dataset(brain_multiclass, brain_raw, tmp_path):
     serial = tmp_path / "serial"
-    prepare_dataset("brain-tumor-44c", serial, source=brain_raw, num_proc=1)
+    prepare_dataset(BrainTumorArguments(output=serial, source=brain_raw, num_proc=1))
     a, b = load_from_disk(str(brain_multiclass)), load_from_disk(str(serial))
     for split in a:
         assert a[split]["image_id"] == b[split]["image_id"]
@@ -36,10 +38,12 @@ def test_original_bytes_are_stored_without_re_encoding(brain_multiclass, brain_r
 
 def test_existing_output_needs_overwrite_and_overwrite_replaces(brain_raw, tmp_path):
     output = tmp_path / "out"
-    prepare_dataset("brain-tumor-44c", output, source=brain_raw, task="binary", num_proc=1)
+    prepare_dataset(BrainTumorArguments(output=output, source=brain_raw, task="binary", num_proc=1))
     with pytest.raises(MedftError, match="already holds files.*--overwrite"):
-        prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1)
-    prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1, overwrite=True)
+        prepare_dataset(BrainTumorArguments(output=output, source=brain_raw, num_proc=1))
+    prepare_dataset(
+        BrainTumorArguments(output=output, source=brain_raw, num_proc=1, overwrite=True)
+    )
     assert len(load_from_disk(str(output))["train"].features["label"].names) == 44
     # no staging left behind; the private record beside the dataset
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.private.json"]
@@ -48,15 +52,15 @@ def test_existing_output_needs_overwrite_and_overwrite_replaces(brain_raw, tmp_p
 def test_overwrite_never_deletes_a_folder_that_is_not_a_dataset(brain_raw, tmp_path):
     (tmp_path / "thesis.tex").write_text("years of work")
     with pytest.raises(MedftError, match="not a prepared dataset"):
-        prepare_dataset("brain-tumor-44c", tmp_path, source=brain_raw, overwrite=True)
+        prepare_dataset(BrainTumorArguments(output=tmp_path, source=brain_raw, overwrite=True))
     assert (tmp_path / "thesis.tex").exists()
 
 
 def test_output_that_is_a_file_and_empty_listing(brain_raw, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(MedftError, match="is a file"):
-        prepare_dataset("brain-tumor-44c", tmp_path / "file", source=brain_raw)
-    listing = list_brain_tumor_44c(brain_raw)
+        prepare_dataset(BrainTumorArguments(output=tmp_path / "file", source=brain_raw))
+    listing = list_brain_tumor_44c(BrainTumorOptions(source=brain_raw))
     listing.splits = {split: [] for split in listing.splits}
     with pytest.raises(MedftError, match="No images found"):
         write_dataset(listing, tmp_path / "empty")
@@ -77,7 +81,7 @@ def test_large_splits_are_written_as_several_shards(
 ):
     monkeypatch.setattr("medft.prepare.writer.MAX_CHUNK", 20)
     output = tmp_path / "sharded"
-    prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1)
+    prepare_dataset(BrainTumorArguments(output=output, source=brain_raw, num_proc=1))
     shards = sorted(p.name for p in (output / "train").glob("*.arrow"))
     assert len(shards) > 3 and shards[0] == f"data-00000-of-{len(shards):05d}.arrow"
     sharded, single = load_from_disk(str(output)), load_from_disk(str(brain_multiclass))
@@ -95,8 +99,10 @@ def test_the_written_layout_is_what_save_to_disk_writes(brain_multiclass, tmp_pa
     theirs = load_from_disk(str(tmp_path / "theirs"))
     for split in ours:
         folder = brain_multiclass / split
-        state, reference = (json.loads((root / split / "state.json").read_text())
-                            for root in (brain_multiclass, tmp_path / "theirs"))  # fmt: skip
+        state, reference = (
+            json.loads((root / split / "state.json").read_text())
+            for root in (brain_multiclass, tmp_path / "theirs")
+        )
         assert set(state) == set(reference) and state["_split"] == reference["_split"] == split
         info = json.loads((folder / "dataset_info.json").read_text())
         assert Features.from_dict(info["features"]) == ours[split].features
@@ -108,13 +114,14 @@ def test_the_written_layout_is_what_save_to_disk_writes(brain_multiclass, tmp_pa
         ours[split].data.table.validate(full=True)
         assert ours[split]["image_id"] == theirs[split]["image_id"]
     recorded = {split: SplitInfo(split, num_examples=len(ours[split])) for split in ours}
-    verify_splits(recorded, {split: SplitInfo(split, num_examples=len(theirs[split]))
-                             for split in theirs})  # fmt: skip
+    verify_splits(
+        recorded, {split: SplitInfo(split, num_examples=len(theirs[split])) for split in theirs}
+    )
 
 
 def test_the_paths_go_to_a_private_record_beside_the_dataset(brain_raw, tmp_path):
     output = tmp_path / "out"
-    report = prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1)
+    report = prepare_dataset(BrainTumorArguments(output=output, source=brain_raw, num_proc=1))
     assert report["name"] == "out" and "source" not in report
     assert report["options"]["source"] == KEPT_PRIVATELY
     assert str(brain_raw) not in (output / "prepare_report.json").read_text()
@@ -127,8 +134,11 @@ def test_the_paths_go_to_a_private_record_beside_the_dataset(brain_raw, tmp_path
         item["file"] for item in report["skipped"]
     ]  # brain files are skipped by their path in the source already
     private.chmod(0o644)
-    prepare_dataset("brain-tumor-44c", output, source=brain_raw, num_proc=1, overwrite=True,
-                    name="brain scans")  # fmt: skip
+    prepare_dataset(
+        BrainTumorArguments(
+            output=output, source=brain_raw, num_proc=1, overwrite=True, name="brain scans"
+        )
+    )
     assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
     assert read_report(output)["name"] == "brain scans"
     summary = format_summary(read_report(output), output)
@@ -138,4 +148,4 @@ def test_the_paths_go_to_a_private_record_beside_the_dataset(brain_raw, tmp_path
 @pytest.mark.parametrize("name", ["", "exports/scans", "C:\\scans"])
 def test_a_name_that_is_a_path_is_refused(brain_raw, tmp_path, name):
     with pytest.raises(MedftError, match="must be a name, not a path"):
-        prepare_dataset("brain-tumor-44c", tmp_path / "out", source=brain_raw, name=name)
+        prepare_dataset(BrainTumorArguments(output=tmp_path / "out", source=brain_raw, name=name))

@@ -8,17 +8,21 @@ from transformers import ConvNextImageProcessor, DeiTImageProcessor, ViTImagePro
 
 from medft.config import ModelArguments
 from medft.errors import MedftError
-from medft.modeling import build_model
-from medft.preprocessing import (
+from medft.inference.preprocessing import (
     FLOOR,
     HALF_EVEN,
     ON_PIL,
     ON_TENSOR,
     check_settings,
     input_size,
-    processor_settings,
 )
+from medft.modeling import build_model
+from medft.modeling.families import family_of
 from tests.helpers import THREE, tiny_timm, tiny_vit
+
+
+def processor_settings(processor):
+    return family_of(processor).preprocessing_settings(processor)
 
 
 def built_processor(args: ModelArguments):

@@ -19,11 +19,12 @@ from datasets import load_from_disk
 from PIL import Image, PngImagePlugin
 
 from medft.cli import main
+from medft.config.prepare import CsvArguments, DicomArguments, FolderArguments
+from medft.formats.prepared_report import read_report
 from medft.hub import files_to_push
 from medft.prepare import prepare_dataset
 from medft.prepare.hub import dataset_card
 from medft.prepare.private import private_file
-from medft.prepare.report import read_report
 from tests.dicom_files import dicom_copy, pydicom_file
 from tests.helpers import run_recipe
 from tests.pretrained import save_vit
@@ -65,7 +66,7 @@ def exports(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def folder_dataset(exports) -> Path:
     output = exports / "prepared-folder"
-    prepare_dataset("folder", output, source=exports / "raw", num_proc=1)
+    prepare_dataset(FolderArguments(output=output, source=exports / "raw", num_proc=1))
     return output
 
 
@@ -124,20 +125,32 @@ def test_a_prepared_csv_names_no_patient_and_the_summary_says_where_the_paths_ar
     record = check_private_file(output, table)
     assert record["options"]["image_root"] == str((exports / "raw").resolve())
     (skipped,) = report["skipped"]
-    assert record["skipped"] == [skipped] == [{
-        "file": "gone/missing.png", "reason": "listed in labels.csv but not found",
-        "split": skipped["split"],
-    }]  # fmt: skip
+    assert (
+        record["skipped"]
+        == [skipped]
+        == [
+            {
+                "file": "gone/missing.png",
+                "reason": "listed in labels.csv but not found",
+                "split": skipped["split"],
+            }
+        ]
+    )
 
 
 def test_absolute_paths_in_a_csv_reach_the_dataset_as_paths_below_their_shared_folder(exports):
     raw = (exports / "raw").resolve()
-    rows = [f"{raw / name / f'scan{i:02d}.png'},{name}" for name in ("benign", "malignant")
-            for i in range(16)]  # fmt: skip
+    rows = [
+        f"{raw / name / f'scan{i:02d}.png'},{name}"
+        for name in ("benign", "malignant")
+        for i in range(16)
+    ]
     table = exports / "absolute.csv"
     table.write_text("image,label\n" + "\n".join(rows) + "\n")
     output = exports / "prepared-absolute"
-    prepare_dataset("csv", output, csv_path=table, image_root=exports / "elsewhere", num_proc=1)
+    prepare_dataset(
+        CsvArguments(output=output, csv_path=table, image_root=exports / "elsewhere", num_proc=1)
+    )
     check_dataset(output)
     ids = sorted(
         image_id for part in load_from_disk(str(output)).values() for image_id in part["image_id"]
@@ -152,18 +165,23 @@ def test_a_prepared_dicom_source_names_no_patient(exports):
         dicom_copy("MR_small.dcm", source / "mr" / f"mr{i}.dcm", PatientID=f"M{i}")
     (source / "mr" / "broken.dcm").write_bytes(pydicom_file("MR_truncated.dcm").read_bytes())
     output = exports / "prepared-dicom"
-    report = prepare_dataset("dicom", output, source=source, num_proc=1)
+    report = prepare_dataset(DicomArguments(output=output, source=source, num_proc=1))
     check_dataset(output)
     assert report["skipped_count"] == 1
     check_private_file(output, source)
 
 
 def test_nothing_a_trained_model_pushes_or_shows_names_the_patient(trained):
-    from medft.serve import load_served_model
+    from medft.commands.serve import load_served_model
 
     pushed = files_to_push(trained)
-    assert {"README.md", "metrics.json", "recipe.json", "training_args.json",
-            "trainer_state.json"} <= set(pushed)  # fmt: skip
+    assert {
+        "README.md",
+        "metrics.json",
+        "recipe.json",
+        "training_args.json",
+        "trainer_state.json",
+    } <= set(pushed)
     assert leaking_files(trained, pushed) == {}
     metrics = json.loads((trained / "metrics.json").read_text())
     assert (metrics["model"], metrics["dataset"]) == ("model", "prepared-folder")

@@ -1,4 +1,4 @@
-from medft.reporting import format_run_summary
+from medft.evaluation.reporting import format_run_summary
 from tests.helpers import binary_report
 
 

@@ -11,7 +11,13 @@ from safetensors.torch import save_file
 
 from medft.config import DataArguments, MedftTrainingArguments, ModelArguments
 from medft.errors import MedftError
-from medft.run_record import NOT_TRAINED, RECORD_NAME, RunRecord, claim_output_dir, owned_files
+from medft.training.run_record import (
+    NOT_TRAINED,
+    RECORD_NAME,
+    RunRecord,
+    claim_output_dir,
+    owned_files,
+)
 from tests.helpers import run_recipe
 
 RECIPE = "tiny_timm.yaml"

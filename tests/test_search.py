@@ -4,9 +4,10 @@ import pytest
 import yaml
 
 from medft.cli import main
+from medft.commands.search import check_space, search
+from medft.config.commands import SearchArguments
 from medft.errors import MedftError
 from medft.parsing import parse_recipe
-from medft.search import check_space, search
 
 SPACE = {
     "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
@@ -19,11 +20,18 @@ def test_a_three_trial_search_writes_a_ready_to_run_best_recipe(brain_binary, tm
     recipe = tmp_path / "search.yaml"
     recipe.write_text(
         yaml.safe_dump(
-            {"model_name_or_path": "timm/resnet18", "pretrained": False, "image_size": 32,
-             "num_train_epochs": 1, "per_device_train_batch_size": 32,
-             "dataloader_num_workers": 0, "train_metrics_samples": 0, "search_space": SPACE}
+            {
+                "model_name_or_path": "timm/resnet18",
+                "pretrained": False,
+                "image_size": 32,
+                "num_train_epochs": 1,
+                "per_device_train_batch_size": 32,
+                "dataloader_num_workers": 0,
+                "train_metrics_samples": 0,
+                "search_space": SPACE,
+            }
         )
-    )  # fmt: skip
+    )
     output = tmp_path / "search"
     code = main(["search", str(recipe), "--n-trials", "3", "--dataset_name", str(brain_binary),
                  "--output_dir", str(output)])  # fmt: skip
@@ -61,11 +69,18 @@ def test_a_trial_that_would_combine_lora_with_layer_decay_is_refused(brain_binar
     recipe = tmp_path / "search.yaml"
     recipe.write_text(
         yaml.safe_dump(
-            {"model_name_or_path": "timm/resnet18", "pretrained": False, "image_size": 32,
-             "layer_decay": 0.7, "dataloader_num_workers": 0, "train_metrics_samples": 0,
-             "dataset_name": str(brain_binary), "output_dir": str(tmp_path / "search"),
-             "search_space": {"lora_r": {"type": "int", "low": 2, "high": 4}}}
+            {
+                "model_name_or_path": "timm/resnet18",
+                "pretrained": False,
+                "image_size": 32,
+                "layer_decay": 0.7,
+                "dataloader_num_workers": 0,
+                "train_metrics_samples": 0,
+                "dataset_name": str(brain_binary),
+                "output_dir": str(tmp_path / "search"),
+                "search_space": {"lora_r": {"type": "int", "low": 2, "high": 4}},
+            }
         )
-    )  # fmt: skip
+    )
     with pytest.raises(MedftError, match="layer_decay with LoRA"):
-        search(recipe, [], n_trials=1)
+        search(SearchArguments(recipe=recipe, n_trials=1))

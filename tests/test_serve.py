@@ -30,9 +30,8 @@ import pytest
 from PIL import Image
 
 from medft.cli import main
-from medft.errors import MedftError
-from medft.prediction import predict
-from medft.serve import (
+from medft.commands.predict import predict
+from medft.commands.serve import (
     SESSIONS_KEPT,
     answer,
     build_app,
@@ -41,8 +40,10 @@ from medft.serve import (
     launch,
     load_served_model,
     model_folder,
-    write_space,
 )
+from medft.commands.space import write_space
+from medft.config.inference import PredictArguments
+from medft.errors import MedftError
 from tests import pretrained
 from tests.oversized import constant_png, rle_dicom
 
@@ -138,7 +139,15 @@ def test_the_page_shows_every_finding_with_its_threshold_and_grad_cam(
     assert "Not for clinical use." in notice and "Intended use and limitations" in notice
 
     csv_path = tmp_path / "predictions.csv"  # what medft predict says about the same files
-    predict(trained_multilabel, images, csv_path, num_workers=0, progress=False)
+    predict(
+        PredictArguments(
+            model=[trained_multilabel],
+            inputs=images,
+            output=csv_path,
+            num_workers=0,
+            progress=False,
+        )
+    )
     with csv_path.open(newline="") as handle:
         expected = {Path(row["path"]).name: row for row in csv.DictReader(handle)}
     tables = shown_tables(page)
@@ -269,7 +278,7 @@ def test_the_command_writes_a_space_or_says_what_is_wrong(tmp_path, capsys):
 MEMORY_BOUND_MB = 150
 PEAK_MEMORY = """
 import json, resource, sys
-from medft.serve import answer, load_served_model
+from medft.commands.serve import answer, load_served_model
 
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -293,8 +302,10 @@ def test_bombs_are_refused_from_their_headers_in_bounded_memory(
     scan = sorted((brain_raw / "Glioblastoma T2").glob("*.jp*g"))[0]
     run = subprocess.run(
         [sys.executable, "-c", PEAK_MEMORY, str(trained_binary), str(scan), *map(str, bombs)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     measured = json.loads(run.stdout.strip().splitlines()[-1])
     text = measured["text"].replace("\\", "")  # Markdown escapes
     assert "0 of 3 file(s) classified" in text
@@ -373,8 +384,11 @@ def test_uploads_are_deleted_once_read_and_the_server_folder_goes_with_it(
         assert "1 of 2 file(s) classified" in text
         assert f"**{uploads[1].name}**: over the limit of 1 files per upload" in text
         contents = {scan.read_bytes() for scan in scans}
-        kept = [path for path in folder.rglob("*") if path.is_file()
-                and ("Doe_Jane" in path.name or path.read_bytes() in contents)]  # fmt: skip
+        kept = [
+            path
+            for path in folder.rglob("*")
+            if path.is_file() and ("Doe_Jane" in path.name or path.read_bytes() in contents)
+        ]
         assert kept == []  # the gallery's picture is re-encoded, nameless
         assert not (temp / "gradio").exists()  # Gradio's own default: nothing of it is used
     finally:

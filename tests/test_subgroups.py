@@ -1,5 +1,6 @@
-"""Performance by subgroup (medft.subgroups): groups, gaps, intervals, small groups; and
-through medft evaluate, the end of training, the model card, medft predict and medft cv."""
+"""Performance by subgroup (medft.evaluation.subgroups): groups, gaps, intervals, small
+groups; and through medft evaluate, the end of training, the model card, medft predict and
+medft cv."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from datasets import DatasetDict, load_from_disk
 from sklearn.metrics import roc_auc_score
 
 from medft.cli import main
-from medft.config import EvaluationOptions
-from medft.cv import cross_validate
+from medft.commands.cv import cross_validate
+from medft.commands.predict import predict
+from medft.config.commands import CvArguments
+from medft.config.evaluation import EvaluateArguments
+from medft.config.inference import PredictArguments
 from medft.errors import MedftError
-from medft.evaluation import EvaluationReport, evaluate_model
+from medft.evaluation.evaluate import EvaluationReport, evaluate_model
+from medft.evaluation.subgroups import MISSING, AttributeResult, evaluate_subgroups
+from medft.formats.prepared_report import REPORT_NAME, read_report
 from medft.parsing import parse_recipe
-from medft.prediction import predict
-from medft.prepare.report import REPORT_NAME, read_report
-from medft.subgroups import MISSING, AttributeResult, evaluate_subgroups
 from medft.tasks import TaskInfo
 from tests.helpers import FIXTURES, run_recipe
 
@@ -41,14 +44,16 @@ def known_gap(seed: int = 0, per_group: int = 300):
 
 def test_group_metrics_and_the_gap_match_a_direct_bootstrap():
     probs, labels, sex = known_gap()
-    result = evaluate_subgroups(BINARY, probs, labels, None, {"sex": sex}, np.array([0.5]),
-                                resamples=400, seed=3)[0]  # fmt: skip
+    result = evaluate_subgroups(
+        BINARY, probs, labels, None, {"sex": sex}, np.array([0.5]), resamples=400, seed=3
+    )[0]
     female, male = result.groups
     assert (female.value, male.value) == ("F", "M")
     for group in (female, male):
         inside = sex == group.value
-        assert group.metrics["auroc"] == pytest.approx(roc_auc_score(labels[inside],
-                                                                     probs[inside, 1]))  # fmt: skip
+        assert group.metrics["auroc"] == pytest.approx(
+            roc_auc_score(labels[inside], probs[inside, 1])
+        )
     expected_gap = female.metrics["auroc"] - male.metrics["auroc"]
     assert female.gaps["auroc"] == pytest.approx(expected_gap)
     assert male.gaps["auroc"] == pytest.approx(-expected_gap)
@@ -72,10 +77,12 @@ def test_patients_are_resampled_with_all_their_images():
     probs, labels, sex = known_gap(per_group=60)
     patients = np.repeat(np.arange(len(labels) // 4), 4)  # four images a patient, alike
     probs, labels, sex = probs[patients * 4], labels[patients * 4], sex[patients * 4]
-    by_image = evaluate_subgroups(BINARY, probs, labels, None, {"sex": sex}, np.array([0.5]),
-                                  resamples=300)[0]  # fmt: skip
-    by_patient = evaluate_subgroups(BINARY, probs, labels, patients, {"sex": sex},
-                                    np.array([0.5]), resamples=300)[0]  # fmt: skip
+    by_image = evaluate_subgroups(
+        BINARY, probs, labels, None, {"sex": sex}, np.array([0.5]), resamples=300
+    )[0]
+    by_patient = evaluate_subgroups(
+        BINARY, probs, labels, patients, {"sex": sex}, np.array([0.5]), resamples=300
+    )[0]
     auroc = {"image": by_image.groups[1].intervals, "patient": by_patient.groups[1].intervals}
     width = {unit: found["auroc"]["high"] - found["auroc"]["low"] for unit, found in auroc.items()}
     assert width["patient"] > 1.5 * width["image"]  # copies of a patient are not independent
@@ -86,8 +93,9 @@ def test_small_groups_and_missing_values_are_shown_and_marked():
     probs, labels, sex = known_gap(per_group=100)
     age = np.array(["18-39"] * 100 + ["40-59"] * 90 + ["80+"] * 8 + [None] * 2, dtype=object)
     labels[190:198] = 0  # the 80+ group has no positive
-    result = evaluate_subgroups(BINARY, probs, labels, None, {"age_band": age}, np.array([0.5]),
-                                resamples=50)[0]  # fmt: skip
+    result = evaluate_subgroups(
+        BINARY, probs, labels, None, {"age_band": age}, np.array([0.5]), resamples=50
+    )[0]
     values = [group.value for group in result.groups]
     assert values == ["18-39", "40-59", "80+", MISSING]
     oldest = result.groups[2]
@@ -101,8 +109,9 @@ def test_a_group_of_one_class_has_its_undefined_rates_left_out_and_says_why():
     probs, labels, _ = known_gap(per_group=100)
     site = np.where(labels == 1, "A", "B").astype(object)
     site[:40] = "B"  # B holds both classes, A positives only
-    result = evaluate_subgroups(BINARY, probs, labels, None, {"site": site}, np.array([0.5]),
-                                resamples=50)[0]  # fmt: skip
+    result = evaluate_subgroups(
+        BINARY, probs, labels, None, {"site": site}, np.array([0.5]), resamples=50
+    )[0]
     positives_only = result.groups[0]
     assert positives_only.value == "A" and not positives_only.too_small
     assert {"auroc", "specificity"}.isdisjoint(positives_only.metrics)
@@ -116,8 +125,9 @@ def test_multilabel_groups_have_each_findings_sensitivity():
     view = np.array(["PA", "AP"] * 200, dtype=object)
     noise = np.where(view[:, None] == "PA", 0.5, 2.0)
     probs = 1 / (1 + np.exp(-(3 * labels - 1.5 + rng.normal(size=labels.shape) * noise)))
-    result = evaluate_subgroups(FINDINGS, probs, labels, None, {"view_position": view},
-                                np.array([0.5, 0.5]), resamples=100)[0]  # fmt: skip
+    result = evaluate_subgroups(
+        FINDINGS, probs, labels, None, {"view_position": view}, np.array([0.5, 0.5]), resamples=100
+    )[0]
     pa = next(group for group in result.groups if group.value == "PA")
     assert {"mean_auroc", "auroc_Mass", "sensitivity_Mass", "sensitivity_Nodule"} <= set(pa.metrics)
     assert pa.positives["Mass"] == int(labels[view == "PA", 0].sum())
@@ -133,8 +143,9 @@ def test_a_rare_finding_marks_its_own_cells_not_the_whole_group():
     view = np.array(["PA"] * 200 + ["AP"] * 200, dtype=object)
     noise = np.where(view[:, None] == "PA", 0.5, 2.0)
     probs = 1 / (1 + np.exp(-(3 * labels - 1.5 + rng.normal(size=labels.shape) * noise)))
-    result = evaluate_subgroups(FINDINGS, probs, labels, None, {"view_position": view},
-                                np.array([0.5, 0.5]), resamples=50)[0]  # fmt: skip
+    result = evaluate_subgroups(
+        FINDINGS, probs, labels, None, {"view_position": view}, np.array([0.5, 0.5]), resamples=50
+    )[0]
     for group in result.groups:
         assert not group.too_small and group.few_positives == ["Nodule"]
         assert "fewer than 5 positives of Nodule" in group.caveat()
@@ -146,8 +157,7 @@ def test_an_attribute_of_many_values_is_refused_naming_it():
     probs, labels, _ = known_gap(per_group=50)
     age = np.arange(len(labels)) % 60
     with pytest.raises(MedftError, match="'age' has 60 distinct values.*age_band"):
-        evaluate_subgroups(BINARY, probs, labels, None, {"age": age}, np.array([0.5]),
-                           resamples=10)  # fmt: skip
+        evaluate_subgroups(BINARY, probs, labels, None, {"age": age}, np.array([0.5]), resamples=10)
 
 
 # through medft evaluate, the end of training, the card, predict and cv -----------------------
@@ -206,8 +216,11 @@ def test_evaluate_reports_the_declared_attributes_group_by_group(
     test = load_from_disk(str(nih_attributes))["test"].with_format(None)
     names = test.features["labels"].feature.names
     labels = np.array([[name in row for name in range(len(names))] for row in test["labels"]])
-    report, scores = evaluate_model(trained_multilabel, str(nih_attributes),
-                                    options=EvaluationOptions(bootstrap_resamples=200))  # fmt: skip
+    report, scores = evaluate_model(
+        EvaluateArguments(
+            model=[trained_multilabel], dataset=str(nih_attributes), bootstrap_resamples=200
+        )
+    )
     cut = np.array([report.thresholds.values[name] for name in names])
     task = TaskInfo(names, True, label_column="labels")
     for attribute in content["subgroups"]:
@@ -262,8 +275,7 @@ def test_an_ensemble_with_test_time_augmentation_reports_subgroups(
     assert sum(group.images for group in report.subgroups[0].groups) == report.images
 
 
-def test_a_column_the_split_lacks_is_one_line_naming_it(trained_multilabel, nih_attributes,
-                                                        capsys):  # fmt: skip
+def test_a_column_the_split_lacks_is_one_line_naming_it(trained_multilabel, nih_attributes, capsys):
     code = main(["evaluate", "--model", str(trained_multilabel), "--dataset",
                  str(nih_attributes), "--subgroups", "sex,site"])  # fmt: skip
     assert code == 2
@@ -273,8 +285,9 @@ def test_a_column_the_split_lacks_is_one_line_naming_it(trained_multilabel, nih_
     assert "its columns: image, labels, image_id, patient_id" in err[0]
 
 
-def test_a_group_without_positives_is_shown_and_says_so(trained_binary, brain_sites, tmp_path,
-                                                        capsys):  # fmt: skip
+def test_a_group_without_positives_is_shown_and_says_so(
+    trained_binary, brain_sites, tmp_path, capsys
+):
     code = main(["evaluate", "--model", str(trained_binary), "--dataset", str(brain_sites),
                  "--output", str(tmp_path), "--subgroups", "site", "--bootstrap-resamples",
                  "100"])  # fmt: skip
@@ -314,10 +327,17 @@ def test_the_end_of_training_reports_the_recipe_subgroups_in_metrics_and_card(
 
 
 def test_the_subgroups_recipe_key_reads_a_list_a_comma_list_or_none(brain_binary, tmp_path):
-    common = {"model_name_or_path": "vit", "dataset_name": str(brain_binary),
-              "output_dir": str(tmp_path)}  # fmt: skip
-    for given, expected in ((["sex", "age_band"], ["sex", "age_band"]), ("sex,age_band",
-                            ["sex", "age_band"]), ("none", []), (None, None)):  # fmt: skip
+    common = {
+        "model_name_or_path": "vit",
+        "dataset_name": str(brain_binary),
+        "output_dir": str(tmp_path),
+    }
+    for given, expected in (
+        (["sex", "age_band"], ["sex", "age_band"]),
+        ("sex,age_band", ["sex", "age_band"]),
+        ("none", []),
+        (None, None),
+    ):
         assert parse_recipe(values={**common, "subgroups": given}).training.subgroups == expected
     with pytest.raises(MedftError, match="subgroups: none means no columns"):
         parse_recipe(values={**common, "subgroups": ["none", "sex"]})
@@ -328,27 +348,53 @@ def test_predict_copies_the_declared_or_named_columns_of_dataset_inputs(
 ):
     scan = sorted(nih_raw.glob("images_00*/images/*.png"))[0]
     output = tmp_path / "predictions.csv"
-    predict(trained_multilabel, [scan, nih_attributes], output, num_workers=0, progress=False)
+    predict(
+        PredictArguments(
+            model=[trained_multilabel],
+            inputs=[scan, nih_attributes],
+            output=output,
+            num_workers=0,
+            progress=False,
+        )
+    )
     with output.open(newline="") as handle:
         header, *rows = list(csv.reader(handle))
     assert header[-2:] == ["sex", "age_band"]
     test = load_from_disk(str(nih_attributes))["test"].with_format(None)
     assert rows[0][-2:] == ["", ""]  # a file has no attributes
     assert [row[-2:] for row in rows[1:]] == [list(v) for v in zip(test["sex"], test["age_band"])]
-    predict(trained_multilabel, [nih_attributes], output, num_workers=0, progress=False,
-            columns=["view_position", "age"])  # fmt: skip
+    predict(
+        PredictArguments(
+            model=[trained_multilabel],
+            inputs=[nih_attributes],
+            output=output,
+            num_workers=0,
+            progress=False,
+            columns=["view_position", "age"],
+        )
+    )
     with output.open(newline="") as handle:
         header, first, *_ = list(csv.reader(handle))
     assert header[-2:] == ["view_position", "age"]
     assert first[-2:] == [test["view_position"][0], str(test["age"][0])]
     with pytest.raises(MedftError, match="--columns: the test split of .* has no column 'site'"):
-        predict(trained_multilabel, [nih_attributes], output, columns=["site"], progress=False)
+        predict(
+            PredictArguments(
+                model=[trained_multilabel],
+                inputs=[nih_attributes],
+                output=output,
+                columns=["site"],
+                progress=False,
+            )
+        )
 
 
 def test_the_cv_ensemble_reports_subgroups_on_the_test_split(brain_sites, tmp_path):
     overrides = ["--dataset_name", str(brain_sites), "--output_dir", str(tmp_path / "cv"),
                  "--subgroups", "site"]  # fmt: skip
-    result = cross_validate(FIXTURES / "tiny_vit.yaml", overrides, 2)
+    result = cross_validate(
+        CvArguments(recipe=FIXTURES / "tiny_vit.yaml", overrides=overrides, folds=2)
+    )
     (attribute,) = result.ensemble.subgroups
     test = load_from_disk(str(brain_sites))["test"]
     assert sum(group.images for group in attribute.groups) == len(test)

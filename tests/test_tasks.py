@@ -3,10 +3,13 @@ comments)."""
 
 import numpy as np
 import pytest
-from transformers import EvalPrediction
+import torch
+from datasets import ClassLabel, Features, Image, Sequence, Value
+from transformers import EvalPrediction, PretrainedConfig
 
+from medft.modeling.families import TRANSFORMERS
 from medft.tasks import TaskInfo, auprc_or_none
-from medft.training import task_metrics
+from medft.training.build import task_metrics
 
 THREE = TaskInfo(["a", "b", "c"], multi_label=False)
 BINARY = TaskInfo(["normal", "tumor"], multi_label=False)
@@ -91,3 +94,63 @@ def test_trainer_hook_picks_the_metrics_of_the_task():
     )
     assert task_metrics(multi)(prediction)["mean_auroc"] == 1.0
     assert multi.main_metric == "mean_auroc" and binary.main_metric == "macro_f1"
+
+
+PREPARED = [
+    TaskInfo.prepared(["a", "b", "c"], multi_label=False),
+    TaskInfo.prepared(["normal", "tumor"], multi_label=False),
+    TaskInfo.prepared(["Mass", "Nodule"], multi_label=True),
+]
+
+
+@pytest.mark.parametrize("task", PREPARED, ids=lambda task: task.task)
+def test_a_saved_model_config_gives_the_task_back(task, tmp_path):
+    config = PretrainedConfig()
+    TRANSFORMERS.set_labels(config, task)  # as the model building sets them
+    config.save_pretrained(tmp_path)
+    assert TaskInfo.from_model_config(PretrainedConfig.from_pretrained(tmp_path)) == task
+
+
+@pytest.mark.parametrize("task", PREPARED, ids=lambda task: task.task)
+def test_a_prepared_datasets_features_give_the_task_back(task):
+    features = Features({"image": Image(), task.label_column: task.label_feature()})
+    assert TaskInfo.from_features(features, "image", task.label_column) == task
+
+
+@pytest.mark.parametrize("task", PREPARED, ids=lambda task: task.task)
+def test_the_task_name_a_file_records_gives_the_task_back(task):
+    assert TaskInfo.from_name(task.task, task.label_names) == task
+
+
+def test_features_name_the_label_column_and_its_kind():
+    names = ClassLabel(names=["x", "y"])
+    features = Features({"scan": Image(), "findings": Sequence(names), "note": Value("string")})
+    task = TaskInfo.from_features(features, "scan", "findings")
+    assert type(task).__name__ == "MultilabelTask"
+    assert (task.image_column, task.label_column) == ("scan", "findings")
+    assert TaskInfo.from_features(features, "scan", "note") is None
+    assert TaskInfo.from_features(features, "scan", "absent") is None
+
+
+def test_same_labels_means_the_same_names_in_order_and_the_same_kind():
+    three = TaskInfo(["a", "b", "c"], multi_label=False)
+    assert three.same_labels(TaskInfo.prepared(["a", "b", "c"], multi_label=False))
+    assert three.same_labels(TaskInfo(["a", "b", "c"], False, "scan", "finding"))
+    assert not three.same_labels(TaskInfo(["a", "c", "b"], multi_label=False))
+    assert not three.same_labels(TaskInfo(["a", "b", "c"], multi_label=True))
+    assert not MASS_NODULE.same_labels(MASS_HERNIA)
+
+
+def test_what_the_kinds_tell_the_rest_of_medft():
+    labels = [[0], [1], [0, 1], [], [0]]
+    assert MASS_NODULE.label_counts(labels) == {"Mass": 3, "Nodule": 2, "(no finding)": 1}
+    assert THREE.label_counts([0, 2, 2]) == {"a": 1, "b": 0, "c": 2}
+    assert MASS_NODULE.label_format == "`labels` (a list of class ids)"
+    assert THREE.label_format == "`label` (a class id)"
+    assert MASS_NODULE.split_strata(labels) is None and THREE.split_strata([2, 0]) == [2, 0]
+    assert list(THREE.fold_strata([2, 0, 2], folds=3)) == [2, 0, 2]
+    assert MASS_NODULE.loss_targets(np.eye(2)).dtype == torch.float64
+    assert THREE.loss_targets(np.array([0, 2])).dtype == torch.int64
+    assert MASS_NODULE.supports_per_finding_temperature
+    assert not BINARY.supports_per_finding_temperature
+    assert THREE.identity == {"labels": ["a", "b", "c"], "multi_label": False}

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from medft.errors import MedftError
-from medft.tasks import TaskInfo
-from medft.thresholds import (
+from medft.evaluation.thresholds import (
     f1_threshold,
     load_thresholds,
     save_thresholds,
     tune_thresholds,
     youden_threshold,
 )
+from medft.tasks import TaskInfo
 
 BINARY = TaskInfo(["normal", "tumor"], multi_label=False)
 FINDINGS = TaskInfo(["Mass", "Nodule", "Hernia"], multi_label=True, label_column="labels")

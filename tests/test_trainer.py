@@ -14,8 +14,8 @@ from medft.errors import MedftError
 from medft.modeling import build_model, freezing
 from medft.modeling.freezing import GradualUnfreezing
 from medft.parsing import parse_recipe
-from medft.trainer import MedftTrainer
-from medft.training import build_trainer
+from medft.training.build import build_trainer
+from medft.training.trainer import MedftTrainer
 from tests.helpers import FIXTURES, run_recipe
 
 
@@ -80,7 +80,8 @@ def test_early_stopping_stops_when_the_metric_stalls_and_keeps_the_best(
 ):
     scores = iter([0.5, 0.8] + [0.6] * 20)  # improves once, then stalls
     monkeypatch.setattr(
-        "medft.training.task_metrics", lambda task: lambda prediction: {"macro_f1": next(scores)}
+        "medft.training.build.task_metrics",
+        lambda task: lambda prediction: {"macro_f1": next(scores)},
     )
     output = tmp_path / "model"
     run_recipe("tiny_timm.yaml", brain_binary, output, "--num_train_epochs", "8",
@@ -161,8 +162,11 @@ def test_what_freezing_and_the_model_fix_is_found_once_not_every_step(
     find = freezing.frozen_norms
     monkeypatch.setattr(freezing, "frozen_norms", lambda model: walks.append(1) or find(model))
     count = PreTrainedModel.num_parameters
-    monkeypatch.setattr(PreTrainedModel, "num_parameters",
-                        lambda self, *a, **k: counts.append(1) or count(self, *a, **k))  # fmt: skip
+    monkeypatch.setattr(
+        PreTrainedModel,
+        "num_parameters",
+        lambda self, *a, **k: counts.append(1) or count(self, *a, **k),
+    )
     trainer = trainer_for(brain_binary, tmp_path, "tiny_timm.yaml", "--num_train_epochs", "2",
                           "--freeze", "backbone", "--train_metrics_samples", "0")  # fmt: skip
     trainer.train()
@@ -206,8 +210,9 @@ def test_a_training_step_never_makes_the_host_wait_for_the_gpu(data_cache, brain
             trainer.optimizer.step()
             trainer.lr_scheduler.step()
             model.zero_grad()
-            trainer.ema_callback.on_step_end(trainer.args, trainer.state, trainer.control,
-                                             model=trainer.model)  # fmt: skip
+            trainer.ema_callback.on_step_end(
+                trainer.args, trainer.state, trainer.control, model=trainer.model
+            )
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
@@ -289,7 +294,8 @@ def test_kept_validation_pixels_are_the_processors_bit_for_bit(recipe, brain_mul
     kept = trainer.get_eval_dataloader()
     assert kept.dataset.pixels.dtype == torch.uint8  # both processors' output is exact in uint8
     images = trainer.eval_dataset.with_format(None)["image"]
-    expected = built.processor(images=[image.convert("RGB") for image in images],
-                               return_tensors="pt")["pixel_values"]  # fmt: skip
+    expected = built.processor(
+        images=[image.convert("RGB") for image in images], return_tensors="pt"
+    )["pixel_values"]
     loaded = torch.cat([batch["pixel_values"] for batch in kept])
     assert loaded.dtype == torch.float32 and torch.equal(loaded, expected)

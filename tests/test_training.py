@@ -17,6 +17,7 @@ from huggingface_hub import HfApi
 from PIL import Image
 from transformers import pipeline
 
+from medft.config.prepare import FolderArguments
 from medft.data.loading import load_training_data, shorter_side
 from medft.data.pipeline import input_size_advice
 from medft.errors import MedftError
@@ -63,9 +64,19 @@ def test_trains_end_to_end_and_pipeline_serves_it(request, tmp_path, recipe, tas
         "multiclass": "test_macro_f1",
     }
     assert expected[task] in test_metrics
-    for name in ("model.safetensors", "config.json", "README.md", "training_curves.png",
-                 "test_results.json", "eval_results.json", "all_results.json", "metrics.json",
-                 "roc_curves.png", "pr_curves.png", "reliability_diagram.png"):  # fmt: skip
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "README.md",
+        "training_curves.png",
+        "test_results.json",
+        "eval_results.json",
+        "all_results.json",
+        "metrics.json",
+        "roc_curves.png",
+        "pr_curves.png",
+        "reliability_diagram.png",
+    ):
         assert (output / name).is_file(), name
     assert (output / "confusion_matrix.png").is_file() == (task != "multilabel")
     assert (output / "thresholds.json").is_file() == (task != "multiclass")  # for medft predict
@@ -111,8 +122,14 @@ def test_push_uploads_the_model_card_and_plots_not_checkpoints(brain_binary, tmp
     assert calls["repo_id"] == "me/brain-vit"
     uploaded = calls["allow_patterns"]
     assert uploaded == files_to_push(output)
-    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md",
-            "training_curves.png", "test_results.json"} <= set(uploaded)  # fmt: skip
+    assert {
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "README.md",
+        "training_curves.png",
+        "test_results.json",
+    } <= set(uploaded)
     assert not any(name.startswith("checkpoint-") for name in uploaded)
     assert "me/brain-vit" in (output / "README.md").read_text()
 
@@ -143,8 +160,10 @@ def test_no_token_and_no_pickle_is_written_or_pushed(brain_binary, tmp_path, mon
 @pytest.mark.parametrize("how", ["recipe", "command line"])
 def test_a_token_in_the_recipe_is_refused(how, tmp_path):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("model_name_or_path: vit\ndataset_name: d\noutput_dir: o\n"
-                      + ("hub_token: hf_secret\n" if how == "recipe" else ""))  # fmt: skip
+    recipe.write_text(
+        "model_name_or_path: vit\ndataset_name: d\noutput_dir: o\n"
+        + ("hub_token: hf_secret\n" if how == "recipe" else "")
+    )
     overrides = ["--hub_token", "hf_secret"] if how == "command line" else []
     with pytest.raises(MedftError, match="hub_token does not belong.*HF_TOKEN.*hf auth login"):
         parse_recipe(recipe, overrides)
@@ -170,7 +189,9 @@ def six_images(tmp_path_factory) -> Path:
         (source / "ab"[index % 2]).mkdir(exist_ok=True)
         Image.new("L", (40, 40), 40 * index).save(source / "ab"[index % 2] / f"{index}.png")
     output = source.parent / "six_prepared"
-    prepare_dataset("folder", output, source=source, near_duplicates="off", num_proc=1)
+    prepare_dataset(
+        FolderArguments(output=output, source=source, near_duplicates="off", num_proc=1)
+    )
     return output
 
 
@@ -228,8 +249,9 @@ def test_two_processes_on_the_cpu_through_accelerate(data_cache, brain_binary, t
     held = f"data_cache {data_cache}: decoding the" in result.stdout
     assert held == (data_cache != "none")  # the main process's log: its own shard
     state = json.loads((output / "trainer_state.json").read_text())
-    steps_one_process = -(-json.loads((brain_binary / "prepare_report.json").read_text())[
-        "counts"]["train"] // 16)  # fmt: skip
+    steps_one_process = -(
+        -json.loads((brain_binary / "prepare_report.json").read_text())["counts"]["train"] // 16
+    )
     assert state["global_step"] == -(-steps_one_process // 2)  # two processes share each epoch
     report = json.loads((output / "metrics.json").read_text())  # gathered from both processes
     test_results = json.loads((output / "test_results.json").read_text())
@@ -291,8 +313,12 @@ def test_accelerate_configs_load_as_their_names_say():
     )
     for name, expected in ACCELERATE_CONFIGS.items():
         config = load_config_from_file(str(REPO / "accelerate_configs" / name))
-        loaded = (config.distributed_type, config.num_processes, config.mixed_precision,
-                  config.use_cpu)  # fmt: skip
+        loaded = (
+            config.distributed_type,
+            config.num_processes,
+            config.mixed_precision,
+            config.use_cpu,
+        )
         assert loaded == expected, name
 
 
@@ -323,7 +349,7 @@ def test_one_compiled_training_step(recipe, brain_binary, tmp_path):
 
 def test_channels_last_is_the_default_for_cnns_only():
     from medft.modeling import build_model
-    from medft.training import uses_channels_last
+    from medft.training.run import uses_channels_last
     from tests.helpers import THREE, tiny_timm, tiny_vit
 
     assert uses_channels_last(None, build_model(tiny_timm(), THREE).model)
@@ -350,8 +376,11 @@ def test_the_gpu_checks_cpu_parts_run(tmp_path):
                "--batch-size", "4", "--steps", "2", "--per-class", "2", "--model-only"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| resnet18") or
-            line.startswith("| vit_tiny")]  # fmt: skip
+    rows = [
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith("| resnet18") or line.startswith("| vit_tiny")
+    ]
     assert len(rows) == 2 and all(float(row.split("|")[2]) > 0 for row in rows)
     generated = Path(result.stdout.split("generated data: ")[1].split()[0])
     assert (generated / "dataset_dict.json").is_file()
@@ -371,9 +400,12 @@ def test_the_step_anatomy_accounts_for_every_phase_of_a_run(tmp_path):
     phases = run["phases"]
     assert all(seconds >= 0 for seconds in phases.values()), phases  # nothing counted twice
     assert abs(phases["other"]) < 0.05 * run["total"]  # nothing left out
-    for phase in ("training steps (forward, backward, optimizer)",
-                  "per-epoch evaluation: validation", "checkpoints",
-                  "after training: scoring (calibration, validation, test)"):  # fmt: skip
+    for phase in (
+        "training steps (forward, backward, optimizer)",
+        "per-epoch evaluation: validation",
+        "checkpoints",
+        "after training: scoring (calibration, validation, test)",
+    ):
         assert phases[phase] > 0, phase
     assert run["model_alone_step"]["median"] > 0 and 0 <= run["wait_share"] < 1
     assert "bound by" in result.stdout

@@ -12,7 +12,7 @@ from transformers import pipeline
 
 from medft.cli import main
 from medft.errors import MedftError
-from medft.tta import tta_views
+from medft.inference.tta import tta_views
 
 
 @pytest.fixture
@@ -35,7 +35,11 @@ def test_the_views_follow_the_flips_the_model_was_trained_with(trained_binary, f
     assert names(tta_views(["flip"], [flipped_model])) == ["original", "horizontal flip"]
     assert names(tta_views(["flip"], [trained_binary])) == ["original"]  # no flips trained
     assert names(tta_views(["hflip", "scales"], [flipped_model])) == [
-        "original", "horizontal flip", "zoom 0.9", "zoom 0.8"]  # fmt: skip
+        "original",
+        "horizontal flip",
+        "zoom 0.9",
+        "zoom 0.8",
+    ]
     with pytest.raises(MedftError, match="trained without horizontal flips.*chest X-ray"):
         tta_views(["hflip"], [trained_binary])
     with pytest.raises(MedftError, match="choose from flip, hflip, vflip, scales"):
@@ -56,8 +60,9 @@ def test_a_flip_view_is_the_flipped_image_and_the_views_are_averaged():
     assert zoom.apply(pixels).shape == pixels.shape
 
 
-def test_predict_and_evaluate_average_the_views(flipped_model, brain_raw, brain_binary, tmp_path,
-                                                capsys):  # fmt: skip
+def test_predict_and_evaluate_average_the_views(
+    flipped_model, brain_raw, brain_binary, tmp_path, capsys
+):
     scans = sorted((brain_raw / "Glioblastoma T2").glob("*.jp*g"))[:2]
     output = tmp_path / "p.csv"
     assert main(["predict", "--model", str(flipped_model), *map(str, scans), "--tta", "flip",
@@ -70,8 +75,12 @@ def test_predict_and_evaluate_average_the_views(flipped_model, brain_raw, brain_
         image = Image.open(scan).convert("RGB")
         views = [image, ImageOps.mirror(image)]
         expected = np.mean(
-            [[s["score"] for s in sorted(classifier(v, top_k=2), key=lambda s: s["label"])]
-             for v in views], axis=0)  # fmt: skip
+            [
+                [s["score"] for s in sorted(classifier(v, top_k=2), key=lambda s: s["label"])]
+                for v in views
+            ],
+            axis=0,
+        )
         row = rows[str(scan)]
         got = {row["label_1"]: float(row["score_1"]), row["label_2"]: float(row["score_2"])}
         assert [got["normal"], got["tumor"]] == pytest.approx(expected, abs=1e-4)

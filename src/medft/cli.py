@@ -1,10 +1,11 @@
 """The `medft` command: one subcommand per stage, each a thin call into the library.
 
-Every command's options are a dataclass of `medft.config.commands` (the help text
-and default of each live there once); this module only turns them into argparse
-options and calls the library. Heavy imports (torch, transformers) happen inside
-the handlers, so `medft --help` answers at once. A `MedftError` is printed as one
-line and exits with status 2.
+Every command is an options dataclass of `medft.config` (the help text and default of each
+option live there once) and a handler that takes it: this module turns the dataclass into
+argparse options, builds it from the parsed arguments, and calls the handler, which calls
+the library with it. Heavy imports (torch, transformers) happen inside the handlers, so
+`medft --help` answers at once. A `MedftError` is printed as one line and exits with
+status 2.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
+import importlib.util
 import sys
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from medft.config import commands, evaluation, inference
+from medft.config.prepare import PrepareArguments
 from medft.errors import MedftError
-from medft.pixel_budget import max_megapixels
+from medft.formats.pixel_budget import max_megapixels
+from medft.progress import quiet_library_bars
 
 
 class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
@@ -34,7 +40,7 @@ class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
 def add_options(parser: argparse.ArgumentParser, options: type) -> None:
     """The fields of an options dataclass as arguments, the way `HfArgumentParser` adds them
     (``--field_name`` / ``--field-name``, bools taking an optional true / false); fields with
-    ``positional`` metadata become positional arguments."""
+    ``positional`` metadata become positional arguments, and ``internal`` ones none."""
     from transformers import HfArgumentParser
 
     hints = typing.get_type_hints(options)
@@ -42,6 +48,7 @@ def add_options(parser: argparse.ArgumentParser, options: type) -> None:
         metadata = dict(item.metadata)
         if not item.init or metadata.pop("internal", False):
             continue
+        metadata.pop("refused", None)
         metadata["help"] = metadata.get("help", "").replace("%", "%%")  # argparse formats help
         if metadata.pop("repeatable", False):  # --model A --model B
             parser.add_argument(f"--{item.name}", action="append", type=Path, required=True,
@@ -58,74 +65,75 @@ def add_options(parser: argparse.ArgumentParser, options: type) -> None:
 
 
 def options_from(args: argparse.Namespace, options: type) -> Any:
-    """The options dataclass from parsed arguments (its checks raise `MedftError`s)."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(options)
-              if f.init and hasattr(args, f.name)}  # fmt: skip
-    return options(**values)
+    """The options dataclass from parsed arguments (its checks raise `MedftError`s); an option
+    with ``refused`` metadata (a secret, which would show in `ps`) stops with that message."""
+    fields = [f for f in dataclasses.fields(options) if f.init and hasattr(args, f.name)]
+    for item in fields:
+        if "refused" in item.metadata and getattr(args, item.name) is not None:
+            raise MedftError(item.metadata["refused"])
+    return options(**{f.name: getattr(args, f.name) for f in fields})
 
 
 def add_command(
     subparsers: argparse._SubParsersAction,
     name: str,
     options: type,
-    handler: Callable[..., None],
-    *,
-    takes_recipe_overrides: bool = False,
-    **settings: Any,
-) -> argparse.ArgumentParser:
-    description = " ".join((options.__doc__ or "").split())
+    handler: Callable[[Any], None],
+) -> None:
+    """The command ``name``: its options the fields of ``options``, its description their
+    docstring, and ``handler`` called with them."""
+    about = " ".join((options.__doc__ or "").split())
+    overrides = " Any --key value after the recipe overrides it."
     parser = subparsers.add_parser(
         name,
-        help=description.split(": ", 1)[-1].rstrip(".").replace("%", "%%"),
-        description=description
-        + (" Any --key value after the recipe overrides it." if takes_recipe_overrides else ""),
+        help=about.split(": ", 1)[-1].rstrip(".").replace("%", "%%"),
+        description=about + (overrides if issubclass(options, commands.RecipeOverrides) else ""),
         formatter_class=DefaultsShown,
         allow_abbrev=False,
-        **settings,
     )
     add_options(parser, options)
-    parser.set_defaults(
-        handler=handler, options=options, takes_recipe_overrides=takes_recipe_overrides
-    )
-    return parser
+    parser.set_defaults(handler=handler, options=options)
 
 
-# prepare and synthesize -----------------------------------------------------------------------
+def require(extra: str, **modules: str) -> None:
+    """`medft EXTRA` needs these modules (import name: the name shown), which
+    ``pip install 'medft[EXTRA]'`` brings; a missing one is a one-line error saying so."""
+    for module, shown in modules.items():
+        if importlib.util.find_spec(module) is None:
+            raise MedftError(f"medft {extra} needs {shown}: pip install 'medft[{extra}]'.")
 
 
-def run_prepare(args: argparse.Namespace, options: Any) -> None:
+# each command's handler: its options in, the library called with them, a summary printed ------
+
+
+def run_prepare(options: PrepareArguments) -> None:
     from medft.prepare import prepare_dataset
     from medft.prepare.report import format_summary
 
-    values = dataclasses.asdict(options)
-    writer = {key: values.pop(key) for key in options.WRITER_KEYS}
-    hub = {key: values.pop(key) for key in options.HUB_KEYS}
-    report = prepare_dataset(args.source_type, **writer, **values)
+    report = prepare_dataset(options)
     print(format_summary(report, options.output))
-    if hub["push_to_hub"]:
+    if options.push_to_hub:
         from medft.prepare.hub import push_dataset
 
-        url = push_dataset(options.output, hub["push_to_hub"], private=hub["private"] or None)
+        url = push_dataset(options.output, options.push_to_hub, private=options.private or None)
         print(f"pushed to {url}")
 
 
-def run_synthesize(args: argparse.Namespace, options: Any) -> None:
+def run_synthesize(layout: str, options: Any) -> None:
     from medft.prepare.synthetic import SYNTHESIZERS
 
-    root = SYNTHESIZERS[args.kind](**dataclasses.asdict(options))
+    _, write = SYNTHESIZERS[layout]
+    root = write(**dataclasses.asdict(options))
     n_files = sum(1 for path in root.rglob("*") if path.is_file())
-    print(f"Wrote a synthetic {args.kind} dataset to {root} ({n_files} files).")
+    print(f"Wrote a synthetic {layout} dataset to {root} ({n_files} files).")
 
 
-# training -------------------------------------------------------------------------------------
-
-
-def run_train(args: argparse.Namespace, options: Any) -> None:
+def run_train(options: commands.TrainArguments) -> None:
+    from medft.evaluation.reporting import format_run_summary
     from medft.parsing import parse_recipe
-    from medft.reporting import format_run_summary
-    from medft.training import train
+    from medft.training.run import train
 
-    recipe = parse_recipe(options.recipe, args.overrides)
+    recipe = parse_recipe(options.recipe, options.overrides)
     result = train(*recipe)
     if recipe.training.process_index == 0:
         print(
@@ -133,11 +141,11 @@ def run_train(args: argparse.Namespace, options: Any) -> None:
         )
 
 
-def run_show_augmentations(args: argparse.Namespace, options: Any) -> None:
+def run_show_augmentations(options: commands.ShowAugmentationsArguments) -> None:
+    from medft.commands.preview import augmentation_grid
     from medft.parsing import parse_recipe
-    from medft.preview import augmentation_grid
 
-    overrides = args.overrides
+    overrides = options.overrides
     if "--output_dir" not in overrides:
         overrides = [*overrides, "--output_dir", "unused"]  # a recipe key the grid does not use
     recipe = parse_recipe(options.recipe, overrides)
@@ -147,109 +155,71 @@ def run_show_augmentations(args: argparse.Namespace, options: Any) -> None:
     print(f"Wrote {path}")
 
 
-def run_search(args: argparse.Namespace, options: Any) -> None:
-    try:
-        from medft.search import format_trials, search
-    except ModuleNotFoundError as error:
-        if error.name != "optuna":
-            raise
-        raise MedftError("medft search needs Optuna: pip install 'medft[search]'.") from None
+def run_search(options: commands.SearchArguments) -> None:
+    require("search", optuna="Optuna")
+    from medft.commands.search import format_trials, search
 
-    result = search(options.recipe, args.overrides, options.n_trials)
+    result = search(options)
     print(format_trials(result.trials, result.main_metric))
     print(f"\nBest: {result.best}")
     print(f"Trials: {result.table_path}\nBest recipe: {result.recipe_path}")
     print(f"Train it: medft train {result.recipe_path}")
 
 
-def run_demo(args: argparse.Namespace, options: Any) -> None:
-    from medft.demo import run_demo as demo
-    from medft.reporting import format_run_summary
+def run_cv(options: commands.CvArguments) -> None:
+    from medft.commands.cv import cross_validate, format_cv
 
-    result = demo(options.output, per_class=options.per_class, overrides=args.overrides)
-    print(format_run_summary(options.output / "model", result.evaluation, result.test_metrics))
+    print(format_cv(cross_validate(options)))
 
 
-# using a saved model --------------------------------------------------------------------------
+def run_audit(options: commands.AuditArguments) -> None:
+    from medft.commands.audit import audit_datasets, format_result, write_audit
+
+    result = audit_datasets(options)
+    print(format_result(result, write_audit(result, options.output)))
 
 
-def run_evaluate(args: argparse.Namespace, options: Any) -> None:
-    from medft.evaluation import evaluate_model
-    from medft.reporting import format_evaluation, write_evaluation
+def run_evaluate(options: evaluation.EvaluateArguments) -> None:
+    from medft.evaluation.evaluate import evaluate_model
+    from medft.evaluation.reporting import format_evaluation, write_evaluation
 
     options.progress = True
-    report, scores = evaluate_model(
-        options.model,
-        options.dataset,
-        split=options.split,
-        tuning_split=options.tune_split,
-        options=options,
-        batch_size=options.batch_size,
-        num_workers=options.num_workers,
-        tta=options.tta,
-        subgroups=options.subgroups,
-    )
+    report, scores = evaluate_model(options)
     output = options.output or options.model[0]
     write_evaluation(report, report.task_info, scores, output)
     print(format_evaluation(report, output))
 
 
-def run_cv(args: argparse.Namespace, options: Any) -> None:
-    from medft.cv import cross_validate, format_cv
-
-    result = cross_validate(
-        options.recipe, args.overrides, options.folds, options.output, options.overwrite
-    )
-    print(format_cv(result))
-
-
-def run_audit(args: argparse.Namespace, options: Any) -> None:
-    from medft.audit import audit_datasets, format_result, write_audit
-    from medft.near_duplicates import parse_threshold
-
-    threshold = parse_threshold(options.near_duplicates)
-    if threshold is None:
-        raise MedftError("medft audit needs a threshold: --near-duplicates 0-16, not off.")
-    result = audit_datasets(
-        options.dataset, against=options.against, threshold=threshold, num_proc=options.num_proc
-    )
-    print(format_result(result, write_audit(result, options.output)))
-
-
-def run_calibrate(args: argparse.Namespace, options: Any) -> None:
-    from medft.calibrate import calibrate_model
-    from medft.reporting import format_evaluation
+def run_calibrate(options: evaluation.CalibrateArguments) -> None:
+    from medft.commands.calibrate import calibrate_model
+    from medft.evaluation.reporting import format_evaluation
 
     options.progress = True
     report, output = calibrate_model(options)
     print(format_evaluation(report, output))
 
 
-def run_predict(args: argparse.Namespace, options: Any) -> None:
-    from medft.prediction import format_prediction_summary, predict
+def run_predict(options: inference.PredictArguments) -> None:
+    from medft.commands.predict import format_prediction_summary, predict
 
-    print(format_prediction_summary(predict(**dataclasses.asdict(options))))
-
-
-def run_explain(args: argparse.Namespace, options: Any) -> None:
-    from medft.explain import explain, format_explain_summary
-
-    summary = explain(**dataclasses.asdict(options))
-    print(format_explain_summary(summary, options.output))
+    print(format_prediction_summary(predict(options)))
 
 
-def run_serve(args: argparse.Namespace, options: Any) -> None:
+def run_explain(options: inference.ExplainArguments) -> None:
+    from medft.commands.explain import explain, format_explain_summary
+
+    print(format_explain_summary(explain(options), options.output))
+
+
+def run_serve(options: inference.ServeArguments) -> None:
+    require("serve", gradio="Gradio")
     from medft.private_folder import private_temp_folder
 
     # Gradio's uploads and pictures go to a folder of this server's own, named before Gradio
     # is imported (some of its modules read GRADIO_TEMP_DIR once, at import)
     with private_temp_folder("GRADIO_TEMP_DIR", "medft-serve-"):
-        try:
-            from medft.serve import serve, write_space
-        except ModuleNotFoundError as error:
-            if error.name != "gradio":
-                raise
-            raise MedftError("medft serve needs Gradio: pip install 'medft[serve]'.") from None
+        from medft.commands.serve import serve
+        from medft.commands.space import write_space
 
         if options.write_space:
             written = write_space(options.model, options.write_space, options.max_upload_mb)
@@ -259,38 +229,47 @@ def run_serve(args: argparse.Namespace, options: Any) -> None:
                 f"USER/SPACE {options.write_space}"
             )
             return
-        serve(
-            options.model, port=options.port, share=options.share,
-            max_upload_mb=options.max_upload_mb, max_files=options.max_files,
-            max_queue=options.max_queue,
-        )  # fmt: skip
+        serve(options)
 
 
-def run_export(args: argparse.Namespace, options: Any) -> None:
-    try:
-        from medft.export import export_onnx, format_export_summary
-    except ModuleNotFoundError as error:
-        if error.name not in ("onnx", "onnxruntime"):
-            raise
-        raise MedftError(f"medft export needs {error.name}: pip install 'medft[export]'.") from None
+def run_export(options: inference.ExportArguments) -> None:
+    require("export", onnx="onnx", onnxruntime="onnxruntime")
+    from medft.commands.export import export_onnx, format_export_summary
 
-    summary = export_onnx(
-        options.model,
-        options.output,
-        quantize_mode=options.quantize,
-        dataset=options.dataset,
-        split=options.split,
-        batch_size=options.batch_size,
-        num_workers=options.num_workers,
-    )
-    print(format_export_summary(summary))
+    print(format_export_summary(export_onnx(options)))
+
+
+def run_demo(options: commands.DemoArguments) -> None:
+    from medft.commands.demo import run_demo as demo
+    from medft.evaluation.reporting import format_run_summary
+
+    result = demo(options)
+    print(format_run_summary(options.output / "model", result.evaluation, result.test_metrics))
 
 
 # entry point ---------------------------------------------------------------------------------
 
 
+# every command but prepare and synthesize (one per source, layout): options, handler
+COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
+    "train": (commands.TrainArguments, run_train),
+    "show-augmentations": (commands.ShowAugmentationsArguments, run_show_augmentations),
+    "search": (commands.SearchArguments, run_search),
+    "cv": (commands.CvArguments, run_cv),
+    "audit": (commands.AuditArguments, run_audit),
+    "evaluate": (evaluation.EvaluateArguments, run_evaluate),
+    "calibrate": (evaluation.CalibrateArguments, run_calibrate),
+    "predict": (inference.PredictArguments, run_predict),
+    "explain": (inference.ExplainArguments, run_explain),
+    "serve": (inference.ServeArguments, run_serve),
+    "export": (inference.ExportArguments, run_export),
+    "demo": (commands.DemoArguments, run_demo),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from medft.config import commands
+    from medft.prepare import SOURCES
+    from medft.prepare.synthetic import SYNTHESIZERS
 
     parser = argparse.ArgumentParser(
         prog="medft",
@@ -303,45 +282,32 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare", help="convert a dataset on disk into a Hugging Face DatasetDict"
     )
     sources = prepare.add_subparsers(dest="source_type", required=True, metavar="SOURCE")
-    for name, options in commands.PREPARE_SOURCES.items():
+    for name, (options, _) in SOURCES.items():
         add_command(sources, name, options, run_prepare)
 
     synthesize = subparsers.add_parser(
         "synthesize", help="write a small fake dataset in a reference layout (for tests, demos)"
     )
-    kinds = synthesize.add_subparsers(dest="kind", required=True, metavar="DATASET")
-    for name, options in commands.SYNTHESIZED.items():
-        add_command(kinds, name, options, run_synthesize)
+    layouts = synthesize.add_subparsers(dest="kind", required=True, metavar="DATASET")
+    for name, (options, _) in SYNTHESIZERS.items():
+        add_command(layouts, name, options, functools.partial(run_synthesize, name))
 
-    add_command(subparsers, "train", commands.TrainArguments, run_train,
-                takes_recipe_overrides=True)  # fmt: skip
-    add_command(subparsers, "show-augmentations", commands.ShowAugmentationsArguments,
-                run_show_augmentations, takes_recipe_overrides=True)  # fmt: skip
-    add_command(subparsers, "search", commands.SearchArguments, run_search,
-                takes_recipe_overrides=True)  # fmt: skip
-    add_command(subparsers, "cv", commands.CvArguments, run_cv, takes_recipe_overrides=True)
-    add_command(subparsers, "audit", commands.AuditArguments, run_audit)
-    add_command(subparsers, "evaluate", commands.EvaluateArguments, run_evaluate)
-    add_command(subparsers, "calibrate", commands.CalibrateArguments, run_calibrate)
-    add_command(subparsers, "predict", commands.PredictArguments, run_predict)
-    add_command(subparsers, "explain", commands.ExplainArguments, run_explain)
-    add_command(subparsers, "serve", commands.ServeArguments, run_serve)
-    add_command(subparsers, "export", commands.ExportArguments, run_export)
-    add_command(subparsers, "demo", commands.DemoArguments, run_demo,
-                takes_recipe_overrides=True)  # fmt: skip
+    for name, (options, handler) in COMMANDS.items():
+        add_command(subparsers, name, options, handler)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, overrides = parser.parse_known_args(argv)
-    if args.takes_recipe_overrides:
+    if issubclass(args.options, commands.RecipeOverrides):
         args.overrides = overrides
     elif overrides:
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     try:
         max_megapixels()  # a bad MEDFT_MAX_MEGAPIXELS stops any command here, not file by file
-        args.handler(args, options_from(args, args.options))
+        quiet_library_bars()
+        args.handler(options_from(args, args.options))
     except MedftError as error:
         print(f"medft: error: {error}", file=sys.stderr)
         return 2

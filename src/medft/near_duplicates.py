@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from tqdm.auto import tqdm
 
 from medft.errors import MedftError
+from medft.progress import progress_bar
 
 HASH_BITS = 64
 HASH_COLUMN = "perceptual_hash"  # the prepared dataset's column of each image's hash
@@ -37,7 +35,9 @@ def perceptual_hash(image: Image.Image) -> str:
     import imagehash  # scipy.fftpack on first use: not for processes that never hash
 
     if image.mode not in ("L", "RGB"):
-        from medft.dicom import to_model_image  # pydicom: only for the images that need it
+        from medft.formats.windowing import (
+            to_model_image,  # pydicom: only for the images that need it
+        )
 
         image = to_model_image(image)
         image = image if image.mode in ("L", "RGB") else image.convert("RGB")
@@ -81,7 +81,7 @@ def near_pairs(
     against = values if others is None else others
     found = []
     starts = range(0, len(values), PAIR_BLOCK)
-    for start in tqdm(starts, desc="Comparing hashes", unit="block", disable=not progress):
+    for start in progress_bar(starts, desc="Comparing hashes", unit="block", disable=not progress):
         block = values[start : start + PAIR_BLOCK]
         first = 0 if others is not None else start
         distances = np.bitwise_count(block[:, None] ^ against[None, first:])
@@ -96,6 +96,9 @@ def near_pairs(
 def near_groups(values: np.ndarray, threshold: int, progress: bool = False) -> np.ndarray:
     """A group number per hash: connected components of the pairs within ``threshold``."""
     pairs = near_pairs(values, threshold, progress=progress)
+    from scipy.sparse import coo_matrix  # here: the options' modules import this one
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix(
         (np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])),
         shape=(len(values), len(values)),

@@ -222,8 +222,12 @@ def parse_recipe(
         hint = closest_key(option_key(unknown[0]), list(field_types()))
         raise MedftError(f"unknown command-line option '{unknown[0]}'{hint}.")
     data_args, model_args, training_args = parsed
-    check_combinations(model_args.lora_r, training_args.layer_decay, training_args.ema_decay,
-                       training_args.calibration)  # fmt: skip
+    check_combinations(
+        model_args.lora_r,
+        training_args.layer_decay,
+        training_args.ema_decay,
+        training_args.calibration,
+    )
     return Recipe(data_args, model_args, training_args, given_values)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medft.prepare.report import read_report
+from medft.formats.prepared_report import read_report
 
 
 def is_local(name: str | Path) -> bool:

@@ -74,10 +74,15 @@ CROP_MODES = ("center", "squash", "border")
 def check_pretrained_cfg_overlay(overlay: dict | None) -> None:
     for key, value in (overlay or {}).items():
         if key in ("mean", "std"):
-            if not (isinstance(value, list) and value and all(isinstance(v, (int, float))
-                                                              for v in value)):  # fmt: skip
-                raise MedftError(f"pretrained_cfg_overlay.{key} must be a list of numbers "
-                                 f"(one per channel), got {value!r}.")  # fmt: skip
+            if not (
+                isinstance(value, list)
+                and value
+                and all(isinstance(v, (int, float)) for v in value)
+            ):
+                raise MedftError(
+                    f"pretrained_cfg_overlay.{key} must be a list of numbers "
+                    f"(one per channel), got {value!r}."
+                )
             if key == "std" and min(value) <= 0:
                 raise MedftError(f"pretrained_cfg_overlay.std must be positive, got {value}.")
         elif key == "interpolation" and value not in INTERPOLATIONS:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medft.config.checks import check_finite, check_probability, check_range
-from medft.dicom_settings import parse_window
 from medft.errors import MedftError
+from medft.formats.dicom_settings import parse_window
 
 AUTO_AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment")
 DATA_CACHES = ("auto", "device", "ram", "none")
@@ -144,8 +144,14 @@ class DataArguments:
                 f"{self.auto_augment} (it runs in the loader workers); set data_cache: none, or "
                 "remove auto_augment."
             )
-        for name in ("rotation_degrees", "zoom", "brightness", "contrast", "mixup_alpha",
-                     "cutmix_alpha"):  # fmt: skip
+        for name in (
+            "rotation_degrees",
+            "zoom",
+            "brightness",
+            "contrast",
+            "mixup_alpha",
+            "cutmix_alpha",
+        ):
             if getattr(self, name) < 0:
                 raise MedftError(f"{name} must not be negative, got {getattr(self, name)}.")
         if self.zoom >= 1:

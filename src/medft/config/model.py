@@ -14,6 +14,9 @@ from medft.config.checks import (
 from medft.errors import MedftError
 
 FREEZE_MODES = ("none", "backbone", "partial")
+# how model_name_or_path names a timm architecture (timm/<architecture>[.<tag>]); which family a
+# model is of is decided in medft.modeling.families, this only checks pretrained_weights' name
+TIMM_PREFIX = "timm/"
 
 
 @dataclass
@@ -174,18 +177,12 @@ class ModelArguments:
                     "saved so that plain pipeline() reloads it (timm's head_hidden_size)."
                 )
 
-    @property
-    def is_timm(self) -> bool:
-        """A `timm/<architecture>` name (a local folder or Hub id may hold a timm model too:
-        the loaded config tells)."""
-        return self.model_name_or_path.startswith("timm/")
-
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
 def check_pretrained_weights(args: ModelArguments) -> None:
-    if not args.is_timm:
+    if not args.model_name_or_path.startswith(TIMM_PREFIX):
         raise MedftError(
             "pretrained_weights is for timm/<architecture> names; for a model folder (either "
             "family) set model_name_or_path to the folder instead."

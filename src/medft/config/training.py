@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from transformers import IntervalStrategy, TrainingArguments
 
 from medft.config.checks import check_finite
-from medft.config.commands import DEFAULT_RESAMPLES, THRESHOLD_METHODS, column_names
+from medft.config.evaluation import THRESHOLD_METHODS
+from medft.config.fields import column_names
 from medft.errors import MedftError
+from medft.evaluation.bootstrap import DEFAULT_RESAMPLES
+from medft.progress import on_a_terminal
 
 AUTO = "auto"
 EXPONENTIAL = "exponential"
@@ -52,8 +55,10 @@ def check_optimisation(args: TrainingArguments) -> None:
     """Values that `TrainingArguments` takes without a word but that fail, or train nothing,
     only once the data and the model are loaded."""
     for name in (
-        "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"
-    ):  # fmt: skip
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+    ):
         if getattr(args, name) < 1:
             raise MedftError(f"{name} must be at least 1, got {getattr(args, name)}.")
     if args.learning_rate <= 0:
@@ -129,9 +134,11 @@ class MedftTrainingArguments(TrainingArguments):
     )
     accelerator_config: dict | str | None = field(
         default_factory=lambda: {"non_blocking": True},
-        metadata={"help": "Accelerate's settings; non_blocking copies pinned batches to the GPU "
-                  "while it computes."},
-    )  # fmt: skip
+        metadata={
+            "help": "Accelerate's settings; non_blocking copies pinned batches to the GPU "
+            "while it computes."
+        },
+    )
     channels_last: bool | None = field(
         default=None,
         metadata={
@@ -304,6 +311,8 @@ class MedftTrainingArguments(TrainingArguments):
                     "early_stopping_patience needs evaluations and load_best_model_at_end: true "
                     "(set eval_strategy and save_strategy to the same value, e.g. epoch)."
                 )
+        if self.disable_tqdm is None and not on_a_terminal():
+            self.disable_tqdm = True  # a log gets the Trainer's log lines, not redrawn bars
         exponential = self.exponential_decay
         if exponential:  # TrainingArguments accepts only its own schedule names
             self.lr_scheduler_type = "constant"

@@ -105,19 +105,22 @@ class BatchAugment:
         pixels = self.resized_crops(images.float(), params)
         if self.degrees or self.zoom:
             pixels = functional.grid_sample(
-                pixels, self.affine_grid(params), mode="nearest", padding_mode="zeros",
+                pixels,
+                self.affine_grid(params),
+                mode="nearest",
+                padding_mode="zeros",
                 align_corners=False,
-            )  # fmt: skip
+            )
         out = self.jitter(pixels, params).to(torch.uint8)
         return out.expand(-1, 3, -1, -1) if out.shape[1] == 1 else out
 
     def resized_crops(self, images: torch.Tensor, params: Params) -> torch.Tensor:
         """Each crop resized to the model's size (flips folded in), rounded as uint8 is."""
         (height, width), (canvas_h, canvas_w) = self.size, images.shape[-2:]
-        rows = resize_weights(params["top"], params["height"], height, canvas_h,
-                              self.interpolation)  # fmt: skip
-        columns = resize_weights(params["left"], params["width"], width, canvas_w,
-                                 self.interpolation)  # fmt: skip
+        rows = resize_weights(params["top"], params["height"], height, canvas_h, self.interpolation)
+        columns = resize_weights(
+            params["left"], params["width"], width, canvas_w, self.interpolation
+        )
         rows = torch.where(params["vflip"].view(-1, 1, 1), rows.flip(1), rows)
         columns = torch.where(params["hflip"].view(-1, 1, 1), columns.flip(1), columns)
         resized = rows[:, None] @ images @ columns[:, None].transpose(-1, -2)

@@ -41,9 +41,9 @@ from medft.data.batch_augment import BatchAugment
 from medft.data.sampling import EpochBatches, data_seed, shard_rows, stream_seed
 from medft.data.stream import Batch, OpenAt
 from medft.data.transforms import InputSpec, to_rgb, use_one_thread_in_workers
-from medft.dicom import to_model_image
-from medft.dicom_settings import DicomSettings
 from medft.errors import MedftError
+from medft.formats.dicom_settings import DicomSettings
+from medft.formats.windowing import to_model_image
 from medft.tasks import TaskInfo
 
 logger = logging.getLogger("medft")
@@ -67,8 +67,10 @@ class CachePlan:
         return self.images * self.channels * self.height * self.width
 
     def describe(self) -> str:
-        return (f"{self.images:,} training images as uint8, {self.channels} x {self.height} x "
-                f"{self.width} each (their stored size, in a canvas of the largest)")  # fmt: skip
+        return (
+            f"{self.images:,} training images as uint8, {self.channels} x {self.height} x "
+            f"{self.width} each (their stored size, in a canvas of the largest)"
+        )
 
 
 @dataclass
@@ -89,8 +91,9 @@ class ImageCache:
             return tuple(part.index_select(0, positions).to(device) for part in held)
         taken = []
         for part in held:
-            pinned = torch.empty((len(positions), *part.shape[1:]), dtype=part.dtype,
-                                 pin_memory=True)  # fmt: skip
+            pinned = torch.empty(
+                (len(positions), *part.shape[1:]), dtype=part.dtype, pin_memory=True
+            )
             torch.index_select(part, 0, positions, out=pinned)
             taken.append(pinned.to(device, non_blocking=True))
         return tuple(taken)
@@ -125,9 +128,12 @@ def cache_place(
                 return place
         logger.info(
             "data_cache auto: the %s need %s, more than %d%% of the memory free in %s; loader "
-            "workers decode them each epoch", plan.describe(), readable_bytes(plan.bytes),
-            100 * AUTO_SHARE, " or ".join(place_name(p) for p in places),
-        )  # fmt: skip
+            "workers decode them each epoch",
+            plan.describe(),
+            readable_bytes(plan.bytes),
+            100 * AUTO_SHARE,
+            " or ".join(place_name(p) for p in places),
+        )
         return None
     place = on_device if setting == "device" else torch.device("cpu")
     free = free_memory(place)
@@ -149,8 +155,11 @@ def plan_of(shard: Dataset, image_column: str, workers: int) -> CachePlan:
 
     def headers(batch: dict[str, list]) -> dict[str, list]:
         found = [header(image) for image in batch[image_column]]
-        return {"height": [f[0] for f in found], "width": [f[1] for f in found],
-                "grey": [f[2] for f in found]}  # fmt: skip
+        return {
+            "height": [f[0] for f in found],
+            "width": [f[1] for f in found],
+            "grey": [f[2] for f in found],
+        }
 
     heights, widths, grey = [], [], True
     for rows in read(stored.with_transform(headers), workers):
@@ -185,12 +194,15 @@ def decode(
     def canvases(batch: dict[str, list]) -> dict[str, list]:
         use_one_thread_in_workers()
         pixels = [stored_pixels(image, plan.channels, dicom) for image in batch[task.image_column]]
-        return {"pixels": [on_canvas(p, plan) for p in pixels],
-                "size": [torch.tensor(p.shape[1:]) for p in pixels],
-                "label": [task.target(value) for value in batch[task.label_column]]}  # fmt: skip
+        return {
+            "pixels": [on_canvas(p, plan) for p in pixels],
+            "size": [torch.tensor(p.shape[1:]) for p in pixels],
+            "label": [task.target(value) for value in batch[task.label_column]],
+        }
 
-    pixels = torch.empty((plan.images, plan.channels, plan.height, plan.width), dtype=torch.uint8,
-                         device=place)  # fmt: skip
+    pixels = torch.empty(
+        (plan.images, plan.channels, plan.height, plan.width), dtype=torch.uint8, device=place
+    )
     sizes, labels, start = [], [], 0
     for rows in read(shard.with_transform(canvases), workers):
         block = torch.stack([row["pixels"] for row in rows])
@@ -229,8 +241,10 @@ def image_cache(
     if data_args.data_cache == "none":
         return None
     if data_args.auto_augment != "none":  # `device` and `ram` are refused with it when parsed
-        logger.info("data_cache auto: none (auto_augment %s runs in the loader workers)",
-                    data_args.auto_augment)  # fmt: skip
+        logger.info(
+            "data_cache auto: none (auto_augment %s runs in the loader workers)",
+            data_args.auto_augment,
+        )
         return None
     rows = shard_rows(len(train_set), data_seed(args), args.world_size, args.process_index)
     shard = train_set.with_format(None).select(rows)
@@ -239,9 +253,14 @@ def image_cache(
     place = cache_place(data_args.data_cache, plan, args.device, round(max(spec.size) * 8 / 7))
     if place is None:
         return None
-    logger.info("data_cache %s: decoding the %s into %s: %s of %s free", data_args.data_cache,
-                plan.describe(), place_name(place), readable_bytes(plan.bytes),
-                readable_bytes(free_memory(place)))  # fmt: skip
+    logger.info(
+        "data_cache %s: decoding the %s into %s: %s of %s free",
+        data_args.data_cache,
+        plan.describe(),
+        place_name(place),
+        readable_bytes(plan.bytes),
+        readable_bytes(free_memory(place)),
+    )
     return ImageCache(*decode(shard, plan, task, dicom, place, workers), rows)
 
 

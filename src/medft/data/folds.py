@@ -21,18 +21,6 @@ from medft.near_duplicates import HASH_COLUMN, hash_values, near_groups
 from medft.prepare.splits import joined_groups
 from medft.tasks import TaskInfo
 
-RARE = "rare combinations"
-
-
-def strata(task: TaskInfo, labels: list, folds: int) -> np.ndarray:
-    """One stratum per image: its class, or its combination of findings (rare ones pooled)."""
-    if not task.multi_label:
-        return np.asarray(labels)
-    keys = np.array(["|".join(map(str, sorted(value))) for value in labels], dtype=object)
-    values, counts = np.unique(keys, return_counts=True)
-    rare = set(values[counts < folds])
-    return np.array([RARE if key in rare else key for key in keys], dtype=object)
-
 
 def groups_of(dataset: Dataset, image_column: str, near_copies: int | None = None) -> np.ndarray:
     """Each image's group: its patient where known (`medft.data.patients`), else a digest of
@@ -61,7 +49,7 @@ def assign_folds(
     labels = list(pool.with_format(None)[task.label_column])
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     fold_of = np.empty(len(pool), dtype=int)
-    cuts = splitter.split(np.zeros(len(pool)), strata(task, labels, folds), groups)
+    cuts = splitter.split(np.zeros(len(pool)), task.fold_strata(labels, folds), groups)
     for fold, (_, held_out) in enumerate(cuts):
         fold_of[held_out] = fold
     return fold_of

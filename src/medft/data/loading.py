@@ -7,16 +7,7 @@ import statistics
 from pathlib import Path
 
 import PIL.Image
-from datasets import (
-    ClassLabel,
-    Dataset,
-    DatasetDict,
-    Image,
-    List,
-    Sequence,
-    load_dataset,
-    load_from_disk,
-)
+from datasets import Dataset, DatasetDict, Image, load_dataset, load_from_disk
 
 from medft.errors import MedftError, first_line
 from medft.tasks import TaskInfo
@@ -61,11 +52,9 @@ def task_of(
         )
     candidates = [label_column] if label_column else ["labels", "label"]
     for column in candidates:
-        feature = features.get(column)
-        if isinstance(feature, ClassLabel):
-            return TaskInfo(feature.names, False, image_column, column)
-        if isinstance(feature, (List, Sequence)) and isinstance(feature.feature, ClassLabel):
-            return TaskInfo(feature.feature.names, True, image_column, column)
+        task = TaskInfo.from_features(features, image_column, column)
+        if task is not None:
+            return task
     raise MedftError(
         f"found no label column {' or '.join(repr(c) for c in candidates)} holding a ClassLabel "
         f"(or a list of them) among {', '.join(features)}; set label_column, or prepare the "

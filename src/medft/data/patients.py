@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasets import Dataset
-from datasets import Image as ImageFeature
+
+if TYPE_CHECKING:  # datasets is imported where a dataset is read, not by the options' modules
+    from datasets import Dataset
 
 PATIENT_COLUMN = "patient_id"
 IMAGE_ID_COLUMN = "image_id"
@@ -37,6 +39,8 @@ def patient_keys(
 
 def image_digests(dataset: Dataset, image_column: str) -> list[str]:
     """A digest of each row's stored image bytes: byte-identical copies share one."""
+    from datasets import Image as ImageFeature
+
     stored = dataset.with_format(None).cast_column(image_column, ImageFeature(decode=False))
     return [
         hashlib.blake2b(row["bytes"] or row["path"].encode(), digest_size=16).hexdigest()

@@ -17,9 +17,10 @@ from datasets import Dataset
 from medft.config import DataArguments, MedftTrainingArguments
 from medft.data.folds import fold_splits
 from medft.data.loading import load_training_data
-from medft.data.transforms import InputSpec, batch_transform, eval_pixels, input_spec, train_pixels
-from medft.dicom_settings import DicomSettings, dataset_settings, parse_window
+from medft.data.transforms import InputSpec, batch_transform, eval_pixels, train_pixels
 from medft.errors import MedftError
+from medft.formats.dicom_settings import DicomSettings, dataset_settings, parse_window
+from medft.modeling.families import family_of
 from medft.prepare.report import prepared_threshold
 from medft.tasks import TaskInfo
 
@@ -86,8 +87,7 @@ def dataset_identity(splits: dict[str, Dataset], task: TaskInfo) -> dict[str, An
     return {
         "fingerprints": {name: split._fingerprint for name, split in splits.items()},
         "sizes": {name: len(split) for name, split in splits.items()},
-        "labels": list(task.label_names),
-        "multi_label": task.multi_label,
+        **task.identity,
     }
 
 
@@ -98,12 +98,21 @@ def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> Trainin
     if data_args.cv_folds:
         train_split, eval_split = splits[:2]
         parts[train_split], parts[eval_split] = fold_splits(
-            task, parts[train_split], parts[eval_split], data_args.cv_folds, data_args.cv_fold,
-            args.seed, prepared_threshold(data_args.dataset_name),
-        )  # fmt: skip
+            task,
+            parts[train_split],
+            parts[eval_split],
+            data_args.cv_folds,
+            data_args.cv_fold,
+            args.seed,
+            prepared_threshold(data_args.dataset_name),
+        )
         sizes = len(parts[train_split]), len(parts[eval_split])
-        logger.info("Fold %d of %d: %d training, %d held-out images",
-                    data_args.cv_fold, data_args.cv_folds, *sizes)  # fmt: skip
+        logger.info(
+            "Fold %d of %d: %d training, %d held-out images",
+            data_args.cv_fold,
+            data_args.cv_folds,
+            *sizes,
+        )
     train_set = limit(parts[splits[0]], data_args.max_train_samples, args.seed)
     eval_sets = {
         split: limit(parts[split], data_args.max_eval_samples, args.seed)
@@ -145,7 +154,7 @@ def dicom_settings(data_args: DataArguments) -> DicomSettings | None:
 
 def set_transforms(data: TrainingData, processor: Any, data_args: DataArguments) -> InputSpec:
     """Augmented training images; every other split preprocessed as `pipeline()` will."""
-    spec = input_spec(processor)
+    spec = family_of(processor).input_spec(processor)
     augmented = batch_transform(train_pixels(spec, data_args), data.task, data.dicom)
     data.train_set.set_transform(augmented)
     for part in [*data.eval_sets.values(), *([data.train_probe] if data.train_probe else [])]:

@@ -2,9 +2,10 @@
 deterministic, so the validation split, scored every epoch and again after training, need
 not be decoded and preprocessed each time.
 
-The pixels are kept as uint8 where the processor's output is, bit for bit, one of the
-known affine maps of uint8 values (checked on every batch): processors resize uint8
-images, then rescale and normalise them, so this is the usual case and takes a quarter of
+The pixels are kept as uint8 where the processor's output is, bit for bit, its own
+arithmetic on uint8 values (`InputSpec.rescale_fused`, read off the processor by its family;
+checked on every batch): processors resize uint8 images, then rescale and normalise them,
+so this is the usual case and takes a quarter of
 float32's memory (the NIH validation split at 224 px: 1.3 GB rather than 5.3 GB). Any other
 output is kept as float32. A split that would take more than the budget is not kept.
 """
@@ -24,20 +25,16 @@ logger = logging.getLogger("medft")
 Decoding = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def timm_decoding(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """timm's eval transform: ToTensor (x / 255), then Normalize."""
+def rescaled_then_normalized(
+    pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """x / 255, then normalised: torchvision's ToTensor and Normalize."""
     return pixels.float().div_(255).sub_(mean).div_(std)
 
 
-def transformers_decoding(
-    pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
-) -> torch.Tensor:
-    """transformers' processors: the rescale fused into normalize (mean and std times 255)."""
+def fused_normalized(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The rescale fused into the normalisation (mean and std times 255)."""
     return pixels.float().sub_(mean * 255).div_(std * 255)
-
-
-# uint8 pixels, mean, std -> the processor's float32 output, with its exact operations
-DECODINGS: dict[str, Decoding] = {"timm": timm_decoding, "transformers": transformers_decoding}
 
 
 class PreprocessedSplit(Dataset):
@@ -59,29 +56,23 @@ class PreprocessedSplit(Dataset):
 
 
 class Uint8Form:
-    """Encodes float batches as uint8 while one decoding gives them back bit for bit."""
+    """Encodes float batches as uint8 while the processor's own arithmetic (``spec``'s) gives
+    them back bit for bit."""
 
     def __init__(self, spec: InputSpec) -> None:
         self.mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
         self.std = torch.tensor(spec.std).view(1, -1, 1, 1)
-        self.candidates = dict(DECODINGS)
+        self.decoding: Decoding = (
+            fused_normalized if spec.rescale_fused else rescaled_then_normalized
+        )
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor | None:
-        """``pixels`` as uint8, or None when no decoding that gave back every earlier batch
-        gives back this one too."""
+        """``pixels`` as uint8, or None when decoding does not give this batch back."""
         encoded = (pixels * self.std + self.mean).mul_(255).round_().clamp_(0, 255).byte()
-        exact = {
-            name: decode
-            for name, decode in self.candidates.items()
-            if torch.equal(decode(encoded, self.mean, self.std), pixels)
-        }
-        if not exact:
-            return None
-        self.candidates = exact
-        return encoded
+        return encoded if torch.equal(self.decode(encoded), pixels) else None
 
     def decode(self, pixels: torch.Tensor) -> torch.Tensor:
-        return next(iter(self.candidates.values()))(pixels, self.mean, self.std)
+        return self.decoding(pixels, self.mean, self.std)
 
 
 def preprocess_once(
@@ -118,8 +109,11 @@ def preprocess_once(
         done += len(values)
     logger.info(
         "%s: %d images preprocessed once, kept in memory as %s (%.0f MB)",
-        name, len(pixels), pixels.dtype, pixels.nbytes / 2**20,
-    )  # fmt: skip
+        name,
+        len(pixels),
+        pixels.dtype,
+        pixels.nbytes / 2**20,
+    )
     return PreprocessedSplit(pixels, labels, form.decode if pixels.dtype == torch.uint8 else None)
 
 
@@ -130,6 +124,9 @@ def fits(shape: tuple[int, ...], dtype: torch.dtype, name: str, budget_gb: float
     logger.info(
         "%s: not kept in memory (%.1f GB as %s > eval_cache_gb %g): each evaluation "
         "preprocesses it again; raise eval_cache_gb to keep it.",
-        name, size / 2**30, dtype, budget_gb,
-    )  # fmt: skip
+        name,
+        size / 2**30,
+        dtype,
+        budget_gb,
+    )
     return False

@@ -24,52 +24,24 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
 from medft.config import DataArguments
-from medft.dicom import to_model_image
-from medft.dicom_settings import DicomSettings
+from medft.formats.dicom_settings import DicomSettings
+from medft.formats.windowing import to_model_image
 from medft.tasks import TaskInfo
-
-PIL_TO_TORCHVISION = {
-    Image.Resampling.NEAREST: InterpolationMode.NEAREST,
-    Image.Resampling.BILINEAR: InterpolationMode.BILINEAR,
-    Image.Resampling.BICUBIC: InterpolationMode.BICUBIC,
-    Image.Resampling.LANCZOS: InterpolationMode.LANCZOS,
-    Image.Resampling.BOX: InterpolationMode.BOX,
-    Image.Resampling.HAMMING: InterpolationMode.HAMMING,
-}
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model expects: input height and width, normalisation, resampling."""
+    """What a model expects: input height and width, normalisation, resampling, as its
+    family reads them off its processor (`BackboneFamily.input_spec`)."""
 
     size: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     interpolation: InterpolationMode = InterpolationMode.BICUBIC
-
-
-def input_spec(processor: Any) -> InputSpec:
-    """The input a transformers or timm (`TimmWrapperImageProcessor`) processor produces."""
-    if hasattr(processor, "data_config"):  # timm
-        config = processor.data_config
-        return InputSpec(
-            size=tuple(config["input_size"][1:]),
-            mean=tuple(config["mean"]),
-            std=tuple(config["std"]),
-            interpolation=InterpolationMode(config.get("interpolation", "bicubic")),
-        )
-    size = processor.crop_size if getattr(processor, "do_center_crop", False) else processor.size
-    if size.get("height"):
-        height, width = size["height"], size["width"]
-    else:
-        height = width = size["shortest_edge"]
-    resample = Image.Resampling(int(getattr(processor, "resample", Image.Resampling.BICUBIC)))
-    return InputSpec(
-        size=(height, width),
-        mean=tuple(processor.image_mean),
-        std=tuple(processor.image_std),
-        interpolation=PIL_TO_TORCHVISION[resample],
-    )
+    # how the processor's float pixels come from uint8 ones: x / 255, then normalised
+    # (torchvision's ToTensor and Normalize), or with the rescale fused into the normalisation
+    # (mean and std times 255, as transformers' torchvision processors compute it)
+    rescale_fused: bool = False
 
 
 def to_picture(pixels: torch.Tensor, spec: InputSpec) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""LoRA with peft: which layers it adapts per family, and merging it back for `pipeline()`.
+"""LoRA with peft: which layers it adapts, and merging it back for `pipeline()`.
 
 The classifier always trains in full (`modules_to_save`). Default targets: the
-query and value projections of transformers attention (``q_proj`` / ``v_proj``,
-or ``query`` / ``value``), the fused ``qkv`` of timm attention, and otherwise the
+query and value projections of attention, found by name whatever the family
+(``q_proj`` / ``v_proj`` or ``query`` / ``value``, as transformers names them, or a
+fused ``qkv``, as timm's ViTs and transformers' Hiera have it), and otherwise the
 backbone's ungrouped convolutions and linear layers (grouped convolutions cannot
 be merged back, so they are left out).
 """

@@ -121,16 +121,18 @@ def load_weights_file(model: nn.Module, path: Path) -> None:
     expected = model.state_dict()
     head = classifier_prefix(model)
     replaced = [
-        key for key, value in state.items()
+        key
+        for key, value in state.items()
         if key.startswith(head) and key in expected and value.shape != expected[key].shape
-    ]  # fmt: skip
+    ]
     file_classes = state[replaced[0]].shape[0] if replaced else None
     for key in replaced:
         del state[key]
     missing = [
-        key for key in expected
+        key
+        for key in expected
         if key not in state and key not in replaced and not key.endswith("num_batches_tracked")
-    ]  # fmt: skip
+    ]
     unexpected = [key for key in state if key not in expected]
     reshaped = [key for key in state if key in expected and state[key].shape != expected[key].shape]
     if missing or unexpected or reshaped:

@@ -14,14 +14,15 @@ from pathlib import Path
 
 from datasets import Value
 
+from medft.config.prepare import BrainTumorOptions
 from medft.errors import MedftError
+from medft.formats.image_files import scan_images
 from medft.prepare.files import (
     class_folder_splits,
     count_loose_files,
     duplicate_notes,
     list_subfolders,
     require_folder,
-    scan_images,
 )
 from medft.prepare.listing import Example, SourceListing
 
@@ -80,17 +81,11 @@ def check_class_folders(root: Path, found: list[str]) -> None:
         )
 
 
-def list_brain_tumor_44c(
-    source: str | Path,
-    *,
-    task: str = "multiclass",
-    val_size: float = 0.15,
-    test_size: float = 0.15,
-    seed: int = 42,
-) -> SourceListing:
+def list_brain_tumor_44c(options: BrainTumorOptions) -> SourceListing:
+    task = options.task
     if task not in TASKS:
         raise MedftError(f"--task must be one of {', '.join(TASKS)}, got '{task}'.")
-    root = find_class_root(require_folder(source, "--source"))
+    root = find_class_root(require_folder(options.source, "--source"))
     check_class_folders(root, [folder.name for folder in list_subfolders(root)])
 
     ignored: Counter[str] = Counter()
@@ -101,9 +96,9 @@ def list_brain_tumor_44c(
         paths += images
         class_indices += [index] * len(images)
 
-    sizes = {"validation": val_size, "test": test_size}
+    sizes = options.sizes
     given = [None] * len(paths)
-    split_names, hashes = class_folder_splits(paths, class_indices, given, sizes, seed)
+    split_names, hashes = class_folder_splits(paths, class_indices, given, sizes, options.seed)
     splits: dict[str, list[Example]] = {}
     for path, class_index, split, digest in zip(paths, class_indices, split_names, hashes):
         class_name = CLASSES[class_index]
@@ -132,5 +127,5 @@ def list_brain_tumor_44c(
         notes=duplicate_notes(hashes, class_indices),
         carve_sizes=sizes,
         subgroup_columns=["sequence"],  # how a scan was acquired; the tumour type is the label
-        carve_seed=seed,
+        carve_seed=options.seed,
     )

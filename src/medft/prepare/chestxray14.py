@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from datasets import Value
 
 from medft.age_bands import age_band, impossible_age
+from medft.config.prepare import ChestXray14Options
 from medft.errors import MedftError
 from medft.prepare.files import open_text, require_file, require_folder
 from medft.prepare.listing import Example, SourceListing
@@ -208,21 +209,18 @@ def index_images(root: Path) -> dict[str, Path]:
     return found
 
 
-def list_chestxray14(
-    source: str | Path,
-    *,
-    val_size: float = 0.1,
-    seed: int = 42,
-    views: str | None = None,
-) -> SourceListing:
-    root = require_folder(source, "--source")
+def list_chestxray14(options: ChestXray14Options) -> SourceListing:
+    root = require_folder(options.source, "--source")
+    views, val_size = options.views, options.val_size
     if views is not None and views not in VIEWS:
         raise MedftError(f"--views must be one of {', '.join(VIEWS)}, got '{views}'.")
     table = find_table(root)
     entries = read_table(table)
     train_val = read_name_list(require_file(root / "train_val_list.txt", "split list"))
     test = read_name_list(require_file(root / "test_list.txt", "split list"))
-    splits, unlisted = official_splits(entries, train_val, test, val_size=val_size, seed=seed)
+    splits, unlisted = official_splits(
+        entries, train_val, test, val_size=val_size, seed=options.seed
+    )
 
     images = index_images(root)
     if not images:
@@ -246,7 +244,7 @@ def list_chestxray14(
             "view_position": Value("string"),
         },
         carve_sizes={"validation": val_size},
-        carve_seed=seed,
+        carve_seed=options.seed,
         subgroup_columns=list(SUBGROUP_COLUMNS),
     )
     view_counts: Counter[str] = Counter()
@@ -263,8 +261,15 @@ def list_chestxray14(
                 )
                 continue
             given = "test" if split == "test" else None  # NIH's list; the rest carved by patient
-            kept.append(Example(path, list(entry.findings), row_columns(entry), given_split=given,
-                                group=entry.patient_id))  # fmt: skip
+            kept.append(
+                Example(
+                    path,
+                    list(entry.findings),
+                    row_columns(entry),
+                    given_split=given,
+                    group=entry.patient_id,
+                )
+            )
         listing.splits[split] = kept
 
     listed = {entry.image_id for entry in entries}

@@ -15,10 +15,12 @@ import csv
 import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 from datasets import Value
 
+from medft.config.prepare import CsvOptions, LabelTableColumns
 from medft.errors import MedftError
 from medft.near_duplicates import HASH_COLUMN
 from medft.prepare.files import content_hashes, open_text, require_file
@@ -98,20 +100,15 @@ class LabelTable:
 
 
 def read_label_table(
-    csv_path: str | Path,
-    *,
-    image_root: str | Path | None = None,
-    image_column: str = "image",
-    label_column: str = "label",
-    label_separator: str | None = None,
-    negative_label: str | None = None,
-    split_column: str | None = None,
-    other_columns: Sequence[str] = (),
+    csv_path: str | Path, columns: LabelTableColumns, other_columns: Sequence[str] = ()
 ) -> LabelTable:
-    """Read a CSV of image paths and labels; a missing column, an empty label, a bad split
-    value or a single class stops with a message naming the line or column."""
+    """Read a CSV of image paths and labels as ``columns`` say; a missing column, an empty
+    label, a bad split value or a single class stops with a message naming the line or
+    column."""
     csv_path = require_file(csv_path, "--csv")
-    image_root = Path(image_root).expanduser() if image_root else csv_path.parent
+    image_root = Path(columns.image_root).expanduser() if columns.image_root else csv_path.parent
+    image_column, label_column = columns.image_column, columns.label_column
+    split_column, label_separator = columns.split_column, columns.label_separator
     required = [image_column, label_column, *([split_column] if split_column else [])]
     rows = read_rows(csv_path, [*required, *other_columns])
     multi_label = label_separator is not None
@@ -119,7 +116,9 @@ def read_label_table(
     row_labels = []
     for line, row in enumerate(rows, start=2):
         where = f"{csv_path}, line {line} ({row[image_column]})"
-        row_labels.append(parse_labels(row[label_column], label_separator, negative_label, where))
+        row_labels.append(
+            parse_labels(row[label_column], label_separator, columns.negative_label, where)
+        )
     label_names = sorted({name for names in row_labels for name in names})
     index_of = {name: index for index, name in enumerate(label_names)}
     if len(label_names) < 2 and not multi_label:
@@ -212,46 +211,14 @@ def split_apart(groups: Sequence[Hashable], assigned: Sequence[str]) -> int:
     return len(groups_in_several_splits(by_split))
 
 
-def list_csv(
-    csv_path: str | Path,
-    *,
-    image_root: str | Path | None = None,
-    image_column: str = "image",
-    label_column: str = "label",
-    label_separator: str | None = None,
-    negative_label: str | None = None,
-    split_column: str | None = None,
-    group_column: str | None = None,
-    metadata_columns: Sequence[str] = (),
-    subgroup_columns: Sequence[str] = (),
-    val_size: float = 0.15,
-    test_size: float = 0.15,
-    seed: int = 42,
-) -> SourceListing:
-    kept = kept_columns(group_column, metadata_columns, subgroup_columns)
-    table = read_label_table(
-        csv_path,
-        image_root=image_root,
-        image_column=image_column,
-        label_column=label_column,
-        label_separator=label_separator,
-        negative_label=negative_label,
-        split_column=split_column,
-        other_columns=kept,
-    )
+def list_csv(options: CsvOptions) -> SourceListing:
+    group_column, subgroup_columns = options.group_column, options.subgroup_columns
+    kept = kept_columns(group_column, options.metadata_columns, subgroup_columns)
+    table = read_label_table(options.csv_path, options, other_columns=kept)
     groups = [row[group_column] for row in table.rows] if group_column else None
     files = row_files(table)
     same_file = same_file_groups(files)
     units = joined_groups(same_file, groups) if groups else same_file
-    sizes = {"validation": val_size, "test": test_size}
-    assigned = assign_splits(
-        table.given_splits,
-        sizes,
-        labels=None if table.multi_label else table.labels,
-        groups=units,
-        seed=seed,
-    )
-
     listing = SourceListing(
         source_type="csv",
         source=str(table.csv_path.resolve()),
@@ -262,21 +229,32 @@ def list_csv(
         | {column: Value("string") for column in kept},
         subgroup_columns=list(dict.fromkeys(subgroup_columns)),
     )
-    listing.carve_sizes, listing.carve_seed = sizes, seed
-    rows = zip(table.rows, table.labels, assigned, table.given_splits, table.image_ids(), units)
-    for row, label, split, given, image_id, unit in rows:
+    strata = listing.task.split_strata(table.labels)
+    assigned = assign_splits(
+        table.given_splits, options.sizes, labels=strata, groups=units, seed=options.seed
+    )
+    listing.carve_sizes, listing.carve_seed = options.sizes, options.seed
+    rows = zip(
+        table.rows,
+        table.labels,
+        strata or repeat(None),
+        assigned,
+        table.given_splits,
+        table.image_ids(),
+        units,
+    )
+    for row, label, stratum, split, given, image_id, unit in rows:
         _, path = table.image_of(row)
         if not path.is_file():
             listing.skip(image_id, f"listed in {table.csv_path.name} but not found", split)
             continue
         metadata = {"image_id": image_id} | {column: row[column] for column in kept}
         metadata |= {column: subgroup_value(row[column]) for column in subgroup_columns}
-        stratum = None if table.multi_label else label
         example = Example(path, label, metadata, given_split=given, stratum=stratum, group=unit)
         listing.splits[split].append(example)
 
     listing.notes |= repeated_file_notes(files, same_file, table.labels)
-    if split_column:  # the column's splits are kept, even where they part a file's rows
+    if options.split_column:  # the column's splits are kept, even where they part a file's rows
         listing.notes["same_or_identical_files_in_two_splits"] = split_apart(same_file, assigned)
     if group_column:
         joining: dict[int, set[str]] = {}

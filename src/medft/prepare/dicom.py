@@ -7,7 +7,7 @@ once (`medft.prepare.dicom_privacy`, which keeps only pseudonyms and technical t
 to group files by patient (PatientID, else StudyInstanceUID) for a patient-level
 split, to count frames, and to pass over files that hold no image (structured
 reports, RT plans, waveforms, DICOMDIR). Pixels are read later, by the writer's
-workers (`medft.dicom`).
+workers (`medft.formats.dicom_reading`).
 
 ``image_id`` is a keyed hash of the file's path in the source, not the path: folder
 and file names of PACS exports often hold patient names. The path behind each hash
@@ -18,15 +18,13 @@ skipped files.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from medft.dicom import DICOM_EXTENSIONS, UnreadableDicom, has_dicom_preamble
-from medft.dicom_settings import DicomSettings, parse_window
-from medft.errors import MedftError
+from medft.config.prepare import DicomOptions
+from medft.formats.dicom_reading import DICOM_EXTENSIONS, UnreadableDicom, has_dicom_preamble
+from medft.formats.image_files import is_visible_file
 from medft.prepare.csv_table import read_label_table
 from medft.prepare.dicom_privacy import (
     Header,
@@ -36,7 +34,7 @@ from medft.prepare.dicom_privacy import (
     read_header,
     resolve_salt,
 )
-from medft.prepare.files import is_visible_file, require_folder
+from medft.prepare.files import require_folder
 from medft.prepare.folder import read_class_folders
 from medft.prepare.listing import Example, SourceListing
 from medft.prepare.splits import (
@@ -45,6 +43,7 @@ from medft.prepare.splits import (
     groups_in_several_splits,
     joined_groups,
 )
+from medft.progress import progress_bar
 
 WANTED = "DICOM (no .dcm extension, no 'DICM' preamble)"
 
@@ -96,57 +95,22 @@ def frame_indices(header: Header, frames: str) -> list[int]:
     return [header.frames // 2 if frames == "middle" else 0]
 
 
-def list_dicom(
-    source: str | Path | None = None,
-    *,
-    csv_path: str | Path | None = None,
-    image_root: str | Path | None = None,
-    image_column: str = "image",
-    label_column: str = "label",
-    label_separator: str | None = None,
-    negative_label: str | None = None,
-    split_column: str | None = None,
-    window: str | None = None,
-    frames: str = "first",
-    bit_depth: int = 8,
-    id_salt: str | None = None,
-    id_salt_file: str | Path | None = None,
-    force: bool = False,
-    age: bool = False,
-    subgroup_columns: Sequence[str] = (),
-    val_size: float = 0.15,
-    test_size: float = 0.15,
-    seed: int = 42,
-    output: str | Path | None = None,
-) -> SourceListing:
+def list_dicom(options: DicomOptions) -> SourceListing:
     """List a DICOM source: labels from class folders (``source``) or a CSV (``csv_path``),
     split by patient, one example per frame read (see `DicomSettings`); ``age`` and
     ``subgroup_columns`` (sex, age_band) keep what a header tells of the patient."""
-    if (source is None) == (csv_path is None):
-        raise MedftError(
-            "medft prepare dicom needs --source DIR (class subfolders of DICOM files) or "
-            "--csv FILE (paths and labels), not both and not neither."
-        )
-    subgroups = check_subgroup_columns(subgroup_columns)
-    attributes = (["age"] if age else []) + subgroups
-    settings = DicomSettings(parse_window(window), bit_depth, frames, force)
-    key, salt_note = resolve_salt(id_salt, id_salt_file, output)
+    subgroups = check_subgroup_columns(options.subgroup_columns)
+    attributes = (["age"] if options.age else []) + subgroups
+    force = options.force
+    key, salt_note = resolve_salt(options.id_salt, options.id_salt_file, options.output)
     pseudonyms = Pseudonyms(key)
     ignored: Counter[str] = Counter()
-    if source is not None:
-        root = require_folder(source, "--source")
+    if options.source is not None:
+        root = require_folder(options.source, "--source")
         candidates, label_names = folder_candidates(root, force, ignored)
         multi_label, origin = False, root
     else:
-        table = read_label_table(
-            csv_path,
-            image_root=image_root,
-            image_column=image_column,
-            label_column=label_column,
-            label_separator=label_separator,
-            negative_label=negative_label,
-            split_column=split_column,
-        )
+        table = read_label_table(options.csv_path, options)
         label_names, multi_label, origin = table.label_names, table.multi_label, table.csv_path
         candidates = []
         for row, label, split in zip(table.rows, table.labels, table.given_splits):
@@ -161,11 +125,11 @@ def list_dicom(
         splits={},
         metadata_features=column_features(attributes),
         ignored=ignored,
-        dicom=settings,
+        dicom=options.settings(),
         subgroup_columns=subgroups,
     )
     kept: list[tuple[Candidate, str, Header]] = []
-    for candidate in tqdm(candidates, desc="Reading DICOM headers", unit="file"):
+    for candidate in progress_bar(candidates, desc="Reading DICOM headers", unit="file"):
         image_id = pseudonyms("file", candidate.key)
         listing.source_paths[image_id] = candidate.key
         if not candidate.path.is_file():
@@ -179,25 +143,27 @@ def list_dicom(
         kept.append((candidate, image_id, header))
 
     given = [candidate.given_split for candidate, _, _ in kept]
-    sizes = {"validation": val_size, "test": test_size}
     units = joined_groups(  # a file without IDs is keyed by its path as the CSV writes it
         [header.group for _, _, header in kept],
         [candidate.path.resolve() for candidate, _, _ in kept],
     )
-    assigned = assign_splits(
-        given,
-        sizes,
-        labels=None if multi_label else [candidate.label for candidate, _, _ in kept],
-        groups=units,
-        seed=seed,
-    )
-    listing.carve_sizes, listing.carve_seed = sizes, seed
-    for (candidate, image_id, header), split, unit in zip(kept, assigned, units):
-        stratum = None if multi_label else candidate.label
-        for frame in frame_indices(header, frames):
+    strata = listing.task.split_strata([candidate.label for candidate, _, _ in kept])
+    assigned = assign_splits(given, options.sizes, labels=strata, groups=units, seed=options.seed)
+    listing.carve_sizes, listing.carve_seed = options.sizes, options.seed
+    for (candidate, image_id, header), stratum, split, unit in zip(
+        kept, strata or repeat(None), assigned, units
+    ):
+        for frame in frame_indices(header, options.frames):
             metadata = {"image_id": image_id, "frame": frame, **header.columns}
-            example = Example(candidate.path, candidate.label, metadata, frame,
-                              candidate.given_split, stratum, unit)  # fmt: skip
+            example = Example(
+                candidate.path,
+                candidate.label,
+                metadata,
+                frame,
+                candidate.given_split,
+                stratum,
+                unit,
+            )
             listing.splits[split].append(example)
 
     groups_by_split = {
@@ -215,6 +181,6 @@ def list_dicom(
         "image_id": "a keyed hash of the file's path in the source (not the path)",
         "id_salt": salt_note,
     }
-    if age or "age_band" in subgroups:  # impossible ages have neither an age nor a band
+    if options.age or "age_band" in subgroups:  # impossible ages have neither an age nor a band
         listing.notes["ages_over_100_left_out"] = sum(h.age_impossible for _, _, h in kept)
     return listing

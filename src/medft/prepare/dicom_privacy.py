@@ -27,8 +27,8 @@ from typing import Any
 from datasets import Value
 
 from medft.age_bands import age_band, impossible_age
-from medft.dicom import UnreadableDicom, number_of_frames, open_dicom, sop_class
 from medft.errors import MedftError
+from medft.formats.dicom_reading import UnreadableDicom, number_of_frames, open_dicom, sop_class
 
 SALT_SUFFIX = ".id-salt"
 SALT_VARIABLE = "MEDFT_ID_SALT"

@@ -14,15 +14,15 @@ from pathlib import Path
 
 from datasets import Value
 
+from medft.config.prepare import FolderOptions
 from medft.errors import MedftError
+from medft.formats.image_files import is_image_file, scan_images
 from medft.prepare.files import (
     class_folder_splits,
     count_loose_files,
     duplicate_notes,
-    is_image_file,
     list_subfolders,
     require_folder,
-    scan_images,
 )
 from medft.prepare.listing import Example, SourceListing
 from medft.prepare.splits import canonical_split, groups_in_several_splits
@@ -86,10 +86,8 @@ def read_class_folders(
     return found
 
 
-def list_image_folder(
-    source: str | Path, *, val_size: float = 0.15, test_size: float = 0.15, seed: int = 42
-) -> SourceListing:
-    root = require_folder(source, "--source")
+def list_image_folder(options: FolderOptions) -> SourceListing:
+    root = require_folder(options.source, "--source")
     ignored: Counter[str] = Counter()
     found = read_class_folders(
         root,
@@ -100,8 +98,8 @@ def list_image_folder(
     given, class_names = found.given, found.class_names
     paths, labels, given_splits = found.paths, found.labels, found.given_splits
 
-    sizes = {"validation": val_size, "test": test_size}
-    assigned, hashes = class_folder_splits(paths, labels, given_splits, sizes, seed)
+    sizes = options.sizes
+    assigned, hashes = class_folder_splits(paths, labels, given_splits, sizes, options.seed)
     splits: dict[str, list[Example]] = {}
     for path, label, split, given_split, digest in zip(
         paths, labels, assigned, given_splits, hashes
@@ -127,5 +125,5 @@ def list_image_folder(
         ignored=ignored,
         notes=notes,
         carve_sizes=sizes,
-        carve_seed=seed,
+        carve_seed=options.seed,
     )

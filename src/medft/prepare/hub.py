@@ -15,8 +15,9 @@ from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
 from medft.age_bands import AGE_BANDS
 from medft.errors import MedftError
+from medft.formats.prepared_report import REPORT_NAME, read_report
 from medft.prepare.private import KEPT_PRIVATELY
-from medft.prepare.report import REPORT_NAME, read_report
+from medft.tasks import TaskInfo
 
 ORIGINS = {
     "brain-tumor-44c": {
@@ -115,8 +116,7 @@ def dataset_card(report: dict[str, Any], repo_id: str) -> DatasetCard:
     options = ", ".join(
         f"`{key}={value}`" for key, value in report["options"].items() if value != KEPT_PRIVATELY
     )
-    multi_label = report["task"] == "multilabel"
-    label_kind = "`labels` (a list of class ids)" if multi_label else "`label` (a class id)"
+    task = TaskInfo.from_name(report["task"], report["label_names"])
     command = f"medft prepare {report['source_type']}"
     sections = [
         f"# {data.pretty_name}",
@@ -124,7 +124,7 @@ def dataset_card(report: dict[str, Any], repo_id: str) -> DatasetCard:
         "## How it was prepared",
         f"`{command}` (medft {report['medft_version']}) with {options}. "
         f"Task: **{report['task']}**, {len(report['label_names'])} classes, "
-        f"labels as {label_kind}. "
+        f"labels as {task.label_format}. "
         f"{report['skipped_count']} unreadable or missing files were skipped and "
         f"{report['ignored_count']} non-image files ignored; `{REPORT_NAME}` lists each one."
         + (

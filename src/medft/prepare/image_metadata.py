@@ -103,8 +103,11 @@ def png_without_metadata(data: bytes) -> bytes | None:
     return None
 
 
-STRIPPERS = {"JPEG": jpeg_without_metadata, "MPO": jpeg_without_metadata,
-             "PNG": png_without_metadata}  # fmt: skip
+STRIPPERS = {
+    "JPEG": jpeg_without_metadata,
+    "MPO": jpeg_without_metadata,
+    "PNG": png_without_metadata,
+}
 
 
 def without_metadata(data: bytes, image_format: str | None) -> bytes | None:

@@ -5,7 +5,8 @@ plain values. An image already in L or RGB (or with an alpha channel that is
 opaque everywhere), upright, and not to be resized is stored as its original
 encoded bytes, less what is not pixels (`medft.prepare.image_metadata`: JPEG and PNG;
 other formats are re-encoded); anything else is normalised and written as a lossless PNG.
-DICOM files are read by `medft.dicom` (windowed to L, RGB, or 16-bit grey) and stored as PNG.
+DICOM files are read by `medft.formats.dicom_reading` (windowed to L, RGB, or 16-bit grey) and
+stored as PNG.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import NamedTuple
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from medft.dicom import UnreadableDicom, read_dicom, scale_to_8bit_array
-from medft.dicom_settings import DicomSettings
+from medft.formats.dicom_reading import UnreadableDicom, read_dicom
+from medft.formats.dicom_settings import DicomSettings
+from medft.formats.pixel_budget import ImageTooLarge, opened_image
+from medft.formats.windowing import scale_to_8bit_array
 from medft.near_duplicates import perceptual_hash
-from medft.pixel_budget import ImageTooLarge, opened_image
 from medft.prepare.image_metadata import without_metadata
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail loudly, not decode grey
@@ -145,12 +147,14 @@ def stored_png(image: Image.Image) -> bytes:
     scanlines = np.zeros((image.height, rows.shape[1] + 1), dtype=np.uint8)  # filter byte 0
     scanlines[:, 1:] = rows
     header = struct.pack(">IIBBBBB", image.width, image.height, depth, colour, 0, 0, 0)
-    return b"".join((
-        b"\x89PNG\r\n\x1a\n",
-        png_chunk(b"IHDR", header),
-        png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 0)),
-        png_chunk(b"IEND", b""),
-    ))  # fmt: skip
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            png_chunk(b"IHDR", header),
+            png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 0)),
+            png_chunk(b"IEND", b""),
+        )
+    )
 
 
 def encode_png(image: Image.Image, compression: int) -> bytes:
@@ -176,8 +180,14 @@ def read_dicom_image(path: str | Path, options: ImageOptions, frame: int | None)
         image = resized(image, shorter_side_size(image.size, options.image_size))
     notes = ("16-bit values clipped",) if read.clipped else ()
     encoded = encode_png(image, options.png_compression)
-    return ImageResult(encoded, None, read.photometric, reencoded=True, notes=notes,
-                       perceptual_hash=hashed(image, options))  # fmt: skip
+    return ImageResult(
+        encoded,
+        None,
+        read.photometric,
+        reencoded=True,
+        notes=notes,
+        perceptual_hash=hashed(image, options),
+    )
 
 
 def read_image(
@@ -217,8 +227,9 @@ def read_image(
             digest = hashed(image, options)
             if original is not None:  # JPEG or PNG: its own bytes, less what is not pixels
                 stripped = original != data
-                return ImageResult(original, None, source_mode, metadata_stripped=stripped,
-                                   perceptual_hash=digest)  # fmt: skip
+                return ImageResult(
+                    original, None, source_mode, metadata_stripped=stripped, perceptual_hash=digest
+                )
             encoded = encode_png(image, options.png_compression)
             return ImageResult(encoded, None, source_mode, reencoded=True, perceptual_hash=digest)
     except UnidentifiedImageError:

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
+from medft.formats.pixel_budget import opened_image
 from medft.near_duplicates import near_groups, near_pairs
-from medft.pixel_budget import opened_image
 
 TRAIN = "train"
 SHEET_GROUPS = 8  # groups on the contact sheet, largest first
@@ -154,8 +154,10 @@ def grey_if_grey(picture: Image.Image) -> Image.Image:
     if picture.mode != "RGB":
         return picture
     red, green, blue = picture.split()
-    spread = max(ImageChops.difference(red, green).getextrema()[1],
-                 ImageChops.difference(green, blue).getextrema()[1])  # fmt: skip
+    spread = max(
+        ImageChops.difference(red, green).getextrema()[1],
+        ImageChops.difference(green, blue).getextrema()[1],
+    )
     return picture.convert("L") if spread <= GREY_TOLERANCE else picture
 
 
@@ -198,18 +200,26 @@ def draw_contact_sheet(rows: list[tuple[str, list[tuple[Image.Image, str]]]], pa
     columns = max(len(pictures) for _, pictures in rows)
     grey = all(picture.mode == "L" for _, pictures in rows for picture, _ in pictures)
     mode = "L" if grey else "RGB"
-    sheet = Image.new(mode, (SHEET_MARGIN + columns * cell, SHEET_MARGIN + len(rows) * height),
-                      "white")  # fmt: skip
+    sheet = Image.new(
+        mode, (SHEET_MARGIN + columns * cell, SHEET_MARGIN + len(rows) * height), "white"
+    )
     draw = ImageDraw.Draw(sheet)
     for number, (title, pictures) in enumerate(rows):
         top = SHEET_MARGIN + number * height
         draw.text((SHEET_MARGIN, top), title, fill="black", font=title_font)
         for column, (picture, caption) in enumerate(pictures):
             left = SHEET_MARGIN + column * cell
-            corner = (left + (THUMBNAIL - picture.width) // 2,
-                      top + TITLE_HEIGHT + (THUMBNAIL - picture.height) // 2)  # fmt: skip
+            corner = (
+                left + (THUMBNAIL - picture.width) // 2,
+                top + TITLE_HEIGHT + (THUMBNAIL - picture.height) // 2,
+            )
             sheet.paste(picture.convert(mode), corner)
-            draw.text((left + THUMBNAIL // 2, top + TITLE_HEIGHT + THUMBNAIL + 3), caption,
-                      fill="black", font=font, anchor="ma")  # fmt: skip
+            draw.text(
+                (left + THUMBNAIL // 2, top + TITLE_HEIGHT + THUMBNAIL + 3),
+                caption,
+                fill="black",
+                font=font,
+                anchor="ma",
+            )
     sheet.save(path)
     return path

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from datasets import ClassLabel, Features, Image, List, Value
+from datasets import Features, Image, Value
 
-from medft.dicom_settings import DicomSettings
+from medft.formats.dicom_settings import DicomSettings
 from medft.prepare.splits import SPLITS
+
+if TYPE_CHECKING:
+    from medft.tasks import TaskInfo
 
 
 @dataclass
@@ -42,12 +45,14 @@ class Skipped:
 
 @dataclass
 class SourceListing:
-    """Everything known about a source before its images are read."""
+    """Everything known about a source before its images are read. The reader gives its
+    label names and whether an image has one label or several; the listing keeps them as
+    its `task`."""
 
     source_type: str
     source: str
-    label_names: list[str]
-    multi_label: bool
+    label_names: InitVar[list[str]]
+    multi_label: InitVar[bool]
     splits: dict[str, list[Example]]
     metadata_features: dict[str, Value]
     skipped: list[Skipped] = field(default_factory=list)
@@ -63,24 +68,17 @@ class SourceListing:
     # metadata columns that are attributes of the patient or the acquisition (sex, age band,
     # view) by which a model's results are compared group against group
     subgroup_columns: list[str] = field(default_factory=list)
+    task: TaskInfo = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.splits = {split: self.splits.get(split, []) for split in SPLITS}
-
-    @property
-    def task(self) -> str:
+    def __post_init__(self, label_names: list[str], multi_label: bool) -> None:
         from medft.tasks import TaskInfo  # imports torch: not for the writer's worker processes
 
-        return TaskInfo(self.label_names, self.multi_label).task
-
-    @property
-    def label_column(self) -> str:
-        return "labels" if self.multi_label else "label"
+        self.task = TaskInfo.prepared(label_names, multi_label)
+        self.splits = {split: self.splits.get(split, []) for split in SPLITS}
 
     def features(self) -> Features:
-        class_label = ClassLabel(names=self.label_names)
-        label = List(class_label) if self.multi_label else class_label
-        return Features({"image": Image(), self.label_column: label, **self.metadata_features})
+        label = {self.task.label_column: self.task.label_feature()}
+        return Features({"image": Image(), **label, **self.metadata_features})
 
     def skip(self, file: str, reason: str, split: str | None = None) -> None:
         self.skipped.append(Skipped(file, reason, split))

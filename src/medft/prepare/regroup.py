@@ -123,8 +123,9 @@ def keep_near_copies_together(
         "after": after.to_json(),
         "without_near_duplicate_groups": without.to_json(),
     }
-    emptied = [split for split in listing.carve_sizes
-               if split in set(before) and split not in set(settled)]  # fmt: skip
+    emptied = [
+        split for split in listing.carve_sizes if split in set(before) and split not in set(settled)
+    ]
     if emptied:
         section["warning"] = (
             f"the near-copy groups left {' and '.join(emptied)} empty: the largest group holds "

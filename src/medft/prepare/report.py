@@ -1,5 +1,7 @@
 """`prepare_report.json` and the one-screen summary printed at the end of `medft prepare`.
 
+The report is read back by `medft.formats.prepared_report`.
+
 The report is pushed with the dataset, so it knows the dataset by its name and holds no
 path that may name a patient; those are in the private record (`medft.prepare.private`).
 """
@@ -14,30 +16,23 @@ from typing import Any
 
 from datasets import DatasetDict
 
+from medft.formats.prepared_report import REPORT_NAME, read_report
 from medft.near_duplicates import parse_threshold
 from medft.prepare.leakage import LeakageAudit, format_audit
 from medft.prepare.listing import SourceListing
 from medft.prepare.private import private_file
+from medft.version import __version__
 
-REPORT_NAME = "prepare_report.json"
-NO_FINDING = "(no finding)"
 SKIPPED_SHOWN = 5
 
 
 def class_counts(listing: SourceListing, dataset: DatasetDict) -> dict[str, dict[str, int]]:
     """Images per class per split; for multi-label, positives per finding plus empty rows."""
-    counts = {}
-    names = list(listing.label_names)
-    for split, part in dataset.items():
-        values = part.data.column(listing.label_column).to_pylist()
-        if listing.multi_label:
-            counter = Counter(names[index] for labels in values for index in labels)
-            counter[NO_FINDING] = sum(1 for labels in values if not labels)
-        else:
-            counter = Counter(names[index] for index in values)
-        rows = names + [NO_FINDING] if listing.multi_label else names
-        counts[split] = {name: counter[name] for name in rows}
-    return counts
+    column = listing.task.label_column
+    return {
+        split: listing.task.label_counts(part.data.column(column).to_pylist())
+        for split, part in dataset.items()
+    }
 
 
 def build_report(
@@ -48,17 +43,15 @@ def build_report(
     name: str,
     near_duplicates: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    from medft import __version__
-
     return {
         "name": name,
         "medft_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source_type": listing.source_type,
-        "task": listing.task,
+        "task": listing.task.task,
         "options": options,
-        "label_column": listing.label_column,
-        "label_names": listing.label_names,
+        "label_column": listing.task.label_column,
+        "label_names": listing.task.label_names,
         "subgroup_columns": listing.subgroup_columns,
         "counts": {split: part.num_rows for split, part in dataset.items()},
         "class_counts": class_counts(listing, dataset),
@@ -79,11 +72,6 @@ def write_report(report: dict[str, Any], folder: Path) -> Path:
     path = Path(folder) / REPORT_NAME
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return path
-
-
-def read_report(folder: str | Path) -> dict[str, Any] | None:
-    path = Path(folder) / REPORT_NAME
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def format_summary(report: dict[str, Any], output: str | Path) -> str:

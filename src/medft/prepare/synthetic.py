@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import multiprocessing
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from medft.config.prepare import SynthesizeBrainArguments, SynthesizeChestArguments
 from medft.prepare.brain_tumor import CLASSES, NORMAL_CLASSES, TUMOR_TYPES
 from medft.prepare.chestxray14 import FINDINGS
 
@@ -243,7 +245,9 @@ def synthesize_chestxray14(
     return root
 
 
-SYNTHESIZERS = {
-    "brain-tumor-44c": synthesize_brain_tumor_44c,
-    "chestxray14": synthesize_chestxray14,
+# what `medft synthesize` writes: each layout's command options, and its writer (which takes
+# them as keywords, and a few knobs more)
+SYNTHESIZERS: dict[str, tuple[type, Callable[..., Path]]] = {
+    "brain-tumor-44c": (SynthesizeBrainArguments, synthesize_brain_tumor_44c),
+    "chestxray14": (SynthesizeChestArguments, synthesize_chestxray14),
 }

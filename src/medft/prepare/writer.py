@@ -25,7 +25,6 @@ from typing import Any
 from datasets import DatasetInfo, Features, Value, load_from_disk
 from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import generate_random_fingerprint
-from tqdm.auto import tqdm
 
 from medft.errors import MedftError
 from medft.near_duplicates import HASH_COLUMN
@@ -34,6 +33,7 @@ from medft.prepare.listing import SourceListing
 from medft.prepare.private import write_private_record
 from medft.prepare.regroup import WrittenRow, draw_sheet, keep_near_copies_together
 from medft.prepare.report import build_report, write_report
+from medft.progress import progress_bar
 
 DATASET_MARKERS = ("dataset_dict.json", "prepare_report.json")
 MAX_CHUNK = 256  # images per shard at most: ~100 MB of full-size chest X-rays
@@ -126,7 +126,7 @@ def chunks_of(
                 index=index,
                 path=folder / split / f"chunk-{index:05d}.arrow",
                 features=features,
-                label_column=listing.label_column,
+                label_column=listing.task.label_column,
                 image_options=options,
                 examples=[(str(e.path), e.frame, e.label, e.metadata) for e in part],
                 start=start,
@@ -229,7 +229,7 @@ def write_dataset(
         features[HASH_COLUMN] = Value("string")
     image_options = image_options._replace(hash_images=hashing)
     chunks = list(chunks_of(listing, partial_output, image_options, num_proc, features))
-    with tqdm(total=listing.num_examples(), desc="Reading images", unit="img") as bar:
+    with progress_bar(total=listing.num_examples(), desc="Reading images", unit="img") as bar:
         stats, results = collect(run_chunks(chunks, num_proc), listing, bar.update)
     leakage = None
     if hashing:

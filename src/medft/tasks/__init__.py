@@ -3,12 +3,15 @@
 What varies with the task type lives in this package and nowhere else: how labels
 are encoded, how logits become probabilities, the loss, the metrics and which are
 headlines, which labels get decision thresholds and how they are tuned, what the
-ROC / PR figures draw, what the calibration scores, and the columns of `medft
-predict`'s CSV. The rest of medft asks the task object. `TaskInfo(label_names,
-multi_label)` returns the right kind.
+ROC / PR figures draw, what the calibration scores, the columns of `medft predict`'s
+CSV, and how a dataset stores the labels and splits and folds are stratified by them.
+The rest of medft asks the task object. `TaskInfo(label_names, multi_label)` returns
+the right kind; `TaskInfo.from_features`, `from_model_config`, `from_name` and
+`prepared` read it from where it is recorded. Each kind's module is imported here, which
+adds the kind to `TASK_TYPES`.
 """
 
-from medft.tasks.base import LABEL_COLUMNS, TASK_TYPES, TaskInfo
+from medft.tasks.base import TASK_TYPES, TaskInfo
 from medft.tasks.multilabel import MultilabelTask
 from medft.tasks.scores import (
     DEFAULT_THRESHOLD,
@@ -21,7 +24,6 @@ from medft.tasks.single_label import BinaryTask, MulticlassTask
 
 __all__ = [
     "DEFAULT_THRESHOLD",
-    "LABEL_COLUMNS",
     "TASK_TYPES",
     "BinaryTask",
     "CalibrationScores",

@@ -3,23 +3,31 @@
 What varies with the task type lives here and nowhere else: how labels are
 encoded, how logits become probabilities, the loss, the metrics and which are
 headlines, which labels get decision thresholds and how they are tuned, what the
-ROC / PR figures draw, what the calibration scores, and the columns of
-`medft predict`'s CSV. The rest of medft asks the task object.
+ROC / PR figures draw, what the calibration scores, the columns of
+`medft predict`'s CSV, and how a dataset stores the labels and splits and folds are
+stratified by them. The rest of medft asks the task object.
 
 `TaskInfo(label_names, multi_label)` returns the right kind, from the registry each
-kind adds itself to: `MultilabelTask` for several labels per image, else `BinaryTask`
-(two classes) or `MulticlassTask`. `TaskInfo` itself answers as a single-label task;
-the kinds override what differs.
+kind adds itself to when its class is made (`TASK_TYPES`): the kind that `takes` those
+labels, `MultilabelTask` for several labels per image, else `BinaryTask` (two classes) or
+`MulticlassTask`. A kind added later may take some of an earlier kind's labels, and is
+asked first. `TaskInfo` itself answers as a single-label task; the kinds override what
+differs. The kind is read in one place for each thing that records it: a dataset's label
+feature (`from_features`), a saved model's config (`from_model_config`), a file that
+names the task (`from_name`: preprocessor.json, metrics.json, prepare_report.json), or
+what a `medft prepare` reader found (`prepared`).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from datasets import ClassLabel, Features, List, Sequence
 from scipy.special import softmax
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
@@ -46,11 +54,11 @@ TOP_K = (3, 5)
 TASK_TYPES: dict[str, type[TaskInfo]] = {}  # task name -> its kind; each kind adds itself
 
 
-def task_name(label_names: list[str], multi_label: bool) -> str:
-    """Which task labels like these make: multilabel, else binary (two classes) or multiclass."""
-    if multi_label:
-        return "multilabel"
-    return "binary" if len(label_names) == 2 else "multiclass"
+def kind_taking(label_names: list[str], multi_label: bool) -> type[TaskInfo]:
+    """The kind for labels like these: of the kinds that take them, the one added last."""
+    return next(
+        kind for kind in reversed(TASK_TYPES.values()) if kind.takes(label_names, multi_label)
+    )
 
 
 @dataclass(frozen=True)
@@ -67,16 +75,66 @@ class TaskInfo:
     headline: ClassVar[tuple[str, ...]]  # the metrics that get confidence intervals
     description: ClassVar[str]  # for the model card
     activation: ClassVar[str] = "softmax"  # logits -> probabilities, named for ONNX users
+    supports_per_finding_temperature: ClassVar[bool] = False  # a temperature per label
 
     def __new__(cls, label_names: list[str], multi_label: bool, *args: Any, **kwargs: Any):
-        return object.__new__(TASK_TYPES[task_name(label_names, multi_label)])
+        return object.__new__(kind_taking(label_names, multi_label))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         TASK_TYPES[cls.task] = cls
 
+    @classmethod
+    def takes(cls, label_names: list[str], multi_label: bool) -> bool:
+        """Whether this kind is the one for these labels (one per image, or several)."""
+        raise NotImplementedError
+
     def __getnewargs_ex__(self) -> tuple[tuple, dict]:  # pickling (DataLoader workers)
         return (self.label_names, self.multi_label), {}
+
+    # where the kind is read -----------------------------------------------------------------
+
+    @classmethod
+    def prepared(cls, label_names: list[str], multi_label: bool) -> TaskInfo:
+        """Labels as `medft prepare` stores them: a class id in column `label`, or a list of
+        class ids in `labels` (multi-label)."""
+        return cls(list(label_names), multi_label, label_column=LABEL_COLUMNS[multi_label])
+
+    @classmethod
+    def from_name(cls, task: str, label_names: list[str]) -> TaskInfo:
+        """The task a file names (binary, multiclass, multilabel or a kind added since), with
+        its labels."""
+        several = task in TASK_TYPES and TASK_TYPES[task].takes(label_names, True)
+        return cls.prepared(label_names, several)
+
+    @classmethod
+    def from_model_config(cls, config: Any) -> TaskInfo:
+        """The task of a saved model: its config's `problem_type` and `id2label`."""
+        labels = [config.id2label[index] for index in range(config.num_labels)]
+        return cls.prepared(labels, config.problem_type == PROBLEM_TYPES[True])
+
+    @classmethod
+    def from_features(
+        cls, features: Features, image_column: str, label_column: str
+    ) -> TaskInfo | None:
+        """The task of a dataset's ``label_column``: a `ClassLabel`, or a list of them
+        (multi-label); None when the column holds neither."""
+        feature = features.get(label_column)
+        if isinstance(feature, ClassLabel):
+            return cls(feature.names, False, image_column, label_column)
+        if isinstance(feature, (List, Sequence)) and isinstance(feature.feature, ClassLabel):
+            return cls(feature.feature.names, True, image_column, label_column)
+        return None
+
+    def same_labels(self, other: TaskInfo) -> bool:
+        """Whether ``other`` predicts the same labels, in the same order, the same way (one
+        per image, or several)."""
+        return (self.label_names, self.multi_label) == (other.label_names, other.multi_label)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The labels and their kind, as a run's record of its data names them."""
+        return {"labels": list(self.label_names), "multi_label": self.multi_label}
 
     @property
     def problem_type(self) -> str:
@@ -114,6 +172,34 @@ class TaskInfo:
 
     def label_text(self, value: int | list[int]) -> str:
         return self.label_names[value]
+
+    def loss_targets(self, labels: np.ndarray) -> torch.Tensor:
+        """Encoded labels as the loss takes them beside float64 logits: class indices."""
+        return torch.as_tensor(np.asarray(labels)).long()
+
+    # datasets -------------------------------------------------------------------------------
+
+    def label_feature(self) -> ClassLabel | List:
+        """The label column's feature in a prepared dataset: a `ClassLabel`."""
+        return ClassLabel(names=self.label_names)
+
+    @property
+    def label_format(self) -> str:
+        """The label column and what it holds, for a dataset card."""
+        return f"`{self.label_column}` (a class id)"
+
+    def label_counts(self, values: list) -> dict[str, int]:
+        """Images per class, from a label column's values."""
+        counts = Counter(self.label_names[index] for index in values)
+        return {name: counts[name] for name in self.label_names}
+
+    def split_strata(self, labels: list) -> list | None:
+        """What `medft prepare` carves splits in proportion to: each image's class."""
+        return list(labels)
+
+    def fold_strata(self, labels: list, folds: int) -> np.ndarray:
+        """One stratum per image for cross-validation folds: its class."""
+        return np.asarray(labels)
 
     # scores ---------------------------------------------------------------------------------
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import torch
+from datasets import ClassLabel, List
 from scipy.special import expit
 from sklearn.metrics import (
     f1_score,
@@ -23,6 +26,9 @@ from medft.tasks.scores import (
 )
 from medft.tasks.weighted import multilabel_metrics
 
+NO_FINDING = "(no finding)"  # images with none of the findings, as prepare's report counts them
+RARE = "rare combinations"  # the fold stratum of combinations too rare to spread over the folds
+
 
 class MultilabelTask(TaskInfo):
     """Several findings per image, each an independent sigmoid; none set means "no finding"."""
@@ -33,6 +39,11 @@ class MultilabelTask(TaskInfo):
     description = "multi-label (an independent sigmoid score per finding)"
     counted_what = "flagged findings"
     activation = "sigmoid"
+    supports_per_finding_temperature = True
+
+    @classmethod
+    def takes(cls, label_names: list[str], multi_label: bool) -> bool:
+        return multi_label
 
     @property
     def thresholded_labels(self) -> list[str]:
@@ -54,6 +65,36 @@ class MultilabelTask(TaskInfo):
 
     def label_text(self, value):
         return ", ".join(self.label_names[i] for i in value) or "no finding"
+
+    def loss_targets(self, labels):
+        """Multi-hot rows, as float64."""
+        return torch.as_tensor(np.asarray(labels)).double()
+
+    def label_feature(self):
+        """A list of `ClassLabel`s."""
+        return List(ClassLabel(names=self.label_names))
+
+    @property
+    def label_format(self):
+        return f"`{self.label_column}` (a list of class ids)"
+
+    def label_counts(self, values):
+        """Positives per finding, then the images with none."""
+        counts = Counter(self.label_names[index] for labels in values for index in labels)
+        counts[NO_FINDING] = sum(1 for labels in values if not labels)
+        return {name: counts[name] for name in [*self.label_names, NO_FINDING]}
+
+    def split_strata(self, labels):
+        """None: multi-label splits are carved without strata."""
+        return None
+
+    def fold_strata(self, labels, folds):
+        """The image's combination of findings; combinations in fewer images than ``folds``
+        pooled into one stratum."""
+        keys = np.array(["|".join(map(str, sorted(value))) for value in labels], dtype=object)
+        values, counts = np.unique(keys, return_counts=True)
+        rare = set(values[counts < folds])
+        return np.array([RARE if key in rare else key for key in keys], dtype=object)
 
     def probabilities(self, logits):
         return expit(np.asarray(logits, dtype=np.float64))
@@ -135,10 +176,16 @@ class MultilabelTask(TaskInfo):
     def curve_panels(self, probs, labels, cut, metrics, per_finding=None):
         """One panel per finding."""
         return [
-            CurvePanel(name, labels[:, index], probs[:, index], cut[name],
-                       per_finding[name]["auroc"], per_finding[name]["auprc"])
+            CurvePanel(
+                name,
+                labels[:, index],
+                probs[:, index],
+                cut[name],
+                per_finding[name]["auroc"],
+                per_finding[name]["auprc"],
+            )
             for index, name in enumerate(self.label_names)
-        ]  # fmt: skip
+        ]
 
     def calibration_scores(self, probs, labels):
         """Every finding's probability counts as one score, true when the finding is present."""
@@ -165,10 +212,14 @@ class MultilabelTask(TaskInfo):
         flagged = self.counted(scores, cut)
         order = np.argsort(-scores, kind="stable")
         rows = [
-            [self.label_names[i], f"{scores[i]:.4f}", f"{cut[self.label_names[i]]:.4f}",
-             "yes" if self.label_names[i] in flagged else "no"]
+            [
+                self.label_names[i],
+                f"{scores[i]:.4f}",
+                f"{cut[self.label_names[i]]:.4f}",
+                "yes" if self.label_names[i] in flagged else "no",
+            ]
             for i in order
-        ]  # fmt: skip
+        ]
         verdict = (
             f"Above their thresholds: {', '.join(flagged)}"
             if flagged

@@ -21,6 +21,10 @@ class MulticlassTask(TaskInfo):
     main_metric = "macro_f1"
     headline = ("accuracy", "balanced_accuracy", "macro_f1")
 
+    @classmethod
+    def takes(cls, label_names: list[str], multi_label: bool) -> bool:
+        return not multi_label and len(label_names) != 2
+
     @property
     def description(self) -> str:
         return f"{len(self.label_names)}-class (softmax)"
@@ -40,6 +44,10 @@ class BinaryTask(TaskInfo):
     main_metric = "macro_f1"
     headline = ("auroc", "auprc", "sensitivity", "specificity", "accuracy", "balanced_accuracy")
     description = "binary (softmax over two classes)"
+
+    @classmethod
+    def takes(cls, label_names: list[str], multi_label: bool) -> bool:
+        return not multi_label and len(label_names) == 2
 
     @property
     def positive(self) -> str:
@@ -79,9 +87,15 @@ class BinaryTask(TaskInfo):
         """The positive class against the other."""
         negative, positive = self.label_names
         return [
-            CurvePanel(f"{positive} vs {negative}", (np.asarray(labels) == 1) * 1, probs[:, 1],
-                       cut.get(positive), metrics.get("auroc"), metrics.get("auprc"))
-        ]  # fmt: skip
+            CurvePanel(
+                f"{positive} vs {negative}",
+                (np.asarray(labels) == 1) * 1,
+                probs[:, 1],
+                cut.get(positive),
+                metrics.get("auroc"),
+                metrics.get("auprc"),
+            )
+        ]
 
     def csv_header(self, top_k):
         return [*super().csv_header(top_k), "decision"]

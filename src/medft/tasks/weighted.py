@@ -46,8 +46,9 @@ class RankedColumn:
         positive, negative = self.counts(weights)
         up_to = np.cumsum(negative)  # negatives scored at or below each score
         held, at = positive[self.held], negative[self.held]
-        return ratio(float((held * (up_to[self.held] - 0.5 * at)).sum()),
-                     float(held.sum() * up_to[-1]))  # fmt: skip
+        return ratio(
+            float((held * (up_to[self.held] - 0.5 * at)).sum()), float(held.sum() * up_to[-1])
+        )
 
     def average_precision(self, weights: np.ndarray) -> float:
         """Average precision (scikit-learn's AUPRC), NaN without both classes."""
@@ -82,10 +83,11 @@ def single_label_metrics(probs: np.ndarray, labels: np.ndarray) -> WeightedMetri
         f1 = 2 * right[present] / (truth[present] + called[present])
         return {
             "accuracy": ratio(right.sum(), matrix.sum()),
-            "balanced_accuracy": float(np.mean(right[seen] / truth[seen])) if seen.any()
-            else float("nan"),
+            "balanced_accuracy": (
+                float(np.mean(right[seen] / truth[seen])) if seen.any() else float("nan")
+            ),
             "macro_f1": float(f1.mean()) if present.any() else float("nan"),
-        }  # fmt: skip
+        }
 
     return metrics
 
@@ -132,8 +134,10 @@ def multilabel_metrics(
                 found[f"auroc_{name}"] = area
         areas = list(found.values())
         found["mean_auroc"] = float(np.mean(areas)) if areas else float("nan")
-        hits, misses, false = (np.einsum("i,ij->j", weights, outcome)  # no BLAS threads
-                                for outcome in (hit, missed, false_alarm))  # fmt: skip
+        hits, misses, false = (
+            np.einsum("i,ij->j", weights, outcome)  # no BLAS threads
+            for outcome in (hit, missed, false_alarm)
+        )
         denominator = 2 * hits + misses + false
         f1 = np.divide(2 * hits, denominator, out=np.zeros_like(hits), where=denominator > 0)
         found["macro_f1"] = float(f1.mean())
