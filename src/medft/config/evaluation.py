@@ -139,6 +139,15 @@ class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
         "group the metrics and the gap to the rest with 95% CIs, and a forest plot; default: "
         "the attributes medft prepare declared for the dataset; none: no subgroups"
     )
+    label_map: Path | None = field(
+        default=None,
+        metadata={
+            "help": "a YAML file mapping the dataset's label names onto the model's (map: "
+            "{glioma: tumor, notumor: normal, ...}; drop: [labels left out]), for another "
+            "site's data labelled otherwise",
+            "metavar": "MAP_YAML",
+        },
+    )
 
     def __post_init__(self) -> None:
         EvaluationOptions.__post_init__(self)
