@@ -115,7 +115,8 @@ class ModelAndData:
 
 @dataclass(kw_only=True)
 class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
-    """medft evaluate: metrics with 95% CIs, tuned thresholds, calibration and plots."""
+    """medft evaluate: metrics with 95% CIs, tuned thresholds, calibration and plots; on
+    another site's data, set against the model's own test split."""
 
     split: str = field(default="test", metadata={"help": "split to evaluate"})
     tune_split: str = field(
