@@ -16,17 +16,18 @@ from medft.evaluation.external import (
     AGAINST_OWN_NAME,
     TEST_SCORES_NAME,
     SplitRecord,
+    against_own_test,
     compare,
     group_numbers,
+    keep_if_own_test,
 )
 from medft.evaluation.thresholds import cutoffs, fixed_thresholds
 from medft.inference.label_map import LabelMap, read_label_map
 from medft.tasks import TaskInfo
-from tests.helpers import run_recipe
+from tests.helpers import FINDINGS, THREE, run_recipe
 from tests.shifts import Acquisition, scans_dataset, without_labels
 
 BINARY = TaskInfo(["normal", "tumor"], multi_label=False)
-FINDINGS = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")
 OPTIONS = EvaluationOptions(bootstrap_resamples=300)
 SHIFTED = Acquisition(contrast=0.35, noise=70.0, resolution=0.4)
 SECTION = "Against the model's own test split"
@@ -66,13 +67,28 @@ def test_a_known_drop_shows_with_an_interval_below_zero_and_the_prevalence_of_ea
     assert section["flagged_out_of_distribution"] is None  # no scores carry flags yet
 
 
-def test_the_same_scores_on_both_sides_differ_by_nothing():
+@pytest.mark.parametrize("task", [BINARY, THREE], ids=["binary", "multiclass"])
+def test_the_same_scores_on_both_sides_differ_by_nothing(task):
     rng = np.random.default_rng(1)
-    own = record(*binary_scores(rng, 200, 2.0))
-    section = compare(BINARY, own, own, None, OPTIONS)
+    probs = rng.dirichlet(np.ones(len(task.label_names)), 200)
+    labels = np.array([rng.choice(len(row), p=row) for row in probs])
+    own = record(probs, labels, task=task)
+    section = compare(task, own, own, None, OPTIONS)
+    assert list(section["metrics"]) == list(task.headline)
     for row in section["metrics"].values():
         assert row["difference"] == 0
         assert row["interval"]["low"] <= 0 <= row["interval"]["high"]
+
+
+def test_scores_of_an_ensemble_or_test_time_views_are_not_compared_with_one_model_s(tmp_path):
+    rng = np.random.default_rng(3)
+    record(*binary_scores(rng, 20, 2.0), dataset="own").save(tmp_path)
+    site = DatasetDict({"test": Dataset.from_dict({"label": [0, 1]})})
+    local = record(*binary_scores(rng, 20, 2.0))
+    section = against_own_test(tmp_path, local, site, BINARY, None, OPTIONS, False)
+    assert "ensemble's or averaged over test-time views" in section["left_out"]
+    assert keep_if_own_test(tmp_path, local, True) is None  # another split: the kept file stays
+    assert SplitRecord.read(tmp_path).dataset == "own"
 
 
 def test_a_multilabel_comparison_has_the_headline_and_each_finding_s_prevalence():
