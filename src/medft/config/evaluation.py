@@ -115,7 +115,8 @@ class ModelAndData:
 
 @dataclass(kw_only=True)
 class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
-    """medft evaluate: metrics with 95% CIs, tuned thresholds, calibration and plots."""
+    """medft evaluate: metrics with 95% CIs, tuned thresholds, calibration and plots; on
+    another site's data, set against the model's own test split."""
 
     split: str = field(default="test", metadata={"help": "split to evaluate"})
     tune_split: str = field(
@@ -138,6 +139,15 @@ class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
         "columns of the split to report performance by, e.g. sex,age_band,view_position: per "
         "group the metrics and the gap to the rest with 95% CIs, and a forest plot; default: "
         "the attributes medft prepare declared for the dataset; none: no subgroups"
+    )
+    label_map: Path | None = field(
+        default=None,
+        metadata={
+            "help": "a YAML file mapping the dataset's label names onto the model's (map: "
+            "{glioma: tumor, notumor: normal, ...}; drop: [labels left out]), for another "
+            "site's data labelled otherwise",
+            "metavar": "MAP_YAML",
+        },
     )
 
     def __post_init__(self) -> None:

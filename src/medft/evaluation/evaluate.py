@@ -4,7 +4,8 @@
 tune thresholds on) into an `EvaluationReport`, the content of `metrics.json`.
 The trainer calls it after training and `medft evaluate` (`evaluate_model`) on a
 saved model, so the model card and the command report the same numbers. This
-module only computes; `medft.evaluation.reporting` writes the files and the text,
+module computes (and refreshes the model folder's own test scores when a model is
+evaluated on its own test split); `medft.evaluation.reporting` writes the files and the text,
 and `medft.evaluation.card` the model card. Every metric comes from scikit-learn,
 through the task (`medft.tasks`), which the Trainer's metrics use too.
 """
@@ -25,11 +26,13 @@ from medft.data.patients import patient_groups
 from medft.errors import MedftError
 from medft.evaluation.bootstrap import CONFIDENCE, Resampler, bootstrap_intervals
 from medft.evaluation.calibration import Reliability, TemperatureScaling, reliability
+from medft.evaluation.external import SplitRecord, against_own_test, keep_if_own_test
 from medft.evaluation.subgroups import AttributeResult, attribute_values, evaluate_subgroups
 from medft.evaluation.thresholds import Thresholds, cutoffs, fixed_thresholds, tune_thresholds
 from medft.formats.prepared_report import read_report
 from medft.inference.classifier import Classifier, load_members, stored_thresholds
 from medft.inference.inputs import labelled_dataset
+from medft.inference.label_map import read_label_map
 from medft.inference.scoring import score_split
 from medft.inference.tta import ORIGINAL, View, tta_views
 from medft.tasks import DEFAULT_THRESHOLD, TASK_TYPES, TaskInfo
@@ -93,6 +96,8 @@ class EvaluationReport:
     tta: list[str] | None = None  # the test-time views averaged, when there were several
     members: list[str] | None = None  # the models of an ensemble, when there were several
     subgroups: list[AttributeResult] | None = None  # performance by sex, age band, view...
+    label_map: dict[str, Any] | None = None  # another dataset's labels read as the model's
+    against_own_test: dict[str, Any] | None = None  # `medft.evaluation.external`
     files: list[str] = field(default_factory=list)  # written beside metrics.json
 
     OPTIONAL = ("per_class", "confusion_matrix", "per_finding", "chexnet_comparison")
@@ -131,7 +136,7 @@ class EvaluationReport:
             content["unreadable"] = self.unreadable
         if self.temperature is not None:
             content["temperature"] = self.temperature.to_json()
-        for key in ("tta", "members"):
+        for key in ("tta", "members", "label_map", "against_own_test"):
             if getattr(self, key) is not None:
                 content[key] = getattr(self, key)
         if self.subgroups is not None:
@@ -339,10 +344,12 @@ def evaluate_model(options: EvaluateArguments) -> tuple[EvaluationReport, SplitS
     """`medft evaluate`: score ``split`` with a saved model (or the mean of several: an
     ensemble), over test-time views if asked, and tune thresholds on ``tune_split``
     (without one, the model folder's thresholds.json); performance by the ``subgroups``
-    columns (default: the dataset's declared attributes; [] for none)."""
+    columns (default: the dataset's declared attributes; [] for none); another dataset's
+    labels read through ``label_map``, and its results set against the model's own test split
+    (whose scores the model folder keeps: `medft.evaluation.external`)."""
     folders, dataset_name, split = options.model, options.dataset, options.split
-    tuning_split = options.tune_split
-    dataset, task = labelled_dataset(dataset_name, folders[0], split)
+    tuning_split, label_map = options.tune_split, read_label_map(options.label_map)
+    dataset, task = labelled_dataset(dataset_name, folders[0], split, label_map=label_map)
     attributes = subgroup_attributes(
         options.subgroups, dataset_name, dataset[split], split, "--subgroups"
     )
@@ -380,4 +387,11 @@ def evaluate_model(options: EvaluateArguments) -> tuple[EvaluationReport, SplitS
         report.members = [public_names.model_name(folder) for folder in folders]
     if len(views) > 1:
         report.tta = [view.name for view in views]
+    report.label_map = label_map.summary(split, task) if label_map else None
+    local = SplitRecord.of(scores, task, split, report.dataset, dataset[split]._fingerprint)
+    plain = len(members) == len(views) == 1  # scored as pipeline() does
+    keep_if_own_test(folders[0], local, plain and label_map is None)
+    report.against_own_test = against_own_test(
+        folders[0], local, dataset, task, report.thresholds, options, plain
+    )
     return report, scores

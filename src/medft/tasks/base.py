@@ -131,6 +131,11 @@ class TaskInfo:
         per image, or several)."""
         return (self.label_names, self.multi_label) == (other.label_names, other.multi_label)
 
+    def with_labels(self, label_names: list[str]) -> TaskInfo:
+        """A task of the same kind (one label per image, or several) and columns, predicting
+        ``label_names``: another dataset's labels mapped onto a model's."""
+        return TaskInfo(list(label_names), self.multi_label, self.image_column, self.label_column)
+
     @property
     def identity(self) -> dict[str, Any]:
         """The labels and their kind, as a run's record of its data names them."""
@@ -192,6 +197,13 @@ class TaskInfo:
         """Images per class, from a label column's values."""
         counts = Counter(self.label_names[index] for index in values)
         return {name: counts[name] for name in self.label_names}
+
+    def relabelled(self, values: list, onto: list[int | None]) -> list:
+        """A label column's values with each class index ``i`` replaced by ``onto[i]``; None
+        for an image whose class maps to None (a dropped label): it is left out."""
+        return [onto[value] for value in values]
+
+    dropped_labels: ClassVar[str] = "images of a dropped label are left out"
 
     def split_strata(self, labels: list) -> list | None:
         """What `medft prepare` carves splits in proportion to: each image's class."""
@@ -287,6 +299,11 @@ class TaskInfo:
         }
         matrix = confusion_matrix(labels, predicted, labels=classes).tolist()
         return {"metrics": metrics, "per_class": per_class, "confusion_matrix": matrix}
+
+    def prevalence(self, labels: np.ndarray) -> dict[str, float]:
+        """The share of images in each class."""
+        counts = np.bincount(np.asarray(labels, dtype=int), minlength=len(self.label_names))
+        return {name: float(n / max(len(labels), 1)) for name, n in zip(self.label_names, counts)}
 
     # thresholds -----------------------------------------------------------------------------
 

@@ -84,6 +84,13 @@ class MultilabelTask(TaskInfo):
         counts[NO_FINDING] = sum(1 for labels in values if not labels)
         return {name: counts[name] for name in [*self.label_names, NO_FINDING]}
 
+    def relabelled(self, values, onto):
+        """Each image's findings mapped (several onto one: their union); a dropped finding (one
+        that maps to None) is not scored, and every image stays."""
+        return [sorted({onto[i] for i in value if onto[i] is not None}) for value in values]
+
+    dropped_labels = "dropped findings are not scored; every image stays"
+
     def split_strata(self, labels):
         """None: multi-label splits are carved without strata."""
         return None
@@ -165,6 +172,13 @@ class MultilabelTask(TaskInfo):
                 "positives": int(target.sum()),
             }
         return {"metrics": {}, "per_finding": rows}
+
+    def prevalence(self, labels):
+        """The share of images with each finding."""
+        positives = np.asarray(labels, dtype=float).reshape(-1, len(self.label_names)).sum(axis=0)
+        return {
+            name: float(n / max(len(labels), 1)) for name, n in zip(self.label_names, positives)
+        }
 
     @property
     def default_threshold_method(self) -> str:

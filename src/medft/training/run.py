@@ -33,6 +33,7 @@ from medft.evaluation.evaluate import (
     scores_from_logits,
     subgroup_attributes,
 )
+from medft.evaluation.external import SplitRecord
 from medft.evaluation.plots import CURVES_NAME, plot_training_curves
 from medft.evaluation.reporting import format_evaluation, write_evaluation
 from medft.formats.dicom_settings import save_settings
@@ -310,6 +311,9 @@ def train(
                 reliability(uncalibrated, evaluated.labels, data.task, options.calibration_bins),
             )
         write_evaluation(report, data.task, evaluated, output)
+        if evaluated_split == data_args.test_split:  # kept for comparisons with other sites
+            split, fingerprint = evaluated_split, data.identity["fingerprints"][evaluated_split]
+            SplitRecord.of(evaluated, data.task, split, report.dataset, fingerprint).save(output)
         write_recipe(output, data_args, model_args)
         logger.info("Evaluation:\n%s", format_evaluation(report, output))
         facts = CardFacts(

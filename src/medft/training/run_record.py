@@ -41,6 +41,7 @@ from transformers.utils import (
 
 from medft.errors import MedftError
 from medft.evaluation.evaluate import METRICS_NAME
+from medft.evaluation.external import AGAINST_OWN_NAME, TEST_SCORES_NAME
 from medft.evaluation.plots import (
     CONFUSION_NAME,
     CURVES_NAME,
@@ -105,7 +106,7 @@ def owned_names() -> tuple[str, ...]:
         ARGUMENTS_NAME, RECIPE_NAME, SETTINGS_NAME, METRICS_NAME, THRESHOLDS_NAME,
         CURVES_NAME, CONFUSION_NAME, ROC_NAME, PR_NAME, RELIABILITY_NAME, UNCALIBRATED_NAME,
         SUBGROUPS_NAME.format("*"), REPOCARD_NAME, FOLD_RESULT, HELD_OUT, RECORD_NAME,
-        f"*{PARTIAL}",
+        TEST_SCORES_NAME, AGAINST_OWN_NAME, f"*{PARTIAL}",
     )  # fmt: skip
 
 
