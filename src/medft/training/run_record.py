@@ -40,7 +40,9 @@ from transformers.utils import (
 )
 
 from medft.errors import MedftError
+from medft.evaluation.conformal import CONFORMAL_NAME
 from medft.evaluation.evaluate import METRICS_NAME
+from medft.evaluation.local_fit import LOCAL_FIT_NAME
 from medft.evaluation.plots import (
     CONFUSION_NAME,
     CURVES_NAME,
@@ -50,6 +52,7 @@ from medft.evaluation.plots import (
     SUBGROUPS_NAME,
     UNCALIBRATED_NAME,
 )
+from medft.evaluation.priors import TRAINING_LABELS_NAME
 from medft.evaluation.thresholds import THRESHOLDS_NAME
 from medft.formats.dicom_settings import SETTINGS_NAME
 from medft.parsing import RECIPE_NAME
@@ -91,7 +94,7 @@ NOT_TRAINED = frozenset({
     "eval_accumulation_steps", "torch_empty_cache_steps", "ddp_timeout", "local_rank",
     "use_cpu",
     # how the trained model is evaluated afterwards, not what is trained
-    "bootstrap_resamples", "threshold_method", "subgroups",
+    "bootstrap_resamples", "threshold_method", "subgroups", "conformal",
 })  # fmt: skip
 
 
@@ -105,7 +108,7 @@ def owned_names() -> tuple[str, ...]:
         ARGUMENTS_NAME, RECIPE_NAME, SETTINGS_NAME, METRICS_NAME, THRESHOLDS_NAME,
         CURVES_NAME, CONFUSION_NAME, ROC_NAME, PR_NAME, RELIABILITY_NAME, UNCALIBRATED_NAME,
         SUBGROUPS_NAME.format("*"), REPOCARD_NAME, FOLD_RESULT, HELD_OUT, RECORD_NAME,
-        f"*{PARTIAL}",
+        CONFORMAL_NAME, TRAINING_LABELS_NAME, LOCAL_FIT_NAME, f"*{PARTIAL}",
     )  # fmt: skip
 
 
