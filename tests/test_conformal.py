@@ -25,6 +25,7 @@ from medft.evaluation.conformal import (
     needed_images,
 )
 from medft.evaluation.evaluate import SplitScores
+from medft.inference.classifier import saved_task
 from medft.tasks import TaskInfo
 from tests.helpers import FINDINGS, THREE, run_recipe
 
@@ -242,6 +243,24 @@ def test_calibrate_fits_sets_that_predict_evaluate_serve_and_export_carry(
                  str(onnx_output), "--num-workers", "0"]) == 0  # fmt: skip
     onnx_sets = [row[PREDICTION_SET] for row in read_rows(onnx_output)]
     assert onnx_sets == [row[PREDICTION_SET] for row in rows]
+
+
+def test_a_multilabel_model_writes_each_findings_states(trained_multilabel, nih_prepared, tmp_path):
+    model = tmp_path / "findings"
+    assert main(["calibrate", "--model", str(trained_multilabel), "--dataset", str(nih_prepared),
+                 "--output", str(model), "--conformal", "0.3", "--bootstrap-resamples", "20",
+                 "--num-workers", "0"]) == 0  # fmt: skip
+    report = json.loads((model / "metrics.json").read_text())["conformal"]
+    names = saved_task(model).label_names
+    assert set(report["per_finding"]) == set(names)
+    assert len(report["per_state"]) == 2 * len(names)
+    assert 1 <= report["mean_set_size"]["value"] <= 2
+    output = tmp_path / "predictions.csv"
+    assert main(["predict", "--model", str(model), str(nih_prepared), "--output", str(output),
+                 "--num-workers", "0"]) == 0  # fmt: skip
+    for row in read_rows(output):
+        shown = row[PREDICTION_SET]
+        assert shown == "(no finding)" or {t.rstrip("?") for t in shown.split("|")} <= set(names)
 
 
 def test_a_recalibrated_model_refits_the_sets_it_had(trained_binary, brain_binary, tmp_path):

@@ -6,6 +6,8 @@
 - ``head_hidden_sizes``: only timm architectures that build an MLP head
   themselves (`head_hidden_size`); the saved config then rebuilds it.
 - ``drop_path_rate``: the backbone's own stochastic depth setting.
+- a temperature (divided into) or a prior shift (added to the bias) folded into the
+  classifier's last linear layer, so plain `pipeline()` returns the adjusted scores.
 """
 
 from __future__ import annotations
