@@ -160,8 +160,8 @@ class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
 
 @dataclass(kw_only=True)
 class CalibrateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
-    """medft calibrate: fit a temperature on the validation split and fold it into a saved
-    model, so its plain pipeline() returns calibrated probabilities."""
+    """medft calibrate: re-fit a saved model's probabilities on a labelled (local) sample,
+    folded into its weights, with a prior shift and conformal prediction sets if asked."""
 
     model: Path = field(metadata={"help": "a medft train output_dir"})
     per_finding: bool = field(

@@ -43,7 +43,8 @@ class LocalFit:
         temperature = ", ".join(f"{value:.3f}" for value in self.temperature[:4])
         more = f", ... ({len(self.temperature)} in all)" if len(self.temperature) > 4 else ""
         items = [
-            f"temperature {temperature}{more} (the logits as they were, divided by it); "
+            f"temperature 1 -> {temperature}{more} (the given model's logits divided by it, "
+            "folded into the weights); "
             f"expected calibration error on this sample {self.ece_before:.4f} -> "
             f"{self.ece_after:.4f}"
         ]
