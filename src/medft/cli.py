@@ -195,8 +195,9 @@ def run_calibrate(options: evaluation.CalibrateArguments) -> None:
     from medft.evaluation.reporting import format_evaluation
 
     options.progress = True
-    report, output = calibrate_model(options)
+    report, output, fit = calibrate_model(options)
     print(format_evaluation(report, output))
+    print(f"\n{fit.summary()}")
 
 
 def run_predict(options: inference.PredictArguments) -> None:

@@ -2,8 +2,9 @@
 
 The images are read and scored by the inference engine (`medft.inference`); the
 task decides the columns (top-k labels and scores, the binary decision, or every
-finding's probability and the findings flagged at their thresholds). A file that
-cannot be read becomes a row with the reason, and the run goes on.
+finding's probability and the findings flagged at their thresholds), and a model with
+conformal.json adds each image's prediction set. A file that cannot be read becomes a
+row with the reason, and the run goes on.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from medft.config.inference import PredictArguments
 from medft.errors import MedftError
+from medft.evaluation.conformal import ConformalSets
 from medft.evaluation.evaluate import declared_attributes, split_columns
 from medft.evaluation.thresholds import Thresholds, fixed_thresholds
 from medft.inference.classifier import load_members, stored_thresholds
@@ -28,9 +30,12 @@ from medft.inference.scoring import score_members
 from medft.inference.tta import ORIGINAL, tta_views
 from medft.tasks import DEFAULT_THRESHOLD, TaskInfo
 
+PREDICTION_SET = "prediction_set"  # the CSV column of the conformal prediction sets
 
-def csv_header(task: TaskInfo, top_k: int) -> list[str]:
-    return ["path", "error", *task.csv_header(top_k)]
+
+def csv_header(task: TaskInfo, top_k: int, sets: ConformalSets | None = None) -> list[str]:
+    conformal = [PREDICTION_SET] if sets is not None else []
+    return ["path", "error", *task.csv_header(top_k), *conformal]
 
 
 def prediction_rows(
@@ -40,16 +45,21 @@ def prediction_rows(
     errors: dict[int, str],
     top_k: int,
     thresholds: dict[str, float],
+    sets: ConformalSets | None = None,
 ) -> tuple[list[str], list[list[Any]]]:
     """CSV header and rows: what the task shows per image (top-k labels and scores, or every
-    finding's probability and the findings at their thresholds), or why it is missing."""
-    header = csv_header(task, top_k)
+    finding's probability and the findings at their thresholds, and the conformal prediction
+    set when there are ``sets``), or why it is missing."""
+    header = csv_header(task, top_k, sets)
+    included = None if sets is None else sets.included(task, probs)
     rows = []
     for index, name in enumerate(names):
         if index in errors:
             rows.append([name, errors[index]] + [""] * (len(header) - 2))
         else:
-            rows.append([name, "", *task.csv_cells(probs[index], thresholds, top_k)])
+            cells = task.csv_cells(probs[index], thresholds, top_k)
+            in_set = [] if included is None else [task.set_text(included[index])]
+            rows.append([name, "", *cells, *in_set])
     return header, rows
 
 
@@ -86,6 +96,7 @@ class PredictionSummary:
     seconds: float
     thresholds: Thresholds | None
     counts: Counter[str]  # top-1 label, or each finding flagged
+    sets: ConformalSets | None = None  # the conformal prediction sets written, if any
     members: int = 1  # models averaged
     views: list[str] = field(default_factory=lambda: ["original"])  # test-time views averaged
     columns: list[str] = field(default_factory=list)  # carried from the dataset inputs
@@ -104,8 +115,9 @@ def predict(options: PredictArguments) -> PredictionSummary:
     stored = stored_thresholds(members[0], given) if len(members) == 1 or given else None
     stored = stored or fixed_thresholds(task, DEFAULT_THRESHOLD, "default")
     views = tta_views(options.tta, folders) if options.tta else [ORIGINAL]
+    sets = members[0].saved_conformal() if len(members) == len(views) == 1 else None
     found = collect_inputs(options.inputs, split, members[0].dicom)
-    header = csv_header(task, top_k)
+    header = csv_header(task, top_k, sets)
     carried, carried_values = carried_columns(found, split, options.columns, header)
     start = time.perf_counter()
     probs, errors = score_members(
@@ -120,7 +132,7 @@ def predict(options: PredictArguments) -> PredictionSummary:
     )
     seconds = time.perf_counter() - start
     header, rows = prediction_rows(
-        task, found.names, probs, errors, top_k, stored.values if stored else {}
+        task, found.names, probs, errors, top_k, stored.values if stored else {}, sets
     )
     output = Path(options.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +160,7 @@ def predict(options: PredictArguments) -> PredictionSummary:
         seconds=seconds,
         thresholds=stored,
         counts=counts,
+        sets=sets,
     )
 
 
@@ -178,6 +191,8 @@ def format_prediction_summary(summary: PredictionSummary, shown_errors: int = 5)
         cut = ", ".join(f"{k} >= {v:.3f}" for k, v in list(summary.thresholds.values.items())[:4])
         more = " ..." if len(summary.thresholds.values) > 4 else ""
         lines.append(f"thresholds ({source}): {cut}{more}")
+    if summary.sets:
+        lines.append(f"{PREDICTION_SET} column: conformal sets, {summary.sets.describe()}")
     common = ", ".join(f"{label} {n}" for label, n in summary.counts.most_common(8))
     lines.append(f"{task.counted_what}: {common or 'none'}")
     if summary.columns:

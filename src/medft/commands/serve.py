@@ -5,7 +5,8 @@ medft's pixel budget), and that one image gives the model's pixels, scored in on
 with the thresholds beside the model, and the picture the gallery shows (or its
 Grad-CAM, from `medft explain`'s `Explainer`). Each image gets the task's verdict and
 table: the top labels, the binary decision at its threshold, or every finding with its
-threshold and whether it is reached. The page shows the model card's intended use and
+threshold and whether it is reached; and its conformal prediction set when the model has
+conformal.json. The page shows the model card's intended use and
 the not-for-clinical-use notice. A file that is not an image, is empty, is over the
 pixel budget, or is one more than an upload may hold gets a line on the page saying so,
 and the server goes on; requests beyond a bounded queue are turned away.
@@ -46,6 +47,7 @@ from medft.config.inference import (
 )
 from medft.errors import MedftError, first_line
 from medft.evaluation.card import INTENDED_USE, NOT_FOR_CLINICAL_USE
+from medft.evaluation.conformal import ConformalSets
 from medft.evaluation.thresholds import fixed_thresholds
 from medft.inference.classifier import Classifier, load_classifier, stored_thresholds
 from medft.inference.reading import ImageReader, short_reason
@@ -70,6 +72,7 @@ class ServedModel:
     thresholds: dict[str, float]
     threshold_source: str
     notice: str  # Markdown: the not-for-clinical-use notice and the intended use
+    sets: ConformalSets | None = None  # the model's conformal prediction sets, if any
 
 
 def model_folder(model: str | Path) -> Path:
@@ -131,7 +134,9 @@ def load_served_model(model: str | Path) -> ServedModel:
             else "thresholds 0.5: the model folder has no thresholds.json"
         )
     values = stored.values if stored else {}
-    return ServedModel(classifier, Path(str(model)).name, values, source, card_notice(folder))
+    name = Path(str(model)).name
+    sets = classifier.saved_conformal()
+    return ServedModel(classifier, name, values, source, card_notice(folder), sets)
 
 
 # the page's answer to an upload ----------------------------------------------------------------
@@ -143,13 +148,18 @@ def escaped(text: str) -> str:
 
 
 def image_section(served: ServedModel, name: str, scores: Any) -> str:
-    verdict, columns, rows = served.classifier.task.shown(scores, served.thresholds, DEFAULT_TOP_K)
+    task = served.classifier.task
+    verdict, columns, rows = task.shown(scores, served.thresholds, DEFAULT_TOP_K)
     table = [
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
         *("| " + " | ".join(escaped(cell) for cell in row) + " |" for row in rows),
     ]
-    return "\n".join([f"#### {escaped(name)}", f"**{escaped(verdict)}**", "", *table])
+    lines = [f"#### {escaped(name)}", f"**{escaped(verdict)}**"]
+    if served.sets is not None:
+        in_set = task.set_text(served.sets.included(task, scores[None])[0])
+        lines.append(f"Prediction set ({served.sets.coverage:.0%} coverage): {escaped(in_set)}")
+    return "\n".join([*lines, "", *table])
 
 
 @dataclass
@@ -229,6 +239,8 @@ def classify(
     header = f"{len(read)} of {len(paths)} file(s) classified"
     if served.threshold_source:
         header += f" ({escaped(served.threshold_source)})"
+    if served.sets is not None:
+        header += f"; prediction sets: {escaped(served.sets.describe())}"
     sections = [image_section(served, image.name, p) for image, p in zip(images, probs)]
     problems = [
         f"- **{escaped(paths[i].name)}**: {escaped(reason)}"

@@ -20,6 +20,15 @@ DEFAULT_EVAL_BATCH_SIZE = 64
 DEFAULT_WORKERS = 2
 
 
+def check_alpha(value: float | None, key: str) -> None:
+    """A conformal alpha, the share of prediction sets allowed to miss: in (0, 1), or none."""
+    if value is not None and not 0 < value < 1:
+        raise MedftError(
+            f"{key} must be an alpha in (0, 1), e.g. 0.1 for prediction sets that hold the "
+            f"true label 90% of the time; got {value}."
+        )
+
+
 @dataclass(kw_only=True)
 class EvaluationOptions:
     """How an evaluation tunes thresholds, bootstraps and bins: the trainer's and the
@@ -161,8 +170,8 @@ class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
 
 @dataclass(kw_only=True)
 class CalibrateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
-    """medft calibrate: fit a temperature on the validation split and fold it into a saved
-    model, so its plain pipeline() returns calibrated probabilities."""
+    """medft calibrate: re-fit a saved model's probabilities on a labelled (local) sample,
+    folded into its weights, with a prior shift and conformal prediction sets if asked."""
 
     model: Path = field(metadata={"help": "a medft train output_dir"})
     per_finding: bool = field(
@@ -176,9 +185,33 @@ class CalibrateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
     )
     tune_split: str = field(
         default="validation",
-        metadata={"help": "split the temperature and thresholds are fitted on"},
+        metadata={
+            "help": "split the temperature, thresholds, prior shift and conformal sets are "
+            "fitted on (a labelled local sample); never the evaluated --split"
+        },
+    )
+    prior_shift: bool = field(
+        default=False,
+        metadata={
+            "help": "fold the local class priors of --tune-split (against the training "
+            "prevalence saved with the model) into the classifier's bias"
+        },
+    )
+    conformal: float | None = field(
+        default=None,
+        metadata={
+            "help": "alpha: fit conformal prediction sets that hold the true label with "
+            "probability 1 - alpha (per class; per finding and state) on --tune-split, saved "
+            "as conformal.json; default: the alpha of the model's conformal.json, if any"
+        },
     )
 
     def __post_init__(self) -> None:
         EvaluationOptions.__post_init__(self)
         ScoringOptions.__post_init__(self)
+        check_alpha(self.conformal, "--conformal")
+        if self.split == self.tune_split:
+            raise MedftError(
+                f"--split {self.split} is also --tune-split: the sample the model is fitted on "
+                "cannot be its test; give another --split (or --tune-split)."
+            )

@@ -27,6 +27,8 @@ from medft.errors import MedftError
 from medft.evaluation.bootstrap import CONFIDENCE, Resampler, bootstrap_intervals
 from medft.evaluation.calibration import Reliability, TemperatureScaling, reliability
 from medft.evaluation.external import SplitRecord, against_own_test, keep_if_own_test
+from medft.evaluation.conformal import saved_sets_coverage
+from medft.evaluation.local_fit import fitting_warnings
 from medft.evaluation.subgroups import AttributeResult, attribute_values, evaluate_subgroups
 from medft.evaluation.thresholds import Thresholds, cutoffs, fixed_thresholds, tune_thresholds
 from medft.formats.prepared_report import read_report
@@ -99,8 +101,13 @@ class EvaluationReport:
     label_map: dict[str, Any] | None = None  # another dataset's labels read as the model's
     against_own_test: dict[str, Any] | None = None  # `medft.evaluation.external`
     files: list[str] = field(default_factory=list)  # written beside metrics.json
+    conformal: dict[str, Any] | None = None  # the prediction sets' coverage (conformal.py)
+    warnings: list[str] | None = None  # e.g. the split is a sample the model was fitted on
 
-    OPTIONAL = ("per_class", "confusion_matrix", "per_finding", "chexnet_comparison")
+    OPTIONAL = (
+        "per_class", "confusion_matrix", "per_finding", "chexnet_comparison", "conformal",
+        "warnings",
+    )  # fmt: skip
 
     @property
     def task_info(self) -> TaskInfo:
@@ -383,6 +390,8 @@ def evaluate_model(options: EvaluateArguments) -> tuple[EvaluationReport, SplitS
     report.model = public_names.model_name(folders[0])
     report.dataset = public_names.dataset_name(dataset_name)
     report.unreadable = unreadable
+    report.warnings = fitting_warnings(folders, report.dataset, split) or None
+    report.conformal = saved_sets_coverage(members, views, scores, (report.dataset, split), options)
     if len(members) > 1:
         report.members = [public_names.model_name(folder) for folder in folders]
     if len(views) > 1:

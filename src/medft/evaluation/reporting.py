@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medft.evaluation.conformal import coverage_lines
 from medft.evaluation.evaluate import CHEXNET_NOTE, METRICS_NAME, EvaluationReport, SplitScores
 from medft.evaluation.external import AGAINST_OWN_NAME, SECTION, own_reliability
 from medft.evaluation.plots import (
@@ -308,6 +309,10 @@ def format_evaluation(report: EvaluationReport, output: str | Path | None = None
         lines += subgroup_table(report)
     if report.against_own_test:
         lines += against_own_test_table(report)
+    if report.conformal:
+        lines += coverage_lines(report.conformal)
+    if report.warnings:
+        lines += ["", *(f"WARNING: {warning}" for warning in report.warnings)]
     if report.unreadable:
         lines += [
             "",

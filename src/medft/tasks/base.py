@@ -42,6 +42,7 @@ from sklearn.preprocessing import label_binarize
 from sklearn.utils.class_weight import compute_class_weight
 from torch.nn import functional
 
+from medft.tasks.prediction_sets import SingleLabelSets
 from medft.tasks.scores import (
     CalibrationScores,
     CurvePanel,
@@ -62,7 +63,7 @@ def kind_taking(label_names: list[str], multi_label: bool) -> type[TaskInfo]:
 
 
 @dataclass(frozen=True)
-class TaskInfo:
+class TaskInfo(SingleLabelSets):
     """What a model must predict: the label names, and one label or several per image."""
 
     label_names: list[str]

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import torch
 from datasets import ClassLabel, List
-from scipy.special import expit
+from scipy.special import expit, logit
 from sklearn.metrics import (
     f1_score,
     roc_auc_score,
@@ -28,6 +28,7 @@ from medft.tasks.weighted import multilabel_metrics
 
 NO_FINDING = "(no finding)"  # images with none of the findings, as prepare's report counts them
 RARE = "rare combinations"  # the fold stratum of combinations too rare to spread over the folds
+STATES = ("present", "absent")  # a finding's states in a conformal prediction set
 
 
 class MultilabelTask(TaskInfo):
@@ -40,6 +41,10 @@ class MultilabelTask(TaskInfo):
     counted_what = "flagged findings"
     activation = "sigmoid"
     supports_per_finding_temperature = True
+    conformal_method = (
+        "per finding, split conformal on each state, calibrated on the images in that state "
+        "(present: nonconformity 1 - p; absent: p)"
+    )
 
     @classmethod
     def takes(cls, label_names: list[str], multi_label: bool) -> bool:
@@ -210,6 +215,40 @@ class MultilabelTask(TaskInfo):
             "predicted probability (every finding)",
             "fraction positive",
         )
+
+    @property
+    def conformal_states(self):
+        """Each finding present and absent: "Mass: present", "Mass: absent", ..."""
+        return [f"{name}: {state}" for name in self.label_names for state in STATES]
+
+    @property
+    def state_groups(self):
+        """One group per finding: its two states."""
+        return [name for name in self.label_names for _ in STATES]
+
+    def state_probabilities(self, probs):
+        """p for each finding present, 1 - p absent."""
+        probs = np.asarray(probs, dtype=np.float64)
+        return np.stack([probs, 1 - probs], axis=2).reshape(len(probs), -1)
+
+    def true_states(self, labels):
+        present = np.asarray(labels).astype(bool)
+        return np.stack([present, ~present], axis=2).reshape(len(present), -1)
+
+    def set_text(self, included):
+        """The findings the set allows to be present, joined by |, with ? on those it allows to
+        be absent too; (no finding) when it allows none."""
+        pairs = np.asarray(included).reshape(-1, len(STATES))
+        shown = [
+            name + "?" * bool(absent)
+            for name, (present, absent) in zip(self.label_names, pairs)
+            if present
+        ]
+        return "|".join(shown) or NO_FINDING
+
+    def prior_shift(self, training, local):
+        """logit(local) - logit(training) per finding."""
+        return logit(local) - logit(training)
 
     def csv_header(self, top_k):
         return ["findings", *self.label_names]

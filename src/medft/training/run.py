@@ -26,6 +26,7 @@ from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_
 from medft.errors import MedftError
 from medft.evaluation.calibration import TemperatureScaling, fit_temperature, reliability
 from medft.evaluation.card import CardFacts, card_settings, model_card
+from medft.evaluation.conformal import conformal_coverage, fit_conformal
 from medft.evaluation.evaluate import (
     EvaluationReport,
     SplitScores,
@@ -35,6 +36,7 @@ from medft.evaluation.evaluate import (
 )
 from medft.evaluation.external import SplitRecord
 from medft.evaluation.plots import CURVES_NAME, plot_training_curves
+from medft.evaluation.priors import save_training_labels
 from medft.evaluation.reporting import format_evaluation, write_evaluation
 from medft.formats.dicom_settings import save_settings
 from medft.hub import push_model
@@ -310,11 +312,20 @@ def train(
                 data_args.eval_split,
                 reliability(uncalibrated, evaluated.labels, data.task, options.calibration_bins),
             )
+        if training_args.conformal is not None:  # fitted on the validation split's scores
+            alpha, split = training_args.conformal, data_args.eval_split
+            sets = fit_conformal(
+                data.task, tuning.probs, tuning.labels, alpha, split, report.dataset
+            )
+            sets.save(output, data.task)
+            where = (report.dataset, evaluated_split)
+            report.conformal = conformal_coverage(sets, data.task, evaluated, where, options)
         write_evaluation(report, data.task, evaluated, output)
         if evaluated_split == data_args.test_split:  # kept for comparisons with other sites
             split, fingerprint = evaluated_split, data.identity["fingerprints"][evaluated_split]
             SplitRecord.of(evaluated, data.task, split, report.dataset, fingerprint).save(output)
         write_recipe(output, data_args, model_args)
+        save_training_labels(output, data.task, data.train_labels)  # for --prior-shift
         logger.info("Evaluation:\n%s", format_evaluation(report, output))
         facts = CardFacts(
             model_name_or_path=model_args.model_name_or_path,
