@@ -46,6 +46,7 @@ from medft.public_names import dataset_name, model_name
 from medft.tasks import TaskInfo
 from medft.training.build import build_trainer
 from medft.training.ema import EMA_NAME, keep_better_weights
+from medft.training.ood_statistics import save_ood_statistics
 from medft.training.run_record import (
     RunRecord,
     check_resume_from,
@@ -309,6 +310,17 @@ def train(
             )
         write_evaluation(report, data.task, evaluated, output)
         write_recipe(output, data_args, model_args)
+        if training_args.ood_false_flag_rate is not None and not model_args.save_adapter_only:
+            save_ood_statistics(
+                output,
+                data.train_set,
+                data.validation,
+                false_flag_rate=training_args.ood_false_flag_rate,
+                device=training_args.device,
+                batch_size=training_args.per_device_eval_batch_size,
+                num_workers=training_args.dataloader_num_workers,
+                seed=training_args.seed,
+            )
         logger.info("Evaluation:\n%s", format_evaluation(report, output))
         facts = CardFacts(
             model_name_or_path=model_args.model_name_or_path,
