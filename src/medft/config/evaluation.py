@@ -107,6 +107,18 @@ def tta_field() -> list[str]:
     )
 
 
+def ood_field() -> bool | None:
+    return field(
+        default=None,
+        metadata={
+            "help": "out-of-distribution flags: each image's Mahalanobis distance to the "
+            "training images' features, flagged above the threshold saved with the model "
+            "(ood_statistics.safetensors); default: when the model folder has them; --ood: "
+            "required (one model folder); --ood false: none"
+        },
+    )
+
+
 @dataclass(kw_only=True)
 class ModelAndData:
     model: list[Path] = models_field()
@@ -139,6 +151,7 @@ class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
         "group the metrics and the gap to the rest with 95% CIs, and a forest plot; default: "
         "the attributes medft prepare declared for the dataset; none: no subgroups"
     )
+    ood: bool | None = ood_field()
 
     def __post_init__(self) -> None:
         EvaluationOptions.__post_init__(self)

@@ -30,6 +30,7 @@ from medft.evaluation.thresholds import Thresholds, cutoffs, fixed_thresholds, t
 from medft.formats.prepared_report import read_report
 from medft.inference.classifier import Classifier, load_members, stored_thresholds
 from medft.inference.inputs import labelled_dataset
+from medft.inference.ood import FeatureHook, ood_scorer
 from medft.inference.scoring import score_split
 from medft.inference.tta import ORIGINAL, View, tta_views
 from medft.tasks import DEFAULT_THRESHOLD, TASK_TYPES, TaskInfo
@@ -93,6 +94,7 @@ class EvaluationReport:
     tta: list[str] | None = None  # the test-time views averaged, when there were several
     members: list[str] | None = None  # the models of an ensemble, when there were several
     subgroups: list[AttributeResult] | None = None  # performance by sex, age band, view...
+    ood: dict[str, Any] | None = None  # images flagged out of distribution (`medft.inference.ood`)
     files: list[str] = field(default_factory=list)  # written beside metrics.json
 
     OPTIONAL = ("per_class", "confusion_matrix", "per_finding", "chexnet_comparison")
@@ -131,7 +133,7 @@ class EvaluationReport:
             content["unreadable"] = self.unreadable
         if self.temperature is not None:
             content["temperature"] = self.temperature.to_json()
-        for key in ("tta", "members"):
+        for key in ("tta", "members", "ood"):
             if getattr(self, key) is not None:
                 content[key] = getattr(self, key)
         if self.subgroups is not None:
@@ -319,12 +321,18 @@ def split_scores(
     num_workers: int,
     views: Sequence[View] = (ORIGINAL,),
     attributes: dict[str, np.ndarray] | None = None,
+    features: FeatureHook | None = None,
 ) -> tuple[SplitScores, dict[str, str]]:
     """Saved models' scores on one split (an ensemble's mean probabilities, over the
-    test-time views), with its images' ``attributes``; images that cannot be read are left
-    out and returned as {image: reason}."""
+    test-time views), with its images' ``attributes`` (and ``features`` kept from the same
+    passes); images that cannot be read are left out and returned as {image: reason}."""
     probs, errors = score_split(
-        members, dataset, batch_size=batch_size, num_workers=num_workers, views=views
+        members,
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        views=views,
+        features=features,
     )
     keep = np.array([row not in errors for row in range(len(dataset))], dtype=bool)
     labels = task.encode(list(dataset[task.label_column]))
@@ -339,7 +347,8 @@ def evaluate_model(options: EvaluateArguments) -> tuple[EvaluationReport, SplitS
     """`medft evaluate`: score ``split`` with a saved model (or the mean of several: an
     ensemble), over test-time views if asked, and tune thresholds on ``tune_split``
     (without one, the model folder's thresholds.json); performance by the ``subgroups``
-    columns (default: the dataset's declared attributes; [] for none)."""
+    columns (default: the dataset's declared attributes; [] for none); the images flagged
+    out of distribution, when the model folder has the statistics (or ``ood`` asks)."""
     folders, dataset_name, split = options.model, options.dataset, options.split
     tuning_split = options.tune_split
     dataset, task = labelled_dataset(dataset_name, folders[0], split)
@@ -347,6 +356,7 @@ def evaluate_model(options: EvaluateArguments) -> tuple[EvaluationReport, SplitS
         options.subgroups, dataset_name, dataset[split], split, "--subgroups"
     )
     members = load_members(folders)
+    ood = ood_scorer(members, options.ood)
     views = tta_views(options.tta, folders) if options.tta else [ORIGINAL]
     settings = {
         "batch_size": options.batch_size,
@@ -354,7 +364,7 @@ def evaluate_model(options: EvaluateArguments) -> tuple[EvaluationReport, SplitS
         "views": views,
     }
     scores, unreadable = split_scores(
-        members, dataset[split], task, attributes=attributes, **settings
+        members, dataset[split], task, attributes=attributes, features=ood, **settings
     )
     tuning, stored = None, None
     needs_thresholds = bool(task.thresholded_labels) and options.threshold is None
@@ -376,6 +386,7 @@ def evaluate_model(options: EvaluateArguments) -> tuple[EvaluationReport, SplitS
     report.model = public_names.model_name(folders[0])
     report.dataset = public_names.dataset_name(dataset_name)
     report.unreadable = unreadable
+    report.ood = ood.summary(len(dataset[split])) if ood else None
     if len(members) > 1:
         report.members = [public_names.model_name(folder) for folder in folders]
     if len(views) > 1:
