@@ -113,8 +113,8 @@ def ood_field() -> bool | None:
         metadata={
             "help": "out-of-distribution flags: each image's Mahalanobis distance to the "
             "training images' features, flagged above the threshold saved with the model "
-            "(ood_statistics.safetensors); default: when the model folder has them; --ood: "
-            "required (one model folder); --ood false: none"
+            "(ood_statistics.safetensors); default: when the model folder has them; true: "
+            "required (one model folder); false: none"
         },
     )
 

@@ -253,7 +253,7 @@ def ood_scorer(
         if requested:
             what = "an ensemble" if others else f"{model.path.name}, an ONNX model"
             raise MedftError(
-                f"--ood needs one PyTorch model folder, not {what}: its features are the "
+                f"--ood true needs one PyTorch model folder, not {what}: its features are the "
                 "input of its classifier layer. Give one model folder, or leave out --ood."
             )
         return None
@@ -261,7 +261,7 @@ def ood_scorer(
     if statistics is None:
         if requested:
             raise MedftError(
-                f"--ood: {model.folder} has no {OOD_NAME} (a model saved before medft kept "
+                f"--ood true: {model.folder} has no {OOD_NAME} (a model saved before medft kept "
                 "its training images' feature statistics); train it again, or leave out --ood."
             )
         return None
