@@ -125,7 +125,7 @@ def metrics_of(folder: Path) -> dict:
 def row(report: dict) -> dict:
     """What the table shows of one evaluation's metrics.json."""
     interval = report["confidence_intervals"].get("balanced_accuracy") or {}
-    ood = report.get("out_of_distribution") or {}
+    ood = report.get("ood") or {}
     conformal = report.get("conformal") or {}
     return {
         "images": report["images"],
@@ -133,8 +133,8 @@ def row(report: dict) -> dict:
         "ci": [interval.get("low"), interval.get("high")],
         "ece": report["calibration"]["ece"],
         "flagged_ood": ood.get("rate"),
-        "coverage": conformal.get("coverage"),
-        "mean_set_size": conformal.get("mean_set_size"),
+        "coverage": (conformal.get("coverage") or {}).get("value"),
+        "mean_set_size": (conformal.get("mean_set_size") or {}).get("value"),
     }
 
 

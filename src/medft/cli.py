@@ -180,8 +180,8 @@ def run_audit(options: commands.AuditArguments) -> None:
 
 
 def run_evaluate(options: evaluation.EvaluateArguments) -> None:
-    from medft.evaluation.evaluate import evaluate_model
     from medft.evaluation.reporting import format_evaluation, write_evaluation
+    from medft.evaluation.saved_models import evaluate_model
 
     options.progress = True
     report, scores = evaluate_model(options)

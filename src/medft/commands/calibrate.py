@@ -31,10 +31,11 @@ from medft.errors import MedftError
 from medft.evaluation.calibration import TemperatureScaling, fit_temperature, reliability
 from medft.evaluation.card import replace_results
 from medft.evaluation.conformal import CONFORMAL_NAME, fit_conformal, load_conformal
-from medft.evaluation.evaluate import EvaluationReport, evaluate_model, split_scores
+from medft.evaluation.evaluate import EvaluationReport
 from medft.evaluation.local_fit import LocalFit, fitting_history, record_fit, with_section
 from medft.evaluation.priors import prior_shift, training_prevalence
 from medft.evaluation.reporting import write_evaluation
+from medft.evaluation.saved_models import evaluate_model, split_scores
 from medft.inference.classifier import load_classifier, stored_thresholds
 from medft.inference.inputs import labelled_dataset
 from medft.inference.reading import ImageReader

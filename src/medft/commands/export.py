@@ -35,7 +35,7 @@ from PIL import Image
 
 from medft.config.inference import ExportArguments
 from medft.errors import MedftError, first_line
-from medft.evaluation.evaluate import split_scores
+from medft.evaluation.saved_models import split_scores
 from medft.evaluation.thresholds import Thresholds, cutoffs
 from medft.inference.classifier import Classifier, LogitsOnly, load_classifier, stored_thresholds
 from medft.inference.inputs import labelled_dataset

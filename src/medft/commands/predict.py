@@ -26,6 +26,7 @@ from medft.evaluation.evaluate import declared_attributes, split_columns
 from medft.evaluation.thresholds import Thresholds, fixed_thresholds
 from medft.inference.classifier import load_members, stored_thresholds
 from medft.inference.inputs import Inputs, collect_inputs
+from medft.inference.ood import OOD_COLUMNS, flags_text, ood_scorer
 from medft.inference.scoring import score_members
 from medft.inference.tta import ORIGINAL, tta_views
 from medft.tasks import DEFAULT_THRESHOLD, TaskInfo
@@ -100,6 +101,7 @@ class PredictionSummary:
     members: int = 1  # models averaged
     views: list[str] = field(default_factory=lambda: ["original"])  # test-time views averaged
     columns: list[str] = field(default_factory=list)  # carried from the dataset inputs
+    ood: dict[str, Any] | None = None  # images flagged out of distribution, when scored
 
 
 def predict(options: PredictArguments) -> PredictionSummary:
@@ -107,7 +109,9 @@ def predict(options: PredictArguments) -> PredictionSummary:
     probabilities averaged) into a CSV, one row each, averaging over the test-time views of
     ``tta`` if asked; ``thresholds``: a thresholds.json (default: the model folder's; an
     ensemble's come from `medft cv`'s ensemble/thresholds.json, given here). Rows of prepared
-    datasets carry their ``columns`` (default: the declared subgroup attributes; [] for none)."""
+    datasets carry their ``columns`` (default: the declared subgroup attributes; [] for none).
+    Each image's out-of-distribution score and flag are columns too when the model folder
+    has the statistics (`medft.inference.ood`; ``ood`` True requires them, False omits them)."""
     folders, split, top_k = options.model, options.split, options.top_k
     members = load_members(folders, precision=options.precision)
     task = members[0].task
@@ -116,8 +120,9 @@ def predict(options: PredictArguments) -> PredictionSummary:
     stored = stored or fixed_thresholds(task, DEFAULT_THRESHOLD, "default")
     views = tta_views(options.tta, folders) if options.tta else [ORIGINAL]
     sets = members[0].saved_conformal() if len(members) == len(views) == 1 else None
+    ood = ood_scorer(members, options.ood)
     found = collect_inputs(options.inputs, split, members[0].dicom)
-    header = csv_header(task, top_k, sets)
+    header = csv_header(task, top_k, sets) + (OOD_COLUMNS if ood else [])
     carried, carried_values = carried_columns(found, split, options.columns, header)
     start = time.perf_counter()
     probs, errors = score_members(
@@ -129,11 +134,15 @@ def predict(options: PredictArguments) -> PredictionSummary:
         num_workers=options.num_workers,
         progress=options.progress,
         views=views,
+        features=ood,
     )
     seconds = time.perf_counter() - start
     header, rows = prediction_rows(
         task, found.names, probs, errors, top_k, stored.values if stored else {}, sets
     )
+    if ood:
+        header += OOD_COLUMNS
+        rows = [row + ood.cells(distance) for row, distance in zip(rows, ood.values(len(rows)))]
     output = Path(options.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", newline="") as handle:
@@ -161,6 +170,7 @@ def predict(options: PredictArguments) -> PredictionSummary:
         thresholds=stored,
         counts=counts,
         sets=sets,
+        ood=ood.summary(len(rows)) if ood else None,
     )
 
 
@@ -195,6 +205,8 @@ def format_prediction_summary(summary: PredictionSummary, shown_errors: int = 5)
         lines.append(f"{PREDICTION_SET} column: conformal sets, {summary.sets.describe()}")
     common = ", ".join(f"{label} {n}" for label, n in summary.counts.most_common(8))
     lines.append(f"{task.counted_what}: {common or 'none'}")
+    if summary.ood:
+        lines.append(f"{flags_text(summary.ood)}; columns {', '.join(OOD_COLUMNS)}")
     if summary.columns:
         lines.append(f"columns from the datasets: {', '.join(summary.columns)}")
     lines.append(f"Wrote {summary.output}")

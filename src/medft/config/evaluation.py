@@ -116,6 +116,18 @@ def tta_field() -> list[str]:
     )
 
 
+def ood_field() -> bool | None:
+    return field(
+        default=None,
+        metadata={
+            "help": "out-of-distribution flags: each image's Mahalanobis distance to the "
+            "training images' features, flagged above the threshold saved with the model "
+            "(ood_statistics.safetensors); default: when the model folder has them; true: "
+            "required (one model folder); false: none"
+        },
+    )
+
+
 @dataclass(kw_only=True)
 class ModelAndData:
     model: list[Path] = models_field()
@@ -158,6 +170,7 @@ class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
             "metavar": "MAP_YAML",
         },
     )
+    ood: bool | None = ood_field()
 
     def __post_init__(self) -> None:
         EvaluationOptions.__post_init__(self)

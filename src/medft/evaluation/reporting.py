@@ -31,6 +31,7 @@ from medft.evaluation.plots import (
     subgroups_name,
 )
 from medft.evaluation.thresholds import THRESHOLDS_NAME, save_thresholds
+from medft.inference.ood import flags_text
 from medft.tasks import TASK_TYPES, TaskInfo
 
 
@@ -264,9 +265,9 @@ def against_own_test_table(report: EvaluationReport) -> list[str]:
 
 
 def format_evaluation(report: EvaluationReport, output: str | Path | None = None) -> str:
-    """One screen: headline metrics with intervals, thresholds, calibration, the weakest
-    classes or the per-finding table (with CheXNet's for NIH models), performance by
-    subgroup, and the files."""
+    """One screen: headline metrics with intervals, thresholds, calibration, the images
+    flagged out of distribution, the weakest classes or the per-finding table (with
+    CheXNet's for NIH models), performance by subgroup, and the files."""
     boot = report.bootstrap
     patients = f", {report.patients} patients" if report.patients else ""
     lines = [
@@ -300,6 +301,8 @@ def format_evaluation(report: EvaluationReport, output: str | Path | None = None
         lines.append(f"  ensemble: probabilities averaged over {len(report.members)} models")
     if report.label_map:
         lines.append(f"  {label_map_text(report.label_map)}")
+    if report.ood:
+        lines.append(f"  {flags_text(report.ood)}")
     if report.per_class is not None and len(report.labels) > 2:
         weakest = sorted(report.per_class.items(), key=lambda item: item[1]["f1"])[:5]
         lines += ["", "  lowest F1: " + ", ".join(f"{n} {r['f1']:.2f}" for n, r in weakest)]

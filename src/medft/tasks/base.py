@@ -4,8 +4,9 @@ What varies with the task type lives here and nowhere else: how labels are
 encoded, how logits become probabilities, the loss, the metrics and which are
 headlines, which labels get decision thresholds and how they are tuned, what the
 ROC / PR figures draw, what the calibration scores, the columns of
-`medft predict`'s CSV, and how a dataset stores the labels and splits and folds are
-stratified by them. The rest of medft asks the task object.
+`medft predict`'s CSV, the groups out-of-distribution distances centre on, and how a
+dataset stores the labels and splits and folds are stratified by them. The rest of
+medft asks the task object.
 
 `TaskInfo(label_names, multi_label)` returns the right kind, from the registry each
 kind adds itself to when its class is made (`TASK_TYPES`): the kind that `takes` those
@@ -182,6 +183,11 @@ class TaskInfo(SingleLabelSets):
     def loss_targets(self, labels: np.ndarray) -> torch.Tensor:
         """Encoded labels as the loss takes them beside float64 logits: class indices."""
         return torch.as_tensor(np.asarray(labels)).long()
+
+    def feature_groups(self, labels: np.ndarray) -> np.ndarray:
+        """The group each training image's features are centred on, for its distance to the
+        training images (`medft.inference.ood`), from encoded labels: its class."""
+        return np.asarray(labels)
 
     # datasets -------------------------------------------------------------------------------
 

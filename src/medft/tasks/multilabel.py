@@ -75,6 +75,10 @@ class MultilabelTask(TaskInfo):
         """Multi-hot rows, as float64."""
         return torch.as_tensor(np.asarray(labels)).double()
 
+    def feature_groups(self, labels):
+        """One group: an image carries any number of findings, so class means are ill-defined."""
+        return np.zeros(len(labels), dtype=int)
+
     def label_feature(self):
         """A list of `ClassLabel`s."""
         return List(ClassLabel(names=self.label_names))

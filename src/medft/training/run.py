@@ -40,6 +40,7 @@ from medft.evaluation.priors import save_training_labels
 from medft.evaluation.reporting import format_evaluation, write_evaluation
 from medft.formats.dicom_settings import save_settings
 from medft.hub import push_model
+from medft.inference.ood import flag_summary
 from medft.modeling import BuiltModel, base_model_id, build_model, weights_origin
 from medft.modeling.freezing import parameter_table
 from medft.modeling.heads import fold_temperature
@@ -50,6 +51,7 @@ from medft.public_names import dataset_name, model_name
 from medft.tasks import TaskInfo
 from medft.training.build import build_trainer
 from medft.training.ema import EMA_NAME, keep_better_weights
+from medft.training.ood_statistics import save_ood_statistics
 from medft.training.run_record import (
     RunRecord,
     check_resume_from,
@@ -296,6 +298,19 @@ def train(
             threshold_method=training_args.threshold_method,
             progress=not training_args.disable_tqdm,
         )
+        ood = None
+        if training_args.ood_false_flag_rate is not None and not model_args.save_adapter_only:
+            ood = save_ood_statistics(
+                output,
+                data.train_set,
+                data.validation,
+                false_flag_rate=training_args.ood_false_flag_rate,
+                device=training_args.device,
+                batch_size=training_args.per_device_eval_batch_size,
+                num_workers=training_args.dataloader_num_workers,
+                seed=training_args.seed,
+                evaluated=data.eval_sets.get(evaluated_split, data.validation),
+            )
         report = evaluate_scores(
             data.task,
             evaluated,
@@ -320,10 +335,16 @@ def train(
             sets.save(output, data.task)
             where = (report.dataset, evaluated_split)
             report.conformal = conformal_coverage(sets, data.task, evaluated, where, options)
+        flagged = None
+        if ood is not None:
+            statistics, distances = ood
+            report.ood = flag_summary(statistics, distances)
+            flagged = statistics.flagged(distances)
         write_evaluation(report, data.task, evaluated, output)
         if evaluated_split == data_args.test_split:  # kept for comparisons with other sites
             split, fingerprint = evaluated_split, data.identity["fingerprints"][evaluated_split]
-            SplitRecord.of(evaluated, data.task, split, report.dataset, fingerprint).save(output)
+            record = SplitRecord.of(evaluated, data.task, split, report.dataset, fingerprint)
+            dataclasses.replace(record, flagged=flagged).save(output)
         write_recipe(output, data_args, model_args)
         save_training_labels(output, data.task, data.train_labels)  # for --prior-shift
         logger.info("Evaluation:\n%s", format_evaluation(report, output))
