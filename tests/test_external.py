@@ -345,3 +345,14 @@ def test_a_site_without_the_labels_or_with_other_ones_is_one_line(
         f"medft: error: --label-map {mapping}: 'down wide' is not a label of {other} (its "
         "labels: across fine, down fine)."
     ]
+
+
+def test_the_section_sets_the_site_s_out_of_distribution_flags_beside_the_own_test_split_s(
+    model, shifted_site, tmp_path
+):
+    assert evaluate("--model", str(model), "--dataset", str(shifted_site),
+                    "--output", str(tmp_path)) == 0  # fmt: skip
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    flagged = report["against_own_test"]["flagged_out_of_distribution"]
+    assert flagged["own"] == pytest.approx(SplitRecord.read(model).flagged.mean())
+    assert flagged["local"] == pytest.approx(report["ood"]["rate"])
