@@ -154,7 +154,8 @@ def one_seed(options: argparse.Namespace, seed: int, weights: Path) -> dict:
             write_folder(files, work / "raw" / name, name_of, change, seed)
             splits = [] if name == "hospital" else ["--val-size", "0.1", "--test-size", "0.45"]
             run("prepare", "folder", "--source", str(work / "raw" / name),
-                "--output", str(work / name), "--seed", str(seed), *splits)  # fmt: skip
+                "--output", str(work / name), "--seed", str(seed), "--image-size", "256",
+                *splits)  # fmt: skip
     label_map = work / "sequence_map.yaml"
     names = sorted({p.parent.name for p in site_b})
     label_map.write_text(
