@@ -21,6 +21,7 @@ from medft.evaluation.external import (
     group_numbers,
     keep_if_own_test,
 )
+from medft.evaluation.local_fit import fitting_history
 from medft.evaluation.thresholds import cutoffs, fixed_thresholds
 from medft.inference.label_map import LabelMap, read_label_map
 from medft.tasks import TaskInfo
@@ -356,3 +357,20 @@ def test_the_section_sets_the_site_s_out_of_distribution_flags_beside_the_own_te
     flagged = report["against_own_test"]["flagged_out_of_distribution"]
     assert flagged["own"] == pytest.approx(SplitRecord.read(model).flagged.mean())
     assert flagged["local"] == pytest.approx(report["ood"]["rate"])
+
+
+def test_calibrate_at_a_site_labelled_otherwise_reads_it_through_the_label_map(model, tmp_path):
+    classes = ("across fine", "across coarse", "blank", "down fine", "down coarse")
+    site = scans_dataset(tmp_path / "four", {"fit": 50, "test": 50}, classes=classes, seed=3)
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text(
+        "map:\n  across fine: across\n  across coarse: across\n  down fine: down\n"
+        "  down coarse: down\ndrop: [blank]\n"
+    )
+    output = tmp_path / "at-site"
+    assert main(["calibrate", "--model", str(model), "--dataset", str(site), "--num-workers",
+                 "0", "--tune-split", "fit", "--split", "test", "--label-map", str(mapping),
+                 "--output", str(output), "--bootstrap-resamples", "0"]) == 0  # fmt: skip
+    report = json.loads((output / "metrics.json").read_text())
+    assert report["images"] == 40 and report["label_map"]["images_left_out"] == 10
+    assert fitting_history(output)[-1].images == 40  # the fitting sample, dropped images out

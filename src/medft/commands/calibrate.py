@@ -38,6 +38,7 @@ from medft.evaluation.reporting import write_evaluation
 from medft.evaluation.saved_models import evaluate_model, split_scores
 from medft.inference.classifier import load_classifier, stored_thresholds
 from medft.inference.inputs import labelled_dataset
+from medft.inference.label_map import read_label_map
 from medft.inference.reading import ImageReader
 from medft.inference.scoring import score_images
 from medft.modeling.families import family_of
@@ -56,6 +57,7 @@ def evaluation_of(model: Path, options: CalibrateArguments) -> EvaluateArguments
         dataset=options.dataset,
         split=options.split,
         tune_split=options.tune_split,
+        label_map=options.label_map,
         **{item.name: getattr(options, item.name) for item in shared},
     )
 
@@ -63,8 +65,9 @@ def evaluation_of(model: Path, options: CalibrateArguments) -> EvaluateArguments
 def calibrate_model(options: CalibrateArguments) -> tuple[EvaluationReport, Path, LocalFit]:
     """Fit, fold, save, evaluate; returns the new evaluation, where the model now is, and
     what was fitted on which sample."""
+    label_map = read_label_map(options.label_map)
     dataset, task = labelled_dataset(
-        options.dataset, options.model, options.tune_split, options.split
+        options.dataset, options.model, options.tune_split, options.split, label_map=label_map
     )
     if options.per_finding and not task.supports_per_finding_temperature:
         raise MedftError("--per-finding is for multi-label models; leave it out.")

@@ -128,6 +128,18 @@ def ood_field() -> bool | None:
     )
 
 
+def label_map_field() -> Path | None:
+    return field(
+        default=None,
+        metadata={
+            "help": "a YAML file mapping the dataset's label names onto the model's (map: "
+            "{glioma: tumor, notumor: normal, ...}; drop: [labels left out]), for another "
+            "site's data labelled otherwise",
+            "metavar": "MAP_YAML",
+        },
+    )
+
+
 @dataclass(kw_only=True)
 class ModelAndData:
     model: list[Path] = models_field()
@@ -161,15 +173,7 @@ class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
         "group the metrics and the gap to the rest with 95% CIs, and a forest plot; default: "
         "the attributes medft prepare declared for the dataset; none: no subgroups"
     )
-    label_map: Path | None = field(
-        default=None,
-        metadata={
-            "help": "a YAML file mapping the dataset's label names onto the model's (map: "
-            "{glioma: tumor, notumor: normal, ...}; drop: [labels left out]), for another "
-            "site's data labelled otherwise",
-            "metavar": "MAP_YAML",
-        },
-    )
+    label_map: Path | None = label_map_field()
     ood: bool | None = ood_field()
 
     def __post_init__(self) -> None:
@@ -210,6 +214,7 @@ class CalibrateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
             "prevalence saved with the model) into the classifier's bias"
         },
     )
+    label_map: Path | None = label_map_field()
     conformal: float | None = field(
         default=None,
         metadata={
