@@ -112,6 +112,15 @@ def write_folder(files: list[Path], folder: Path, name_of, change=None, seed: in
                 change(image, rng).save(target.with_suffix(".png"))
 
 
+def sequence_map(files: list[Path], path: Path) -> str:
+    """A label map of the 44 folder names among ``files`` onto their sequences."""
+    names = sorted({file.parent.name for file in files})
+    path.write_text(
+        "map:\n" + "".join(f"  {json.dumps(n)}: {json.dumps(sequence_of(n))}\n" for n in names)
+    )
+    return str(path)
+
+
 def run(*argv: str) -> None:
     code = medft(list(argv))
     if code:
@@ -155,12 +164,8 @@ def one_seed(options: argparse.Namespace, seed: int, weights: Path) -> dict:
             run("prepare", "folder", "--source", str(work / "raw" / name),
                 "--output", str(work / name), "--seed", str(seed), "--image-size", "256",
                 *splits)  # fmt: skip
-    label_map = work / "sequence_map.yaml"
-    names = sorted({p.parent.name for p in part_b})
-    label_map.write_text(
-        "map:\n" + "".join(f"  {json.dumps(n)}: {json.dumps(sequence_of(n))}\n" for n in names)
-    )
-    mapped = ("--label-map", str(label_map))
+    maps = {name: sequence_map(files, work / f"{name}_map.yaml")
+            for name, (files, _, _) in folders.items()}  # fmt: skip
     model = work / "model"
     if not (model / "metrics.json").is_file():
         run("train", str(RECIPE), "--dataset_name", str(work / "hospital"),
@@ -174,7 +179,8 @@ def one_seed(options: argparse.Namespace, seed: int, weights: Path) -> dict:
     ):
         output = work / f"evaluate-{dataset}"
         run("evaluate", "--model", str(model), "--dataset", str(work / dataset),
-            "--tune-split", "train", "--output", str(output), *mapped)  # fmt: skip
+            "--tune-split", "train", "--output", str(output),
+            "--label-map", maps[dataset])  # fmt: skip
         report = metrics_of(output)
         rows[name] = row(report) | {"against_own_test": report.get("against_own_test")}
     for name, extra in (
@@ -184,7 +190,7 @@ def one_seed(options: argparse.Namespace, seed: int, weights: Path) -> dict:
         recalibrated = work / ("model-site-priors" if extra else "model-site")
         run("calibrate", "--model", str(model), "--dataset", str(work / "site_shifted"),
             "--tune-split", "train", "--split", "test", "--output", str(recalibrated),
-            "--conformal", str(ALPHA), *mapped, *extra)  # fmt: skip
+            "--conformal", str(ALPHA), "--label-map", maps["site_shifted"], *extra)  # fmt: skip
         rows[name] = row(metrics_of(recalibrated))
     return rows
 
