@@ -60,6 +60,7 @@ AFTER_TRAINING = {  # functions `train()` calls after the loop -> the phase they
     "write_evaluation": "after training: report files and figures",
     "model_card": "after training: model card",
     "plot_training_curves": "after training: curves plot",
+    "save_ood_statistics": "after training: out-of-distribution statistics",
 }
 
 

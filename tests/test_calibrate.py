@@ -13,7 +13,7 @@ from medft.cli import main
 from medft.errors import MedftError
 from medft.evaluation.calibration import fit_temperature
 from medft.modeling import build_model
-from medft.modeling.heads import fold_temperature
+from medft.modeling.heads import fold_prior_shift, fold_temperature
 from medft.tasks import TaskInfo
 from tests.helpers import FINDINGS, THREE, run_recipe, tiny_timm, tiny_vit
 
@@ -32,6 +32,22 @@ def test_the_folded_model_divides_its_logits_by_the_temperature(args, task, temp
         fold_temperature(model, built.layout.head_module, np.array(temperature))
         after = model(pixel_values=pixels).logits
     assert after == pytest.approx(before / torch.tensor(temperature), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "args,task,shift",
+    [(tiny_vit, THREE, [0.5, -1.0, 0.2]), (tiny_timm, FINDINGS, [1.0, -2.0])],
+    ids=["vit, a shift per class", "timm, a shift per finding"],
+)
+def test_the_folded_prior_shift_adds_to_the_logits(args, task, shift):
+    built = build_model(args(), task)
+    model = built.model.eval()
+    pixels = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        before = model(pixel_values=pixels).logits
+        fold_prior_shift(model, built.layout.head_module, np.array(shift))
+        after = model(pixel_values=pixels).logits
+    assert after == pytest.approx(before + torch.tensor(shift), abs=1e-5)
 
 
 def test_the_fitted_temperature_is_the_one_the_labels_were_drawn_with():
@@ -98,3 +114,61 @@ def test_one_temperature_per_finding_on_single_label_data_stops_before_training(
         run_recipe("tiny_timm.yaml", brain_binary, output, "--calibration",
                    "temperature_per_finding")  # fmt: skip
     assert not list(output.glob("checkpoint-*"))  # nothing was trained
+
+
+def test_a_local_fit_folds_the_prior_shift_and_the_card_records_the_sample(
+    trained_binary, brain_binary, tmp_path, capsys
+):
+    output = tmp_path / "site"
+    assert main(["calibrate", "--model", str(trained_binary), "--dataset", str(brain_binary),
+                 "--output", str(output), "--prior-shift", "--bootstrap-resamples", "0",
+                 "--num-workers", "0"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "Fitted on the validation split of brain2, 50 images:" in printed
+    (fit,) = json.loads((output / "local_fit.json").read_text())["fits"]
+    assert (fit["dataset"], fit["split"], fit["images"]) == ("brain2", "validation", 50)
+    assert fit["ece_after"] < fit["ece_before"]
+    shift = [fit["prior_shift"][name]["logit_shift"] for name in ("normal", "tumor")]
+    bias = {
+        folder: AutoModelForImageClassification.from_pretrained(folder).classifier.bias.detach()
+        for folder in (trained_binary, output)
+    }
+    expected = bias[trained_binary] / fit["temperature"][0] + torch.tensor(shift)
+    assert bias[output].tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+    assert fit["thresholds_after"]["tumor"] != fit["thresholds_before"]["tumor"]
+    card = (output / "README.md").read_text()
+    section = card[card.index("## Local recalibration") : card.index("## Results on the")]
+    assert "the validation split of brain2, 50 images" in section
+    assert "prior shift folded into the classifier's bias" in section and "normal 0." in section
+    assert "thresholds re-tuned on this sample: tumor" in section
+    assert str(tmp_path) not in card + json.dumps(fit)  # names, never paths
+
+    again = tmp_path / "again"  # a second fit on top of the first: both recorded
+    assert main(["calibrate", "--model", str(output), "--dataset", str(brain_binary),
+                 "--output", str(again), "--tune-split", "test", "--split", "validation",
+                 "--bootstrap-resamples", "0", "--num-workers", "0"]) == 0  # fmt: skip
+    assert [fit["split"] for fit in json.loads((again / "local_fit.json").read_text())["fits"]] == [
+        "validation",
+        "test",
+    ]
+    assert "WARNING: the validation split of brain2 is a local sample again" in (
+        capsys.readouterr().out
+    )  # evaluated on the first fit's sample
+    card = (again / "README.md").read_text()
+    assert card.count("## Local recalibration") == 1 and "Re-fitted before that on: the " in card
+
+
+def test_the_fitting_sample_is_never_the_test_and_an_older_model_lacks_the_prevalence(
+    trained_binary, brain_binary, tmp_path, capsys
+):
+    assert main(["calibrate", "--model", str(trained_binary), "--dataset", str(brain_binary),
+                 "--split", "validation"]) == 2  # fmt: skip
+    assert "--split validation is also --tune-split" in capsys.readouterr().err
+    older = tmp_path / "older"
+    shutil.copytree(trained_binary, older, ignore=shutil.ignore_patterns("checkpoint-*"))
+    (older / "training_labels.json").unlink()
+    assert main(["calibrate", "--model", str(older), "--dataset", str(brain_binary),
+                 "--prior-shift"]) == 2  # fmt: skip
+    error = capsys.readouterr().err
+    assert "--prior-shift needs the training label prevalence" in error
+    assert len(error.strip().splitlines()) == 1

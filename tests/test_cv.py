@@ -16,7 +16,7 @@ from medft.commands import cv
 from medft.config.commands import CvArguments
 from medft.data.loading import load_training_data
 from medft.errors import MedftError
-from medft.evaluation.evaluate import split_scores
+from medft.evaluation.saved_models import split_scores
 from medft.inference.classifier import load_members
 from tests.helpers import FIXTURES
 

@@ -26,7 +26,7 @@ from medft.config.inference import ExplainArguments, ExportArguments, PredictArg
 from medft.config.prepare import DicomArguments
 from medft.data.pipeline import dicom_settings
 from medft.errors import MedftError
-from medft.evaluation.evaluate import evaluate_model
+from medft.evaluation.saved_models import evaluate_model
 from medft.formats.dicom_settings import DicomSettings, load_settings, parse_window, save_settings
 from medft.prepare import prepare_dataset
 from tests.dicom_files import dicom_copy, pydicom_file

@@ -92,6 +92,7 @@ def test_a_timm_cnn_exports_at_parity_and_predicts_the_same_csv(
                 inputs=[nih_prepared],
                 output=tmp_path / f"{name}.csv",
                 num_workers=1,
+                ood=False,  # an ONNX model has no features to flag images by
                 progress=False,
             )
         )

@@ -106,6 +106,7 @@ def test_bf16_keeps_the_fp32_ranking_and_fp16_needs_a_gpu(
                 num_workers=0,
                 precision=precision,
                 columns=[],
+                ood=False,  # the probabilities are compared
                 progress=False,
             )
         )

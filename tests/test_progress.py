@@ -60,3 +60,26 @@ def test_a_disabled_bar_writes_nothing():
     for _ in LogLines(range(3), disable=True, file=log):
         pass
     assert log.getvalue() == ""
+
+
+def test_the_libraries_bars_are_turned_off_in_a_log_and_left_on_a_terminal(monkeypatch):
+    import datasets
+    import huggingface_hub.utils
+    import transformers.utils.logging
+
+    from medft.progress import quiet_library_bars
+
+    datasets.enable_progress_bars()  # as a session starts (other tests may have run the cli)
+    try:
+        monkeypatch.setattr(progress, "on_a_terminal", lambda: True)
+        quiet_library_bars()
+        assert datasets.is_progress_bar_enabled()
+        monkeypatch.setattr(progress, "on_a_terminal", lambda: False)
+        quiet_library_bars()
+        assert not datasets.is_progress_bar_enabled()
+        assert huggingface_hub.utils.are_progress_bars_disabled()
+        assert not transformers.utils.logging.is_progress_bar_enabled()
+    finally:
+        datasets.enable_progress_bars()
+        huggingface_hub.utils.enable_progress_bars()
+        transformers.utils.logging.enable_progress_bar()

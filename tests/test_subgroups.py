@@ -20,7 +20,8 @@ from medft.config.commands import CvArguments
 from medft.config.evaluation import EvaluateArguments
 from medft.config.inference import PredictArguments
 from medft.errors import MedftError
-from medft.evaluation.evaluate import EvaluationReport, evaluate_model
+from medft.evaluation.evaluate import EvaluationReport
+from medft.evaluation.saved_models import evaluate_model
 from medft.evaluation.subgroups import MISSING, AttributeResult, evaluate_subgroups
 from medft.formats.prepared_report import REPORT_NAME, read_report
 from medft.parsing import parse_recipe

@@ -180,8 +180,8 @@ def run_audit(options: commands.AuditArguments) -> None:
 
 
 def run_evaluate(options: evaluation.EvaluateArguments) -> None:
-    from medft.evaluation.evaluate import evaluate_model
     from medft.evaluation.reporting import format_evaluation, write_evaluation
+    from medft.evaluation.saved_models import evaluate_model
 
     options.progress = True
     report, scores = evaluate_model(options)
@@ -195,8 +195,9 @@ def run_calibrate(options: evaluation.CalibrateArguments) -> None:
     from medft.evaluation.reporting import format_evaluation
 
     options.progress = True
-    report, output = calibrate_model(options)
+    report, output, fit = calibrate_model(options)
     print(format_evaluation(report, output))
+    print(f"\n{fit.summary()}")
 
 
 def run_predict(options: inference.PredictArguments) -> None:

@@ -4,8 +4,8 @@ A bar redraws itself with carriage returns, which a file, a pipe or a cluster's 
 keeps, so a log of `medft prepare` would hold one unreadable line per redraw. Where stderr
 is not a terminal, `progress_bar` writes one line when the work starts, one every
 `LOG_INTERVAL` seconds and one when it ends ("Reading images: 1266/1266 img (100%) in
-00:34, 37.2 img/s"); `quiet_library_bars` turns off the bars `datasets` and
-`huggingface_hub` draw themselves, for the same reason.
+00:34, 37.2 img/s"); `quiet_library_bars` turns off the bars `datasets`,
+`huggingface_hub` and `transformers` draw themselves, for the same reason.
 """
 
 from __future__ import annotations
@@ -63,12 +63,14 @@ def progress_bar(iterable: Any = None, **kwargs: Any) -> tqdm:
 
 
 def quiet_library_bars() -> None:
-    """Turn off the bars of `datasets` (map, save_to_disk) and `huggingface_hub` (downloads)
-    where they would be written into a log."""
+    """Turn off the bars of `datasets` (map, save_to_disk), `huggingface_hub` (downloads)
+    and `transformers` (writing model shards) where they would be written into a log."""
     if on_a_terminal():
         return
     import datasets
     import huggingface_hub.utils
+    import transformers.utils.logging
 
     datasets.disable_progress_bars()
     huggingface_hub.utils.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()

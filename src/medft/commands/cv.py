@@ -35,11 +35,11 @@ from medft.evaluation.evaluate import (
     EvaluationReport,
     SplitScores,
     evaluate_scores,
-    split_scores,
     subgroup_attributes,
 )
 from medft.evaluation.plots import plot_fold_metrics
 from medft.evaluation.reporting import write_evaluation
+from medft.evaluation.saved_models import split_scores
 from medft.inference.classifier import load_members
 from medft.parsing import Recipe, parse_recipe
 from medft.public_names import model_name

@@ -5,7 +5,8 @@ axis; where it cannot capture a model, the TorchScript exporter does, and the su
 and preprocessor.json say which one ran and why. preprocessor.json holds what anyone
 needs to run the model without medft or Python: the preprocessing steps
 (`medft.inference.preprocessing`, checked against the model's own processor), the labels,
-the activation that turns logits into probabilities, and the stored thresholds.
+the activation that turns logits into probabilities, the stored thresholds and conformal
+prediction sets.
 
 Parity: onnxruntime's probabilities are compared with PyTorch's on the same pixels
 (a dataset split's first images, or generated scans in the reference layouts); an
@@ -34,7 +35,7 @@ from PIL import Image
 
 from medft.config.inference import ExportArguments
 from medft.errors import MedftError, first_line
-from medft.evaluation.evaluate import split_scores
+from medft.evaluation.saved_models import split_scores
 from medft.evaluation.thresholds import Thresholds, cutoffs
 from medft.inference.classifier import Classifier, LogitsOnly, load_classifier, stored_thresholds
 from medft.inference.inputs import labelled_dataset
@@ -161,9 +162,10 @@ def preprocessor_json(
     exported: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything needed to run ``output`` without medft: inputs, outputs, labels, thresholds,
-    how DICOM files are read."""
+    conformal prediction sets (the model folder's conformal.json), how DICOM files are read."""
     task = classifier.task
     height, width = input_size(settings)
+    conformal = classifier.saved_conformal()
     return {
         "model_file": output.name,
         "input": {
@@ -183,6 +185,7 @@ def preprocessor_json(
         "task": task.task,
         "labels": task.label_names,
         "thresholds": thresholds.to_json() if thresholds else None,
+        "conformal": conformal.to_json(task) if conformal else None,
         "dicom": classifier.dicom.to_dict() if classifier.dicom else None,
         **exported,
         "medft_version": __version__,
@@ -277,6 +280,7 @@ def export_onnx(options: ExportArguments) -> ExportSummary:
             output,
             thresholds,
             classifier.dicom,
+            classifier.saved_conformal(),
         )
         summary.metrics = compared_metrics(
             classifier, onnx, data, options.batch_size, options.num_workers

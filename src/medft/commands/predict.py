@@ -2,8 +2,9 @@
 
 The images are read and scored by the inference engine (`medft.inference`); the
 task decides the columns (top-k labels and scores, the binary decision, or every
-finding's probability and the findings flagged at their thresholds). A file that
-cannot be read becomes a row with the reason, and the run goes on.
+finding's probability and the findings flagged at their thresholds), and a model with
+conformal.json adds each image's prediction set. A file that cannot be read becomes a
+row with the reason, and the run goes on.
 """
 
 from __future__ import annotations
@@ -20,17 +21,22 @@ import numpy as np
 
 from medft.config.inference import PredictArguments
 from medft.errors import MedftError
+from medft.evaluation.conformal import ConformalSets
 from medft.evaluation.evaluate import declared_attributes, split_columns
 from medft.evaluation.thresholds import Thresholds, fixed_thresholds
 from medft.inference.classifier import load_members, stored_thresholds
 from medft.inference.inputs import Inputs, collect_inputs
+from medft.inference.ood import OOD_COLUMNS, flags_text, ood_scorer
 from medft.inference.scoring import score_members
 from medft.inference.tta import ORIGINAL, tta_views
 from medft.tasks import DEFAULT_THRESHOLD, TaskInfo
 
+PREDICTION_SET = "prediction_set"  # the CSV column of the conformal prediction sets
 
-def csv_header(task: TaskInfo, top_k: int) -> list[str]:
-    return ["path", "error", *task.csv_header(top_k)]
+
+def csv_header(task: TaskInfo, top_k: int, sets: ConformalSets | None = None) -> list[str]:
+    conformal = [PREDICTION_SET] if sets is not None else []
+    return ["path", "error", *task.csv_header(top_k), *conformal]
 
 
 def prediction_rows(
@@ -40,16 +46,21 @@ def prediction_rows(
     errors: dict[int, str],
     top_k: int,
     thresholds: dict[str, float],
+    sets: ConformalSets | None = None,
 ) -> tuple[list[str], list[list[Any]]]:
     """CSV header and rows: what the task shows per image (top-k labels and scores, or every
-    finding's probability and the findings at their thresholds), or why it is missing."""
-    header = csv_header(task, top_k)
+    finding's probability and the findings at their thresholds, and the conformal prediction
+    set when there are ``sets``), or why it is missing."""
+    header = csv_header(task, top_k, sets)
+    included = None if sets is None else sets.included(task, probs)
     rows = []
     for index, name in enumerate(names):
         if index in errors:
             rows.append([name, errors[index]] + [""] * (len(header) - 2))
         else:
-            rows.append([name, "", *task.csv_cells(probs[index], thresholds, top_k)])
+            cells = task.csv_cells(probs[index], thresholds, top_k)
+            in_set = [] if included is None else [task.set_text(included[index])]
+            rows.append([name, "", *cells, *in_set])
     return header, rows
 
 
@@ -86,9 +97,11 @@ class PredictionSummary:
     seconds: float
     thresholds: Thresholds | None
     counts: Counter[str]  # top-1 label, or each finding flagged
+    sets: ConformalSets | None = None  # the conformal prediction sets written, if any
     members: int = 1  # models averaged
     views: list[str] = field(default_factory=lambda: ["original"])  # test-time views averaged
     columns: list[str] = field(default_factory=list)  # carried from the dataset inputs
+    ood: dict[str, Any] | None = None  # images flagged out of distribution, when scored
 
 
 def predict(options: PredictArguments) -> PredictionSummary:
@@ -96,7 +109,9 @@ def predict(options: PredictArguments) -> PredictionSummary:
     probabilities averaged) into a CSV, one row each, averaging over the test-time views of
     ``tta`` if asked; ``thresholds``: a thresholds.json (default: the model folder's; an
     ensemble's come from `medft cv`'s ensemble/thresholds.json, given here). Rows of prepared
-    datasets carry their ``columns`` (default: the declared subgroup attributes; [] for none)."""
+    datasets carry their ``columns`` (default: the declared subgroup attributes; [] for none).
+    Each image's out-of-distribution score and flag are columns too when the model folder
+    has the statistics (`medft.inference.ood`; ``ood`` True requires them, False omits them)."""
     folders, split, top_k = options.model, options.split, options.top_k
     members = load_members(folders, precision=options.precision)
     task = members[0].task
@@ -104,8 +119,10 @@ def predict(options: PredictArguments) -> PredictionSummary:
     stored = stored_thresholds(members[0], given) if len(members) == 1 or given else None
     stored = stored or fixed_thresholds(task, DEFAULT_THRESHOLD, "default")
     views = tta_views(options.tta, folders) if options.tta else [ORIGINAL]
+    sets = members[0].saved_conformal() if len(members) == len(views) == 1 else None
+    ood = ood_scorer(members, options.ood)
     found = collect_inputs(options.inputs, split, members[0].dicom)
-    header = csv_header(task, top_k)
+    header = csv_header(task, top_k, sets) + (OOD_COLUMNS if ood else [])
     carried, carried_values = carried_columns(found, split, options.columns, header)
     start = time.perf_counter()
     probs, errors = score_members(
@@ -117,11 +134,15 @@ def predict(options: PredictArguments) -> PredictionSummary:
         num_workers=options.num_workers,
         progress=options.progress,
         views=views,
+        features=ood,
     )
     seconds = time.perf_counter() - start
     header, rows = prediction_rows(
-        task, found.names, probs, errors, top_k, stored.values if stored else {}
+        task, found.names, probs, errors, top_k, stored.values if stored else {}, sets
     )
+    if ood:
+        header += OOD_COLUMNS
+        rows = [row + ood.cells(distance) for row, distance in zip(rows, ood.values(len(rows)))]
     output = Path(options.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", newline="") as handle:
@@ -148,6 +169,8 @@ def predict(options: PredictArguments) -> PredictionSummary:
         seconds=seconds,
         thresholds=stored,
         counts=counts,
+        sets=sets,
+        ood=ood.summary(len(rows)) if ood else None,
     )
 
 
@@ -178,8 +201,12 @@ def format_prediction_summary(summary: PredictionSummary, shown_errors: int = 5)
         cut = ", ".join(f"{k} >= {v:.3f}" for k, v in list(summary.thresholds.values.items())[:4])
         more = " ..." if len(summary.thresholds.values) > 4 else ""
         lines.append(f"thresholds ({source}): {cut}{more}")
+    if summary.sets:
+        lines.append(f"{PREDICTION_SET} column: conformal sets, {summary.sets.describe()}")
     common = ", ".join(f"{label} {n}" for label, n in summary.counts.most_common(8))
     lines.append(f"{task.counted_what}: {common or 'none'}")
+    if summary.ood:
+        lines.append(f"{flags_text(summary.ood)}; columns {', '.join(OOD_COLUMNS)}")
     if summary.columns:
         lines.append(f"columns from the datasets: {', '.join(summary.columns)}")
     lines.append(f"Wrote {summary.output}")

@@ -5,10 +5,12 @@ medft's pixel budget), and that one image gives the model's pixels, scored in on
 with the thresholds beside the model, and the picture the gallery shows (or its
 Grad-CAM, from `medft explain`'s `Explainer`). Each image gets the task's verdict and
 table: the top labels, the binary decision at its threshold, or every finding with its
-threshold and whether it is reached. The page shows the model card's intended use and
-the not-for-clinical-use notice. A file that is not an image, is empty, is over the
-pixel budget, or is one more than an upload may hold gets a line on the page saying so,
-and the server goes on; requests beyond a bounded queue are turned away.
+threshold and whether it is reached; its conformal prediction set when the model has
+conformal.json; an image unlike the model's training images (by the statistics saved with
+it: `medft.inference.ood`) gets a line saying so. The page shows the model card's intended
+use and the not-for-clinical-use notice. A file that is not an image, is empty, is over the
+pixel budget, or is one more than an upload may hold gets a line on the page saying so, and
+the server goes on; requests beyond a bounded queue are turned away.
 
 Images and results stay on the server and the user's screen: Gradio's analytics, run
 history, MCP server and monitoring endpoint are off. `medft serve` gives Gradio a
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 import torch
 from gradio.utils import get_upload_folder, is_in_or_equal
 from huggingface_hub import snapshot_download
@@ -46,8 +49,10 @@ from medft.config.inference import (
 )
 from medft.errors import MedftError, first_line
 from medft.evaluation.card import INTENDED_USE, NOT_FOR_CLINICAL_USE
+from medft.evaluation.conformal import ConformalSets
 from medft.evaluation.thresholds import fixed_thresholds
 from medft.inference.classifier import Classifier, load_classifier, stored_thresholds
+from medft.inference.ood import UNLIKE_TRAINING, OodScorer, OodStatistics
 from medft.inference.reading import ImageReader, short_reason
 from medft.inference.scoring import score_images
 from medft.tasks import DEFAULT_THRESHOLD
@@ -70,6 +75,8 @@ class ServedModel:
     thresholds: dict[str, float]
     threshold_source: str
     notice: str  # Markdown: the not-for-clinical-use notice and the intended use
+    sets: ConformalSets | None = None  # the model's conformal prediction sets, if any
+    ood: OodStatistics | None = None  # None: a model folder saved without them
 
 
 def model_folder(model: str | Path) -> Path:
@@ -116,7 +123,8 @@ def card_notice(folder: Path) -> str:
 
 
 def load_served_model(model: str | Path) -> ServedModel:
-    """The model to serve (a local folder or a Hub model id), with its thresholds and notice."""
+    """The model to serve (a local folder or a Hub model id), with its thresholds, notice and
+    out-of-distribution statistics (if its folder has them)."""
     folder = model_folder(model)
     classifier = load_classifier(folder)
     task = classifier.task
@@ -131,7 +139,9 @@ def load_served_model(model: str | Path) -> ServedModel:
             else "thresholds 0.5: the model folder has no thresholds.json"
         )
     values = stored.values if stored else {}
-    return ServedModel(classifier, Path(str(model)).name, values, source, card_notice(folder))
+    name, notice = Path(str(model)).name, card_notice(folder)
+    sets = classifier.saved_conformal()
+    return ServedModel(classifier, name, values, source, notice, sets, OodStatistics.load(folder))
 
 
 # the page's answer to an upload ----------------------------------------------------------------
@@ -142,14 +152,30 @@ def escaped(text: str) -> str:
     return MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
-def image_section(served: ServedModel, name: str, scores: Any) -> str:
-    verdict, columns, rows = served.classifier.task.shown(scores, served.thresholds, DEFAULT_TOP_K)
+def ood_line(served: ServedModel, distance: float) -> list[str]:
+    """An image's out-of-distribution flag, when it is flagged (NaN: not scored)."""
+    if served.ood is not None and distance > served.ood.threshold:
+        return [
+            f"**⚠ {UNLIKE_TRAINING}** (out-of-distribution score {distance:.2f}, above "
+            f"{served.ood.threshold:.2f})",
+            "",
+        ]
+    return []
+
+
+def image_section(served: ServedModel, name: str, scores: Any, distance: float) -> str:
+    task = served.classifier.task
+    verdict, columns, rows = task.shown(scores, served.thresholds, DEFAULT_TOP_K)
     table = [
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
         *("| " + " | ".join(escaped(cell) for cell in row) + " |" for row in rows),
     ]
-    return "\n".join([f"#### {escaped(name)}", f"**{escaped(verdict)}**", "", *table])
+    lines = [f"#### {escaped(name)}", f"**{escaped(verdict)}**"]
+    if served.sets is not None:
+        in_set = task.set_text(served.sets.included(task, scores[None])[0])
+        lines.append(f"Prediction set ({served.sets.coverage:.0%} coverage): {escaped(in_set)}")
+    return "\n".join([*lines, "", *ood_line(served, distance), *table])
 
 
 @dataclass
@@ -223,13 +249,24 @@ def classify(
     read, refused = read_uploads(served.classifier, paths, max_files)
     images = list(read.values())
     batch = [(i, image.pixels, None) for i, image in enumerate(images)]
+    ood = OodScorer(served.classifier, served.ood) if served.ood else None
     probs, _ = score_images(
-        served.classifier, batch, batch_size=DEFAULT_BATCH_SIZE, num_workers=0, progress=False
+        served.classifier,
+        batch,
+        batch_size=DEFAULT_BATCH_SIZE,
+        num_workers=0,
+        progress=False,
+        features=ood,
     )
+    distances = ood.values(len(images)) if ood else np.full(len(images), np.nan)
     header = f"{len(read)} of {len(paths)} file(s) classified"
     if served.threshold_source:
         header += f" ({escaped(served.threshold_source)})"
-    sections = [image_section(served, image.name, p) for image, p in zip(images, probs)]
+    if served.sets is not None:
+        header += f"; prediction sets: {escaped(served.sets.describe())}"
+    sections = [
+        image_section(served, image.name, p, d) for image, p, d in zip(images, probs, distances)
+    ]
     problems = [
         f"- **{escaped(paths[i].name)}**: {escaped(reason)}"
         for i, reason in sorted(refused.items())

@@ -20,6 +20,15 @@ DEFAULT_EVAL_BATCH_SIZE = 64
 DEFAULT_WORKERS = 2
 
 
+def check_alpha(value: float | None, key: str) -> None:
+    """A conformal alpha, the share of prediction sets allowed to miss: in (0, 1), or none."""
+    if value is not None and not 0 < value < 1:
+        raise MedftError(
+            f"{key} must be an alpha in (0, 1), e.g. 0.1 for prediction sets that hold the "
+            f"true label 90% of the time; got {value}."
+        )
+
+
 @dataclass(kw_only=True)
 class EvaluationOptions:
     """How an evaluation tunes thresholds, bootstraps and bins: the trainer's and the
@@ -107,6 +116,30 @@ def tta_field() -> list[str]:
     )
 
 
+def ood_field() -> bool | None:
+    return field(
+        default=None,
+        metadata={
+            "help": "out-of-distribution flags: each image's Mahalanobis distance to the "
+            "training images' features, flagged above the threshold saved with the model "
+            "(ood_statistics.safetensors); default: when the model folder has them; true: "
+            "required (one model folder); false: none"
+        },
+    )
+
+
+def label_map_field() -> Path | None:
+    return field(
+        default=None,
+        metadata={
+            "help": "a YAML file mapping the dataset's label names onto the model's (map: "
+            "{glioma: tumor, notumor: normal, ...}; drop: [labels left out]), for another "
+            "site's data labelled otherwise",
+            "metavar": "MAP_YAML",
+        },
+    )
+
+
 @dataclass(kw_only=True)
 class ModelAndData:
     model: list[Path] = models_field()
@@ -115,7 +148,8 @@ class ModelAndData:
 
 @dataclass(kw_only=True)
 class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
-    """medft evaluate: metrics with 95% CIs, tuned thresholds, calibration and plots."""
+    """medft evaluate: metrics with 95% CIs, tuned thresholds, calibration and plots; on
+    another site's data, set against the model's own test split."""
 
     split: str = field(default="test", metadata={"help": "split to evaluate"})
     tune_split: str = field(
@@ -139,6 +173,8 @@ class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
         "group the metrics and the gap to the rest with 95% CIs, and a forest plot; default: "
         "the attributes medft prepare declared for the dataset; none: no subgroups"
     )
+    label_map: Path | None = label_map_field()
+    ood: bool | None = ood_field()
 
     def __post_init__(self) -> None:
         EvaluationOptions.__post_init__(self)
@@ -151,8 +187,8 @@ class EvaluateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
 
 @dataclass(kw_only=True)
 class CalibrateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
-    """medft calibrate: fit a temperature on the validation split and fold it into a saved
-    model, so its plain pipeline() returns calibrated probabilities."""
+    """medft calibrate: re-fit a saved model's probabilities on a labelled (local) sample,
+    folded into its weights, with a prior shift and conformal prediction sets if asked."""
 
     model: Path = field(metadata={"help": "a medft train output_dir"})
     per_finding: bool = field(
@@ -166,9 +202,34 @@ class CalibrateArguments(EvaluationOptions, ScoringOptions, ModelAndData):
     )
     tune_split: str = field(
         default="validation",
-        metadata={"help": "split the temperature and thresholds are fitted on"},
+        metadata={
+            "help": "split the temperature, thresholds, prior shift and conformal sets are "
+            "fitted on (a labelled local sample); never the evaluated --split"
+        },
+    )
+    prior_shift: bool = field(
+        default=False,
+        metadata={
+            "help": "fold the local class priors of --tune-split (against the training "
+            "prevalence saved with the model) into the classifier's bias"
+        },
+    )
+    label_map: Path | None = label_map_field()
+    conformal: float | None = field(
+        default=None,
+        metadata={
+            "help": "alpha: fit conformal prediction sets that hold the true label with "
+            "probability 1 - alpha (per class; per finding and state) on --tune-split, saved "
+            "as conformal.json; default: the alpha of the model's conformal.json, if any"
+        },
     )
 
     def __post_init__(self) -> None:
         EvaluationOptions.__post_init__(self)
         ScoringOptions.__post_init__(self)
+        check_alpha(self.conformal, "--conformal")
+        if self.split == self.tune_split:
+            raise MedftError(
+                f"--split {self.split} is also --tune-split: the sample the model is fitted on "
+                "cannot be its test; give another --split (or --tune-split)."
+            )

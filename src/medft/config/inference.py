@@ -12,6 +12,7 @@ from medft.config.evaluation import (
     ScoringOptions,
     expand_models,
     models_field,
+    ood_field,
     tta_field,
 )
 from medft.config.fields import column_names, columns_field, positional
@@ -80,6 +81,7 @@ class PredictArguments(ScoringOptions, SavedModels):
         "inputs leave them empty); default: the attributes medft prepare declared for the "
         "dataset; none: no columns"
     )
+    ood: bool | None = ood_field()
     progress: bool = progress_field()
 
     def __post_init__(self) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from transformers import IntervalStrategy, TrainingArguments
 
 from medft.config.checks import check_finite
-from medft.config.evaluation import THRESHOLD_METHODS
+from medft.config.evaluation import THRESHOLD_METHODS, check_alpha
 from medft.config.fields import column_names
 from medft.errors import MedftError
 from medft.evaluation.bootstrap import DEFAULT_RESAMPLES
@@ -238,6 +238,26 @@ class MedftTrainingArguments(TrainingArguments):
             "returns calibrated probabilities. Thresholds are tuned on the calibrated scores."
         },
     )
+    conformal: float | None = field(
+        default=None,
+        metadata={
+            "help": "Alpha (e.g. 0.1): fit conformal prediction sets on the validation split's "
+            "final scores that hold the true label with probability 1 - alpha (per class; "
+            "multi-label: per finding and state), saved as conformal.json for `medft predict`, "
+            "`serve` and `export`; the evaluation reports their coverage."
+        },
+    )
+    ood_false_flag_rate: float | None = field(
+        default=0.05,
+        metadata={
+            "help": "Out-of-distribution flags: after training, the statistics of the training "
+            "images' penultimate-layer features are saved with the model "
+            "(ood_statistics.safetensors), and images farther from them (Mahalanobis distance) "
+            "than a threshold are flagged by medft predict, evaluate and serve; the threshold "
+            "is set on the validation split so that this share of images like it is flagged. "
+            "null: save no statistics."
+        },
+    )
     # evaluation after training (what `medft evaluate` does) ---------------------------------
     bootstrap_resamples: int = field(
         default=DEFAULT_RESAMPLES,
@@ -289,9 +309,16 @@ class MedftTrainingArguments(TrainingArguments):
             raise MedftError(
                 f"calibration must be one of {', '.join(CALIBRATIONS)}, got '{self.calibration}'."
             )
+        check_alpha(self.conformal, "conformal")
         self.subgroups = column_names(self.subgroups, "subgroups")
         if self.eval_cache_gb < 0:
             raise MedftError(f"eval_cache_gb must be >= 0, got {self.eval_cache_gb}.")
+        rate = self.ood_false_flag_rate
+        if rate is not None and not 0 < rate < 1:
+            raise MedftError(
+                f"ood_false_flag_rate must be in (0, 1), e.g. 0.05, or null for no "
+                f"out-of-distribution statistics; got {rate}."
+            )
         if self.bootstrap_resamples < 0:
             raise MedftError(f"bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}.")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:

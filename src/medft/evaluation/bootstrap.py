@@ -4,13 +4,16 @@ scikit-learn has no bootstrap, so this draws seeded resamples and calls the
 same scikit-learn metric functions on each. When images carry a patient id,
 patients are drawn with replacement and bring all their images along: images
 of one patient are not independent, and resampling them one by one would give
-intervals that are too narrow. An image without a patient id is drawn alone.
+intervals that are too narrow. An image without a patient id is drawn alone. Two samples
+(a model's own test split and another site's data) are resampled independently, each by its
+own unit, for the interval of a difference between them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -59,16 +62,28 @@ class Resampler:
         return np.concatenate([self.members[unit] for unit in picked])
 
 
+class IndependentSamples:
+    """Draws a resample of each of two samples (a model's own test split and a site's data),
+    independently, each by its own unit: the interval of a difference between them."""
+
+    def __init__(self, first: Resampler, second: Resampler) -> None:
+        self.first, self.second = first, second
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return self.first.draw(rng), self.second.draw(rng)
+
+
 def bootstrap_intervals(
-    statistic: Callable[[np.ndarray], dict[str, float]],
-    resampler: Resampler,
+    statistic: Callable[[Any], dict[str, float]],
+    resampler: Resampler | IndependentSamples,
     *,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     confidence: float = CONFIDENCE,
     progress: bool = False,
 ) -> dict[str, Interval | None]:
-    """Interval of every metric ``statistic(indices)`` returns, over seeded resamples.
+    """Interval of every metric ``statistic(indices)`` returns, over seeded resamples (the
+    indices of each sample's resample, for `IndependentSamples`).
 
     A resample where a metric is undefined (NaN, e.g. AUROC with one class drawn)
     is skipped for that metric; `Interval.resamples_used` says how many counted,

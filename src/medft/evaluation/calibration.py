@@ -120,11 +120,17 @@ class TemperatureScaling:
 
 
 def fit_temperature(
-    logits: np.ndarray, labels: np.ndarray, task: TaskInfo, per_label: bool = False
+    logits: np.ndarray,
+    labels: np.ndarray,
+    task: TaskInfo,
+    per_label: bool = False,
+    offset: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The temperature T (one, or one per label) minimising the task's loss on ``logits`` / T:
-    cross-entropy of the softmax, or binary cross-entropy of each sigmoid (Guo et al. 2017)."""
+    """The temperature T (one, or one per label) minimising the task's loss on ``logits`` / T
+    (+ ``offset``, a prior shift added after it): cross-entropy of the softmax, or binary
+    cross-entropy of each sigmoid (Guo et al. 2017)."""
     logits_t = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    offset_t = torch.as_tensor(0.0 if offset is None else offset, dtype=torch.float64)
     labels_t = task.loss_targets(labels)
     log_t = torch.zeros(
         logits_t.shape[1] if per_label else 1, dtype=torch.float64, requires_grad=True
@@ -133,7 +139,7 @@ def fit_temperature(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = task.loss(logits_t / log_t.exp(), labels_t, None, 0.0)
+        loss = task.loss(logits_t / log_t.exp() + offset_t, labels_t, None, 0.0)
         loss.backward()
         return loss
 

@@ -14,6 +14,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from medft.config import DataArguments, MedftTrainingArguments, ModelArguments
 from medft.evaluation.card_subgroups import SUBGROUPS_HEADING, subgroup_section
+from medft.evaluation.conformal import coverage_notes, coverage_summary
 from medft.evaluation.evaluate import CHEXNET_NOTE, EvaluationReport
 from medft.evaluation.plots import (
     CONFUSION_NAME,
@@ -58,7 +59,7 @@ TECHNIQUES = {
     MedftTrainingArguments: (
         "layer_decay", "lr_decay_rate", "lr_decay_steps", "lr_decay_staircase",
         "class_weighting", "sampler", "early_stopping_patience", "label_smoothing_factor",
-        "ema_decay", "calibration",
+        "ema_decay", "calibration", "conformal",
     ),
 }  # fmt: skip
 
@@ -217,6 +218,12 @@ def evaluation_section(report: EvaluationReport) -> list[str]:
             f"The probabilities are calibrated: {temperature_text(report.temperature)}. The "
             "temperature is folded into the classifier's weights, so plain `pipeline()` returns "
             "the calibrated probabilities."
+        )
+    if report.conformal is not None:
+        lines.append(
+            f"{coverage_summary(report.conformal)}; `conformal.json` holds the sets' "
+            "thresholds, which `medft predict`, `medft serve` and the ONNX export apply. "
+            + " ".join(f"Note: {note}." for note in coverage_notes(report.conformal))
         )
     figures = {
         CONFUSION_NAME: "Confusion matrix",

@@ -2,10 +2,10 @@
 
 `evaluate_scores` turns a split's probabilities (and the validation split's, to
 tune thresholds on) into an `EvaluationReport`, the content of `metrics.json`.
-The trainer calls it after training and `medft evaluate` (`evaluate_model`) on a
-saved model, so the model card and the command report the same numbers. This
-module only computes; `medft.evaluation.reporting` writes the files and the text,
-and `medft.evaluation.card` the model card. Every metric comes from scikit-learn,
+The trainer calls it after training and `medft evaluate` on a saved model
+(`medft.evaluation.saved_models`), so the model card and the command report the same
+numbers. This module only computes; `medft.evaluation.reporting` writes the files and the
+text, and `medft.evaluation.card` the model card. Every metric comes from scikit-learn,
 through the task (`medft.tasks`), which the Trainer's metrics use too.
 """
 
@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
-from medft import public_names
-from medft.config import EvaluateArguments, EvaluationOptions
+from medft.config import EvaluationOptions
 from medft.data.patients import patient_groups
 from medft.errors import MedftError
 from medft.evaluation.bootstrap import CONFIDENCE, Resampler, bootstrap_intervals
@@ -28,10 +27,6 @@ from medft.evaluation.calibration import Reliability, TemperatureScaling, reliab
 from medft.evaluation.subgroups import AttributeResult, attribute_values, evaluate_subgroups
 from medft.evaluation.thresholds import Thresholds, cutoffs, fixed_thresholds, tune_thresholds
 from medft.formats.prepared_report import read_report
-from medft.inference.classifier import Classifier, load_members, stored_thresholds
-from medft.inference.inputs import labelled_dataset
-from medft.inference.scoring import score_split
-from medft.inference.tta import ORIGINAL, View, tta_views
 from medft.tasks import DEFAULT_THRESHOLD, TASK_TYPES, TaskInfo
 
 METRICS_NAME = "metrics.json"
@@ -93,9 +88,17 @@ class EvaluationReport:
     tta: list[str] | None = None  # the test-time views averaged, when there were several
     members: list[str] | None = None  # the models of an ensemble, when there were several
     subgroups: list[AttributeResult] | None = None  # performance by sex, age band, view...
+    label_map: dict[str, Any] | None = None  # another dataset's labels read as the model's
+    against_own_test: dict[str, Any] | None = None  # `medft.evaluation.external`
+    ood: dict[str, Any] | None = None  # images flagged out of distribution (`medft.inference.ood`)
     files: list[str] = field(default_factory=list)  # written beside metrics.json
+    conformal: dict[str, Any] | None = None  # the prediction sets' coverage (conformal.py)
+    warnings: list[str] | None = None  # e.g. the split is a sample the model was fitted on
 
-    OPTIONAL = ("per_class", "confusion_matrix", "per_finding", "chexnet_comparison")
+    OPTIONAL = (
+        "per_class", "confusion_matrix", "per_finding", "chexnet_comparison", "conformal",
+        "warnings",
+    )  # fmt: skip
 
     @property
     def task_info(self) -> TaskInfo:
@@ -131,7 +134,7 @@ class EvaluationReport:
             content["unreadable"] = self.unreadable
         if self.temperature is not None:
             content["temperature"] = self.temperature.to_json()
-        for key in ("tta", "members"):
+        for key in ("tta", "members", "label_map", "against_own_test", "ood"):
             if getattr(self, key) is not None:
                 content[key] = getattr(self, key)
         if self.subgroups is not None:
@@ -309,75 +312,3 @@ def scores_from_logits(
     logits = logits[0] if isinstance(logits, tuple) else logits
     patients = patient_groups(dataset, task.image_column)
     return SplitScores(task.probabilities(logits), labels, patients, attributes or {})
-
-
-def split_scores(
-    members: Sequence[Classifier],
-    dataset: Dataset,
-    task: TaskInfo,
-    batch_size: int,
-    num_workers: int,
-    views: Sequence[View] = (ORIGINAL,),
-    attributes: dict[str, np.ndarray] | None = None,
-) -> tuple[SplitScores, dict[str, str]]:
-    """Saved models' scores on one split (an ensemble's mean probabilities, over the
-    test-time views), with its images' ``attributes``; images that cannot be read are left
-    out and returned as {image: reason}."""
-    probs, errors = score_split(
-        members, dataset, batch_size=batch_size, num_workers=num_workers, views=views
-    )
-    keep = np.array([row not in errors for row in range(len(dataset))], dtype=bool)
-    labels = task.encode(list(dataset[task.label_column]))
-    patients = patient_groups(dataset, task.image_column)
-    ids = list(dataset["image_id"]) if "image_id" in dataset.column_names else None
-    unreadable = {str(ids[row] if ids else row): reason for row, reason in errors.items()}
-    scores = SplitScores(probs, labels, patients, attributes or {})
-    return scores.subset(np.flatnonzero(keep)), unreadable
-
-
-def evaluate_model(options: EvaluateArguments) -> tuple[EvaluationReport, SplitScores]:
-    """`medft evaluate`: score ``split`` with a saved model (or the mean of several: an
-    ensemble), over test-time views if asked, and tune thresholds on ``tune_split``
-    (without one, the model folder's thresholds.json); performance by the ``subgroups``
-    columns (default: the dataset's declared attributes; [] for none)."""
-    folders, dataset_name, split = options.model, options.dataset, options.split
-    tuning_split = options.tune_split
-    dataset, task = labelled_dataset(dataset_name, folders[0], split)
-    attributes = subgroup_attributes(
-        options.subgroups, dataset_name, dataset[split], split, "--subgroups"
-    )
-    members = load_members(folders)
-    views = tta_views(options.tta, folders) if options.tta else [ORIGINAL]
-    settings = {
-        "batch_size": options.batch_size,
-        "num_workers": options.num_workers,
-        "views": views,
-    }
-    scores, unreadable = split_scores(
-        members, dataset[split], task, attributes=attributes, **settings
-    )
-    tuning, stored = None, None
-    needs_thresholds = bool(task.thresholded_labels) and options.threshold is None
-    if needs_thresholds and tuning_split == split:
-        tuning = scores
-    elif needs_thresholds and tuning_split in dataset:
-        tuning, _ = split_scores(members, dataset[tuning_split], task, **settings)
-    elif needs_thresholds and len(members) == 1:
-        stored = stored_thresholds(members[0], None)
-    report = evaluate_scores(
-        task,
-        scores,
-        split=split,
-        tuning=tuning,
-        tuning_split=tuning_split,
-        stored=stored,
-        options=options,
-    )
-    report.model = public_names.model_name(folders[0])
-    report.dataset = public_names.dataset_name(dataset_name)
-    report.unreadable = unreadable
-    if len(members) > 1:
-        report.members = [public_names.model_name(folder) for folder in folders]
-    if len(views) > 1:
-        report.tta = [view.name for view in views]
-    return report, scores

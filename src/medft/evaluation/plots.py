@@ -1,6 +1,6 @@
 """Every figure medft draws, as PNG files: training curves, confusion matrix, ROC and
-precision-recall curves, reliability diagram, subgroup forest plots, and saliency
-explanations.
+precision-recall curves, reliability diagrams (alone, or side by side), subgroup forest plots,
+and saliency explanations.
 
 Functions take plain arrays and numbers worked out elsewhere (`medft.evaluation.evaluate`,
 `medft.commands.explain`) and only draw; each returns the path it wrote.
@@ -207,48 +207,52 @@ def plot_pr_curves(panels: list[CurvePanel], path: Path, title: str = "Precision
 
 def plot_reliability(bins: Reliability, path: Path, note: str = "") -> Path:
     """Share that came true per bin, its gap to the bin's mean score, and the bin counts."""
-    figure, (top, bottom) = plt.subplots(
+    return plot_reliabilities([(bins, note)], path)
+
+
+def plot_reliabilities(panels: list[tuple[Reliability, str]], path: Path) -> Path:
+    """Reliability diagrams side by side, each with its note (a site's beside a model's own)."""
+    figure, axes = plt.subplots(
         2,
-        1,
-        figsize=(5, 6),
+        len(panels),
+        figsize=(5 * len(panels), 6),
         sharex=True,
+        squeeze=False,
         gridspec_kw={"height_ratios": [3, 1]},
         constrained_layout=True,
     )
-    width = np.diff(bins.edges)
-    filled = bins.counts > 0
-    left = bins.edges[:-1][filled]
-    top.bar(
-        left,
-        bins.fraction_true[filled],
-        width=width[filled],
-        align="edge",
-        edgecolor="navy",
-        color="cornflowerblue",
-        label="observed",
-    )
-    gap = bins.mean_score[filled] - bins.fraction_true[filled]
-    top.bar(
-        left,
-        gap,
-        bottom=bins.fraction_true[filled],
-        width=width[filled],
-        align="edge",
-        color="none",
-        edgecolor="crimson",
-        hatch="//",
-        label="gap to mean score",
-    )
-    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
-    top.set(xlim=(0, 1), ylim=(0, 1.02))
-    top.set_ylabel(bins.true_axis)
-    note = f", {note}" if note else ""
-    top.set_title(f"Reliability{note}: ECE {bins.ece:.3f} ({len(bins.counts)} bins)", fontsize=10)
-    top.legend(loc="upper left", fontsize=8)
-    top.grid(alpha=0.3)
-    bottom.bar(bins.edges[:-1], bins.counts, width=width, align="edge", color="grey")
-    bottom.set_ylabel("scores in bin")
-    bottom.set_xlabel(bins.score_axis)
+    for (top, bottom), (bins, note) in zip(axes.T, panels):
+        width, filled = np.diff(bins.edges), bins.counts > 0
+        left = bins.edges[:-1][filled]
+        top.bar(
+            left,
+            bins.fraction_true[filled],
+            width=width[filled],
+            align="edge",
+            edgecolor="navy",
+            color="cornflowerblue",
+            label="observed",
+        )
+        gap = bins.mean_score[filled] - bins.fraction_true[filled]
+        top.bar(
+            left,
+            gap,
+            bottom=bins.fraction_true[filled],
+            width=width[filled],
+            align="edge",
+            color="none",
+            edgecolor="crimson",
+            hatch="//",
+            label="gap to mean score",
+        )
+        top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+        top.set(xlim=(0, 1), ylim=(0, 1.02), ylabel=bins.true_axis)
+        title = f"Reliability{note and ', ' + note}: ECE {bins.ece:.3f} ({len(bins.counts)} bins)"
+        top.set_title(title, fontsize=10)
+        top.legend(loc="upper left", fontsize=8)
+        top.grid(alpha=0.3)
+        bottom.bar(bins.edges[:-1], bins.counts, width=width, align="edge", color="grey")
+        bottom.set(ylabel="scores in bin", xlabel=bins.score_axis)
     return save(figure, path)
 
 

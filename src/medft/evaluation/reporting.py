@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from medft.evaluation.conformal import coverage_lines
 from medft.evaluation.evaluate import CHEXNET_NOTE, METRICS_NAME, EvaluationReport, SplitScores
+from medft.evaluation.external import AGAINST_OWN_NAME, SECTION, own_reliability
 from medft.evaluation.plots import (
     CONFUSION_NAME,
     CURVES_NAME,
@@ -22,12 +24,14 @@ from medft.evaluation.plots import (
     UNCALIBRATED_NAME,
     plot_confusion_matrix,
     plot_pr_curves,
+    plot_reliabilities,
     plot_reliability,
     plot_roc_curves,
     plot_subgroups,
     subgroups_name,
 )
 from medft.evaluation.thresholds import THRESHOLDS_NAME, save_thresholds
+from medft.inference.ood import flags_text
 from medft.tasks import TASK_TYPES, TaskInfo
 
 
@@ -53,6 +57,14 @@ def write_evaluation(
     if report.temperature is not None:
         before = report.temperature.before
         written.append(plot_reliability(before, output / UNCALIBRATED_NAME, "before calibration"))
+    against = report.against_own_test
+    if against and "left_out" not in against:
+        own, local = against["own"], against["local"]
+        panels = [
+            (own_reliability(against), f"own: {own['dataset']} {own['split']}"),
+            (report.calibration, f"local: {local['dataset']} {local['split']}"),
+        ]
+        written.append(plot_reliabilities(panels, output / AGAINST_OWN_NAME))
     headline = list(TASK_TYPES[report.task].headline)
     for attribute in report.subgroups or []:
         path = output / subgroups_name(attribute.attribute)
@@ -192,10 +204,70 @@ def subgroup_table(report: EvaluationReport) -> list[str]:
     return lines
 
 
+def label_map_text(label_map: dict) -> str:
+    """The --label-map in words: what maps onto each model label, what was dropped."""
+    onto: dict[str, list[str]] = {}
+    for label, target in label_map["map"].items():
+        onto.setdefault(target, []).append(label)
+    text = "labels mapped: " + "; ".join(f"{', '.join(v)} -> {k}" for k, v in onto.items())
+    if label_map["drop"]:
+        left_out = label_map["images_left_out"]
+        text += f"; dropped: {', '.join(label_map['drop'])} ({label_map['dropped_labels']}"
+        text += f": {left_out} here)" if left_out else ")"
+    return text
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def against_own_test_table(report: EvaluationReport) -> list[str]:
+    """The model's own test split beside this one: each headline metric on both and their
+    difference with its interval, ECE, prevalence, out-of-distribution flags; or why not."""
+    section = report.against_own_test
+    if "left_out" in section:
+        return ["", f"{SECTION}: left out ({section['left_out']})."]
+    own, local, boot = section["own"], section["local"], section["bootstrap"]
+
+    def sample(part: dict) -> str:
+        patients = f", {part['patients']} patients" if part["patients"] else ""
+        return f"the {part['split']} split of {part['dataset']} ({part['images']} images{patients})"
+
+    units = boot["units"]
+    lines = [
+        "",
+        f"{SECTION}: {sample(own)}; local: {sample(local)}",
+        f"  {'metric':<20} {'own':>7} {'local':>7} {'local-own':>9}   95% CI ({boot['resamples']} "
+        f"resamples of each: own by {units['own']}, local by {units['local']})",
+    ]
+    for name, row in section["metrics"].items():
+        lines.append(
+            f"  {name:<20} {number(row['own']):>7} {number(row['local']):>7} "
+            f"{signed(row['difference'], 4):>9}   {interval_text(row['interval'])}"
+        )
+    calibration = section["calibration"]
+    change = calibration["local_ece"] - calibration["own_ece"]
+    lines.append(
+        f"  {'ECE':<20} {calibration['own_ece']:>7.4f} {calibration['local_ece']:>7.4f} "
+        f"{signed(change, 4):>9}"
+    )
+    flagged = section.get("flagged_out_of_distribution")
+    if flagged:
+        lines.append(
+            f"  {'out of distribution':<20} {flagged['own']:>7.1%} {flagged['local']:>7.1%}"
+        )
+    lines.append(f"  {'prevalence':<20} {'own':>7} {'local':>7}")
+    for name, shares in section["prevalence"].items():
+        lines.append(f"    {name:<18} {shares['own']:>7.3f} {shares['local']:>7.3f}")
+    judged = "at the same thresholds, those above" if report.thresholds else "by the top class"
+    drawn = AGAINST_OWN_NAME in report.files
+    return [*lines, f"  Both judged {judged}" + f"; figure: {AGAINST_OWN_NAME}" * drawn]
+
+
 def format_evaluation(report: EvaluationReport, output: str | Path | None = None) -> str:
-    """One screen: headline metrics with intervals, thresholds, calibration, the weakest
-    classes or the per-finding table (with CheXNet's for NIH models), performance by
-    subgroup, and the files."""
+    """One screen: headline metrics with intervals, thresholds, calibration, the images
+    flagged out of distribution, the weakest classes or the per-finding table (with
+    CheXNet's for NIH models), performance by subgroup, and the files."""
     boot = report.bootstrap
     patients = f", {report.patients} patients" if report.patients else ""
     lines = [
@@ -227,6 +299,10 @@ def format_evaluation(report: EvaluationReport, output: str | Path | None = None
         )
     if report.members:
         lines.append(f"  ensemble: probabilities averaged over {len(report.members)} models")
+    if report.label_map:
+        lines.append(f"  {label_map_text(report.label_map)}")
+    if report.ood:
+        lines.append(f"  {flags_text(report.ood)}")
     if report.per_class is not None and len(report.labels) > 2:
         weakest = sorted(report.per_class.items(), key=lambda item: item[1]["f1"])[:5]
         lines += ["", "  lowest F1: " + ", ".join(f"{n} {r['f1']:.2f}" for n, r in weakest)]
@@ -234,6 +310,12 @@ def format_evaluation(report: EvaluationReport, output: str | Path | None = None
         lines += finding_table(report)
     if report.subgroups:
         lines += subgroup_table(report)
+    if report.against_own_test:
+        lines += against_own_test_table(report)
+    if report.conformal:
+        lines += coverage_lines(report.conformal)
+    if report.warnings:
+        lines += ["", *(f"WARNING: {warning}" for warning in report.warnings)]
     if report.unreadable:
         lines += [
             "",

@@ -19,6 +19,7 @@ from transformers import (
 )
 
 from medft.errors import MedftError, first_line
+from medft.evaluation.conformal import ConformalSets, load_conformal
 from medft.evaluation.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds
 from medft.formats.dicom_settings import DicomSettings, load_settings
 from medft.inference.onnx_model import OnnxClassifier, load_onnx_classifier
@@ -71,6 +72,10 @@ class Classifier:
         """The thresholds.json that `medft evaluate` left beside the model, if any."""
         path = self.folder / THRESHOLDS_NAME
         return load_thresholds(path, self.task) if path.is_file() else None
+
+    def saved_conformal(self) -> ConformalSets | None:
+        """The conformal prediction sets saved beside the model (conformal.json), if any."""
+        return load_conformal(self.folder, self.task)
 
 
 def saved_task(folder: str | Path) -> TaskInfo:

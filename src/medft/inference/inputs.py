@@ -1,6 +1,7 @@
 """What to score: image and DICOM files (every frame, for a model trained on every frame),
 folders searched recursively, and prepared datasets' splits, with a name per image; and the
-labelled splits a saved model is evaluated on, checked to hold the labels it predicts."""
+labelled splits a saved model is evaluated on, checked to hold the labels it predicts (after a
+`--label-map`, when one maps another dataset's labels onto them)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from medft.formats.dicom_reading import UnreadableDicom, is_dicom_file, number_o
 from medft.formats.dicom_settings import DicomSettings
 from medft.formats.image_files import IMAGE_EXTENSIONS, is_image_file, is_visible_file, scan_images
 from medft.inference.classifier import saved_task
+from medft.inference.label_map import LabelMap
 from medft.tasks import TaskInfo
 
 
@@ -91,18 +93,24 @@ def collect_inputs(
     return inputs
 
 
-def labelled_dataset(name: str, model: str | Path, *splits: str) -> tuple[DatasetDict, TaskInfo]:
+def labelled_dataset(
+    name: str, model: str | Path, *splits: str, label_map: LabelMap | None = None
+) -> tuple[DatasetDict, TaskInfo]:
     """The prepared dataset ``name`` holding each of ``splits``, labelled as the model saved in
-    ``model`` predicts, and its task (as the first of ``splits`` holds it)."""
+    ``model`` predicts (its labels mapped onto the model's by ``label_map`` first, if given),
+    and its task (as the first of ``splits`` holds it)."""
     predicted = saved_task(model)
     dataset = read_dataset(name)
     for split in splits:
         check_split(dataset, split, name)
     task = task_of(dataset, splits[0], "image", None)
+    if label_map is not None:
+        dataset, task = label_map.apply(dataset, task, predicted, name)
     if not task.same_labels(predicted):
         raise MedftError(
             f"the model in {model} predicts {predicted.task} labels "
             f"{', '.join(predicted.label_names)}, but {name} has {task.task} "
-            f"labels {', '.join(task.label_names)}; evaluate it on the data it was trained for."
+            f"labels {', '.join(task.label_names)}; evaluate it on the data it was trained for, "
+            "or map the dataset's labels onto the model's (medft evaluate --label-map)."
         )
     return dataset, task

@@ -1,7 +1,7 @@
 """A `medft export`ed model.onnx as the inference engine scores it: onnxruntime runs the
-graph, and preprocessor.json (written beside it) gives the preprocessing, the labels and
-the thresholds. `medft.inference.classifier.load_classifier` returns one for a path ending
-in .onnx.
+graph, and preprocessor.json (written beside it) gives the preprocessing, the labels, the
+thresholds and the conformal prediction sets. `medft.inference.classifier.load_classifier`
+returns one for a path ending in .onnx.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from medft.errors import MedftError, first_line
+from medft.evaluation.conformal import ConformalSets
 from medft.evaluation.thresholds import Thresholds, thresholds_from_json
 from medft.formats.dicom_settings import DicomSettings
 from medft.inference.preprocessing import PREPROCESSOR_NAME, SettingsProcessor
@@ -33,6 +34,7 @@ class OnnxClassifier:
     path: Path
     thresholds: Thresholds | None
     dicom: DicomSettings | None  # how DICOM inputs are read (the model folder's dicom.json)
+    conformal: ConformalSets | None = None  # the model folder's conformal prediction sets
     device = torch.device("cpu")  # where batches are assembled; onnxruntime takes NumPy
 
     @property
@@ -48,6 +50,9 @@ class OnnxClassifier:
 
     def saved_thresholds(self) -> Thresholds | None:
         return self.thresholds
+
+    def saved_conformal(self) -> ConformalSets | None:
+        return self.conformal
 
 
 def onnx_session(path: Path) -> Any:
@@ -91,4 +96,6 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
         ) from None
     stored = settings.get("thresholds")
     thresholds = thresholds_from_json(stored, settings_path, task) if stored else None
-    return OnnxClassifier(onnx_session(path), processor, task, path, thresholds, dicom)
+    sets = settings.get("conformal")
+    conformal = ConformalSets.from_json(sets, settings_path, task) if sets else None
+    return OnnxClassifier(onnx_session(path), processor, task, path, thresholds, dicom, conformal)

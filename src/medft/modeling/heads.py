@@ -6,6 +6,8 @@
 - ``head_hidden_sizes``: only timm architectures that build an MLP head
   themselves (`head_hidden_size`); the saved config then rebuilds it.
 - ``drop_path_rate``: the backbone's own stochastic depth setting.
+- a temperature (divided into) or a prior shift (added to the bias) folded into the
+  classifier's last linear layer, so plain `pipeline()` returns the adjusted scores.
 """
 
 from __future__ import annotations
@@ -55,21 +57,39 @@ def add_head_dropout(model: PreTrainedModel, classifier: str, probability: float
     module.register_forward_pre_hook(drop_input)
 
 
-def fold_temperature(model: PreTrainedModel, classifier: str, temperature) -> None:
-    """Divide the model's logits by ``temperature`` (one value, or one per label) inside the
-    model: the weight rows and bias of the classifier's last linear layer are divided, so the
-    saved model's plain `pipeline()` returns the calibrated probabilities."""
+def logit_layer(model: PreTrainedModel, classifier: str, what: str) -> nn.Linear:
+    """The last linear layer of the ``classifier`` module: the one producing the logits, which
+    ``what`` (a temperature, a prior shift) is folded into."""
     module = model.get_submodule(classifier)
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise MedftError(
-            f"cannot fold a temperature into {classifier} ({type(module).__name__}): it has no "
+            f"cannot fold {what} into {classifier} ({type(module).__name__}): it has no "
             "linear layer producing the logits."
         )
-    last = linears[-1]
+    return linears[-1]
+
+
+def fold_temperature(model: PreTrainedModel, classifier: str, temperature) -> None:
+    """Divide the model's logits by ``temperature`` (one value, or one per label) inside the
+    model: the weight rows and bias of the classifier's last linear layer are divided, so the
+    saved model's plain `pipeline()` returns the calibrated probabilities."""
+    last = logit_layer(model, classifier, "a temperature")
     scale = torch.as_tensor(temperature, dtype=last.weight.dtype, device=last.weight.device)
     scale = scale.reshape(-1)
     with torch.no_grad():
         last.weight.div_(scale[:, None] if scale.numel() > 1 else scale)
         if last.bias is not None:
             last.bias.div_(scale)
+
+
+def fold_prior_shift(model: PreTrainedModel, classifier: str, shift) -> None:
+    """Add ``shift`` (one value per label) to the model's logits inside the model: to the bias
+    of the classifier's last linear layer, so plain `pipeline()` returns the shifted scores."""
+    last = logit_layer(model, classifier, "a prior shift")
+    if last.bias is None:
+        raise MedftError(
+            f"cannot fold a prior shift into {classifier}: its last linear layer has no bias."
+        )
+    with torch.no_grad():
+        last.bias.add_(torch.as_tensor(shift, dtype=last.bias.dtype, device=last.bias.device))

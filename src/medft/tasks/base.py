@@ -4,8 +4,9 @@ What varies with the task type lives here and nowhere else: how labels are
 encoded, how logits become probabilities, the loss, the metrics and which are
 headlines, which labels get decision thresholds and how they are tuned, what the
 ROC / PR figures draw, what the calibration scores, the columns of
-`medft predict`'s CSV, and how a dataset stores the labels and splits and folds are
-stratified by them. The rest of medft asks the task object.
+`medft predict`'s CSV, the groups out-of-distribution distances centre on, and how a
+dataset stores the labels and splits and folds are stratified by them. The rest of
+medft asks the task object.
 
 `TaskInfo(label_names, multi_label)` returns the right kind, from the registry each
 kind adds itself to when its class is made (`TASK_TYPES`): the kind that `takes` those
@@ -42,6 +43,7 @@ from sklearn.preprocessing import label_binarize
 from sklearn.utils.class_weight import compute_class_weight
 from torch.nn import functional
 
+from medft.tasks.prediction_sets import SingleLabelSets
 from medft.tasks.scores import (
     CalibrationScores,
     CurvePanel,
@@ -62,7 +64,7 @@ def kind_taking(label_names: list[str], multi_label: bool) -> type[TaskInfo]:
 
 
 @dataclass(frozen=True)
-class TaskInfo:
+class TaskInfo(SingleLabelSets):
     """What a model must predict: the label names, and one label or several per image."""
 
     label_names: list[str]
@@ -131,6 +133,11 @@ class TaskInfo:
         per image, or several)."""
         return (self.label_names, self.multi_label) == (other.label_names, other.multi_label)
 
+    def with_labels(self, label_names: list[str]) -> TaskInfo:
+        """A task of the same kind (one label per image, or several) and columns, predicting
+        ``label_names``: another dataset's labels mapped onto a model's."""
+        return TaskInfo(list(label_names), self.multi_label, self.image_column, self.label_column)
+
     @property
     def identity(self) -> dict[str, Any]:
         """The labels and their kind, as a run's record of its data names them."""
@@ -177,6 +184,11 @@ class TaskInfo:
         """Encoded labels as the loss takes them beside float64 logits: class indices."""
         return torch.as_tensor(np.asarray(labels)).long()
 
+    def feature_groups(self, labels: np.ndarray) -> np.ndarray:
+        """The group each training image's features are centred on, for its distance to the
+        training images (`medft.inference.ood`), from encoded labels: its class."""
+        return np.asarray(labels)
+
     # datasets -------------------------------------------------------------------------------
 
     def label_feature(self) -> ClassLabel | List:
@@ -192,6 +204,13 @@ class TaskInfo:
         """Images per class, from a label column's values."""
         counts = Counter(self.label_names[index] for index in values)
         return {name: counts[name] for name in self.label_names}
+
+    def relabelled(self, values: list, onto: list[int | None]) -> list:
+        """A label column's values with each class index ``i`` replaced by ``onto[i]``; None
+        for an image whose class maps to None (a dropped label): it is left out."""
+        return [onto[value] for value in values]
+
+    dropped_labels: ClassVar[str] = "images of a dropped label are left out"
 
     def split_strata(self, labels: list) -> list | None:
         """What `medft prepare` carves splits in proportion to: each image's class."""
@@ -287,6 +306,11 @@ class TaskInfo:
         }
         matrix = confusion_matrix(labels, predicted, labels=classes).tolist()
         return {"metrics": metrics, "per_class": per_class, "confusion_matrix": matrix}
+
+    def prevalence(self, labels: np.ndarray) -> dict[str, float]:
+        """The share of images in each class."""
+        counts = np.bincount(np.asarray(labels, dtype=int), minlength=len(self.label_names))
+        return {name: float(n / max(len(labels), 1)) for name, n in zip(self.label_names, counts)}
 
     # thresholds -----------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import torch
 from datasets import ClassLabel, List
-from scipy.special import expit
+from scipy.special import expit, logit
 from sklearn.metrics import (
     f1_score,
     roc_auc_score,
@@ -28,6 +28,7 @@ from medft.tasks.weighted import multilabel_metrics
 
 NO_FINDING = "(no finding)"  # images with none of the findings, as prepare's report counts them
 RARE = "rare combinations"  # the fold stratum of combinations too rare to spread over the folds
+STATES = ("present", "absent")  # a finding's states in a conformal prediction set
 
 
 class MultilabelTask(TaskInfo):
@@ -40,6 +41,10 @@ class MultilabelTask(TaskInfo):
     counted_what = "flagged findings"
     activation = "sigmoid"
     supports_per_finding_temperature = True
+    conformal_method = (
+        "per finding, split conformal on each state, calibrated on the images in that state "
+        "(present: nonconformity 1 - p; absent: p)"
+    )
 
     @classmethod
     def takes(cls, label_names: list[str], multi_label: bool) -> bool:
@@ -70,6 +75,10 @@ class MultilabelTask(TaskInfo):
         """Multi-hot rows, as float64."""
         return torch.as_tensor(np.asarray(labels)).double()
 
+    def feature_groups(self, labels):
+        """One group: an image carries any number of findings, so class means are ill-defined."""
+        return np.zeros(len(labels), dtype=int)
+
     def label_feature(self):
         """A list of `ClassLabel`s."""
         return List(ClassLabel(names=self.label_names))
@@ -83,6 +92,13 @@ class MultilabelTask(TaskInfo):
         counts = Counter(self.label_names[index] for labels in values for index in labels)
         counts[NO_FINDING] = sum(1 for labels in values if not labels)
         return {name: counts[name] for name in [*self.label_names, NO_FINDING]}
+
+    def relabelled(self, values, onto):
+        """Each image's findings mapped (several onto one: their union); a dropped finding (one
+        that maps to None) is not scored, and every image stays."""
+        return [sorted({onto[i] for i in value if onto[i] is not None}) for value in values]
+
+    dropped_labels = "dropped findings are not scored; every image stays"
 
     def split_strata(self, labels):
         """None: multi-label splits are carved without strata."""
@@ -166,6 +182,13 @@ class MultilabelTask(TaskInfo):
             }
         return {"metrics": {}, "per_finding": rows}
 
+    def prevalence(self, labels):
+        """The share of images with each finding."""
+        positives = np.asarray(labels, dtype=float).reshape(-1, len(self.label_names)).sum(axis=0)
+        return {
+            name: float(n / max(len(labels), 1)) for name, n in zip(self.label_names, positives)
+        }
+
     @property
     def default_threshold_method(self) -> str:
         return "f1"
@@ -196,6 +219,40 @@ class MultilabelTask(TaskInfo):
             "predicted probability (every finding)",
             "fraction positive",
         )
+
+    @property
+    def conformal_states(self):
+        """Each finding present and absent: "Mass: present", "Mass: absent", ..."""
+        return [f"{name}: {state}" for name in self.label_names for state in STATES]
+
+    @property
+    def state_groups(self):
+        """One group per finding: its two states."""
+        return [name for name in self.label_names for _ in STATES]
+
+    def state_probabilities(self, probs):
+        """p for each finding present, 1 - p absent."""
+        probs = np.asarray(probs, dtype=np.float64)
+        return np.stack([probs, 1 - probs], axis=2).reshape(len(probs), -1)
+
+    def true_states(self, labels):
+        present = np.asarray(labels).astype(bool)
+        return np.stack([present, ~present], axis=2).reshape(len(present), -1)
+
+    def set_text(self, included):
+        """The findings the set allows to be present, joined by |, with ? on those it allows to
+        be absent too; (no finding) when it allows none."""
+        pairs = np.asarray(included).reshape(-1, len(STATES))
+        shown = [
+            name + "?" * bool(absent)
+            for name, (present, absent) in zip(self.label_names, pairs)
+            if present
+        ]
+        return "|".join(shown) or NO_FINDING
+
+    def prior_shift(self, training, local):
+        """logit(local) - logit(training) per finding."""
+        return logit(local) - logit(training)
 
     def csv_header(self, top_k):
         return ["findings", *self.label_names]

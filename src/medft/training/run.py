@@ -26,6 +26,7 @@ from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_
 from medft.errors import MedftError
 from medft.evaluation.calibration import TemperatureScaling, fit_temperature, reliability
 from medft.evaluation.card import CardFacts, card_settings, model_card
+from medft.evaluation.conformal import conformal_coverage, fit_conformal
 from medft.evaluation.evaluate import (
     EvaluationReport,
     SplitScores,
@@ -33,10 +34,13 @@ from medft.evaluation.evaluate import (
     scores_from_logits,
     subgroup_attributes,
 )
+from medft.evaluation.external import SplitRecord
 from medft.evaluation.plots import CURVES_NAME, plot_training_curves
+from medft.evaluation.priors import save_training_labels
 from medft.evaluation.reporting import format_evaluation, write_evaluation
 from medft.formats.dicom_settings import save_settings
 from medft.hub import push_model
+from medft.inference.ood import flag_summary
 from medft.modeling import BuiltModel, base_model_id, build_model, weights_origin
 from medft.modeling.freezing import parameter_table
 from medft.modeling.heads import fold_temperature
@@ -47,6 +51,7 @@ from medft.public_names import dataset_name, model_name
 from medft.tasks import TaskInfo
 from medft.training.build import build_trainer
 from medft.training.ema import EMA_NAME, keep_better_weights
+from medft.training.ood_statistics import save_ood_statistics
 from medft.training.run_record import (
     RunRecord,
     check_resume_from,
@@ -293,6 +298,19 @@ def train(
             threshold_method=training_args.threshold_method,
             progress=not training_args.disable_tqdm,
         )
+        ood = None
+        if training_args.ood_false_flag_rate is not None and not model_args.save_adapter_only:
+            ood = save_ood_statistics(
+                output,
+                data.train_set,
+                data.validation,
+                false_flag_rate=training_args.ood_false_flag_rate,
+                device=training_args.device,
+                batch_size=training_args.per_device_eval_batch_size,
+                num_workers=training_args.dataloader_num_workers,
+                seed=training_args.seed,
+                evaluated=data.eval_sets.get(evaluated_split, data.validation),
+            )
         report = evaluate_scores(
             data.task,
             evaluated,
@@ -309,8 +327,26 @@ def train(
                 data_args.eval_split,
                 reliability(uncalibrated, evaluated.labels, data.task, options.calibration_bins),
             )
+        if training_args.conformal is not None:  # fitted on the validation split's scores
+            alpha, split = training_args.conformal, data_args.eval_split
+            sets = fit_conformal(
+                data.task, tuning.probs, tuning.labels, alpha, split, report.dataset
+            )
+            sets.save(output, data.task)
+            where = (report.dataset, evaluated_split)
+            report.conformal = conformal_coverage(sets, data.task, evaluated, where, options)
+        flagged = None
+        if ood is not None:
+            statistics, distances = ood
+            report.ood = flag_summary(statistics, distances)
+            flagged = statistics.flagged(distances)
         write_evaluation(report, data.task, evaluated, output)
+        if evaluated_split == data_args.test_split:  # kept for comparisons with other sites
+            split, fingerprint = evaluated_split, data.identity["fingerprints"][evaluated_split]
+            record = SplitRecord.of(evaluated, data.task, split, report.dataset, fingerprint)
+            dataclasses.replace(record, flagged=flagged).save(output)
         write_recipe(output, data_args, model_args)
+        save_training_labels(output, data.task, data.train_labels)  # for --prior-shift
         logger.info("Evaluation:\n%s", format_evaluation(report, output))
         facts = CardFacts(
             model_name_or_path=model_args.model_name_or_path,

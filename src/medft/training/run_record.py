@@ -40,7 +40,10 @@ from transformers.utils import (
 )
 
 from medft.errors import MedftError
+from medft.evaluation.conformal import CONFORMAL_NAME
 from medft.evaluation.evaluate import METRICS_NAME
+from medft.evaluation.external import AGAINST_OWN_NAME, TEST_SCORES_NAME
+from medft.evaluation.local_fit import LOCAL_FIT_NAME
 from medft.evaluation.plots import (
     CONFUSION_NAME,
     CURVES_NAME,
@@ -50,8 +53,10 @@ from medft.evaluation.plots import (
     SUBGROUPS_NAME,
     UNCALIBRATED_NAME,
 )
+from medft.evaluation.priors import TRAINING_LABELS_NAME
 from medft.evaluation.thresholds import THRESHOLDS_NAME
 from medft.formats.dicom_settings import SETTINGS_NAME
+from medft.inference.ood import OOD_NAME
 from medft.parsing import RECIPE_NAME
 from medft.training.trainer import ARGUMENTS_NAME
 from medft.version import __version__
@@ -91,7 +96,7 @@ NOT_TRAINED = frozenset({
     "eval_accumulation_steps", "torch_empty_cache_steps", "ddp_timeout", "local_rank",
     "use_cpu",
     # how the trained model is evaluated afterwards, not what is trained
-    "bootstrap_resamples", "threshold_method", "subgroups",
+    "bootstrap_resamples", "threshold_method", "subgroups", "conformal", "ood_false_flag_rate",
 })  # fmt: skip
 
 
@@ -105,7 +110,8 @@ def owned_names() -> tuple[str, ...]:
         ARGUMENTS_NAME, RECIPE_NAME, SETTINGS_NAME, METRICS_NAME, THRESHOLDS_NAME,
         CURVES_NAME, CONFUSION_NAME, ROC_NAME, PR_NAME, RELIABILITY_NAME, UNCALIBRATED_NAME,
         SUBGROUPS_NAME.format("*"), REPOCARD_NAME, FOLD_RESULT, HELD_OUT, RECORD_NAME,
-        f"*{PARTIAL}",
+        TEST_SCORES_NAME, AGAINST_OWN_NAME, CONFORMAL_NAME, TRAINING_LABELS_NAME,
+        LOCAL_FIT_NAME, OOD_NAME, f"*{PARTIAL}",
     )  # fmt: skip
 
 
