@@ -48,7 +48,7 @@ class FeatureKey:
     """What a split's cached features were computed from, recorded in their file."""
 
     model: str  # `model_fingerprint`
-    split: str  # the split's Dataset._fingerprint
+    split: str  # the split's Dataset._fingerprint, as the run uses it
     layer: str  # the module whose input the features are
     images: int
 
@@ -160,14 +160,16 @@ class FeatureStore:
         task: TaskInfo,
         dicom: DicomSettings | None,
         splits: dict[str, Dataset],
+        fingerprints: dict[str, str],
     ) -> SplitFeatures:
-        """The features of ``splits`` (name: rows as used) at the input of ``head_layers[0]``,
-        from the cache where it holds them, else computed by ``model`` and cached."""
+        """The features of ``splits`` (name: rows, named by their ``fingerprints``) at the
+        input of ``head_layers[0]``, from the cache where it holds them, else computed by
+        ``model`` and cached."""
         start = time.perf_counter()
         fingerprint = model_fingerprint(model, head_layers, processor, dicom)
         found = SplitFeatures()
         for name, split in splits.items():
-            key = FeatureKey(fingerprint, split._fingerprint, head_layers[0], len(split))
+            key = FeatureKey(fingerprint, fingerprints[name], head_layers[0], len(split))
             path = self.folder / key.file_name(name)
             features = read_features(path, key)
             if features is None:

@@ -253,7 +253,9 @@ class LinearProbe:
             head = probe_head(model, layers)
             check_probe_head(model, layers, head, name, family.input_spec(processor))
             with self.args.main_process_first(desc="linear probe features"):
-                found = self.store.features(model, processor, layers, task, data.dicom, splits)
+                found = self.store.features(
+                    model, processor, layers, task, data.dicom, splits, data.fingerprints
+                )
         self.embedding_seconds, self.embedded_images = found.seconds, found.embedded_images
         train, validation = (
             labelled_rows(found.features[split], task.encode(list(rows[task.label_column])))
