@@ -24,6 +24,7 @@ from medft.config import DataArguments, MedftTrainingArguments
 from medft.data.pipeline import load_data
 from medft.errors import MedftError
 from medft.modeling import build_model
+from medft.modeling.lora import merged
 from medft.parsing import parse_recipe
 from medft.training import features as features_module
 from medft.training.features import CACHE_FOLDER
@@ -458,3 +459,22 @@ def test_data_fingerprints_name_the_rows_as_used(separable, tmp_path):
     assert set(data.fingerprints) == {"train", "validation", "test"}
     assert data.fingerprints["train"] == data.train_set._fingerprint
     assert data.fingerprints["train"] != data.identity["fingerprints"]["train"]  # 10 rows of 48
+
+
+def test_probe_then_finetune_with_lora_starts_from_the_probe_head(separable, tmp_path):
+    data_args, model_args, args = probe_arguments(
+        separable, tmp_path / "cache", "--training_mode", "probe_then_finetune", "--lora_r", "4"
+    )
+    set_seed(args.seed)
+    data = load_data(data_args, args)
+    probe = LinearProbe(data, data_args, model_args, args)
+    built = build_model(model_args, data.task, start_head=probe.start_head)
+    assert built.uses_lora
+    trained_head = merged(built.model).timm_model.fc  # the copy LoRA trains in full
+    assert torch.equal(trained_head.weight, probe.fit.head[0].weight)
+
+
+def test_a_multilabel_probe_takes_the_task_s_loss_and_metric(nih_prepared, tmp_path):
+    probe = fitted_probe(nih_prepared, tmp_path / "cache", "--class_weighting", "balanced")
+    assert "mean_auroc" in probe.fit.validation
+    assert any("eval_micro_f1" in entry for entry in probe.fit.history)
