@@ -478,3 +478,27 @@ def test_a_multilabel_probe_takes_the_task_s_loss_and_metric(nih_prepared, tmp_p
     probe = fitted_probe(nih_prepared, tmp_path / "cache", "--class_weighting", "balanced")
     assert "mean_auroc" in probe.fit.validation
     assert any("eval_micro_f1" in entry for entry in probe.fit.history)
+
+
+def test_the_benchmark_sets_the_modes_side_by_side(monkeypatch):
+    """benchmarks/finetune_real.py's mode rows, as its table shows them (the runs themselves
+    take minutes: `--modes-only --epochs 1 --seeds 42 --image-size 64 --max-samples 48`)."""
+    monkeypatch.syspath_prepend(str(FIXTURES.parents[1] / "benchmarks"))
+    from finetune_real import MODES, modes_table
+
+    def run(accuracy, train, epochs, embedding=None, head=None):
+        return {"balanced_accuracy": accuracy, "balanced_accuracy_ci": [accuracy - 0.1, accuracy],
+                "wall_seconds": train + 5, "train_seconds": train, "epochs_run": epochs,
+                "embedding_seconds": embedding, "head_seconds": head}  # fmt: skip
+
+    rows = {
+        "linear probe (seed 42)": run(0.70, 0.5, 30, embedding=40.0, head=0.5),
+        "linear probe (seed 43)": run(0.72, 0.7, 30, embedding=0.1, head=0.7),
+        "fine-tuning (seed 42)": run(0.80, 300, 3),
+        "probe then fine-tune (seed 42)": run(0.82, 310, 3, embedding=0.1, head=0.6),
+    }
+    table = modes_table(rows)
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:5]] == [f"| {m}" for m in MODES]
+    assert "| linear probe | 0.710 (0.700 [0.600, 0.700]; 0.720 [0.620, 0.720]) |" in table
+    assert "| 40.0, 0.1 | 0.60 |" in table  # the first seed embeds, the second reads the cache
+    assert "trains in 0.6% of one fine-tuning epoch's time (100.0 s)" in table
