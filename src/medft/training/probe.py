@@ -270,7 +270,7 @@ class LinearProbe:
         for layer, trained in zip(layers, self.fit.head):
             model.get_submodule(layer).load_state_dict(trained.state_dict())
         logger.info(
-            "Linear probe: head trained in %.2f s (%d epochs on %d images; best epoch %d, "
+            "Linear probe: head trained in %.2f s (epochs: %d, on %d images; best epoch %d, "
             "validation %s %.4f)",
             self.fit.seconds,
             self.fit.epochs,
