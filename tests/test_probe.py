@@ -317,6 +317,16 @@ def test_probe_hidden_is_the_architecture_s_own_mlp_head(separable, tmp_path):
     )
     assert [type(module).__name__ for module in probe.fit.head] == ["Sequential", "Linear"]
     assert probe.fit.head[0].fc.out_features == 8
+    output = tmp_path / "mlp"
+    code = main(["probe", str(FIXTURES / "tiny_timm.yaml"), "--dataset_name", str(separable),
+                 "--output_dir", str(output), "--feature_cache_dir", str(tmp_path / "cache"),
+                 "--model_name_or_path", "timm/convnext_atto", "--probe_hidden", "8",
+                 "--ood_false_flag_rate", "0.1", "--bootstrap_resamples", "0"])  # fmt: skip
+    assert code == 0
+    classifier = pipeline("image-classification", model=str(output))
+    assert classifier.model.timm_model.head.pre_logits.fc.out_features == 8
+    scores = classifier(Image.new("RGB", (36, 36), 200), top_k=2)
+    assert sum(item["score"] for item in scores) == pytest.approx(1.0)
     with pytest.raises(MedftError, match="probe_hidden: a transformers model's config cannot"):
         parse_recipe(
             FIXTURES / "tiny_vit.yaml",
