@@ -11,6 +11,7 @@ from transformers import IntervalStrategy, TrainingArguments
 from medft.config.checks import check_finite
 from medft.config.evaluation import THRESHOLD_METHODS, check_alpha
 from medft.config.fields import column_names
+from medft.config.probe import ProbeOptions, check_probe_options
 from medft.errors import MedftError
 from medft.evaluation.bootstrap import DEFAULT_RESAMPLES
 from medft.progress import on_a_terminal
@@ -76,8 +77,9 @@ def check_optimisation(args: TrainingArguments) -> None:
 
 
 @dataclass
-class MedftTrainingArguments(TrainingArguments):
-    """`transformers.TrainingArguments` with defaults for fine-tuning image classifiers."""
+class MedftTrainingArguments(ProbeOptions, TrainingArguments):
+    """`transformers.TrainingArguments` with defaults for fine-tuning image classifiers, and
+    the linear probe's keys (`ProbeOptions`)."""
 
     output_dir: str = field(metadata={"help": "Where checkpoints, the model and its reports go."})
     overwrite_output_dir: bool = field(
@@ -310,6 +312,7 @@ class MedftTrainingArguments(TrainingArguments):
                 f"calibration must be one of {', '.join(CALIBRATIONS)}, got '{self.calibration}'."
             )
         check_alpha(self.conformal, "conformal")
+        check_probe_options(self)
         self.subgroups = column_names(self.subgroups, "subgroups")
         if self.eval_cache_gb < 0:
             raise MedftError(f"eval_cache_gb must be >= 0, got {self.eval_cache_gb}.")

@@ -49,7 +49,7 @@ TECHNIQUES = {
     ModelArguments: (
         "freeze", "unfreeze_last_n", "gradual_unfreeze_epochs", "head_dropout",
         "head_hidden_sizes", "drop_path_rate", "lora_r", "lora_alpha", "lora_dropout",
-        "lora_target_modules", "image_size",
+        "lora_target_modules", "image_size", "probe_hidden",
     ),
     DataArguments: (
         "crop_scale", "crop_ratio", "horizontal_flip", "vertical_flip", "rotation_degrees", "zoom",
@@ -59,7 +59,8 @@ TECHNIQUES = {
     MedftTrainingArguments: (
         "layer_decay", "lr_decay_rate", "lr_decay_steps", "lr_decay_staircase",
         "class_weighting", "sampler", "early_stopping_patience", "label_smoothing_factor",
-        "ema_decay", "calibration", "conformal",
+        "ema_decay", "calibration", "conformal", "training_mode", "probe_epochs",
+        "probe_learning_rate",
     ),
 }  # fmt: skip
 

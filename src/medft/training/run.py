@@ -52,6 +52,7 @@ from medft.tasks import TaskInfo
 from medft.training.build import build_trainer
 from medft.training.ema import EMA_NAME, keep_better_weights
 from medft.training.ood_statistics import save_ood_statistics
+from medft.training.probe import LinearProbe
 from medft.training.run_record import (
     RunRecord,
     check_resume_from,
@@ -221,7 +222,10 @@ def train(
         raise MedftError(  # here, not after training: the data decides it
             "calibration: temperature_per_finding needs multi-label data; use temperature."
         )
-    built = build_model(model_args, data.task)
+    probe = (
+        LinearProbe(data, data_args, model_args, training_args) if training_args.probes else None
+    )
+    built = build_model(model_args, data.task, start_head=probe.start_head if probe else None)
     if training_args.gradient_checkpointing and not built.model.supports_gradient_checkpointing:
         raise MedftError(
             f"{model_args.model_name_or_path} does not support gradient_checkpointing; remove it."
@@ -242,7 +246,10 @@ def train(
     trainer = build_trainer(
         data, data_args, model_args, training_args, built, resume_from=checkpoint
     )
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if probe is not None:
+        result = probe.train(trainer, checkpoint)
+    else:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     history = list(trainer.state.log_history)  # per-epoch logs, before the final evaluations
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)

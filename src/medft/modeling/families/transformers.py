@@ -54,9 +54,9 @@ PIL_RESAMPLING = {int(mode): mode.name.lower() for mode in Image.Resampling}
 
 def apply_transformers_settings(config: PretrainedConfig, args: ModelArguments) -> None:
     """Drop path and input size; refuse what a transformers config cannot hold."""
-    if args.head_hidden_sizes:
+    if args.head_hidden_size:
         raise MedftError(
-            f"head_hidden_sizes: a {config.model_type} config cannot describe an MLP head, so "
+            f"{args.head_hidden_key}: a {config.model_type} config cannot describe an MLP head, so "
             "pipeline() would reload the model without it; use head_dropout, or a timm backbone "
             "with its own MLP head (e.g. timm/convnext_small)."
         )
