@@ -59,7 +59,8 @@ TECHNIQUES = {
     MedftTrainingArguments: (
         "layer_decay", "lr_decay_rate", "lr_decay_steps", "lr_decay_staircase",
         "class_weighting", "sampler", "early_stopping_patience", "label_smoothing_factor",
-        "ema_decay", "calibration", "conformal",
+        "ema_decay", "calibration", "conformal", "loss", "focal_gamma", "focal_alpha",
+        "asl_gamma_neg", "asl_gamma_pos", "asl_clip",
     ),
 }  # fmt: skip
 
