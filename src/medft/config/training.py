@@ -11,6 +11,7 @@ from transformers import IntervalStrategy, TrainingArguments
 from medft.config.checks import check_finite
 from medft.config.evaluation import THRESHOLD_METHODS, check_alpha
 from medft.config.fields import column_names
+from medft.config.losses import LossOptions, check_loss_options
 from medft.config.probe import ProbeOptions, check_probe_options
 from medft.errors import MedftError
 from medft.evaluation.bootstrap import DEFAULT_RESAMPLES
@@ -77,9 +78,9 @@ def check_optimisation(args: TrainingArguments) -> None:
 
 
 @dataclass
-class MedftTrainingArguments(ProbeOptions, TrainingArguments):
-    """`transformers.TrainingArguments` with defaults for fine-tuning image classifiers, and
-    the linear probe's keys (`ProbeOptions`)."""
+class MedftTrainingArguments(ProbeOptions, LossOptions, TrainingArguments):
+    """`transformers.TrainingArguments` with defaults for fine-tuning image classifiers, the
+    linear probe's keys (`ProbeOptions`) and the training loss (`LossOptions`)."""
 
     output_dir: str = field(metadata={"help": "Where checkpoints, the model and its reports go."})
     overwrite_output_dir: bool = field(
@@ -298,6 +299,7 @@ class MedftTrainingArguments(ProbeOptions, TrainingArguments):
             raise MedftError(
                 f"class_weighting must be none or balanced, got '{self.class_weighting}'."
             )
+        check_loss_options(self, self.class_weighting)
         if self.sampler not in ("random", "weighted"):
             raise MedftError(f"sampler must be random or weighted, got '{self.sampler}'.")
         if self.threshold_method not in THRESHOLD_METHODS:

@@ -98,7 +98,9 @@ def build_trainer(
         compute_metrics=task_metrics(task),
         processing_class=built.family.processing_class(built.processor),
         callbacks=technique_callbacks(model_args, args, built.layout) + [ema] * bool(ema),
-        loss=build_loss(task, data.train_labels, args.class_weighting, args.label_smoothing_factor),
+        loss=build_loss(
+            task, data.train_labels, args.class_weighting, args.label_smoothing_factor, args
+        ),
         layout=built.layout,
         mixer=mixer,
         sample_weights=weights,

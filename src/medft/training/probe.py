@@ -264,7 +264,7 @@ class LinearProbe:
         settings = ProbeSettings.of(self.args, self.model_args, task)
         args = self.args  # the loss fine-tuning would use
         loss = build_loss(
-            task, data.train_labels, args.class_weighting, args.label_smoothing_factor
+            task, data.train_labels, args.class_weighting, args.label_smoothing_factor, args
         )
         self.fit = fit_head(head, train, validation, task, loss, settings)
         for layer, trained in zip(layers, self.fit.head):

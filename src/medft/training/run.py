@@ -26,6 +26,7 @@ from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_
 from medft.errors import MedftError
 from medft.evaluation.calibration import TemperatureScaling, fit_temperature, reliability
 from medft.evaluation.card import CardFacts, card_settings, model_card
+from medft.evaluation.card_base_model import processor_settings
 from medft.evaluation.conformal import conformal_coverage, fit_conformal
 from medft.evaluation.evaluate import (
     EvaluationReport,
@@ -44,6 +45,7 @@ from medft.inference.ood import flag_summary
 from medft.modeling import BuiltModel, base_model_id, build_model, weights_origin
 from medft.modeling.freezing import parameter_table
 from medft.modeling.heads import fold_temperature
+from medft.modeling.licence import base_licence
 from medft.modeling.lora import merged
 from medft.parsing import RECIPE_NAME
 from medft.progress import quiet_library_bars
@@ -370,6 +372,8 @@ def train(
             repo_id=push_to,
             extra_tags=[*built.family.card_tags] + ["lora"] * built.uses_lora,
             saved_weights=saved_weights_note(training_args, average_won),
+            base_licence=base_licence(model_args, built.family.config_licence(built.model.config)),
+            preprocessing=processor_settings(built.family, built.processor),
         )
         model_card(facts).save(output / "README.md")
         mark_finished(output)

@@ -116,6 +116,11 @@ class BackboneFamily(ABC):
     def check_explainable(self, model: PreTrainedModel) -> None:
         """Refuse, before Grad-CAM runs, a model whose feature maps it would misread."""
 
+    def config_licence(self, config: PretrainedConfig) -> str | None:
+        """The licence of the weights, where the family's config names it (for the model
+        card, when the base model's own card does not); None."""
+        return None
+
 
 def hub_settings(args: ModelArguments) -> dict[str, Any]:
     return {"revision": args.model_revision, "trust_remote_code": args.trust_remote_code}

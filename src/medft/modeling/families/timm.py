@@ -288,6 +288,10 @@ class TimmFamily(BackboneFamily):
         ]
         return BlockLayout(prefixed[0], list(zip(names, blocks)), neck, head, head_module)
 
+    def config_licence(self, config: TimmWrapperConfig) -> str | None:
+        """The pretrained cfg's `license` (none when a weights file filled the model)."""
+        return (config.pretrained_cfg or {}).get("license")
+
     def check_explainable(self, model: PreTrainedModel) -> None:
         if str(getattr(model.timm_model, "output_fmt", "")) == "NHWC":
             raise MedftError(
