@@ -165,7 +165,8 @@ def test_a_model_is_evaluated_only_on_data_with_the_labels_it_predicts(three, tm
         labelled_dataset(name, three.folder, "test")
     assert str(error.value) == (
         f"the model in {three.folder} predicts multiclass labels benign, malignant, normal, but "
-        f"{name} has binary labels normal, tumor; evaluate it on the data it was trained for."
+        f"{name} has binary labels normal, tumor; evaluate it on the data it was trained for, "
+        "or map the dataset's labels onto the model's (medft evaluate --label-map)."
     )
 
 
