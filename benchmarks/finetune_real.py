@@ -10,6 +10,13 @@ the same learning rate, and are scored on the same test files:
 - **medft**: `recipes/brain_multiclass_efficientnet_lite0.yaml` on the source prepared
   by `medft prepare brain-tumor-44c --image-size 256` (stratified 70/15/15);
 - **medft, frozen backbone**: the same recipe with `freeze: backbone` (only the head trains);
+- **training modes**, each with three seeds (`--seeds`) and 95% bootstrap CIs of the test
+  balanced accuracy: **linear probe** (`training_mode: linear_probe`: the frozen backbone
+  embeds the train and validation splits once, cached in WORK/feature_cache, and the head
+  trains on the features for `--probe-epochs`), **fine-tuning** (the recipe) and **probe then
+  fine-tune** (LP-FT: the probe's head starts the recipe's fine-tuning, same epochs). The probe
+  rows give the embedding time (the first seed embeds; the others read the cache) apart from
+  the head's training time, set against one fine-tuning epoch;
 - **peer**: written the way transformers' `run_image_classification.py` fine-tunes:
   the class folders read as decoded originals (what `imagefolder` gives), RandomResizedCrop
   and horizontal flip at the model's size, the model's mean and std, `Trainer` with its
@@ -19,7 +26,14 @@ the same learning rate, and are scored on the same test files:
 Prints a table (balanced accuracy, accuracy, macro-F1 on the test split; wall time of each
 run, from reading its data to its test predictions, per-epoch validation included) and
 writes it as JSON. Bars: medft's recipe beats the peer by >= 5 points of balanced accuracy,
-and takes no more wall time than the peer.
+and takes no more wall time than the peer; the probe's head trains in under 10% of one
+fine-tuning epoch's time once the features are cached, and probe-then-fine-tune is at least
+as good as fine-tuning alone at the same budget.
+
+A quick check that every row runs (minutes, not a measurement):
+
+    python benchmarks/finetune_real.py --source DIR --work /tmp/smoke --epochs 1 --seeds 42 \
+        --modes-only --image-size 64 --max-samples 48 --bootstrap 50
 """
 
 from __future__ import annotations
@@ -221,6 +235,103 @@ def table(rows: dict[str, dict], data: str) -> str:
     return "\n".join(lines)
 
 
+# the training modes compared, each with its recipe keys over the recipe's
+MODES = {
+    "linear probe": ("--training_mode", "linear_probe"),
+    "fine-tuning": (),
+    "probe then fine-tune": ("--training_mode", "probe_then_finetune"),
+}
+
+
+def mode_row(dataset: Path, weights: Path, output: Path, epochs: int, *extra: str) -> dict:
+    """One run of a training mode: `medft_row`'s columns, the test balanced accuracy's 95%
+    bootstrap CI (metrics.json), and the training time with the probe's parts
+    (train_results.json: embedding, head training)."""
+    row = medft_row(dataset, weights, output, epochs, *extra)
+    interval = json.loads((output / "metrics.json").read_text())["confidence_intervals"]
+    timings = json.loads((output / "train_results.json").read_text())
+    return row | {
+        "balanced_accuracy_ci": [
+            interval["balanced_accuracy"]["low"],
+            interval["balanced_accuracy"]["high"],
+        ],
+        "train_seconds": timings["train_runtime"],
+        "epochs_run": timings["epoch"],
+        "embedding_seconds": timings.get("probe_embedding_seconds"),
+        "head_seconds": timings.get("probe_head_seconds"),
+    }
+
+
+def mode_runs(prepared: Path, weights: Path, work: Path, epochs: int, options) -> dict:
+    """The three training modes, each seed a run of its own; the probe's features cached in
+    WORK/feature_cache, so that only the first probe embeds."""
+    shared = ["--feature_cache_dir", str(work / "feature_cache"), "--probe_epochs",
+              str(options.probe_epochs), "--bootstrap_resamples", str(options.bootstrap),
+              "--overwrite_output_dir", "true", *options.settings]  # fmt: skip
+    return {
+        f"{mode} (seed {seed})": (
+            lambda mode=mode, seed=seed: mode_row(
+                prepared,
+                weights,
+                work / f"mode-{mode.replace(' ', '_')}-{seed}",
+                epochs,
+                *shared,
+                *MODES[mode],
+                "--seed",
+                str(seed),
+            )  # fmt: skip
+        )
+        for mode in MODES
+        for seed in options.seeds
+    }
+
+
+def modes_table(rows: dict[str, dict]) -> str:
+    """Per mode: the test balanced accuracy of each seed with its CI and their mean, the wall
+    time, and the probe's embedding and head times; the head's time against one fine-tuning
+    epoch's."""
+    lines = [
+        "| mode | test balanced accuracy, mean (each seed [95% CI]) | wall time (s, mean) | "
+        "training (s, mean) | embedding (s, each seed) | probe head (s, mean) |",
+        "|---|---|---|---|---|---|",
+    ]
+    epoch_seconds = None
+    for mode in MODES:
+        runs = [row for name, row in rows.items() if name.startswith(f"{mode} (seed")]
+        if not runs:
+            continue
+        seeds = "; ".join(
+            f"{run['balanced_accuracy']:.3f} [{run['balanced_accuracy_ci'][0]:.3f}, "
+            f"{run['balanced_accuracy_ci'][1]:.3f}]"
+            for run in runs
+        )
+        mean = sum(run["balanced_accuracy"] for run in runs) / len(runs)
+        embedding = ", ".join(
+            f"{run['embedding_seconds']:.1f}"
+            for run in runs
+            if run["embedding_seconds"] is not None
+        )
+        heads = [run["head_seconds"] for run in runs if run["head_seconds"] is not None]
+        training = sum(run["train_seconds"] for run in runs) / len(runs)
+        if mode == "fine-tuning":
+            epoch_seconds = sum(run["train_seconds"] / run["epochs_run"] for run in runs) / len(
+                runs
+            )
+        lines.append(
+            f"| {mode} | {mean:.3f} ({seeds}) | "
+            f"{sum(run['wall_seconds'] for run in runs) / len(runs):.0f} | {training:.1f} | "
+            f"{embedding or '-'} | {f'{sum(heads) / len(heads):.2f}' if heads else '-'} |"
+        )
+    probe = [row["head_seconds"] for name, row in rows.items() if name.startswith("linear probe")]
+    if epoch_seconds and probe:
+        share = sum(probe) / len(probe) / epoch_seconds
+        lines.append(
+            f"\nThe probe's head trains in {share:.1%} of one fine-tuning epoch's time "
+            f"({epoch_seconds:.1f} s) once the features are cached."
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, default=SAMPLE, help="Brain Tumor MRI 44c layout")
@@ -230,12 +341,38 @@ def main() -> None:
     )
     parser.add_argument("--skip-frozen", action="store_true", help="leave out the frozen row")
     parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[42, 43, 44], help="seeds of the mode rows"
+    )
+    parser.add_argument(
+        "--probe-epochs", type=int, default=30, help="the probe's epochs over cached features"
+    )
+    parser.add_argument(
+        "--bootstrap", type=int, default=1000, help="resamples of the mode rows' 95%% CIs"
+    )
+    parser.add_argument("--skip-modes", action="store_true", help="leave out the mode rows")
+    parser.add_argument(
+        "--modes-only", action="store_true", help="only the mode rows (no peer, frozen rows)"
+    )
+    parser.add_argument(
+        "--image-size", type=int, help="the mode rows' input size (smaller: a quicker check)"
+    )
+    parser.add_argument(
+        "--max-samples",
+        type=int,
+        help="the mode rows use only this many images of each split (a quicker check)",
+    )
+    parser.add_argument(
         "--with-workers",
         action="store_true",
         help="add the recipe with data_cache: none (loader workers decode and augment every "
         "epoch) beside the default, which holds this sample in memory",
     )
     options = parser.parse_args()
+    options.settings = [
+        *(["--image_size", str(options.image_size)] if options.image_size else []),
+        *(["--max_train_samples", str(options.max_samples), "--max_eval_samples",
+           str(options.max_samples)] if options.max_samples else []),
+    ]  # fmt: skip
     recipe = read_recipe_file(RECIPE)
     epochs = options.epochs
     work = options.work
@@ -272,9 +409,28 @@ def main() -> None:
         runs["medft, frozen backbone"] = lambda: medft_row(
             prepared, weights, work / "medft_frozen", epochs, "--freeze", "backbone"
         )
+    if options.modes_only:
+        runs = {}
     rows = {name: finished_or_run(work, name, epochs, run) for name, run in runs.items()}
-    print(table(rows, data))
-    (work / "finetune_real.json").write_text(json.dumps({"data": data, "rows": rows}, indent=2))
+    if rows:
+        print(table(rows, data))
+    modes = {}
+    if not options.skip_modes:
+        variant = " ".join([*options.settings, "probe", str(options.probe_epochs)])
+        modes = {
+            name: finished_or_run(work, f"{name} {variant}", epochs, run)
+            for name, run in mode_runs(prepared, weights, work, epochs, options).items()
+        }
+        print(
+            f"\nTraining modes: {', '.join(MODES)}; seeds {', '.join(map(str, options.seeds))}; "
+            f"the probe's head {options.probe_epochs} epochs over the cached features; "
+            f"{options.bootstrap} bootstrap resamples"
+            + (f"; {' '.join(options.settings)}" if options.settings else "")
+            + "\n"
+        )
+        print(modes_table(modes))
+    results = {"data": data, "rows": rows, "modes": modes}
+    (work / "finetune_real.json").write_text(json.dumps(results, indent=2))
     print(f"\nWrote {work / 'finetune_real.json'}")
 
 

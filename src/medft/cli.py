@@ -141,6 +141,11 @@ def run_train(options: commands.TrainArguments) -> None:
         )
 
 
+def run_probe(options: commands.ProbeArguments) -> None:
+    probing = [*options.overrides, "--training_mode", "linear_probe"]  # whatever the recipe says
+    run_train(dataclasses.replace(options, overrides=probing))
+
+
 def run_show_augmentations(options: commands.ShowAugmentationsArguments) -> None:
     from medft.commands.preview import augmentation_grid
     from medft.parsing import parse_recipe
@@ -254,6 +259,7 @@ def run_demo(options: commands.DemoArguments) -> None:
 # every command but prepare and synthesize (one per source, layout): options, handler
 COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "train": (commands.TrainArguments, run_train),
+    "probe": (commands.ProbeArguments, run_probe),
     "show-augmentations": (commands.ShowAugmentationsArguments, run_show_augmentations),
     "search": (commands.SearchArguments, run_search),
     "cv": (commands.CvArguments, run_cv),

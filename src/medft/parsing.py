@@ -29,6 +29,7 @@ from medft.config import (
     ModelArguments,
     accelerator_available,
 )
+from medft.config.probe import check_training_mode
 from medft.errors import MedftError
 
 RECIPE_NAME = "recipe.json"  # a run's data and model settings, written beside its model
@@ -228,6 +229,7 @@ def parse_recipe(
         training_args.ema_decay,
         training_args.calibration,
     )
+    check_training_mode(model_args, training_args)
     return Recipe(data_args, model_args, training_args, given_values)
 
 

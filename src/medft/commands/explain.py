@@ -99,6 +99,15 @@ def token_grid(tokens: int, grid: tuple[int, int]) -> Callable[[torch.Tensor], t
     return reshape
 
 
+def patch_grid(shape: tuple[int, ...], tokens: int) -> tuple[int, int] | None:
+    """The patch grid of a feature map laid out channels first (B, C, H, W) or last (B, H, W,
+    C, as timm's EVA-based ViTs such as DINOv3 embed patches): of the two readings, the
+    larger grid the ``tokens`` cover; None when neither fits."""
+    readings = [tuple(shape[2:4]), tuple(shape[1:3])]
+    fitting = [grid for grid in readings if grid[0] * grid[1] <= tokens]
+    return max(fitting, key=lambda grid: grid[0] * grid[1]) if fitting else None
+
+
 def is_spatial(shape: tuple[int, ...]) -> bool:
     """A (B, C, H, W) feature map larger than 1x1."""
     return len(shape) == 4 and min(shape[2:]) > 1
@@ -120,13 +129,15 @@ def cam_layer(model: nn.Module, pixel_values: torch.Tensor) -> CamLayer:
         # the patch grid: the last feature map before the image became tokens
         order = list(shapes)
         first_tokens = next(i for i, n in enumerate(order) if len(shapes[n]) == 3)
-        grids = [shapes[n][2:] for n in order[:first_tokens] if is_spatial(shapes[n])]
-        if name is None or not grids:
+        maps = [shapes[n] for n in order[:first_tokens] if is_spatial(shapes[n])]
+        if name is None or not maps:
             raise MedftError(f"cannot find the patch grid of {type(model).__name__} to explain.")
-        tokens, grid = shapes[name][1], grids[-1]
-        if tokens < grid[0] * grid[1]:
+        tokens = shapes[name][1]
+        grid = patch_grid(maps[-1], tokens)
+        if grid is None:
+            height, width = maps[-1][2:4]
             raise MedftError(
-                f"{type(model).__name__}: {tokens} tokens do not cover the {grid[0]}x{grid[1]} "
+                f"{type(model).__name__}: {tokens} tokens do not cover the {height}x{width} "
                 "patch grid (windowed or merged tokens); explain supports ViT-like models and CNNs."
             )
         return CamLayer(model.get_submodule(name), name, token_grid(tokens, grid))

@@ -3,8 +3,10 @@
 Runs `Trainer.hyperparameter_search` (Optuna backend, median pruning after each
 evaluation) in one process. Training keys are set on `TrainingArguments` by the
 Trainer; model keys (``lora_r``, ``head_dropout``, ``unfreeze_last_n``, ...) are
-applied when each trial builds its model. Writes every trial to ``trials.csv``
-and the best one as a ready-to-run recipe.
+applied when each trial builds its model. With ``training_mode: linear_probe`` each
+trial is a probe fitted on the cached features instead (seconds a trial; the first
+trial embeds the splits, the others read the cache). Writes every trial to
+``trials.csv`` and the best one as a ready-to-run recipe.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from transformers import set_seed
 
 from medft.config import DataArguments, ModelArguments
 from medft.config.commands import SearchArguments
+from medft.config.probe import LINEAR_PROBE, check_training_mode
 from medft.data.pipeline import load_data, set_transforms
 from medft.errors import MedftError
 from medft.modeling import build_model
@@ -31,10 +34,17 @@ from medft.parsing import (
     parse_recipe,
 )
 from medft.training.build import build_trainer
+from medft.training.probe import LinearProbe
 from medft.training.run import setup_logging
 
 logger = logging.getLogger("medft")
 KINDS = ("float", "int", "categorical")
+# what a linear probe's trial can change: the head and its training on the cached features
+PROBE_KEYS = (
+    "learning_rate", "probe_learning_rate", "weight_decay", "num_train_epochs", "probe_epochs",
+    "per_device_train_batch_size", "probe_hidden", "head_dropout", "class_weighting",
+    "label_smoothing_factor", "early_stopping_patience",
+)  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -131,6 +141,60 @@ def cell_text(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def search_training(data, data_args, model_args, training_args, space, study, n_trials) -> None:
+    """Trials that fine-tune: `Trainer.hyperparameter_search`, pruned after each evaluation
+    (``study``: Optuna's study settings)."""
+    built = build_model(model_args, data.task)
+    set_transforms(data, built.processor, data_args)
+    probes = training_args.probes  # probe_then_finetune: each trial's model starts from a probe
+
+    def model_init(trial: optuna.Trial | None):
+        # transformers 5 builds the model before it asks the trial for its values, so ask
+        # here; Optuna gives a trial the same value each time a name is suggested again.
+        params = suggest(trial, space) if trial is not None else {}
+        trial_args = dataclasses.replace(model_args, **model_settings(params))
+        check_combinations(trial_args.lora_r, params.get("layer_decay", training_args.layer_decay))
+        probe = LinearProbe(data, data_args, trial_args, training_args) if probes else None
+        return build_model(trial_args, data.task, start_head=probe and probe.start_head).model
+
+    trainer = build_trainer(data, data_args, model_args, training_args, built, model_init)
+    objective_key = f"eval_{data.task.main_metric}"
+    trainer.hyperparameter_search(
+        direction="maximize",
+        backend="optuna",
+        hp_space=lambda trial: suggest(trial, space),
+        n_trials=n_trials,
+        compute_objective=lambda metrics: metrics[objective_key],
+        **study,
+    )
+
+
+def search_probe(data, data_args, model_args, training_args, space, study, n_trials) -> None:
+    """Trials of the linear probe (training_mode: linear_probe): each fits the probe's head on
+    the cached features, which the first trial computes and the others read, so a trial
+    takes seconds."""
+    others = [key for key in space if key not in PROBE_KEYS]
+    if others:
+        raise MedftError(
+            f"search_space: '{others[0]}' is not a setting of the linear probe, whose trials "
+            f"train the head on cached features; it searches {', '.join(PROBE_KEYS)}."
+        )
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, space)
+        model_keys = model_settings(params)
+        trial_model = dataclasses.replace(model_args, **model_keys)
+        trained = {key: value for key, value in params.items() if key not in model_keys}
+        trial_args = dataclasses.replace(training_args, **trained)
+        check_training_mode(trial_model, trial_args)
+        set_seed(training_args.seed)
+        probe = LinearProbe(data, data_args, trial_model, trial_args)
+        build_model(trial_model, data.task, start_head=probe.start_head)
+        return probe.fit.validation[data.task.main_metric]
+
+    optuna.create_study(direction="maximize", **study).optimize(objective, n_trials=n_trials)
+
+
 def search(options: SearchArguments) -> SearchResult:
     parsed = parse_recipe(options.recipe, options.overrides)
     data_args, model_args, training_args = parsed
@@ -141,32 +205,16 @@ def search(options: SearchArguments) -> SearchResult:
     output.mkdir(parents=True, exist_ok=True)
 
     data = load_data(data_args, training_args)
-    built = build_model(model_args, data.task)
-    set_transforms(data, built.processor, data_args)
-
-    def model_init(trial: optuna.Trial | None):
-        # transformers 5 builds the model before it asks the trial for its values, so ask
-        # here; Optuna gives a trial the same value each time a name is suggested again.
-        params = suggest(trial, space) if trial is not None else {}
-        trial_args = dataclasses.replace(model_args, **model_settings(params))
-        check_combinations(trial_args.lora_r, params.get("layer_decay", training_args.layer_decay))
-        return build_model(trial_args, data.task).model
-
-    trainer = build_trainer(data, data_args, model_args, training_args, built, model_init)
     storage = f"sqlite:///{(output / 'search.db').resolve()}"
-    objective_key = f"eval_{data.task.main_metric}"
-    trainer.hyperparameter_search(
-        direction="maximize",
-        backend="optuna",
-        hp_space=lambda trial: suggest(trial, space),
-        n_trials=options.n_trials,
-        compute_objective=lambda metrics: metrics[objective_key],
-        study_name=output.name,
-        storage=storage,
-        load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=training_args.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-    )
+    settings = {
+        "study_name": output.name,
+        "storage": storage,
+        "load_if_exists": True,
+        "sampler": optuna.samplers.TPESampler(seed=training_args.seed),
+        "pruner": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    }
+    run = search_probe if training_args.training_mode == LINEAR_PROBE else search_training
+    run(data, data_args, model_args, training_args, space, settings, options.n_trials)
     study = optuna.load_study(study_name=output.name, storage=storage)
     rows = write_trials(study, output / "trials.csv")
     best_path = best_recipe(options.recipe, parsed.given, study.best_trial.params, output)

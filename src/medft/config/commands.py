@@ -1,5 +1,5 @@
-"""The options of the `medft` commands that run a recipe (train, show-augmentations, search,
-cv, demo) and of `medft audit`.
+"""The options of the `medft` commands that run a recipe (train, probe, show-augmentations,
+search, cv, demo) and of `medft audit`.
 
 Every command's options are a dataclass: the help text and the one default of each option.
 `medft.cli` turns each into command-line options; those of preparing datasets are in
@@ -35,6 +35,12 @@ class RecipeCommand(RecipeOverrides):
 class TrainArguments(RecipeCommand):
     """medft train: fine-tune from a recipe in this process (for several processes:
     accelerate launch src/finetune.py RECIPE)."""
+
+
+@dataclass(kw_only=True)
+class ProbeArguments(TrainArguments):
+    """medft probe: a linear probe on the frozen backbone's cached features (the recipe with
+    training_mode: linear_probe), trained in seconds and saved as a model like any other."""
 
 
 @dataclass(kw_only=True)

@@ -104,6 +104,16 @@ class ModelArguments:
             "pipeline(); anything else is refused rather than saved broken."
         },
     )
+    probe_hidden: int | None = field(
+        default=None,
+        metadata={
+            "help": "training_mode linear_probe or probe_then_finetune: the probe's head is a "
+            "small MLP, one hidden layer of this size, instead of the classifier layer alone. It "
+            "is the architecture's own MLP head (head_hidden_sizes: [N]), so the saved model "
+            "reloads with plain pipeline(): timm architectures that build one (ConvNeXt, ...). "
+            "One number, so that medft search can search it."
+        },
+    )
     drop_path_rate: float | None = field(
         default=None, metadata={"help": "Stochastic depth rate, for backbones that have it."}
     )
@@ -164,18 +174,35 @@ class ModelArguments:
         if self.save_adapter_only and not self.lora_r:
             raise MedftError("save_adapter_only needs LoRA (lora_r > 0).")
         check_probability("head_dropout", "lora_dropout", values=self)
-        if self.head_hidden_sizes is not None:
-            if is_model_type(self.model_name_or_path):
+        if self.probe_hidden is not None:
+            if self.probe_hidden < 1:
+                raise MedftError(f"probe_hidden must be at least 1, got {self.probe_hidden}.")
+            if self.head_hidden_sizes is not None:
                 raise MedftError(
-                    "head_hidden_sizes: a transformers model's config cannot describe an MLP head, "
-                    "so pipeline() would reload the model without it; use head_dropout, or a timm "
-                    "backbone with its own MLP head (e.g. timm/convnext_small)."
+                    "probe_hidden and head_hidden_sizes both set the MLP head's hidden layer; "
+                    "keep one."
                 )
-            if len(self.head_hidden_sizes) != 1:
-                raise MedftError(
-                    f"head_hidden_sizes {self.head_hidden_sizes}: only one hidden layer can be "
-                    "saved so that plain pipeline() reloads it (timm's head_hidden_size)."
-                )
+        if self.head_hidden_size is not None and is_model_type(self.model_name_or_path):
+            raise MedftError(
+                f"{self.head_hidden_key}: a transformers model's config cannot describe an MLP "
+                "head, so pipeline() would reload the model without it; use head_dropout, or a "
+                "timm backbone with its own MLP head (e.g. timm/convnext_small)."
+            )
+        if self.head_hidden_sizes is not None and len(self.head_hidden_sizes) != 1:
+            raise MedftError(
+                f"head_hidden_sizes {self.head_hidden_sizes}: only one hidden layer can be "
+                "saved so that plain pipeline() reloads it (timm's head_hidden_size)."
+            )
+
+    @property
+    def head_hidden_size(self) -> int | None:
+        """The MLP head's hidden layer: head_hidden_sizes', or the probe's; None: no MLP."""
+        return self.probe_hidden or (self.head_hidden_sizes or [None])[0]
+
+    @property
+    def head_hidden_key(self) -> str:
+        """The recipe key that asked for the MLP head, for messages."""
+        return "probe_hidden" if self.probe_hidden else "head_hidden_sizes"
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")

@@ -43,6 +43,9 @@ class TrainingData:
     train_labels: list
     dicom: DicomSettings | None = None  # how `medft prepare dicom` read the files, if it did
     identity: dict[str, Any] = field(default_factory=dict)  # see `dataset_identity`
+    # each split's fingerprint as the run uses it (after folds and sample limits, before any
+    # transform): what names its rows, e.g. for the linear probe's cached features
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     @property
     def validation(self) -> Dataset:
@@ -132,6 +135,7 @@ def load_data(data_args: DataArguments, args: MedftTrainingArguments) -> Trainin
         list(train_set[task.label_column]),
         dicom_settings(data_args),
         dataset_identity(as_loaded, task),
+        {name: rows._fingerprint for name, rows in [(splits[0], train_set), *eval_sets.items()]},
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from medft.config import DataArguments, MedftTrainingArguments, ModelArguments
+from medft.evaluation.card_base_model import licence_section, preprocessing_lines
 from medft.evaluation.card_subgroups import SUBGROUPS_HEADING, subgroup_section
 from medft.evaluation.conformal import coverage_notes, coverage_summary
 from medft.evaluation.evaluate import CHEXNET_NOTE, EvaluationReport
@@ -31,6 +32,7 @@ from medft.evaluation.reporting import (
     positive_threshold,
     temperature_text,
 )
+from medft.modeling.licence import BaseLicence
 from medft.public_names import dataset_name, model_name
 from medft.tasks import TaskInfo
 
@@ -49,7 +51,7 @@ TECHNIQUES = {
     ModelArguments: (
         "freeze", "unfreeze_last_n", "gradual_unfreeze_epochs", "head_dropout",
         "head_hidden_sizes", "drop_path_rate", "lora_r", "lora_alpha", "lora_dropout",
-        "lora_target_modules", "image_size",
+        "lora_target_modules", "image_size", "probe_hidden",
     ),
     DataArguments: (
         "crop_scale", "crop_ratio", "horizontal_flip", "vertical_flip", "rotation_degrees", "zoom",
@@ -59,7 +61,9 @@ TECHNIQUES = {
     MedftTrainingArguments: (
         "layer_decay", "lr_decay_rate", "lr_decay_steps", "lr_decay_staircase",
         "class_weighting", "sampler", "early_stopping_patience", "label_smoothing_factor",
-        "ema_decay", "calibration", "conformal",
+        "ema_decay", "calibration", "conformal", "training_mode", "probe_epochs",
+        "probe_learning_rate", "loss", "focal_gamma", "focal_alpha", "asl_gamma_neg",
+        "asl_gamma_pos", "asl_clip",
     ),
 }  # fmt: skip
 
@@ -101,6 +105,8 @@ class CardFacts:
     extra_tags: list[str] = field(default_factory=list)
     weights_origin: str | None = None  # local weights, in words (a Hub base_model names itself)
     saved_weights: str | None = None  # which weights were saved, when there was a choice (EMA)
+    base_licence: BaseLicence | None = None  # the licence the base model's weights come under
+    preprocessing: dict[str, Any] | None = None  # the saved processor's steps, when describable
 
 
 def hub_id(name: str) -> str | None:
@@ -249,6 +255,7 @@ def model_card(facts: CardFacts) -> ModelCard:
         metrics=["accuracy", "f1", "roc_auc"],
         model_name=facts.repo_id or model,
         eval_results=eval_results(facts.evaluation, dataset),
+        **(facts.base_licence.card_data() if facts.base_licence else {}),
     )
     origin = facts.weights_origin or (base and f"[`{base}`](https://huggingface.co/{base})")
     start = (
@@ -276,6 +283,8 @@ def model_card(facts: CardFacts) -> ModelCard:
         "## Data",
         f"Dataset `{dataset}`; images per split: {splits}. Inputs are {size} pixels, "
         "greyscale scans repeated to three channels.",
+        *preprocessing_lines(facts.preprocessing),
+        *licence_section(facts.base_licence),
         *(
             evaluation_section(facts.evaluation)
             if facts.evaluation

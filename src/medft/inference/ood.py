@@ -61,13 +61,17 @@ def classifier_layer(model: nn.Module) -> nn.Module:
 
 class FeatureHook:
     """The features of each image a model scores, caught by a forward hook on its classifier
-    layer while `medft.inference.scoring` scores them (no second pass): an image's rows (one
-    per test-time view) averaged, then ``reduce``d (e.g. to its distance), kept by item."""
+    layer (or another ``layer``: the linear probe's first) while `medft.inference.scoring`
+    scores them (no second pass): an image's rows (one per test-time view) averaged, then
+    ``reduce``d (e.g. to its distance), kept by item."""
 
     def __init__(
-        self, model: nn.Module, reduce: Callable[[np.ndarray], np.ndarray] | None = None
+        self,
+        model: nn.Module,
+        reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+        layer: nn.Module | None = None,
     ) -> None:
-        self.layer = classifier_layer(model)
+        self.layer = classifier_layer(model) if layer is None else layer
         self.reduce = reduce
         self.caught: list[torch.Tensor] = []
         self.kept: dict[int, np.ndarray] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +33,17 @@ class BuiltModel:
         return isinstance(self.model, PeftModel)
 
 
-def build_model(args: ModelArguments, task: TaskInfo) -> BuiltModel:
+def build_model(
+    args: ModelArguments,
+    task: TaskInfo,
+    start_head: Callable[[PreTrainedModel, Any], None] | None = None,
+) -> BuiltModel:
+    """The recipe's model; ``start_head(model, processor)``, when given, sets the head's
+    starting weights (the linear probe's) before head dropout, freezing and LoRA."""
     source = resolve_source(args)
     model, processor = backbone_from(source, args, task)
+    if start_head is not None:
+        start_head(model, processor)
     layout = source.family.block_layout(model)
     add_head_dropout(model, layout.head_module, args.head_dropout)
     apply_freezing(model, layout, args)

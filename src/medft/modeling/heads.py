@@ -3,8 +3,9 @@
 - ``head_dropout``: a dropout on the classifier's input, added as a forward
   pre-hook, so the classifier keeps its parameter names and the saved weights
   load unchanged (dropout is inactive at inference anyway).
-- ``head_hidden_sizes``: only timm architectures that build an MLP head
-  themselves (`head_hidden_size`); the saved config then rebuilds it.
+- ``head_hidden_sizes`` (or the linear probe's ``probe_hidden``): only timm
+  architectures that build an MLP head themselves (`head_hidden_size`); the saved
+  config then rebuilds it.
 - ``drop_path_rate``: the backbone's own stochastic depth setting.
 - a temperature (divided into) or a prior shift (added to the bias) folded into the
   classifier's last linear layer, so plain `pipeline()` returns the adjusted scores.
@@ -27,8 +28,8 @@ DROP_PATH_ATTRIBUTES = ("drop_path_rate", "drop_connect_rate")  # the second: Ef
 def timm_head_settings(args: ModelArguments) -> dict[str, Any]:
     """`timm.create_model` arguments for the head and stochastic depth."""
     settings: dict[str, Any] = {}
-    if args.head_hidden_sizes:
-        settings["head_hidden_size"] = args.head_hidden_sizes[0]
+    if args.head_hidden_size:
+        settings["head_hidden_size"] = args.head_hidden_size
     if args.drop_path_rate is not None:
         settings["drop_path_rate"] = args.drop_path_rate
     return settings

@@ -5,9 +5,12 @@ A damaged file (an interrupted save, copy or download; a Git LFS pointer left by
 without git-lfs) is one error naming it, whichever route reads it. A `pretrained_weights`
 file is read by timm's own checkpoint reader (safetensors, or `torch.load` with
 ``weights_only=True``, so no pickled code runs; nested ``state_dict`` / ``model`` /
-EMA keys and ``module.`` prefixes handled as timm handles them). A classifier whose
-size differs from the new head's is left out, as timm does when it loads ImageNet
-weights into a model with another number of classes. Anything else that does not
+EMA keys and ``module.`` prefixes handled as timm handles them), then filtered as timm
+filters its own pretrained weights for the architecture (its checkpoint filter: other
+layouts renamed, position embeddings resampled, a masked-image-modelling head left out).
+A classifier whose size differs from the new head's is left out, as timm does when it
+loads ImageNet weights into a model with another number of classes, and a file with none
+(a self-supervised backbone) leaves the new head as it is. Anything else that does not
 fit is one error naming how many keys and the first few.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import sys
 from pathlib import Path
 
 import torch
@@ -115,9 +119,25 @@ def classifier_prefix(model: nn.Module) -> str:
     return name + "."
 
 
+def timm_filtered(state: dict, model: nn.Module) -> dict:
+    """``state`` as timm filters its own pretrained weights for the model's architecture (the
+    `checkpoint_filter_fn` of its module: other checkpoint layouts renamed, position
+    embeddings resampled to the model's grid, a masked-image-modelling head left out, as EVA-X
+    checkpoints hold); as it is where the architecture has no filter, or the filter cannot read
+    it (then the keys are checked as they are)."""
+    checkpoint_filter = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if checkpoint_filter is None:
+        return state
+    try:
+        return checkpoint_filter(state, model)
+    except (KeyError, ValueError, RuntimeError, AttributeError, IndexError):
+        return state
+
+
 def load_weights_file(model: nn.Module, path: Path) -> None:
-    """Fill the timm ``model`` (its classifier excepted, when sized otherwise) from ``path``."""
-    state = read_state_dict(path)
+    """Fill the timm ``model`` (its classifier excepted, when sized otherwise or not in the
+    file, as in a self-supervised backbone's) from ``path``."""
+    state = timm_filtered(read_state_dict(path), model)
     expected = model.state_dict()
     head = classifier_prefix(model)
     replaced = [
@@ -131,7 +151,10 @@ def load_weights_file(model: nn.Module, path: Path) -> None:
     missing = [
         key
         for key in expected
-        if key not in state and key not in replaced and not key.endswith("num_batches_tracked")
+        if key not in state
+        and key not in replaced
+        and not key.startswith(head)
+        and not key.endswith("num_batches_tracked")
     ]
     unexpected = [key for key in state if key not in expected]
     reshaped = [key for key in state if key in expected and state[key].shape != expected[key].shape]

@@ -43,6 +43,7 @@ from sklearn.preprocessing import label_binarize
 from sklearn.utils.class_weight import compute_class_weight
 from torch.nn import functional
 
+from medft.tasks.losses import SingleLabelLosses
 from medft.tasks.prediction_sets import SingleLabelSets
 from medft.tasks.scores import (
     CalibrationScores,
@@ -64,7 +65,7 @@ def kind_taking(label_names: list[str], multi_label: bool) -> type[TaskInfo]:
 
 
 @dataclass(frozen=True)
-class TaskInfo(SingleLabelSets):
+class TaskInfo(SingleLabelSets, SingleLabelLosses):
     """What a model must predict: the label names, and one label or several per image."""
 
     label_names: list[str]

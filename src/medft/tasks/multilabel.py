@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from sklearn.metrics import (
 from torch.nn import functional
 
 from medft.tasks.base import TaskInfo
+from medft.tasks.losses import asymmetric_loss, sigmoid_focal_loss_per_finding, smoothed_findings
 from medft.tasks.scores import (
     DEFAULT_THRESHOLD,
     CalibrationScores,
@@ -117,10 +119,27 @@ class MultilabelTask(TaskInfo):
 
     def loss(self, logits, labels, weights, label_smoothing):
         """Binary cross-entropy per finding, with a ``pos_weight`` per finding if given."""
-        targets = labels.float()
-        if label_smoothing:
-            targets = targets * (1 - label_smoothing) + label_smoothing / 2
+        targets = smoothed_findings(labels.float(), label_smoothing)
         return functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=weights)
+
+    def focal_loss(self, gamma, alpha, label_smoothing):
+        """Sigmoid focal loss per finding; ``alpha`` and ``pos_weight`` weigh its positives."""
+        return partial(
+            sigmoid_focal_loss_per_finding,
+            gamma=gamma,
+            alpha=alpha,
+            label_smoothing=label_smoothing,
+        )
+
+    def asymmetric_loss(self, gamma_neg, gamma_pos, clip, label_smoothing):
+        """ASL per finding, positives weighted by ``pos_weight``."""
+        return partial(
+            asymmetric_loss,
+            gamma_neg=gamma_neg,
+            gamma_pos=gamma_pos,
+            clip=clip,
+            label_smoothing=label_smoothing,
+        )
 
     def balanced_weights(self, encoded):
         """BCE ``pos_weight`` per finding: negatives / positives (1 for a finding never seen)."""

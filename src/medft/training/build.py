@@ -10,6 +10,7 @@ from typing import Any
 from transformers import EarlyStoppingCallback, EvalPrediction, TrainerCallback
 
 from medft.config import AUTO, DataArguments, MedftTrainingArguments, ModelArguments
+from medft.config.probe import LINEAR_PROBE
 from medft.data.batch_augment import BatchAugment
 from medft.data.cache import image_cache
 from medft.data.mixing import BatchMixer
@@ -84,7 +85,9 @@ def build_trainer(
         weights = sampling_weights(task, data.train_labels)
     ema = EmaCallback(args.ema_decay, resume_from) if args.ema_decay is not None else None
     spec = built.family.input_spec(built.processor)
-    cache = image_cache(data.train_set, task, data.dicom, data_args, args, spec)
+    cache = None
+    if args.training_mode != LINEAR_PROBE:  # a linear probe runs no epoch over the images
+        cache = image_cache(data.train_set, task, data.dicom, data_args, args, spec)
     return MedftTrainer(
         model=None if model_init else built.model,
         model_init=model_init,
@@ -95,7 +98,9 @@ def build_trainer(
         compute_metrics=task_metrics(task),
         processing_class=built.family.processing_class(built.processor),
         callbacks=technique_callbacks(model_args, args, built.layout) + [ema] * bool(ema),
-        loss=build_loss(task, data.train_labels, args.class_weighting, args.label_smoothing_factor),
+        loss=build_loss(
+            task, data.train_labels, args.class_weighting, args.label_smoothing_factor, args
+        ),
         layout=built.layout,
         mixer=mixer,
         sample_weights=weights,

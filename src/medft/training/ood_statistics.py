@@ -30,11 +30,15 @@ MAX_TRAINING_IMAGES = 20_000
 
 
 def split_features(
-    classifier: Classifier, split: Dataset, batch_size: int, num_workers: int
+    classifier: Classifier,
+    split: Dataset,
+    batch_size: int,
+    num_workers: int,
+    layer: torch.nn.Module | None = None,
 ) -> np.ndarray:
-    """The penultimate-layer features of a split's images, a row each (rows in order; NaN
-    for an image that cannot be read)."""
-    hook = FeatureHook(classifier.model)
+    """The penultimate-layer features of a split's images (the input of the classifier, or of
+    another ``layer``), a row each (rows in order; NaN for an image that cannot be read)."""
+    hook = FeatureHook(classifier.model, layer=layer)
     reader = ImageReader(classifier, splits=[split])
     score_images(
         classifier,

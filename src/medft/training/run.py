@@ -26,6 +26,7 @@ from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_
 from medft.errors import MedftError
 from medft.evaluation.calibration import TemperatureScaling, fit_temperature, reliability
 from medft.evaluation.card import CardFacts, card_settings, model_card
+from medft.evaluation.card_base_model import processor_settings
 from medft.evaluation.conformal import conformal_coverage, fit_conformal
 from medft.evaluation.evaluate import (
     EvaluationReport,
@@ -44,6 +45,7 @@ from medft.inference.ood import flag_summary
 from medft.modeling import BuiltModel, base_model_id, build_model, weights_origin
 from medft.modeling.freezing import parameter_table
 from medft.modeling.heads import fold_temperature
+from medft.modeling.licence import base_licence
 from medft.modeling.lora import merged
 from medft.parsing import RECIPE_NAME
 from medft.progress import quiet_library_bars
@@ -52,6 +54,7 @@ from medft.tasks import TaskInfo
 from medft.training.build import build_trainer
 from medft.training.ema import EMA_NAME, keep_better_weights
 from medft.training.ood_statistics import save_ood_statistics
+from medft.training.probe import LinearProbe
 from medft.training.run_record import (
     RunRecord,
     check_resume_from,
@@ -221,7 +224,10 @@ def train(
         raise MedftError(  # here, not after training: the data decides it
             "calibration: temperature_per_finding needs multi-label data; use temperature."
         )
-    built = build_model(model_args, data.task)
+    probe = (
+        LinearProbe(data, data_args, model_args, training_args) if training_args.probes else None
+    )
+    built = build_model(model_args, data.task, start_head=probe.start_head if probe else None)
     if training_args.gradient_checkpointing and not built.model.supports_gradient_checkpointing:
         raise MedftError(
             f"{model_args.model_name_or_path} does not support gradient_checkpointing; remove it."
@@ -242,7 +248,10 @@ def train(
     trainer = build_trainer(
         data, data_args, model_args, training_args, built, resume_from=checkpoint
     )
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if probe is not None:
+        result = probe.train(trainer, checkpoint)
+    else:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     history = list(trainer.state.log_history)  # per-epoch logs, before the final evaluations
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
@@ -363,6 +372,8 @@ def train(
             repo_id=push_to,
             extra_tags=[*built.family.card_tags] + ["lora"] * built.uses_lora,
             saved_weights=saved_weights_note(training_args, average_won),
+            base_licence=base_licence(model_args, built.family.config_licence(built.model.config)),
+            preprocessing=processor_settings(built.family, built.processor),
         )
         model_card(facts).save(output / "README.md")
         mark_finished(output)

@@ -94,7 +94,7 @@ NOT_TRAINED = frozenset({
     "dataloader_num_workers", "dataloader_persistent_workers", "dataloader_prefetch_factor",
     "dataloader_pin_memory", "dataloader_multiprocessing_context", "per_device_eval_batch_size",
     "eval_accumulation_steps", "torch_empty_cache_steps", "ddp_timeout", "local_rank",
-    "use_cpu",
+    "use_cpu", "feature_cache_dir",
     # how the trained model is evaluated afterwards, not what is trained
     "bootstrap_resamples", "threshold_method", "subgroups", "conformal", "ood_false_flag_rate",
 })  # fmt: skip

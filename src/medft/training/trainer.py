@@ -63,6 +63,7 @@ PATH_ARGUMENTS = (
     "deepspeed",
     "fsdp_config",
     "accelerator_config",
+    "feature_cache_dir",
 )
 RUN_STATS = ("_runtime", "_per_second")  # timings, not metrics
 

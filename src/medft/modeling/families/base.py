@@ -106,9 +106,20 @@ class BackboneFamily(ABC):
     def classifier_name(self, model: PreTrainedModel) -> str:
         """The module name of the layer producing the logits."""
 
+    def probe_layers(self, model: PreTrainedModel) -> list[str]:
+        """The module names, in order, that turn the pooled features into the logits (what a
+        linear probe trains): the classifier layer alone, unless the family builds an MLP head
+        before it."""
+        return [self.classifier_name(model)]
+
     @abstractmethod
     def check_explainable(self, model: PreTrainedModel) -> None:
         """Refuse, before Grad-CAM runs, a model whose feature maps it would misread."""
+
+    def config_licence(self, config: PretrainedConfig) -> str | None:
+        """The licence of the weights, where the family's config names it (for the model
+        card, when the base model's own card does not); None."""
+        return None
 
 
 def hub_settings(args: ModelArguments) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import timm
 import torch
 from timm.models import PretrainedCfg, get_pretrained_cfg, group_parameters, split_model_name_tag
+from torch import nn
 from torchvision.transforms import InterpolationMode
 from transformers import (
     PreTrainedModel,
@@ -257,6 +258,18 @@ class TimmFamily(BackboneFamily):
         inner = next(n for n, module in model.timm_model.named_modules() if module is classifier)
         return f"{WRAPPED}.{inner}"
 
+    def probe_layers(self, model: PreTrainedModel) -> list[str]:
+        """The classifier, after the MLP head's hidden layer (`pre_logits`, which timm builds
+        for `head_hidden_size`) where the head has one."""
+        classifier = self.classifier_name(model)
+        head = classifier.rpartition(".")[0]
+        pre_logits = getattr(model.get_submodule(head), "pre_logits", None)
+        if isinstance(pre_logits, nn.Module) and any(
+            isinstance(module, nn.Linear) for module in pre_logits.modules()
+        ):
+            return [f"{head}.pre_logits", classifier]
+        return [classifier]
+
     def block_layout(self, model: PreTrainedModel) -> BlockLayout:
         """timm's coarse groups: the first is the stem, the last the neck and head."""
         timm_model = model.timm_model
@@ -274,6 +287,10 @@ class TimmFamily(BackboneFamily):
             for i, block in enumerate(blocks, start=1)
         ]
         return BlockLayout(prefixed[0], list(zip(names, blocks)), neck, head, head_module)
+
+    def config_licence(self, config: TimmWrapperConfig) -> str | None:
+        """The pretrained cfg's `license` (none when a weights file filled the model)."""
+        return (config.pretrained_cfg or {}).get("license")
 
     def check_explainable(self, model: PreTrainedModel) -> None:
         if str(getattr(model.timm_model, "output_fmt", "")) == "NHWC":

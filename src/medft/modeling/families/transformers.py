@@ -5,8 +5,8 @@ The recipe's settings go into the config (config_overrides when it is read, sinc
 attributes derive from others; drop path; the input size where the position embeddings can
 follow); what a transformers config cannot hold is refused. The image processor is the
 pretrained model's, else the model type's standard one, sized to the input. The block layout
-is the largest `nn.ModuleList` of the base model, which is the encoder's layer or stage list
-in every vision family.
+is the largest `nn.ModuleList` of the backbone (the base model, or SigLIP's vision tower),
+which is the encoder's layer or stage list in every vision family.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
 from medft.config import ModelArguments, is_model_type
 from medft.data.transforms import InputSpec
@@ -50,13 +51,34 @@ PIL_TO_TORCHVISION = {
     Image.Resampling.HAMMING: InterpolationMode.HAMMING,
 }
 PIL_RESAMPLING = {int(mode): mode.name.lower() for mode in Image.Resampling}
+# model types transformers has no image classifier for, and where timm has the same weights
+TIMM_PORTS = {
+    "dinov3_vit": "timm/vit_base_patch16_dinov3.lvd1689m",
+    "dinov3_convnext": "timm/convnext_base.dinov3_lvd1689m",
+}
+
+
+def check_classifiable(config: PretrainedConfig, name: str) -> None:
+    """Refuse a model type that transformers has no image classifier for (DINOv3 in
+    transformers 5): the saved model could not be loaded by `pipeline()`."""
+    auto_map = getattr(config, "auto_map", None) or {}
+    if type(config) in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING or (
+        "AutoModelForImageClassification" in auto_map
+    ):
+        return
+    port = TIMM_PORTS.get(config.model_type)
+    hint = f"use its timm port, {port}" if port else "choose a model with one, or a timm model"
+    raise MedftError(
+        f"transformers has no image classifier for '{name}' (model type {config.model_type}), "
+        f"so pipeline() could not load the fine-tuned model; {hint}."
+    )
 
 
 def apply_transformers_settings(config: PretrainedConfig, args: ModelArguments) -> None:
     """Drop path and input size; refuse what a transformers config cannot hold."""
-    if args.head_hidden_sizes:
+    if args.head_hidden_size:
         raise MedftError(
-            f"head_hidden_sizes: a {config.model_type} config cannot describe an MLP head, so "
+            f"{args.head_hidden_key}: a {config.model_type} config cannot describe an MLP head, so "
             "pipeline() would reload the model without it; use head_dropout, or a timm backbone "
             "with its own MLP head (e.g. timm/convnext_small)."
         )
@@ -115,6 +137,18 @@ def local_processor(name: str) -> Any | None:
         raise load_error(name, error) from None
 
 
+def backbone_name(model: PreTrainedModel) -> str:
+    """The child module that is the backbone: the base model (`base_model_prefix`), or where
+    the model has no child by that name (SigLIP's classifier keeps its `vision_model`), the
+    child with the most parameters."""
+    if model.base_model_prefix in dict(model.named_children()):
+        return model.base_model_prefix
+    sizes = {
+        name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()
+    }
+    return max(sizes, key=sizes.__getitem__)
+
+
 def on_pil(processor: Any) -> bool:
     """A processor of the PIL backend (NumPy on PIL images) rather than torchvision's."""
     return getattr(processor, "backend", "torchvision") == "pil"
@@ -145,6 +179,7 @@ class TransformersFamily(BackboneFamily):
         name = args.model_name_or_path
         if args.config_overrides and not is_model_type(name):  # some attributes derive from others
             config = loaded_config(source.weights or name, args, **args.config_overrides)
+        check_classifiable(config, args.model_name_or_path)
         apply_transformers_settings(config, args)
         return config
 
@@ -232,7 +267,7 @@ class TransformersFamily(BackboneFamily):
 
     def classifier_name(self, model: PreTrainedModel) -> str:
         """The last child module (the base model aside) that holds a linear layer."""
-        children = [name for name, _ in model.named_children() if name != model.base_model_prefix]
+        children = [name for name, _ in model.named_children() if name != backbone_name(model)]
         linear = [
             n
             for n in children
@@ -244,8 +279,8 @@ class TransformersFamily(BackboneFamily):
         return None  # windowed attention shows in the tokens Grad-CAM finds, and is refused there
 
     def block_layout(self, model: PreTrainedModel) -> BlockLayout:
-        prefix = model.base_model_prefix
-        base = getattr(model, prefix)
+        prefix = backbone_name(model)
+        base = model.get_submodule(prefix)
         lists = [(n, m) for n, m in base.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
         list_name, blocks = max(
             lists, key=lambda item: sum(p.numel() for p in item[1].parameters())
