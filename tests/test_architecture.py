@@ -215,3 +215,16 @@ def test_no_module_outside_modeling_tells_the_families_apart():
     }
     found = {module: tests for module, tests in found.items() if tests}
     assert not found, f"family tests outside medft.modeling (ask the family instead): {found}"
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists its packages: a package left out is missing from a wheel."""
+    import tomllib
+
+    setup = tomllib.loads((SOURCE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setup["packages"])
+    found = {
+        ".".join(path.parent.relative_to(PACKAGE.parent).parts)
+        for path in PACKAGE.rglob("__init__.py")
+    }
+    assert found - listed == set()
