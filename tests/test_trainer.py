@@ -4,9 +4,13 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader, WeightedRandomSampler
-from transformers import EarlyStoppingCallback, EvalPrediction, PreTrainedModel
+from transformers import (
+    AutoModelForImageClassification,
+    EarlyStoppingCallback,
+    EvalPrediction,
+    PreTrainedModel,
+)
 
 from medft.data.pipeline import load_data, set_transforms
 from medft.data.transforms import eval_pixels
@@ -75,8 +79,18 @@ def test_early_stopping_needs_evaluations():
         )
 
 
+def saved_weights(folder) -> dict[str, torch.Tensor]:
+    return AutoModelForImageClassification.from_pretrained(folder).state_dict()
+
+
+def same_weights(one: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> bool:
+    return one.keys() == other.keys() and all(torch.equal(one[k], other[k]) for k in one)
+
+
+# tiny_vit: an architecture whose parameters transformers 5 renames on loading
+@pytest.mark.parametrize("recipe", ["tiny_timm.yaml", "tiny_vit.yaml"])
 def test_early_stopping_stops_when_the_metric_stalls_and_keeps_the_best(
-    brain_binary, tmp_path, monkeypatch
+    recipe, brain_binary, tmp_path, monkeypatch
 ):
     scores = iter([0.5, 0.8] + [0.6] * 20)  # improves once, then stalls
     monkeypatch.setattr(
@@ -84,17 +98,28 @@ def test_early_stopping_stops_when_the_metric_stalls_and_keeps_the_best(
         lambda task: lambda prediction: {"macro_f1": next(scores)},
     )
     output = tmp_path / "model"
-    run_recipe("tiny_timm.yaml", brain_binary, output, "--num_train_epochs", "8",
+    run_recipe(recipe, brain_binary, output, "--num_train_epochs", "8",
                "--early_stopping_patience", "2", "--train_metrics_samples", "0")  # fmt: skip
     state = json.loads((output / "trainer_state.json").read_text())
     steps_per_epoch = state["global_step"] // 4
     assert state["epoch"] == 4  # best at 2, then two evaluations without improvement
     best = output / f"checkpoint-{2 * steps_per_epoch}"
     assert state["best_model_checkpoint"] == best.name  # relative to the model folder
-    saved, at_best = load_file(output / "model.safetensors"), load_file(best / "model.safetensors")
-    assert all(torch.equal(saved[name], at_best[name]) for name in saved)
-    last = load_file(output / f"checkpoint-{4 * steps_per_epoch}" / "model.safetensors")
-    assert any(not torch.equal(saved[name], last[name]) for name in saved)
+    saved = saved_weights(output)
+    assert same_weights(saved, saved_weights(best))
+    assert not same_weights(saved, saved_weights(output / f"checkpoint-{4 * steps_per_epoch}"))
+
+
+def test_a_resumed_run_starts_from_every_weight_of_its_checkpoint(brain_binary, tmp_path):
+    """Checkpoints of an architecture transformers renames on loading reload whole."""
+    first = trainer_for(brain_binary, tmp_path / "first", "tiny_vit.yaml",
+                        "--num_train_epochs", "1", "--train_metrics_samples", "0")  # fmt: skip
+    first.train()
+    checkpoint = next((tmp_path / "first").glob("checkpoint-*"))
+    resumed = trainer_for(brain_binary, tmp_path / "resumed", "tiny_vit.yaml")
+    assert not same_weights(resumed.model.state_dict(), saved_weights(checkpoint))
+    resumed._load_from_checkpoint(str(checkpoint))
+    assert same_weights(resumed.model.state_dict(), saved_weights(checkpoint))
 
 
 def fingerprints_of_training_batches(monkeypatch) -> list[tuple]:

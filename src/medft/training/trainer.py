@@ -19,6 +19,8 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,9 @@ from typing import Any
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader, Subset
-from transformers import Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
-from transformers.trainer_utils import seed_worker
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, seed_worker
 
 from medft.data.batch_augment import BatchAugment
 from medft.data.cache import ImageCache, cached_batches
@@ -79,6 +81,27 @@ def write_training_arguments(args: TrainingArguments, folder: Path) -> Path:
     path = folder / ARGUMENTS_NAME
     path.write_text(json.dumps(content, indent=2) + "\n")
     return path
+
+
+@contextmanager
+def in_memory_names(model: torch.nn.Module) -> Iterator[None]:
+    """While in the block, `model.save_pretrained` writes its parameters under the names the
+    model has in memory, not the original checkpoint format's.
+
+    transformers 5 renames some architectures' parameters when it loads them (ViT, DINOv2,
+    Swin: `vit.encoder.layer.0...` in the files, `vit.layers.0...` in memory) and renames them
+    back when it saves, while the Trainer reloads a checkpoint (the best one at the end, or
+    one to resume from) with a non-strict `load_state_dict`, which keeps none of the renamed
+    tensors and says so only in a log line (transformers issue 43701). Checkpoints written
+    with the in-memory names load whole; `from_pretrained` reads them too."""
+    if not isinstance(model, PreTrainedModel):
+        yield
+        return
+    model.save_pretrained = partial(type(model).save_pretrained, model, save_original_format=False)
+    try:
+        yield
+    finally:
+        del model.save_pretrained
 
 
 class MedftTrainer(Trainer):
@@ -141,8 +164,14 @@ class MedftTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """As the Trainer saves (final model and checkpoints), with the training arguments as
         redacted JSON instead of the pickled ``training_args.bin``, and a LoRA adapter's local
-        base model by name."""
-        super()._save(output_dir, state_dict)
+        base model by name. A checkpoint keeps the model's own parameter names (see
+        `in_memory_names`)."""
+        folder = Path(output_dir or self.args.output_dir)
+        if folder.name.startswith(PREFIX_CHECKPOINT_DIR):
+            with in_memory_names(self.model):
+                super()._save(output_dir, state_dict)
+        else:
+            super()._save(output_dir, state_dict)
         if self.args.should_save:
             write_training_arguments(self.args, Path(output_dir or self.args.output_dir))
             name_the_base_model(Path(output_dir or self.args.output_dir))
