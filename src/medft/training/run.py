@@ -21,6 +21,7 @@ import transformers
 from transformers import set_seed
 
 from medft.config import DataArguments, EvaluationOptions, MedftTrainingArguments, ModelArguments
+from medft.config.distributed import uses_fsdp
 from medft.data.loading import shorter_side
 from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_transforms
 from medft.errors import MedftError
@@ -62,6 +63,7 @@ from medft.training.run_record import (
     mark_finished,
     recipe_settings,
 )
+from medft.training.sharding import full_state_dict
 from medft.training.trainer import MedftTrainer, write_training_arguments
 
 logger = logging.getLogger("medft")
@@ -99,12 +101,13 @@ def checkpoint_to_resume(args: MedftTrainingArguments, record: RunRecord) -> str
     return given or (str(found) if found else None)
 
 
-def uses_channels_last(setting: bool | None, model: torch.nn.Module) -> bool:
+def uses_channels_last(setting: bool | None, model: torch.nn.Module, sharded: bool = False) -> bool:
     """The recipe's choice, else on for convolutional networks (a ViT's only convolution is
-    its patch embedding)."""
+    its patch embedding) unless FSDP shards them (contiguous weights only)."""
     if setting is not None:
         return setting
-    return sum(isinstance(module, torch.nn.Conv2d) for module in model.modules()) > 1
+    convolutions = sum(isinstance(module, torch.nn.Conv2d) for module in model.modules())
+    return not sharded and convolutions > 1
 
 
 def logits_of(prediction) -> np.ndarray:
@@ -132,8 +135,10 @@ def calibrate(trainer: MedftTrainer, built: BuiltModel, data: TrainingData, how:
 def save_model(trainer: MedftTrainer, built: BuiltModel, model_args: ModelArguments, output: str):
     """The final model: plain weights, LoRA merged into them, or (if asked) the adapter alone."""
     if built.uses_lora and not model_args.save_adapter_only:
+        model = merged(trainer.model)  # by every process: under FSDP, merging takes them all
+        weights = full_state_dict(trainer, model)
         if trainer.args.should_save:  # one process writes, as trainer.save_model does
-            merged(trainer.model).save_pretrained(output)
+            model.save_pretrained(output, state_dict=weights)
             if trainer.processing_class is not None:
                 trainer.processing_class.save_pretrained(output)
             write_training_arguments(trainer.args, Path(output))
@@ -234,7 +239,7 @@ def train(
         )
     if not built.uses_lora:
         logger.info("Parameters per block:\n%s", parameter_table(built.model, built.layout))
-    if uses_channels_last(training_args.channels_last, built.model):
+    if uses_channels_last(training_args.channels_last, built.model, uses_fsdp(training_args)):
         built.model.to(memory_format=torch.channels_last)
     stored_side = shorter_side(data.train_set, data.task.image_column)
     spec = set_transforms(data, built.processor, data_args)
