@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor, Replicate
 from transformers import PretrainedConfig, PreTrainedModel
 
 from medft.config import ModelArguments
 from medft.errors import MedftError
+from medft.modeling.sharded import operand_of, reshard
 
 DROP_PATH_ATTRIBUTES = ("drop_path_rate", "drop_connect_rate")  # the second: EfficientNet
 
@@ -77,21 +77,13 @@ def fold_temperature(model: PreTrainedModel, classifier: str, temperature) -> No
     model: the weight rows and bias of the classifier's last linear layer are divided, so the
     saved model's plain `pipeline()` returns the calibrated probabilities."""
     last = logit_layer(model, classifier, "a temperature")
+    reshard(model)
     scale = torch.as_tensor(temperature, dtype=last.weight.dtype, device=last.weight.device)
     scale = scale.reshape(-1)
     with torch.no_grad():
         last.weight.div_(operand_of(last.weight, scale[:, None] if scale.numel() > 1 else scale))
         if last.bias is not None:
             last.bias.div_(operand_of(last.bias, scale))
-
-
-def operand_of(parameter: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """``values`` fit to combine with ``parameter``: where FSDP shards it (a `DTensor`), the
-    same on every process, over its device mesh."""
-    if not isinstance(parameter, DTensor):
-        return values
-    mesh = parameter.device_mesh
-    return DTensor.from_local(values, mesh, [Replicate()] * mesh.ndim, run_check=False)
 
 
 def fold_prior_shift(model: PreTrainedModel, classifier: str, shift) -> None:
