@@ -5,6 +5,7 @@ precision)."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -190,3 +191,52 @@ def test_what_cannot_run_under_fsdp_is_refused_in_one_line(setting, message, mon
     with pytest.raises(MedftError, match=message) as error:
         parse_recipe(FIXTURES / "tiny_timm.yaml", overrides)
     assert "\n" not in str(error.value)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+FAKE_SLURM = {  # what examples/slurm/train.sbatch calls, for two machines on this box
+    "scontrol": "#!/bin/sh\necho 127.0.0.1\n",  # the job's first host
+    "srun": "#!/bin/sh\nshift\n"  # one task per machine, each with its own log
+    'for node in 0 1; do SLURM_NODEID=$node "$@" > "$LOGS/machine$node.log" 2>&1 &\n'
+    'pids="$pids $!"; done\nfor pid in $pids; do wait $pid || exit 1; done\n',
+}
+
+
+def test_two_machines_train_once_save_once_and_evaluate_once(brain_binary, tmp_path):
+    """examples/slurm/train.sbatch runs two "machines" (one process each) on this box: one
+    run, its model, card and evaluation written once, by the main process."""
+    output, bin_folder = tmp_path / "model", tmp_path / "bin"
+    bin_folder.mkdir()
+    for name, script in FAKE_SLURM.items():
+        (bin_folder / name).write_text(script)
+        (bin_folder / name).chmod(0o755)
+    env = ENV | {
+        "PATH": f"{bin_folder}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "LOGS": str(tmp_path), "MAIN_PORT": str(free_port()),
+        "ACCELERATE_CONFIG": str(cpu_copy("multi_node.yaml", tmp_path)),
+        "SLURM_NNODES": "2", "SLURM_GPUS_ON_NODE": "1", "SLURM_JOB_NODELIST": "node[1-2]",
+    }  # fmt: skip
+    command = ["bash", "examples/slurm/train.sbatch", str(FIXTURES / "tiny_vit.yaml"),
+               "--dataset_name", str(brain_binary), "--output_dir", str(output)]  # fmt: skip
+    job = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    main, other = ((tmp_path / f"machine{node}.log").read_text() for node in (0, 1))
+    assert job.returncode == 0, main[-3000:] + other[-3000:]
+    assert main.count("Evaluation:") == 1 and main.count("Model saved to") == 1
+    assert "Task: binary" in other  # machine 1 logs too (log_on_each_node) ...
+    assert "Evaluation:" not in other and "Model saved to" not in other  # ... but writes none
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert [entry["epoch"] for entry in state["log_history"] if "eval_loss" in entry] == [1]
+    test_images = len(load_from_disk(str(brain_binary))["test"])
+    assert json.loads((output / "metrics.json").read_text())["images"] == test_images
+    assert not list(output.rglob("*.partial")) and not list(output.rglob(".*"))
+    (checkpoint,) = output.glob("checkpoint-*")
+    assert sorted(path.name for path in checkpoint.glob("rng_state_*")) == [
+        "rng_state_0.pth",
+        "rng_state_1.pth",
+    ]  # one per process: the processes of both machines took part
+    check_pipeline_serves(output, brain_binary)
