@@ -240,3 +240,20 @@ def test_two_machines_train_once_save_once_and_evaluate_once(brain_binary, tmp_p
         "rng_state_1.pth",
     ]  # one per process: the processes of both machines took part
     check_pipeline_serves(output, brain_binary)
+
+
+def test_deepspeed_zero2_trains_two_processes_and_saves_the_whole_model(brain_binary, tmp_path):
+    """accelerate_configs/deepspeed_zero2.yaml on the CPU: the optimizer state partitioned
+    between the two processes, the saved model whole. Needs `pip install medft[deepspeed]`."""
+    pytest.importorskip("deepspeed")
+    output = tmp_path / "model"
+    config = cpu_copy("deepspeed_zero2.yaml", tmp_path)
+    run(launch_command(config, FINETUNE, "tiny_vit.yaml", brain_binary, output))
+    (checkpoint,) = output.glob("checkpoint-*")
+    partitions = sorted(path.name for path in checkpoint.glob("global_step*/*optim_states.pt"))
+    assert partitions == [
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+    ]
+    check_whole_model(output)
+    check_scores_reproduce(output, brain_binary)
