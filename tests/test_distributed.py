@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from accelerate.utils import FullyShardedDataParallelPlugin
 from datasets import load_from_disk
@@ -124,6 +125,23 @@ def test_fsdp_with_one_process(brain_binary, tmp_path):
     command = launch_command(config, FSDP_ON_CPU, "tiny_vit.yaml", brain_binary, output,
                              launch=("--num_processes", "1"))  # fmt: skip
     run(command)
+    check_whole_model(output)
+    check_pipeline_serves(output, brain_binary)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_shipped_fsdp_config_on_the_gpus(brain_binary, tmp_path):
+    """accelerate_configs/fsdp.yaml as shipped (bf16, NCCL), one process per GPU; one GPU
+    is the case that stopped in fully_shard on an H200."""
+    if not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    output = tmp_path / "model"
+    config = REPO / "accelerate_configs" / "fsdp.yaml"
+    processes = str(torch.cuda.device_count())
+    command = launch_command(config, FINETUNE, "tiny_vit.yaml", brain_binary, output,
+                             launch=("--num_processes", processes))  # fmt: skip
+    result = run(command)
+    assert "FSDP: one unit per ViTLayer" in result.stdout
     check_whole_model(output)
     check_pipeline_serves(output, brain_binary)
 
