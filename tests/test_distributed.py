@@ -275,3 +275,10 @@ def test_deepspeed_zero2_trains_two_processes_and_saves_the_whole_model(brain_bi
     ]
     check_whole_model(output)
     check_scores_reproduce(output, brain_binary)
+
+
+def test_channels_last_is_off_by_default_under_fsdp(monkeypatch):
+    overrides = ["--dataset_name", "data", "--output_dir", "out"]
+    assert parse_recipe(FIXTURES / "tiny_timm.yaml", overrides).training.channels_last is None
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert parse_recipe(FIXTURES / "tiny_timm.yaml", overrides).training.channels_last is False

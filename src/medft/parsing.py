@@ -29,7 +29,7 @@ from medft.config import (
     ModelArguments,
     accelerator_available,
 )
-from medft.config.distributed import check_launch
+from medft.config.distributed import fit_to_launch
 from medft.config.probe import check_training_mode
 from medft.errors import MedftError
 
@@ -231,7 +231,7 @@ def parse_recipe(
         training_args.calibration,
     )
     check_training_mode(model_args, training_args)
-    check_launch(training_args)
+    fit_to_launch(training_args)
     return Recipe(data_args, model_args, training_args, given_values)
 
 

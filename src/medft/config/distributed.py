@@ -20,10 +20,10 @@ def uses_fsdp(training: Any) -> bool:
     return launched_with("FSDP") or bool(training.fsdp)
 
 
-def check_launch(training: Any) -> None:
+def fit_to_launch(training: Any) -> None:
     """Refuse what cannot run under the launch: under FSDP, an EMA of the weights (the
     average would copy a sharded model) and channels-last weights (FSDP shards contiguous
-    parameters only)."""
+    parameters only), which are then off by default."""
     if not uses_fsdp(training):
         return
     if training.ema_decay is not None:
@@ -35,3 +35,4 @@ def check_launch(training: Any) -> None:
         raise MedftError(
             "channels_last under FSDP: FSDP shards contiguous weights only; remove channels_last."
         )
+    training.channels_last = False

@@ -21,7 +21,6 @@ import transformers
 from transformers import set_seed
 
 from medft.config import DataArguments, EvaluationOptions, MedftTrainingArguments, ModelArguments
-from medft.config.distributed import uses_fsdp
 from medft.data.loading import shorter_side
 from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_transforms
 from medft.errors import MedftError
@@ -101,13 +100,12 @@ def checkpoint_to_resume(args: MedftTrainingArguments, record: RunRecord) -> str
     return given or (str(found) if found else None)
 
 
-def uses_channels_last(setting: bool | None, model: torch.nn.Module, sharded: bool = False) -> bool:
+def uses_channels_last(setting: bool | None, model: torch.nn.Module) -> bool:
     """The recipe's choice, else on for convolutional networks (a ViT's only convolution is
-    its patch embedding) unless FSDP shards them (contiguous weights only)."""
+    its patch embedding)."""
     if setting is not None:
         return setting
-    convolutions = sum(isinstance(module, torch.nn.Conv2d) for module in model.modules())
-    return not sharded and convolutions > 1
+    return sum(isinstance(module, torch.nn.Conv2d) for module in model.modules()) > 1
 
 
 def logits_of(prediction) -> np.ndarray:
@@ -239,7 +237,7 @@ def train(
         )
     if not built.uses_lora:
         logger.info("Parameters per block:\n%s", parameter_table(built.model, built.layout))
-    if uses_channels_last(training_args.channels_last, built.model, uses_fsdp(training_args)):
+    if uses_channels_last(training_args.channels_last, built.model):
         built.model.to(memory_format=torch.channels_last)
     stored_side = shorter_side(data.train_set, data.task.image_column)
     spec = set_transforms(data, built.processor, data_args)
