@@ -304,6 +304,7 @@ ACCELERATE_CONFIGS = {  # file: (distributed type, processes, mixed precision, o
     "multi_gpu_fp16.yaml": (DistributedType.MULTI_GPU, 2, "fp16", False),
     "fsdp.yaml": (DistributedType.FSDP, 2, "bf16", False),
     "deepspeed_zero2.yaml": (DistributedType.DEEPSPEED, 2, "bf16", False),
+    "multi_node.yaml": (DistributedType.MULTI_GPU, 16, "bf16", False),  # 2 machines x 8 GPUs
 }
 
 

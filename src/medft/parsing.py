@@ -29,6 +29,7 @@ from medft.config import (
     ModelArguments,
     accelerator_available,
 )
+from medft.config.distributed import fit_to_launch
 from medft.config.probe import check_training_mode
 from medft.errors import MedftError
 
@@ -230,6 +231,7 @@ def parse_recipe(
         training_args.calibration,
     )
     check_training_mode(model_args, training_args)
+    fit_to_launch(training_args)
     return Recipe(data_args, model_args, training_args, given_values)
 
 

@@ -21,6 +21,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from medft.config import ModelArguments
 from medft.errors import MedftError
+from medft.modeling.sharded import operand_of, reshard
 
 DROP_PATH_ATTRIBUTES = ("drop_path_rate", "drop_connect_rate")  # the second: EfficientNet
 
@@ -76,12 +77,13 @@ def fold_temperature(model: PreTrainedModel, classifier: str, temperature) -> No
     model: the weight rows and bias of the classifier's last linear layer are divided, so the
     saved model's plain `pipeline()` returns the calibrated probabilities."""
     last = logit_layer(model, classifier, "a temperature")
+    reshard(model)
     scale = torch.as_tensor(temperature, dtype=last.weight.dtype, device=last.weight.device)
     scale = scale.reshape(-1)
     with torch.no_grad():
-        last.weight.div_(scale[:, None] if scale.numel() > 1 else scale)
+        last.weight.div_(operand_of(last.weight, scale[:, None] if scale.numel() > 1 else scale))
         if last.bias is not None:
-            last.bias.div_(scale)
+            last.bias.div_(operand_of(last.bias, scale))
 
 
 def fold_prior_shift(model: PreTrainedModel, classifier: str, shift) -> None:

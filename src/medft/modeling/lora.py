@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 from medft.config import ModelArguments
 from medft.errors import MedftError
 from medft.modeling.layout import BlockLayout
+from medft.modeling.sharded import reshard
 from medft.public_names import model_name
 
 logger = logging.getLogger("medft")
@@ -81,7 +82,9 @@ def add_lora(model: PreTrainedModel, layout: BlockLayout, args: ModelArguments) 
 
 
 def merged(model: PeftModel) -> PreTrainedModel:
-    """The base model with the adapter folded into its weights: loads without peft."""
+    """The base model with the adapter folded into its weights: loads without peft. Under
+    FSDP, into the shards (every process merges)."""
+    reshard(model)
     return model.merge_and_unload()
 
 

@@ -1,5 +1,6 @@
 """`build_trainer`: the `MedftTrainer` a recipe asks for, with its loss, batch mixing,
-sampling, callbacks, image cache and the metric that picks the best epoch."""
+sampling, callbacks, image cache, the metric that picks the best epoch and (under FSDP) its
+shard units."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from medft.modeling.freezing import GradualUnfreezing
 from medft.tasks import TaskInfo
 from medft.training.ema import EmaCallback, selected_metric
 from medft.training.losses import build_loss, sampling_weights
+from medft.training.sharding import shard_by_blocks
 from medft.training.trainer import MedftTrainer
 
 
@@ -88,7 +90,7 @@ def build_trainer(
     cache = None
     if args.training_mode != LINEAR_PROBE:  # a linear probe runs no epoch over the images
         cache = image_cache(data.train_set, task, data.dicom, data_args, args, spec)
-    return MedftTrainer(
+    trainer = MedftTrainer(
         model=None if model_init else built.model,
         model_init=model_init,
         args=resolve_best_metric(args, task),
@@ -112,3 +114,5 @@ def build_trainer(
         batch_augment=BatchAugment(spec, data_args) if cache is not None else None,
         task=task,  # the train curve: its metrics on the training batches
     )
+    shard_by_blocks(trainer, built.model, built.layout)
+    return trainer

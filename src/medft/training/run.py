@@ -62,6 +62,7 @@ from medft.training.run_record import (
     mark_finished,
     recipe_settings,
 )
+from medft.training.sharding import full_state_dict
 from medft.training.trainer import MedftTrainer, write_training_arguments
 
 logger = logging.getLogger("medft")
@@ -132,8 +133,10 @@ def calibrate(trainer: MedftTrainer, built: BuiltModel, data: TrainingData, how:
 def save_model(trainer: MedftTrainer, built: BuiltModel, model_args: ModelArguments, output: str):
     """The final model: plain weights, LoRA merged into them, or (if asked) the adapter alone."""
     if built.uses_lora and not model_args.save_adapter_only:
+        model = merged(trainer.model)  # by every process: under FSDP, merging takes them all
+        weights = full_state_dict(trainer, model)
         if trainer.args.should_save:  # one process writes, as trainer.save_model does
-            merged(trainer.model).save_pretrained(output)
+            model.save_pretrained(output, state_dict=weights)
             if trainer.processing_class is not None:
                 trainer.processing_class.save_pretrained(output)
             write_training_arguments(trainer.args, Path(output))

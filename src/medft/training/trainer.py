@@ -54,6 +54,7 @@ from medft.training.ema import SELECTED_IS_EMA, EmaCallback, selected_metric, we
 from medft.training.losses import ClassificationLoss
 from medft.training.optim import exponential_decay, parameter_groups
 from medft.training.running_scores import RunningScores
+from medft.training.sharding import fsdp_plugin, full_state_dict
 
 logger = logging.getLogger("medft")
 
@@ -175,6 +176,22 @@ class MedftTrainer(Trainer):
         if self.args.should_save:
             write_training_arguments(self.args, Path(output_dir or self.args.output_dir))
             name_the_base_model(Path(output_dir or self.args.output_dir))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """As the Trainer saves, except under FSDP: a checkpoint's folder made by every process
+        first (the Trainer writes the shards only after each process has checked whether the
+        best checkpoint's folder exists: a race that can leave the processes disagreeing), and
+        the final model the whole weights gathered from the shards (the Trainer saves none
+        with SHARDED_STATE_DICT)."""
+        if fsdp_plugin(self) is None:
+            super().save_model(output_dir, _internal_call)
+        elif _internal_call:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            super().save_model(output_dir, _internal_call)
+        elif self.args.should_save:
+            self._save(output_dir, state_dict=full_state_dict(self))
+        else:
+            full_state_dict(self)  # the gathering takes every process
 
     def save_state(self) -> None:
         """As the Trainer saves it, with the best checkpoint relative to output_dir
