@@ -236,7 +236,7 @@ def train(
         logger.info("Parameters per block:\n%s", parameter_table(built.model, built.layout))
     if uses_channels_last(training_args.channels_last, built.model):
         built.model.to(memory_format=torch.channels_last)
-    stored_side = shorter_side(data.train_set, data.task.image_column)
+    stored_side = shorter_side(data.train_sample, data.task.image_column)
     spec = set_transforms(data, built.processor, data_args)
     advice = input_size_advice(stored_side, spec.size)
     if advice:
@@ -311,7 +311,7 @@ def train(
         if training_args.ood_false_flag_rate is not None and not model_args.save_adapter_only:
             ood = save_ood_statistics(
                 output,
-                data.train_set,
+                data.train_sample,
                 data.validation,
                 false_flag_rate=training_args.ood_false_flag_rate,
                 device=training_args.device,

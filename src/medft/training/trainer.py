@@ -6,7 +6,9 @@ batch norms kept in eval mode), `create_optimizer`
 (layer-wise learning-rate decay, and room for gradual unfreezing),
 `create_scheduler` (exponential decay), `_get_train_sampler` (each epoch's draw seeded by
 the epoch; oversampling), `get_train_dataloader` (one iterator across epochs, from loader
-workers or from the images held in memory: `medft.data.stream`), `log` (the train curve:
+workers or from the images held in memory: `medft.data.stream`; a streamed split's passes:
+`medft.data.streamed`, whose position `_save_checkpoint` saves and `get_resumed_dataloader`
+restores), `log` (the train curve:
 the training batches' own scores, `medft.training.running_scores`), `get_eval_dataloader` /
 `get_test_dataloader` (the validation split preprocessed once, `medft.data.preprocessed`),
 `evaluate` (the moving average of the weights beside the raw ones, and optionally a
@@ -24,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Subset
 from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
-from transformers.trainer_utils import seed_worker
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, seed_worker
 
 from medft.data.batch_augment import BatchAugment
 from medft.data.cache import ImageCache, cached_batches
@@ -42,6 +44,7 @@ from medft.data.sampling import (
     shard_rows,
 )
 from medft.data.stream import EpochStream, loader_batches
+from medft.data.streamed import StreamLoader
 from medft.data.transforms import DeviceTransform
 from medft.modeling.freezing import FrozenNorms
 from medft.modeling.layout import BlockLayout
@@ -96,9 +99,13 @@ class MedftTrainer(Trainer):
         image_cache: ImageCache | None = None,
         batch_augment: BatchAugment | None = None,
         task: TaskInfo | None = None,
+        stream_transform: Any = None,
+        resume_from: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.stream_transform, self.resume_from = stream_transform, resume_from
+        self.stream_loader: StreamLoader | None = None
         self.loss, self.layout, self.mixer = loss, layout, mixer
         self.sample_weights = sample_weights
         self.all_parameters_in_optimizer = all_parameters_in_optimizer
@@ -236,8 +243,11 @@ class MedftTrainer(Trainer):
 
         The Trainer's own loader is rebuilt by `accelerate.prepare` (sharding by batches,
         device placement) and restarted every epoch; this one shards itself, by fixed
-        parts (`shard_rows`, which the cache holds), and places batches itself."""
+        parts (`shard_rows`, which the cache holds), and places batches itself. A streamed
+        split is read by a `StreamLoader` instead."""
         args, dataset = self.args, self.train_dataset
+        if isinstance(dataset, IterableDataset):
+            return self.streamed_loader()
         rows = (
             self.image_cache.rows
             if self.image_cache is not None
@@ -281,9 +291,42 @@ class MedftTrainer(Trainer):
             worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index),
         )
 
-    def get_resumed_dataloader(self, dataloader: EpochStream, num_batches: int) -> EpochStream:
-        """The same stream, its epoch starting ``num_batches`` in (drawn, not decoded)."""
+    def streamed_loader(self) -> StreamLoader:
+        """Passes over this process's part of the streamed split, from loader workers set as
+        the Trainer sets its own (they restart each pass: `datasets` hands each its shards)."""
+        args = self.args
+        workers = args.dataloader_num_workers
+        self.stream_loader = StreamLoader(
+            self.train_dataset,
+            self.stream_transform,
+            batch_size=self._train_batch_size,
+            device=args.device,
+            rank=args.process_index,
+            processes=args.world_size,
+            loader_settings={
+                "num_workers": workers,
+                "pin_memory": args.dataloader_pin_memory and args.device.type == "cuda",
+                "prefetch_factor": args.dataloader_prefetch_factor if workers else None,
+                "multiprocessing_context": args.dataloader_multiprocessing_context,
+                "in_order": args.dataloader_in_order,
+            },
+        )
+        return self.stream_loader
+
+    def get_resumed_dataloader(self, dataloader, num_batches: int):
+        """The same stream, its epoch starting ``num_batches`` in (drawn, not decoded); a
+        streamed split where the checkpoint resumed from left it."""
+        if isinstance(dataloader, StreamLoader):
+            return dataloader.resume(Path(self.resume_from))
         return dataloader.skipping(num_batches)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """As the Trainer saves a checkpoint, with this process's position in a streamed
+        split."""
+        super()._save_checkpoint(model, trial)
+        if self.stream_loader is not None:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self.stream_loader.save_position(Path(self._get_output_dir(trial)) / folder)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """The training log (its running loss) with the task's metrics of the same batches."""
