@@ -45,6 +45,11 @@ POSITION_KEY = "stream_position"
 POSITION_FILE = "stream_position-{rank}.json"
 
 
+def position_files(processes: int) -> tuple[str, ...]:
+    """The files of a checkpoint that hold the stream's position, one per process."""
+    return tuple(POSITION_FILE.format(rank=rank) for rank in range(processes))
+
+
 def process_stream(
     stream: IterableDataset, columns: list[str], seed: int, buffer: int, rank: int, processes: int
 ) -> IterableDataset:
@@ -178,4 +183,10 @@ class StreamLoader:
             )
         self.passes = saved["pass"]
         self.starts = {int(worker): state for worker, state in saved["positions"].items()}
+        logger.info(
+            "Streaming resumes in pass %d where %s left it (%d worker position(s))",
+            self.passes + 1,
+            checkpoint.name,
+            len(self.starts),
+        )
         return self

@@ -15,6 +15,7 @@ import io
 import json
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 from datasets import Dataset, DatasetInfo, Image, load_from_disk
@@ -31,8 +32,11 @@ def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_split(rows: Dataset, folder: Path, split: str, shard_size: int, bar) -> list[Path]:
-    """``rows`` as tar shards of ``shard_size`` samples in ``folder``."""
+def write_split(
+    rows: Dataset, folder: Path, split: str, shard_size: int, written: Callable[[int], object]
+) -> list[Path]:
+    """``rows`` as tar shards of ``shard_size`` samples in ``folder``; ``written`` counts
+    them."""
     folder.mkdir(parents=True)
     images = [column for column, kind in rows.features.items() if isinstance(kind, Image)]
     for column in images:
@@ -49,7 +53,7 @@ def write_split(rows: Dataset, folder: Path, split: str, shard_size: int, bar) -
                         add_member(tar, f"{key}.{column}", value["bytes"])
                     else:
                         add_member(tar, f"{key}.{column}{JSON_FIELD}", json.dumps(value).encode())
-                bar.update(1)
+                written(1)
     return shards
 
 
@@ -62,7 +66,7 @@ def rewrite_as_webdataset(output: Path, shard_size: int) -> None:
     total = sum(len(rows) for rows in dataset.values())
     with progress_bar(total=total, desc="Writing shards", unit="img") as bar:
         for split, rows in dataset.items():
-            write_split(rows, partial / split, split, shard_size, bar)
+            write_split(rows, partial / split, split, shard_size, bar.update)
     features = next(iter(dataset.values())).features
     DatasetInfo(features=features).write_to_directory(str(partial))
     for item in output.iterdir():

@@ -23,6 +23,7 @@ from transformers import set_seed
 from medft.config import DataArguments, EvaluationOptions, MedftTrainingArguments, ModelArguments
 from medft.data.loading import shorter_side
 from medft.data.pipeline import TrainingData, input_size_advice, load_data, set_transforms
+from medft.data.streamed import position_files
 from medft.errors import MedftError
 from medft.evaluation.calibration import TemperatureScaling, fit_temperature, reliability
 from medft.evaluation.card import CardFacts, card_settings, model_card
@@ -80,11 +81,15 @@ def setup_logging(args: MedftTrainingArguments) -> None:
     quiet_library_bars()
 
 
-def checkpoint_to_resume(args: MedftTrainingArguments, record: RunRecord) -> str | None:
+def checkpoint_to_resume(
+    args: MedftTrainingArguments, record: RunRecord, streamed: bool = False
+) -> str | None:
     """The checkpoint named by ``resume_from_checkpoint``, else the newest complete one of this
-    run in ``output_dir``, once output_dir is this run's (`medft.training.run_record`). Every
-    process decides alike; the main one removes and writes files first."""
+    run in ``output_dir`` (a streamed run's: with every process's stream position), once
+    output_dir is this run's (`medft.training.run_record`). Every process decides alike; the
+    main one removes and writes files first."""
     output, needs = Path(args.output_dir), (EMA_NAME,) * (args.ema_decay is not None)
+    needs += position_files(args.world_size) if streamed else ()
     given = args.resume_from_checkpoint
     if given:
         check_resume_from(Path(given), output, overwrite=args.overwrite_output_dir, needs=needs)
@@ -212,7 +217,8 @@ def train(
     data = load_data(data_args, training_args)
     attributes = evaluated_attributes(data, data_args, training_args)
     settings = recipe_settings(data_args, model_args, training_args)
-    checkpoint = checkpoint_to_resume(training_args, RunRecord.of(settings, data.identity))
+    record = RunRecord.of(settings, data.identity)
+    checkpoint = checkpoint_to_resume(training_args, record, data.streamed)
     if checkpoint:
         logger.info("Resuming from %s", checkpoint)
 
