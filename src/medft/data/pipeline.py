@@ -196,7 +196,13 @@ def load_streamed(data_args: DataArguments, args: MedftTrainingArguments) -> Tra
     )
     columns = [task.image_column, task.label_column]
     train_set = process_stream(
-        streams[train_split], columns, seed, buffer, args.process_index, args.world_size
+        streams[train_split],
+        columns,
+        seed,
+        buffer,
+        args.process_index,
+        args.world_size,
+        args.dataloader_num_workers,
     )
     source = Hasher.hash([name, data_args.dataset_config, train_split])  # names, not rows
     fingerprints = {train_split: source} | {s: rows._fingerprint for s, rows in eval_sets.items()}

@@ -1,22 +1,24 @@
 """Training batches from a streamed split (`medft.data.sources`), each process reading its own
 shards, and the position in the stream that a checkpoint saves.
 
-`process_stream` shuffles the split (the shard order, and the images through a buffer of
-``shuffle_buffer_size``) with one seed on every process, then keeps this process's part
-(`datasets.distributed.split_dataset_by_node`: whole shards when their number is a multiple
-of the processes, else one image in N of every shard). A `StreamLoader` hands the Trainer one
-pass over that part per `iter()`, from loader workers that read shards of their own; it has
-no length, so the Trainer counts steps (`max_steps`) rather than epochs. Processes end a pass
+`process_stream` shuffles the split (the shard order, each pass anew, and the images through
+a buffer of ``shuffle_buffer_size``) with one seed on every process, then keeps this
+process's part (`datasets.distributed.split_dataset_by_node`); each loader worker reads a
+share of it (`WorkerParts`). Each shard is read once when their number is a multiple of
+processes x workers; otherwise some are read by every process, which keeps one image in N.
+A `StreamLoader` hands the Trainer one pass over the process's part per `iter()`; it has no
+length, so the Trainer counts steps (`max_steps`) rather than epochs. Processes end a pass
 together, when the first of them runs out (a collective of one number per batch), so that
-none waits in a gradient all-reduce for another that stopped.
+none waits in a gradient all-reduce for another that stopped: with parts of unequal size,
+the images the others had left wait for the next pass.
 
-The position: each batch carries the `IterableDataset.state_dict()` of the worker that made
-it, taken there as the batch is collated; the loader keeps the last of each worker's that the
-Trainer took, and `save_position` writes them (JSON, a file per process) into the checkpoint.
-A resumed run starts each worker where its last batch ended, in the same pass. The images in
-a shuffle buffer at that moment are not saved (`datasets` saves the shard and row the buffer
-had read up to): a resumed pass skips up to ``shuffle_buffer_size`` images per worker and
-repeats none.
+The position: each batch carries the `IterableDataset.state_dict()` of the worker's part,
+taken as the worker made the batch; the loader keeps each worker's last one the Trainer took,
+and `save_position` writes them (JSON, a file per process) into the checkpoint. A resumed run
+starts each worker where its last batch ended, in the same pass. The images in a shuffle
+buffer at that moment are not saved (`datasets` saves the shard and row the buffer had read
+up to): a resumed pass skips up to ``shuffle_buffer_size`` images per worker, and repeats
+none.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch.distributed as dist
 from datasets import IterableDataset
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, get_worker_info
+from torch.utils.data import IterableDataset as TorchIterableDataset
 from transformers.trainer_utils import seed_worker
 
 from medft.data.stream import Batch, on_device
@@ -51,43 +54,61 @@ def position_files(processes: int) -> tuple[str, ...]:
 
 
 def process_stream(
-    stream: IterableDataset, columns: list[str], seed: int, buffer: int, rank: int, processes: int
+    stream: IterableDataset,
+    columns: list[str],
+    seed: int,
+    buffer: int,
+    rank: int,
+    processes: int,
+    workers: int,
 ) -> IterableDataset:
     """This process's part of ``stream``, shuffled alike on every process (see the module)."""
     shuffled = stream.select_columns(columns).shuffle(seed=seed, buffer_size=buffer)
-    if processes > 1 and shuffled.num_shards % processes:
+    readers = processes * max(workers, 1)
+    if readers > 1 and shuffled.num_shards % readers:
         logger.warning(
-            "Streaming %d shards over %d processes: each process reads every shard and keeps one "
-            "image in %d; write a multiple of %d shards so that each reads only its own.",
+            "Streaming %d shards with %d process(es) x %d loader worker(s): some shards are read "
+            "by every process, which keeps one image in %d; write a multiple of %d shards so "
+            "that each is read once.",
             shuffled.num_shards,
             processes,
+            max(workers, 1),
             processes,
-            processes,
+            readers,
         )
     return split_dataset_by_node(shuffled, rank=rank, world_size=processes)
 
 
-class PositionedBatches:
-    """The loader's `collate_fn`: rows -> the transformed batch, with the position of the
-    stream that made it (in a worker: that worker's copy) after its last row."""
+class WorkerParts(TorchIterableDataset):
+    """What a loader worker (or, without workers, the main process) reads: its part of the
+    process's shards (`IterableDataset.shard`), from where it stopped when resuming, as
+    transformed batches, each with the worker's position after its last row.
 
-    def __init__(self, transform: Callable[[dict[str, list]], dict[str, list]], stream) -> None:
-        self.transform, self.stream = transform, stream
+    The workers are split here rather than by `datasets` (which splits an IterableDataset
+    itself in each worker) so that a saved position is that of the part the worker reads:
+    `datasets` 5.2 applies a resumed state to the process's whole stream first, whose state
+    holds an entry per shard, and fails on a worker's."""
 
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        columns = self.transform({column: [row[column] for row in rows] for column in rows[0]})
-        batch: dict[str, Any] = collate([dict(zip(columns, row)) for row in zip(*columns.values())])
+    def __init__(self, stream, transform, batch_size: int, epoch: int, starts: dict) -> None:
+        self.stream, self.transform, self.batch_size = stream, transform, batch_size
+        self.epoch, self.starts = epoch, starts
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         worker = get_worker_info()
-        stream = worker.dataset if worker is not None else self.stream
-        batch[POSITION_KEY] = (worker.id if worker is not None else 0, stream.state_dict())
-        return batch
+        index, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        part = self.stream.shard(workers, index, contiguous=False) if workers > 1 else self.stream
+        part.set_epoch(self.epoch)
+        if index in self.starts:
+            part.load_state_dict(self.starts[index])
+        for rows in part.iter(batch_size=self.batch_size):
+            columns = self.transform(rows)
+            batch = collate([dict(zip(columns, row)) for row in zip(*columns.values())])
+            yield batch | {POSITION_KEY: (index, part.state_dict())}
 
 
-def start_worker(worker_id: int, *, starts: dict[int, dict], workers: int, rank: int) -> None:
-    """Seed a worker as the Trainer seeds its own, and start it where it stopped (resuming)."""
-    seed_worker(worker_id, num_workers=workers, rank=rank)
-    if worker_id in starts:
-        get_worker_info().dataset.load_state_dict(starts[worker_id])
+def as_made(batch: dict[str, Any]) -> dict[str, Any]:
+    """The loader's `collate_fn`: the workers make whole batches."""
+    return batch
 
 
 def together(batches: Iterator[Batch], device: torch.device) -> Iterator[Batch]:
@@ -131,16 +152,14 @@ class StreamLoader:
         """The Trainer's epochs restart at 0 on resuming; the loader counts its own passes."""
 
     def loader(self) -> DataLoader:
-        self.stream.set_epoch(self.passes)
-        if not self.workers and 0 in self.starts:
-            self.stream.load_state_dict(self.starts[0])
+        parts = WorkerParts(
+            self.stream, self.transform, self.batch_size, self.passes, dict(self.starts)
+        )
         return DataLoader(
-            self.stream,
-            batch_size=self.batch_size,
-            collate_fn=PositionedBatches(self.transform, self.stream),
-            worker_init_fn=partial(
-                start_worker, starts=self.starts, workers=self.workers, rank=self.rank
-            ),
+            parts,
+            batch_size=None,
+            collate_fn=as_made,
+            worker_init_fn=partial(seed_worker, num_workers=self.workers, rank=self.rank),
             **self.settings,
         )
 
