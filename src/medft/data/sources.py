@@ -128,8 +128,11 @@ def open_stream(name: str, config: str | None, splits: list[str]) -> IterableDat
         for column, kind in features.items()
         if not isinstance(kind, Image)
     }
-    return IterableDatasetDict(
-        {split: stream.rename_columns(renamed) for split, stream in streams.items()}
+    return IterableDatasetDict(  # renamed undecoded: a rename is a map, which would re-encode
+        {
+            split: stream.decode(False).rename_columns(renamed).decode(True)
+            for split, stream in streams.items()
+        }
     )
 
 
