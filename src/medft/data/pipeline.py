@@ -249,7 +249,7 @@ def set_transforms(data: TrainingData, processor: Any, data_args: DataArguments)
     """Augmented training images; every other split preprocessed as `pipeline()` will."""
     spec = family_of(processor).input_spec(processor)
     data.train_transform = batch_transform(train_pixels(spec, data_args), data.task, data.dicom)
-    if not data.streamed:  # a stream's loader applies it as it collates (medft.data.streamed)
+    if not data.streamed:  # a stream's loader workers apply it (medft.data.streamed)
         data.train_set.set_transform(data.train_transform)
     for part in [*data.eval_sets.values(), *([data.train_probe] if data.train_probe else [])]:
         part.set_transform(batch_transform(eval_pixels(processor), data.task, data.dicom))
