@@ -21,6 +21,7 @@ from medft.near_duplicates import DEFAULT_THRESHOLD
 
 MIN_IMAGE_SIZE = 8  # pixels of the shorter side
 NAME_SEPARATORS = ("/", "\\")
+FORMATS = ("arrow", "webdataset")
 SALT_ON_THE_COMMAND_LINE = (
     "--id-salt on the command line shows in `ps` and shell history; put the salt in a file "
     "named by --id-salt-file FILE, or in the MEDFT_ID_SALT environment variable."
@@ -66,6 +67,18 @@ class PrepareArguments:
     )
     private: bool = field(default=False, metadata={"help": "make the pushed dataset private"})
 
+    format: str = field(
+        default="arrow",
+        metadata={
+            "help": "arrow: the folder `medft train` and every command read; webdataset: tar "
+            "shards (per split, --shard-size images each, the features in dataset_info.json) "
+            "that `medft train` streams (see the README: Streaming data larger than disk)",
+            "choices": FORMATS,
+        },
+    )
+    shard_size: int = field(
+        default=1000, metadata={"help": "--format webdataset: images per tar shard"}
+    )
     near_duplicates: str = field(
         default=str(DEFAULT_THRESHOLD),
         metadata={
@@ -82,6 +95,15 @@ class PrepareArguments:
             )
         if not 0 <= self.png_compression <= 9:
             raise MedftError(f"--png-compression must be 0-9, got {self.png_compression}.")
+        if self.format not in FORMATS:
+            raise MedftError(f"--format must be one of {', '.join(FORMATS)}, got {self.format}.")
+        if self.shard_size < 1:
+            raise MedftError(f"--shard-size must be at least 1, got {self.shard_size}.")
+        if self.format == "webdataset" and self.push_to_hub:
+            raise MedftError(
+                "--push-to-hub pushes an Arrow dataset; with --format webdataset, upload the "
+                "output folder instead (`hf upload REPO_ID OUTPUT --repo-type dataset`)."
+            )
         name = self.name
         if name is not None and (not name.strip() or any(c in name for c in NAME_SEPARATORS)):
             raise MedftError(f"--name {name!r} must be a name, not a path (no / or \\).")

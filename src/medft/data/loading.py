@@ -9,6 +9,7 @@ from pathlib import Path
 import PIL.Image
 from datasets import Dataset, DatasetDict, Image, load_dataset, load_from_disk
 
+from medft.data.sources import is_shard_source
 from medft.errors import MedftError, first_line
 from medft.tasks import TaskInfo
 
@@ -17,6 +18,12 @@ def read_dataset(name: str, config: str | None = None) -> DatasetDict:
     """A folder written by `medft prepare` (or `save_to_disk`), or a Hub dataset id."""
     path = Path(name).expanduser()
     if path.exists():
+        if is_shard_source(name):
+            raise MedftError(
+                f"dataset_name {path} holds shards to stream, which `medft train` reads (with "
+                "max_steps) and this command does not; prepare an Arrow dataset for it "
+                "(`medft prepare ...` without --format webdataset)."
+            )
         if not (path / "dataset_dict.json").is_file():
             raise MedftError(
                 f"dataset_name {path} is not a prepared dataset (no dataset_dict.json); "

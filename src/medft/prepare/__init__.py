@@ -27,6 +27,7 @@ from medft.prepare.folder import list_image_folder
 from medft.prepare.images import ImageOptions
 from medft.prepare.listing import SourceListing
 from medft.prepare.private import KEPT_PRIVATELY
+from medft.prepare.webdataset import rewrite_as_webdataset
 from medft.prepare.writer import check_output_folder, write_dataset
 
 # each source: the command's options (the reader's and `PrepareArguments`), and its reader
@@ -80,7 +81,9 @@ def prepare_dataset(options: PrepareArguments) -> dict[str, Any]:
     recorded = {key: recorded_value(key, value, paths) for key, value in given.items()}
     recorded |= {"image_size": options.image_size, "png_compression": options.png_compression,
                  "near_duplicates": "off" if threshold is None else threshold}  # fmt: skip
-    return write_dataset(
+    if options.format == "webdataset":
+        recorded |= {"format": options.format, "shard_size": options.shard_size}
+    report = write_dataset(
         listing,
         options.output,
         image_options=ImageOptions(options.image_size, options.png_compression, listing.dicom),
@@ -95,3 +98,6 @@ def prepare_dataset(options: PrepareArguments) -> dict[str, Any]:
         },
         near_duplicates=threshold,
     )
+    if options.format == "webdataset":
+        rewrite_as_webdataset(Path(options.output).expanduser().resolve(), options.shard_size)
+    return report

@@ -88,7 +88,8 @@ def build_trainer(
     ema = EmaCallback(args.ema_decay, resume_from) if args.ema_decay is not None else None
     spec = built.family.input_spec(built.processor)
     cache = None
-    if args.training_mode != LINEAR_PROBE:  # a linear probe runs no epoch over the images
+    # a linear probe runs no epoch over the images; a stream's loader workers decode it
+    if args.training_mode != LINEAR_PROBE and not data.streamed:
         cache = image_cache(data.train_set, task, data.dicom, data_args, args, spec)
     trainer = MedftTrainer(
         model=None if model_init else built.model,
@@ -113,6 +114,8 @@ def build_trainer(
         image_cache=cache,
         batch_augment=BatchAugment(spec, data_args) if cache is not None else None,
         task=task,  # the train curve: its metrics on the training batches
+        stream_transform=data.train_transform if data.streamed else None,
+        resume_from=resume_from,
     )
     shard_by_blocks(trainer, built.model, built.layout)
     return trainer

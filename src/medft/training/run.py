@@ -52,18 +52,18 @@ from medft.progress import quiet_library_bars
 from medft.public_names import dataset_name, model_name
 from medft.tasks import TaskInfo
 from medft.training.build import build_trainer
-from medft.training.ema import EMA_NAME, keep_better_weights
+from medft.training.ema import keep_better_weights
 from medft.training.ood_statistics import save_ood_statistics
 from medft.training.probe import LinearProbe
 from medft.training.run_record import (
     RunRecord,
-    check_resume_from,
-    claim_output_dir,
+    checkpoint_to_resume,
     mark_finished,
     recipe_settings,
 )
+from medft.training.saved_folders import write_training_arguments
 from medft.training.sharding import full_state_dict
-from medft.training.trainer import MedftTrainer, write_training_arguments
+from medft.training.trainer import MedftTrainer
 
 logger = logging.getLogger("medft")
 
@@ -79,25 +79,6 @@ def setup_logging(args: MedftTrainingArguments) -> None:
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
     quiet_library_bars()
-
-
-def checkpoint_to_resume(args: MedftTrainingArguments, record: RunRecord) -> str | None:
-    """The checkpoint named by ``resume_from_checkpoint``, else the newest complete one of this
-    run in ``output_dir``, once output_dir is this run's (`medft.training.run_record`). Every
-    process decides alike; the main one removes and writes files first."""
-    output, needs = Path(args.output_dir), (EMA_NAME,) * (args.ema_decay is not None)
-    given = args.resume_from_checkpoint
-    if given:
-        check_resume_from(Path(given), output, overwrite=args.overwrite_output_dir, needs=needs)
-    with args.main_process_first(local=args.save_on_each_node, desc="claiming output_dir"):
-        found = claim_output_dir(
-            output,
-            record,
-            overwrite=args.overwrite_output_dir,
-            needs=needs,
-            writes=args.should_save,
-        )
-    return given or (str(found) if found else None)
 
 
 def uses_channels_last(setting: bool | None, model: torch.nn.Module) -> bool:
@@ -215,7 +196,8 @@ def train(
     data = load_data(data_args, training_args)
     attributes = evaluated_attributes(data, data_args, training_args)
     settings = recipe_settings(data_args, model_args, training_args)
-    checkpoint = checkpoint_to_resume(training_args, RunRecord.of(settings, data.identity))
+    record = RunRecord.of(settings, data.identity)
+    checkpoint = checkpoint_to_resume(training_args, record, data.streamed)
     if checkpoint:
         logger.info("Resuming from %s", checkpoint)
 
@@ -239,7 +221,7 @@ def train(
         logger.info("Parameters per block:\n%s", parameter_table(built.model, built.layout))
     if uses_channels_last(training_args.channels_last, built.model):
         built.model.to(memory_format=torch.channels_last)
-    stored_side = shorter_side(data.train_set, data.task.image_column)
+    stored_side = shorter_side(data.train_sample, data.task.image_column)
     spec = set_transforms(data, built.processor, data_args)
     advice = input_size_advice(stored_side, spec.size)
     if advice:
@@ -314,7 +296,7 @@ def train(
         if training_args.ood_false_flag_rate is not None and not model_args.save_adapter_only:
             ood = save_ood_statistics(
                 output,
-                data.train_set,
+                data.train_sample,
                 data.validation,
                 false_flag_rate=training_args.ood_false_flag_rate,
                 device=training_args.device,

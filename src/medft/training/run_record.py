@@ -39,6 +39,8 @@ from transformers.utils import (
     WEIGHTS_NAME,
 )
 
+from medft.config import MedftTrainingArguments
+from medft.data.streamed import position_files
 from medft.errors import MedftError
 from medft.evaluation.conformal import CONFORMAL_NAME
 from medft.evaluation.evaluate import METRICS_NAME
@@ -58,7 +60,8 @@ from medft.evaluation.thresholds import THRESHOLDS_NAME
 from medft.formats.dicom_settings import SETTINGS_NAME
 from medft.inference.ood import OOD_NAME
 from medft.parsing import RECIPE_NAME
-from medft.training.trainer import ARGUMENTS_NAME
+from medft.training.ema import EMA_NAME
+from medft.training.saved_folders import ARGUMENTS_NAME
 from medft.version import __version__
 
 logger = logging.getLogger("medft")
@@ -342,3 +345,26 @@ def mark_finished(folder: Path) -> None:
     record = RunRecord.read(folder)
     if record is not None:
         dataclasses.replace(record, finished=True).write(folder)
+
+
+def checkpoint_to_resume(
+    args: MedftTrainingArguments, record: RunRecord, streamed: bool = False
+) -> str | None:
+    """The checkpoint named by ``resume_from_checkpoint``, else the newest complete one of this
+    run in ``output_dir`` (a streamed run's: with every process's stream position), once
+    output_dir is this run's (`medft.training.run_record`). Every process decides alike; the
+    main one removes and writes files first."""
+    output, needs = Path(args.output_dir), (EMA_NAME,) * (args.ema_decay is not None)
+    needs += position_files(args.world_size) if streamed else ()
+    given = args.resume_from_checkpoint
+    if given:
+        check_resume_from(Path(given), output, overwrite=args.overwrite_output_dir, needs=needs)
+    with args.main_process_first(local=args.save_on_each_node, desc="claiming output_dir"):
+        found = claim_output_dir(
+            output,
+            record,
+            overwrite=args.overwrite_output_dir,
+            needs=needs,
+            writes=args.should_save,
+        )
+    return given or (str(found) if found else None)

@@ -6,7 +6,9 @@ batch norms kept in eval mode), `create_optimizer`
 (layer-wise learning-rate decay, and room for gradual unfreezing),
 `create_scheduler` (exponential decay), `_get_train_sampler` (each epoch's draw seeded by
 the epoch; oversampling), `get_train_dataloader` (one iterator across epochs, from loader
-workers or from the images held in memory: `medft.data.stream`), `log` (the train curve:
+workers or from the images held in memory: `medft.data.stream`; a streamed split's passes:
+`medft.data.streamed`, whose position `_save_checkpoint` saves and `get_resumed_dataloader`
+restores), `log` (the train curve:
 the training batches' own scores, `medft.training.running_scores`), `get_eval_dataloader` /
 `get_test_dataloader` (the validation split preprocessed once, `medft.data.preprocessed`),
 `evaluate` (the moving average of the weights beside the raw ones, and optionally a
@@ -16,20 +18,17 @@ training sample re-scored beside validation).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Subset
-from transformers import PreTrainedModel, Trainer, TrainingArguments
-from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
+from transformers import Trainer
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, seed_worker
 
 from medft.data.batch_augment import BatchAugment
@@ -44,6 +43,7 @@ from medft.data.sampling import (
     shard_rows,
 )
 from medft.data.stream import EpochStream, loader_batches
+from medft.data.streamed import StreamLoader
 from medft.data.transforms import DeviceTransform
 from medft.modeling.freezing import FrozenNorms
 from medft.modeling.layout import BlockLayout
@@ -54,55 +54,12 @@ from medft.training.ema import SELECTED_IS_EMA, EmaCallback, selected_metric, we
 from medft.training.losses import ClassificationLoss
 from medft.training.optim import exponential_decay, parameter_groups
 from medft.training.running_scores import RunningScores
+from medft.training.saved_folders import in_memory_names, write_training_arguments
 from medft.training.sharding import fsdp_plugin, full_state_dict
 
 logger = logging.getLogger("medft")
 
-ARGUMENTS_NAME = "training_args.json"
-# TrainingArguments that may hold a local path (output_dir itself is written as its name)
-PATH_ARGUMENTS = (
-    "output_dir",
-    "resume_from_checkpoint",
-    "deepspeed",
-    "fsdp_config",
-    "accelerator_config",
-    "feature_cache_dir",
-)
 RUN_STATS = ("_runtime", "_per_second")  # timings, not metrics
-
-
-def write_training_arguments(args: TrainingArguments, folder: Path) -> Path:
-    """``args`` as JSON (`to_dict` redacts every ``*_token``), replacing the pickle; paths
-    relative to output_dir, else by name (the file is pushed, and paths may name patients)."""
-    (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
-    content = args.to_dict()
-    for key in PATH_ARGUMENTS:
-        if isinstance(content.get(key), str):
-            content[key] = path_within(content[key], args.output_dir)
-    path = folder / ARGUMENTS_NAME
-    path.write_text(json.dumps(content, indent=2) + "\n")
-    return path
-
-
-@contextmanager
-def in_memory_names(model: torch.nn.Module) -> Iterator[None]:
-    """While in the block, `model.save_pretrained` writes its parameters under the names the
-    model has in memory, not the original checkpoint format's.
-
-    transformers 5 renames some architectures' parameters when it loads them (ViT, DINOv2,
-    Swin: `vit.encoder.layer.0...` in the files, `vit.layers.0...` in memory) and renames them
-    back when it saves, while the Trainer reloads a checkpoint (the best one at the end, or
-    one to resume from) with a non-strict `load_state_dict`, which keeps none of the renamed
-    tensors and says so only in a log line (transformers issue 43701). Checkpoints written
-    with the in-memory names load whole; `from_pretrained` reads them too."""
-    if not isinstance(model, PreTrainedModel):
-        yield
-        return
-    model.save_pretrained = partial(type(model).save_pretrained, model, save_original_format=False)
-    try:
-        yield
-    finally:
-        del model.save_pretrained
 
 
 class MedftTrainer(Trainer):
@@ -120,9 +77,13 @@ class MedftTrainer(Trainer):
         image_cache: ImageCache | None = None,
         batch_augment: BatchAugment | None = None,
         task: TaskInfo | None = None,
+        stream_transform: Any = None,
+        resume_from: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.stream_transform, self.resume_from = stream_transform, resume_from
+        self.stream_loader: StreamLoader | None = None
         self.loss, self.layout, self.mixer = loss, layout, mixer
         self.sample_weights = sample_weights
         self.all_parameters_in_optimizer = all_parameters_in_optimizer
@@ -282,8 +243,11 @@ class MedftTrainer(Trainer):
 
         The Trainer's own loader is rebuilt by `accelerate.prepare` (sharding by batches,
         device placement) and restarted every epoch; this one shards itself, by fixed
-        parts (`shard_rows`, which the cache holds), and places batches itself."""
+        parts (`shard_rows`, which the cache holds), and places batches itself. A streamed
+        split is read by a `StreamLoader` instead."""
         args, dataset = self.args, self.train_dataset
+        if isinstance(dataset, IterableDataset):
+            return self.streamed_loader()
         rows = (
             self.image_cache.rows
             if self.image_cache is not None
@@ -327,9 +291,42 @@ class MedftTrainer(Trainer):
             worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index),
         )
 
-    def get_resumed_dataloader(self, dataloader: EpochStream, num_batches: int) -> EpochStream:
-        """The same stream, its epoch starting ``num_batches`` in (drawn, not decoded)."""
+    def streamed_loader(self) -> StreamLoader:
+        """Passes over this process's part of the streamed split, from loader workers set as
+        the Trainer sets its own (they restart each pass: `datasets` hands each its shards)."""
+        args = self.args
+        workers = args.dataloader_num_workers
+        self.stream_loader = StreamLoader(
+            self.train_dataset,
+            self.stream_transform,
+            batch_size=self._train_batch_size,
+            device=args.device,
+            rank=args.process_index,
+            processes=args.world_size,
+            loader_settings={
+                "num_workers": workers,
+                "pin_memory": args.dataloader_pin_memory and args.device.type == "cuda",
+                "prefetch_factor": args.dataloader_prefetch_factor if workers else None,
+                "multiprocessing_context": args.dataloader_multiprocessing_context,
+                "in_order": args.dataloader_in_order,
+            },
+        )
+        return self.stream_loader
+
+    def get_resumed_dataloader(self, dataloader, num_batches: int):
+        """The same stream, its epoch starting ``num_batches`` in (drawn, not decoded); a
+        streamed split where the checkpoint resumed from left it."""
+        if isinstance(dataloader, StreamLoader):
+            return dataloader.resume(Path(self.resume_from))
         return dataloader.skipping(num_batches)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """As the Trainer saves a checkpoint, with this process's position in a streamed
+        split."""
+        super()._save_checkpoint(model, trial)
+        if self.stream_loader is not None:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self.stream_loader.save_position(Path(self._get_output_dir(trial)) / folder)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """The training log (its running loss) with the task's metrics of the same batches."""
