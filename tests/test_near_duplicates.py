@@ -95,6 +95,14 @@ def test_the_chunk_index_finds_what_comparing_every_pair_finds(threshold, monkey
         assert len(found) and np.array_equal(found, expected[np.lexsort(expected[:, 1::-1].T)])
 
 
+def test_hashes_sharing_most_chunks_are_compared_pair_by_pair(monkeypatch):
+    values = np.arange(400, dtype=np.uint64) * np.uint64(3)  # the high chunks all alike
+    monkeypatch.setattr("medft.near_duplicates.chunk_index", None)  # not worth it: not called
+    found = near_pairs(values, 3)
+    monkeypatch.setattr("medft.near_duplicates.MAX_INDEXED", -1)
+    assert len(found) and np.array_equal(found, near_pairs(values, 3))
+
+
 def test_groups_are_connected_chains():
     # a -1 bit- b -1 bit- c: a and c are 2 bits apart, one group at threshold 1
     values = hash_values(

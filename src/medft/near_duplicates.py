@@ -81,53 +81,79 @@ def near_pairs(
 
     Up to `MAX_INDEXED` bits, by the pigeonhole principle: cut into ``threshold + 1`` chunks,
     two hashes within ``threshold`` bits agree on at least one chunk, so only hashes sharing a
-    chunk are compared (112,120 NIH hashes: about a second, against minutes for every pair).
-    Beyond, every pair is compared, `PAIR_ELEMENTS` distances at a time."""
+    chunk need comparing (`chunk_index`: 112,120 NIH-like hashes in seconds, where comparing
+    every pair took minutes). Where the chunks are shared so widely that this saves little,
+    every pair is compared, `PAIR_ELEMENTS` distances at a time."""
     against = values if others is None else others
-    if threshold <= MAX_INDEXED:
-        return indexed_pairs(values, against, threshold, others is None)
-    found = []
+    within = others is None
+    together = values if within else np.concatenate([values, against])
+    chunks = chunk_keys(together, threshold) if threshold <= MAX_INDEXED else []
+    every_pair = len(values) * len(against) / (2 if within else 1)
+    if chunks and sum(candidates(keys, len(values), within) for keys in chunks) < every_pair / 4:
+        return chunk_index(chunks, values, against, threshold, within)
+    found = [np.empty((0, 3), dtype=np.int64)]
     rows_per_block = max(1, PAIR_ELEMENTS // max(1, len(against)))
     starts = range(0, len(values), rows_per_block)
     for start in progress_bar(starts, desc="Comparing hashes", unit="block", disable=not progress):
         block = values[start : start + rows_per_block]
-        first = 0 if others is not None else start
+        first = start if within else 0
         distances = np.bitwise_count(block[:, None] ^ against[None, first:])
         rows, columns = np.nonzero(distances <= threshold)
         columns = columns + first
-        keep = columns > rows + start if others is None else slice(None)
+        keep = columns > rows + start if within else slice(None)
         rows, columns = rows[keep] + start, columns[keep]
         found.append(np.stack([rows, columns, distances[rows - start, columns - first]], axis=1))
-    return np.concatenate(found) if found else np.empty((0, 3), dtype=np.int64)
+    return np.concatenate(found)
 
 
-def indexed_pairs(
-    values: np.ndarray, against: np.ndarray, threshold: int, within: bool
+def chunk_keys(together: np.ndarray, threshold: int) -> list[np.ndarray]:
+    """Each hash cut into ``threshold + 1`` chunks of bits: a key array per chunk."""
+    bits = -(-HASH_BITS // (threshold + 1))
+    return [
+        (together >> np.uint64(offset)) & np.uint64(2**bits - 1)
+        for offset in range(0, HASH_BITS, bits)
+    ]
+
+
+def candidates(keys: np.ndarray, count: int, within: bool) -> int:
+    """How many pairs share the chunk ``keys`` (within the first ``count``, or across)."""
+    if within:
+        shared = np.unique(keys, return_counts=True)[1].astype(np.int64)
+        return int((shared * (shared - 1) // 2).sum())
+    left = dict(zip(*np.unique(keys[:count], return_counts=True)))
+    right = zip(*np.unique(keys[count:], return_counts=True))
+    return int(sum(int(left.get(key, 0)) * int(number) for key, number in right))
+
+
+def chunk_index(
+    chunks: list[np.ndarray],
+    values: np.ndarray,
+    against: np.ndarray,
+    threshold: int,
+    within: bool,
 ) -> np.ndarray:
     """`near_pairs` through the chunks: for each chunk, the hashes sorted by it, each compared
-    with those that follow it while they share the chunk."""
-    together = values if within else np.concatenate([values, against])
-    count, chunk_bits = len(values), -(-HASH_BITS // (threshold + 1))
-    codes = [np.empty(0, dtype=np.int64)]
-    for offset in range(0, HASH_BITS, chunk_bits):
-        keys = (together >> np.uint64(offset)) & np.uint64(2**chunk_bits - 1)
+    with those that follow it while they share the chunk; the pairs within ``threshold`` kept
+    at each step, so memory holds the pairs found, not the candidates."""
+    count, found = len(values), [np.empty((0, 3), dtype=np.int64)]
+    for keys in chunks:
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
-        for step in range(1, len(order)):
-            same = np.flatnonzero(keys[:-step] == keys[step:])
-            if not len(same):
-                break  # sorted: no run of equal chunks is longer than ``step``
-            first, second = order[same], order[same + step]
+        going, step = np.arange(len(order)), 1  # positions whose run of equal keys goes on
+        while len(going):
+            going = going[going + step < len(order)]
+            going = going[keys[going] == keys[going + step]]
+            first, second = order[going], order[going + step]
             if not within:  # one hash of each set; the lower index is from ``values``
                 mixed = (first < count) != (second < count)
                 first, second = first[mixed], second[mixed]
-            low, high = np.minimum(first, second), np.maximum(first, second)
-            codes.append(low * len(against) + (high if within else high - count))
-    code = np.unique(np.concatenate(codes))  # a pair may share several chunks
-    rows, columns = code // max(1, len(against)), code % max(1, len(against))
-    distances = np.bitwise_count(values[rows] ^ against[columns]).astype(np.int64)
-    close = distances <= threshold
-    return np.stack([rows[close], columns[close], distances[close]], axis=1)
+            rows, columns = np.minimum(first, second), np.maximum(first, second)
+            columns = columns if within else columns - count
+            distances = np.bitwise_count(values[rows] ^ against[columns]).astype(np.int64)
+            close = distances <= threshold
+            found.append(np.stack([rows[close], columns[close], distances[close]], axis=1))
+            step += 1
+    return np.unique(np.concatenate(found), axis=0)  # a pair may share several chunks
 
 
 def near_groups(values: np.ndarray, threshold: int, progress: bool = False) -> np.ndarray:
