@@ -82,6 +82,25 @@ def test_the_split_is_held_at_its_stored_size_in_one_channel_when_grey():
     assert image_cache(coloured, TASK, None, AUGMENTED, run_args(), SPEC).pixels.shape[1] == 3
 
 
+def test_a_few_colour_images_with_equal_channels_leave_the_split_in_one_channel(monkeypatch):
+    monkeypatch.setattr(cache_module, "COLOUR_CHECKED", 0.1)  # of 46 images: up to 4 checked
+    split = levels_split()
+    images, labels = split["image"], split["label"]
+
+    def held_with(third: PIL.Image.Image):
+        rows = {"image": images[:3] + [third] + images[4:], "label": labels}
+        return image_cache(Dataset.from_dict(rows, split.features), TASK, None, AUGMENTED,
+                           run_args(), SPEC)  # fmt: skip
+
+    grey_rgb = held_with(images[3].convert("RGB"))  # as NIH's RGBA files, flattened
+    fill(grey_rgb)
+    height, width = images[3].height, images[3].width
+    assert grey_rgb.pixels.shape[1] == 1
+    assert (grey_rgb.pixels[3, 0, :height, :width] == LEVELS[labels[3]]).all()
+    tinted = held_with(PIL.Image.new("RGB", (width, height), (10, 200, 30)))
+    assert tinted.pixels.shape[1] == 3
+
+
 def test_labels_stay_with_their_images_through_sharding_oversampling_and_augmentation():
     split, processes = levels_split(), 2
     weights = 1.0 / torch.bincount(torch.tensor(split["label"])).double()[split["label"]]

@@ -57,6 +57,7 @@ logger = logging.getLogger("medft")
 AUTO_SHARE = 0.25  # of the free memory of a place that `auto` may fill
 ASKED_SHARE = 0.8  # ... that `device` or `ram`, asked for, may fill
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+COLOUR_CHECKED = 0.01  # of the images: colour ones decoded to see whether they are grey
 READ_BATCH = 64  # images per task of the loader workers that read the split's headers
 
 
@@ -198,9 +199,13 @@ def cache_place(
     return place
 
 
-def plan_of(shard: Dataset, image_column: str, workers: int) -> tuple[CachePlan, torch.Tensor]:
+def plan_of(
+    shard: Dataset, image_column: str, workers: int, dicom: DicomSettings | None = None
+) -> tuple[CachePlan, torch.Tensor]:
     """The canvas and channels a shard needs, and each image's (height, width), from the
-    images' headers (no decoding)."""
+    images' headers. A few colour images among grey ones (at most `COLOUR_CHECKED` of them;
+    NIH's RGBA files, for one) are decoded: when their three channels are equal, the shard is
+    still held in one channel, the same pixels in a third of the memory."""
     stored = shard.cast_column(image_column, ImageFeature(decode=False))
 
     def headers(batch: dict[str, list]) -> dict[str, list]:
@@ -211,13 +216,26 @@ def plan_of(shard: Dataset, image_column: str, workers: int) -> tuple[CachePlan,
             "grey": [f[2] for f in found],
         }
 
-    heights, widths, grey = [], [], True
+    heights, widths, colour = [], [], []
     for rows in read(stored.with_transform(headers), workers):
+        colour += [len(heights) + at for at, row in enumerate(rows) if not row["grey"]]
         heights += [row["height"] for row in rows]
         widths += [row["width"] for row in rows]
-        grey &= all(row["grey"] for row in rows)
+    grey = not colour or (
+        len(colour) <= COLOUR_CHECKED * len(shard)
+        and all_grey(shard.select(colour), image_column, dicom)
+    )
     plan = CachePlan(len(shard), 1 if grey else 3, max(heights), max(widths))
     return plan, torch.tensor(list(zip(heights, widths)), dtype=torch.long)
+
+
+def all_grey(images: Dataset, image_column: str, dicom: DicomSettings | None) -> bool:
+    """Whether every image's three channels, as the model sees them, are equal."""
+    for image in images.with_format(None)[image_column]:
+        pixels = pil_to_tensor(to_rgb(image, dicom))
+        if not (torch.equal(pixels[0], pixels[1]) and torch.equal(pixels[0], pixels[2])):
+            return False
+    return True
 
 
 def header(stored: dict[str, Any]) -> tuple[int, int, bool]:
@@ -285,7 +303,7 @@ def image_cache(
     rows = shard_rows(len(train_set), data_seed(args), args.world_size, args.process_index)
     shard = train_set.with_format(None).select(rows)
     workers = args.dataloader_num_workers
-    plan, sizes = plan_of(shard, task.image_column, workers)
+    plan, sizes = plan_of(shard, task.image_column, workers, dicom)
     place = cache_place(data_args.data_cache, plan, args.device, round(max(spec.size) * 8 / 7))
     if place is None:
         return None
