@@ -141,12 +141,13 @@ def prepare(source: Path, output: Path, workers: int) -> dict:
     command += [str(source), "--output", str(output), "--image-size", "256"]
     command += ["--num-proc", str(workers), "--overwrite"]
     print(f"prepare: {' '.join(command[1:])}", flush=True)
-    seconds, peak = run_and_watch(command)
+    seconds, peak, private = run_and_watch(command)
     report = json.loads((output / "prepare_report.json").read_text())
     return {
         "command": "medft prepare chestxray14 --image-size 256 --num-proc " + str(workers),
         "seconds": seconds,
         "peak_rss_mb": peak / MB,
+        "peak_private_mb": private / MB,
         "bytes_on_disk": folder_bytes(output),
         "split_sizes": report["counts"],
         "near_duplicates": report.get("near_duplicates", {}).get("after"),
@@ -180,8 +181,13 @@ def child(
     command += ["--data-cache", data_cache]
     command += ["--work", str(work), "--steps", str(options.steps)]
     command += ["--train-size", str(options.train_size), "--json", str(result)]
-    seconds, peak = run_and_watch(command)
-    return json.loads(result.read_text()) | {"process_seconds": seconds, "peak_rss_mb": peak / MB}
+    seconds, peak, private = run_and_watch(command)
+    measured = {
+        "process_seconds": seconds,
+        "peak_rss_mb": peak / MB,
+        "peak_private_mb": private / MB,
+    }
+    return json.loads(result.read_text()) | measured
 
 
 def run_child(options: argparse.Namespace) -> None:
