@@ -59,7 +59,9 @@ TABLE = "Data_Entry_2017_v2020.csv.gz"
 SPLIT_LISTS = ("train_val_list.txt", "test_list.txt")
 KAGGLE_FOLDER_SIZES = (4_999, *[10_000] * 10, 7_121)  # images_001 ... images_012: 112,120
 FOLDER_ENDS = np.cumsum(KAGGLE_FOLDER_SIZES).tolist()
-FIELD_GRID, FIELD_AMPLITUDE = 6, 25.0  # the random field: grid points a side, grey levels
+# the random field: grid points a side, standard deviation in grey levels (6 and 25 left 8,262
+# near-copy groups joining two patients among 112,120 images; 8 and 60: none in 4,000)
+FIELD_GRID, FIELD_AMPLITUDE = 8, 60.0
 NOISE = 2.0  # grey levels of pixel noise: ~35 KB a 256 px PNG
 PHASES = ("generate", "prepare", "setup", "train")
 MB = 2**20
@@ -102,6 +104,11 @@ def generate(source: Path, labels: Path, rows: int | None, size: int, workers: i
     header, lines = table_rows(labels, rows)
     names = {line.split(",", 1)[0] for line in lines}
     source.mkdir(parents=True, exist_ok=True)
+    settings = {"size": size, "grid": FIELD_GRID, "amplitude": FIELD_AMPLITUDE, "noise": NOISE}
+    written = source / "generated.json"
+    if written.exists() and json.loads(written.read_text()) != settings:
+        sys.exit(f"{source} holds images generated otherwise ({written.read_text()}); delete it.")
+    written.write_text(json.dumps(settings))
     with gzip.open(source / TABLE, "wt", encoding="utf-8") as handle:
         handle.write("\n".join([header, *lines]) + "\n")
     for split_list in SPLIT_LISTS:
@@ -324,7 +331,8 @@ def summary(results: dict) -> str:
         p = results["prepare"]
         lines.append(
             f"prepare: {p['seconds']:.0f} s ({results['generate']['rows'] / p['seconds']:.0f} "
-            f"images/s), peak RSS {p['peak_rss_mb']:,.0f} MB, {p['bytes_on_disk'] / 2**30:.2f} "
+            f"images/s), peak RSS {p['peak_rss_mb']:,.0f} MB (private "
+            f"{p.get('peak_private_mb', 0):,.0f} MB), {p['bytes_on_disk'] / 2**30:.2f} "
             f"GiB on disk; splits {p['split_sizes']}"
         )
     if "setup" in results:
@@ -336,14 +344,16 @@ def summary(results: dict) -> str:
         for step in steps:
             cells = [f"{runs[s]['steps'][step]:.2f}" for s in runs]
             lines.append(f"| {step} | " + " | ".join(cells) + " |")
-        for key in ("until_first_step", "from_process_start", "peak_rss_mb"):
+        for key in ("until_first_step", "from_process_start", "peak_rss_mb", "peak_private_mb"):
             lines.append(f"| {key} | " + " | ".join(f"{runs[s][key]:.1f}" for s in runs) + " |")
-    if "train" in results:
-        t = results["train"]
+    for cache, t in results.get("train", {}).items():
+        if cache == "load_average":
+            continue
         lines.append(
-            f"\ntrain: {t['steps_done']} steps, {t['steps_per_second']:.2f} steps/s after the "
-            f"first, peak RSS {t['peak_rss_mb']:,.0f} MB; first step {t['from_process_start']:.1f}"
-            " s after the process started"
+            f"\ntrain (data_cache: {cache}): {t['steps_done']} steps, {t['steps_per_second']:.2f} "
+            f"steps/s after the first, peak RSS {t['peak_rss_mb']:,.0f} MB (private "
+            f"{t['peak_private_mb']:,.0f} MB); first step {t['from_process_start']:.1f} s after "
+            "the process started"
         )
         lines += t["data_cache"]
     return "\n".join(lines)
@@ -359,6 +369,9 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1])
     parser.add_argument("--steps", type=int, default=300, help="training steps")
     parser.add_argument("--train-size", type=int, default=64, help="the model's input, px")
+    parser.add_argument(
+        "--train-caches", nargs="+", default=["auto", "ram"], help="data_cache of each training"
+    )
     parser.add_argument("--phases", nargs="+", default=PHASES, choices=PHASES, help="run these")
     parser.add_argument("--again", nargs="*", default=[], choices=PHASES, help="rerun these")
     parser.add_argument("--child", choices=("setup", "train"), help=argparse.SUPPRESS)
@@ -411,7 +424,8 @@ def main() -> None:
         return {"runs": runs}
 
     phase("setup", setup)
-    phase("train", lambda: child("train", prepared, work, options))
+    phase("train", lambda: {cache: child("train", prepared, work, options, cache)
+                            for cache in options.train_caches})  # fmt: skip
     print("\n" + summary(results))
 
 
