@@ -308,8 +308,8 @@ def image_cache(
     if place is None:
         return None
     logger.info(
-        "data_cache %s: holding the %s in %s: %s of %s free, filled as the first epoch draws "
-        "them (loader workers decode each image once)",
+        "data_cache %s: decoding the %s into %s as the first epoch draws them (loader workers "
+        "running ahead, each image once): %s of %s free",
         data_args.data_cache,
         plan.describe(),
         place_name(place),
