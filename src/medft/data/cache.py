@@ -340,9 +340,8 @@ def cached_batches(
         filling, filling_epoch = None, None
         for drawn, index, positions in batches.epochs(epoch, batch, cache.pixels.device):
             if filling_epoch != drawn:  # an epoch begins: fill what it draws, if not held
-                filling_epoch = drawn
-                complete = cache.complete
-                filling = None if complete else cache.filled_as_drawn(batches.parts(drawn)[index:])
+                filling_epoch, parts = drawn, batches.parts(drawn)[index:]
+                filling = None if cache.complete else cache.filled_as_drawn(parts)
             if filling is not None:
                 next(filling)
             pixels, sizes, labels = cache.take(positions, device)
