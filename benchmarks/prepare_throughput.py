@@ -71,28 +71,32 @@ def decode_rate(files: list[str], num_proc: int, decoder=decode) -> float:
     return len(files) / (time.perf_counter() - start)
 
 
-def tree_rss(process: psutil.Process) -> int:
-    total = 0
+def tree_memory(process: psutil.Process) -> tuple[int, int]:
+    """(RSS, private bytes) summed over the process and its children; private is RSS less
+    the file-backed and shared pages (memory-mapped Arrow files the kernel can drop)."""
+    rss = private = 0
     for member in [process, *process.children(recursive=True)]:
         with contextlib.suppress(psutil.NoSuchProcess):
-            total += member.memory_info().rss
-    return total
+            info = member.memory_info()
+            rss, private = rss + info.rss, private + info.rss - info.shared
+    return rss, private
 
 
-def run_and_watch(command: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes of the process tree) of one command."""
+def run_and_watch(command: list[str]) -> tuple[float, int, int]:
+    """(wall seconds, peak RSS bytes, peak private bytes) of one command's process tree."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    watched, peak = psutil.Process(process.pid), 0
+    watched, peak, peak_private = psutil.Process(process.pid), 0, 0
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, peak_private
         while not done.is_set():
             try:
-                peak = max(peak, tree_rss(watched))
+                rss, private = tree_memory(watched)
             except psutil.NoSuchProcess:
                 return
+            peak, peak_private = max(peak, rss), max(peak_private, private)
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)
@@ -102,7 +106,7 @@ def run_and_watch(command: list[str]) -> tuple[float, int]:
     sampler.join()
     if process.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{stderr.decode()[-2000:]}")
-    return time.perf_counter() - start, peak
+    return time.perf_counter() - start, peak, peak_private
 
 
 def ensure_images(raw: Path, n_images: int, num_proc: int) -> list[str]:
@@ -187,7 +191,7 @@ def run_dicom(args: argparse.Namespace) -> None:
             if command is None:
                 rates[label].append(decode_rate(files, args.num_proc, decode_dicom))
                 continue
-            seconds, peak = run_and_watch(command)
+            seconds, peak, _ = run_and_watch(command)
             rates[label].append(len(files) / seconds)
             peaks[label] = max(peaks.get(label, 0), peak)
             shutil.rmtree(output)
@@ -241,7 +245,7 @@ def main() -> None:
             if extra is None:
                 rates[label].append(decode_rate(files, args.num_proc))
                 continue
-            seconds, peak = run_and_watch([*medft, *extra])
+            seconds, peak, _ = run_and_watch([*medft, *extra])
             rates[label].append(len(files) / seconds)
             peaks[label] = max(peaks.get(label, 0), peak)
             shutil.rmtree(output)

@@ -14,7 +14,7 @@ from medft.config import DataArguments
 from medft.data import cache as cache_module
 from medft.data.batch_augment import BatchAugment
 from medft.data.cache import CachePlan, cache_place, cached_batches, image_cache
-from medft.data.sampling import EpochBatches, EpochWeightedSampler
+from medft.data.sampling import EpochBatches, EpochRandomSampler, EpochWeightedSampler
 from medft.data.transforms import InputSpec
 from medft.errors import MedftError
 from medft.tasks import TaskInfo
@@ -61,9 +61,15 @@ AUGMENTED = recipe(
 )
 
 
+def fill(held) -> None:
+    for _ in held.filled_as_drawn([torch.arange(len(held.rows))]):
+        pass
+
+
 def test_the_split_is_held_at_its_stored_size_in_one_channel_when_grey():
     split = levels_split()
     held = image_cache(split, TASK, None, AUGMENTED, run_args(), SPEC)
+    fill(held)
     stored = [(image.height, image.width) for image in split["image"]]
     assert held.pixels.dtype == torch.uint8 and held.pixels.shape[1] == 1
     assert held.pixels.shape[2:] == (max(h for h, _ in stored), max(w for _, w in stored))
@@ -74,6 +80,25 @@ def test_the_split_is_held_at_its_stored_size_in_one_channel_when_grey():
     assert held.pixels[0].sum() == LEVELS[0] * height * width  # zeros around it
     coloured = levels_split(mode="RGB")
     assert image_cache(coloured, TASK, None, AUGMENTED, run_args(), SPEC).pixels.shape[1] == 3
+
+
+def test_a_few_colour_images_with_equal_channels_leave_the_split_in_one_channel(monkeypatch):
+    monkeypatch.setattr(cache_module, "COLOUR_CHECKED", 0.1)  # of 46 images: up to 4 checked
+    split = levels_split()
+    images, labels = split["image"], split["label"]
+
+    def held_with(third: PIL.Image.Image):
+        rows = {"image": images[:3] + [third] + images[4:], "label": labels}
+        return image_cache(Dataset.from_dict(rows, split.features), TASK, None, AUGMENTED,
+                           run_args(), SPEC)  # fmt: skip
+
+    grey_rgb = held_with(images[3].convert("RGB"))  # as NIH's RGBA files, flattened
+    fill(grey_rgb)
+    height, width = images[3].height, images[3].width
+    assert grey_rgb.pixels.shape[1] == 1
+    assert (grey_rgb.pixels[3, 0, :height, :width] == LEVELS[labels[3]]).all()
+    tinted = held_with(PIL.Image.new("RGB", (width, height), (10, 200, 30)))
+    assert tinted.pixels.shape[1] == 3
 
 
 def test_labels_stay_with_their_images_through_sharding_oversampling_and_augmentation():
@@ -107,6 +132,35 @@ def test_labels_stay_with_their_images_through_sharding_oversampling_and_augment
     assert sorted(held_rows[0] + held_rows[1]) == list(range(len(split)))
     shares = np.bincount(drawn_labels) / len(drawn_labels)  # 30:10:6 held, drawn about evenly
     assert shares == pytest.approx([1 / 3] * 3, abs=4 * math.sqrt(2 / 9 / len(drawn_labels)))
+
+
+def test_the_cache_is_filled_as_the_first_epoch_draws_each_image_decoded_once(monkeypatch):
+    split, decoded = levels_split(), []
+    stored_pixels = cache_module.stored_pixels
+    monkeypatch.setattr(
+        cache_module, "stored_pixels", lambda *a: decoded.append(1) or stored_pixels(*a)
+    )
+    held = image_cache(split, TASK, None, AUGMENTED, run_args(), SPEC)
+    assert not held.filled.any() and not decoded  # set-up reads headers only
+    batches = EpochBatches(EpochRandomSampler(held.rows, seed=3), len(split), batch_size=8)
+    augment = BatchAugment(SPEC, AUGMENTED)
+    stream = cached_batches(held, batches, augment, torch.device("cpu"), seed=3, process=0)
+    resumed = stream(0, 2)  # a run resumed two batches into its first epoch
+    for _ in range(batches.batches_per_epoch - 2):
+        next(resumed)
+    skipped = torch.cat(batches.parts(0)[:2])
+    assert not held.filled[skipped].any() and held.filled.sum() == len(split) - len(skipped)
+    assert len(decoded) == len(split) - len(skipped)
+    for _ in range(batches.batches_per_epoch):  # the next epoch fills the rest
+        next(resumed)
+    assert held.complete and len(decoded) == len(split)
+    for position, (image, label) in enumerate(zip(split["image"], split["label"])):
+        shown = held.pixels[position, 0, : image.height, : image.width]
+        assert (shown == LEVELS[label]).all()
+    fresh = cached_batches(held, batches, augment, torch.device("cpu"), seed=3, process=0)(1, 0)
+    replayed = next(stream(1, 0))
+    assert torch.equal(next(fresh)["pixel_values"], replayed["pixel_values"])
+    assert len(decoded) == len(split)  # every later draw from memory
 
 
 PLAN = CachePlan(images=1000, channels=1, height=512, width=512)  # 250 MiB

@@ -71,11 +71,36 @@ def test_near_pairs_are_every_pair_within_the_threshold():
 
 
 def test_near_pairs_between_two_sets(monkeypatch):
-    monkeypatch.setattr("medft.near_duplicates.PAIR_BLOCK", 3)  # several blocks
+    monkeypatch.setattr("medft.near_duplicates.PAIR_ELEMENTS", 3)  # several blocks
     first = hash_values(["0000000000000000", "ffffffffffffffff", "00000000000000ff"])
     second = hash_values(["0000000000000001", "0f0f0f0f0f0f0f0f", "fffffffffffffff0"] * 3)
     pairs = {(int(i), int(j), int(d)) for i, j, d in near_pairs(first, 4, second)}
     assert pairs == {(0, 0, 1), (0, 3, 1), (0, 6, 1), (1, 2, 4), (1, 5, 4), (1, 8, 4)}
+
+
+@pytest.mark.parametrize("threshold", [0, 2, 4, 7, 8])
+def test_the_chunk_index_finds_what_comparing_every_pair_finds(threshold, monkeypatch):
+    rng = np.random.default_rng(threshold)
+    base = rng.integers(0, 2**63, size=300, dtype=np.uint64)
+    flips = np.uint64(1) << rng.integers(0, 64, size=(300, 8)).astype(np.uint64)
+    near = base.copy()
+    for column in range(rng.integers(0, 9)):
+        near ^= flips[:, column]
+    values = np.concatenate([base, near, base[:20]])  # some identical hashes too
+    others = np.concatenate([near[::2], base[::3]])
+    indexed = [near_pairs(values, threshold), near_pairs(values, threshold, others)]
+    monkeypatch.setattr("medft.near_duplicates.MAX_INDEXED", -1)  # every pair compared
+    compared = [near_pairs(values, threshold), near_pairs(values, threshold, others)]
+    for found, expected in zip(indexed, compared):
+        assert len(found) and np.array_equal(found, expected[np.lexsort(expected[:, 1::-1].T)])
+
+
+def test_hashes_sharing_most_chunks_are_compared_pair_by_pair(monkeypatch):
+    values = np.arange(400, dtype=np.uint64) * np.uint64(3)  # the high chunks all alike
+    monkeypatch.setattr("medft.near_duplicates.chunk_index", None)  # not worth it: not called
+    found = near_pairs(values, 3)
+    monkeypatch.setattr("medft.near_duplicates.MAX_INDEXED", -1)
+    assert len(found) and np.array_equal(found, near_pairs(values, 3))
 
 
 def test_groups_are_connected_chains():

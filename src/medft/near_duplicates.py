@@ -26,7 +26,8 @@ THUMBNAIL = 32  # pHash's DCT input: hash size 8 x high-frequency factor 4
 DEFAULT_THRESHOLD = 4  # bits; README "Leakage audit" shows the pairs at and beyond it
 MAX_THRESHOLD = 16  # beyond this, distinct scans of one body part match
 OFF = "off"
-PAIR_BLOCK = 2048  # hashes compared at once: 2048 x n distances in memory
+MAX_INDEXED = 7  # thresholds up to this use the chunk index (chunks of 8 bits or more)
+PAIR_ELEMENTS = 2**22  # distances held at once when every pair is compared (32 MiB)
 
 
 def perceptual_hash(image: Image.Image) -> str:
@@ -76,21 +77,83 @@ def near_pairs(
     values: np.ndarray, threshold: int, others: np.ndarray | None = None, progress: bool = False
 ) -> np.ndarray:
     """(i, j, distance) rows for the pairs within ``threshold`` bits: i < j within ``values``,
-    or, with ``others``, i in ``values`` and j in ``others``. A blocked brute force: 112,120
-    hashes (NIH ChestX-ray14) take about 20 s on one core."""
+    or, with ``others``, i in ``values`` and j in ``others``; sorted by i, then j.
+
+    Up to `MAX_INDEXED` bits, by the pigeonhole principle: cut into ``threshold + 1`` chunks,
+    two hashes within ``threshold`` bits agree on at least one chunk, so only hashes sharing a
+    chunk need comparing (`chunk_index`: 112,120 NIH-like hashes in seconds, where comparing
+    every pair took minutes). Where the chunks are shared so widely that this saves little,
+    every pair is compared, `PAIR_ELEMENTS` distances at a time."""
     against = values if others is None else others
-    found = []
-    starts = range(0, len(values), PAIR_BLOCK)
+    within = others is None
+    together = values if within else np.concatenate([values, against])
+    chunks = chunk_keys(together, threshold) if threshold <= MAX_INDEXED else []
+    every_pair = len(values) * len(against) / (2 if within else 1)
+    if chunks and sum(candidates(keys, len(values), within) for keys in chunks) < every_pair / 4:
+        return chunk_index(chunks, values, against, threshold, within)
+    found = [np.empty((0, 3), dtype=np.int64)]
+    rows_per_block = max(1, PAIR_ELEMENTS // max(1, len(against)))
+    starts = range(0, len(values), rows_per_block)
     for start in progress_bar(starts, desc="Comparing hashes", unit="block", disable=not progress):
-        block = values[start : start + PAIR_BLOCK]
-        first = 0 if others is not None else start
+        block = values[start : start + rows_per_block]
+        first = start if within else 0
         distances = np.bitwise_count(block[:, None] ^ against[None, first:])
         rows, columns = np.nonzero(distances <= threshold)
         columns = columns + first
-        keep = columns > rows + start if others is None else slice(None)
+        keep = columns > rows + start if within else slice(None)
         rows, columns = rows[keep] + start, columns[keep]
         found.append(np.stack([rows, columns, distances[rows - start, columns - first]], axis=1))
-    return np.concatenate(found) if found else np.empty((0, 3), dtype=np.int64)
+    return np.concatenate(found)
+
+
+def chunk_keys(together: np.ndarray, threshold: int) -> list[np.ndarray]:
+    """Each hash cut into ``threshold + 1`` chunks of bits: a key array per chunk."""
+    bits = -(-HASH_BITS // (threshold + 1))
+    return [
+        (together >> np.uint64(offset)) & np.uint64(2**bits - 1)
+        for offset in range(0, HASH_BITS, bits)
+    ]
+
+
+def candidates(keys: np.ndarray, count: int, within: bool) -> int:
+    """How many pairs share the chunk ``keys`` (within the first ``count``, or across)."""
+    if within:
+        shared = np.unique(keys, return_counts=True)[1].astype(np.int64)
+        return int((shared * (shared - 1) // 2).sum())
+    left = dict(zip(*np.unique(keys[:count], return_counts=True)))
+    right = zip(*np.unique(keys[count:], return_counts=True))
+    return int(sum(int(left.get(key, 0)) * int(number) for key, number in right))
+
+
+def chunk_index(
+    chunks: list[np.ndarray],
+    values: np.ndarray,
+    against: np.ndarray,
+    threshold: int,
+    within: bool,
+) -> np.ndarray:
+    """`near_pairs` through the chunks: for each chunk, the hashes sorted by it, each compared
+    with those that follow it while they share the chunk; the pairs within ``threshold`` kept
+    at each step, so memory holds the pairs found, not the candidates."""
+    count, found = len(values), [np.empty((0, 3), dtype=np.int64)]
+    for keys in chunks:
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        going, step = np.arange(len(order)), 1  # positions whose run of equal keys goes on
+        while len(going):
+            going = going[going + step < len(order)]
+            going = going[keys[going] == keys[going + step]]
+            first, second = order[going], order[going + step]
+            if not within:  # one hash of each set; the lower index is from ``values``
+                mixed = (first < count) != (second < count)
+                first, second = first[mixed], second[mixed]
+            rows, columns = np.minimum(first, second), np.maximum(first, second)
+            columns = columns if within else columns - count
+            distances = np.bitwise_count(values[rows] ^ against[columns]).astype(np.int64)
+            close = distances <= threshold
+            found.append(np.stack([rows[close], columns[close], distances[close]], axis=1))
+            step += 1
+    return np.unique(np.concatenate(found), axis=0)  # a pair may share several chunks
 
 
 def near_groups(values: np.ndarray, threshold: int, progress: bool = False) -> np.ndarray:

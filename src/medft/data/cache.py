@@ -12,6 +12,13 @@ device path would no longer make the workers' pictures. A split of greyscale ima
 in one channel (a third of the bytes). Each process holds and draws its own shard of the
 split (`shard_rows`).
 
+The cache is filled as the first epoch draws: set-up reads only the images' headers (the
+canvas, each image's size) and the labels, and sets the memory aside; each batch's images not
+held yet are decoded by loader workers running ahead of training, as the workers' path would
+decode them, and stored. Every later draw comes from memory. So the first step does not wait
+for the whole split to be decoded (86,524 NIH images: minutes on a few cores), and what a run
+draws is the same as if the split had been decoded first.
+
 `auto` holds the split on the training device when it takes at most `AUTO_SHARE` of the
 device's free memory, else in RAM when it takes at most that share of the available RAM
 (shared by the processes of the machine), else leaves it to the loader workers; asked for
@@ -25,7 +32,7 @@ import io
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import PIL.Image
@@ -50,7 +57,8 @@ logger = logging.getLogger("medft")
 AUTO_SHARE = 0.25  # of the free memory of a place that `auto` may fill
 ASKED_SHARE = 0.8  # ... that `device` or `ram`, asked for, may fill
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-READ_BATCH = 64  # images per task of the loader workers that read and decode the split
+COLOUR_CHECKED = 0.01  # of the images: colour ones decoded to see whether they are grey
+READ_BATCH = 64  # images per task of the loader workers that read the split's headers
 
 
 @dataclass(frozen=True)
@@ -75,13 +83,44 @@ class CachePlan:
 
 @dataclass
 class ImageCache:
-    """A shard of the training split, decoded: pixels (n, channels, height, width), each
-    image's stored (height, width), the labels as the loss takes them, the split's rows."""
+    """A shard of the training split held in memory: pixels (n, channels, height, width),
+    each image's stored (height, width), the labels as the loss takes them, the split's rows;
+    ``source`` decodes a row onto its canvas (`canvases`), ``filled`` says which are held."""
 
     pixels: torch.Tensor
     sizes: torch.Tensor
     labels: torch.Tensor
     rows: list[int]
+    source: Dataset
+    workers: int = 0
+    filled: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.filled = torch.zeros(len(self.rows), dtype=torch.bool)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.filled.all())
+
+    def filled_as_drawn(self, parts: list[torch.Tensor]) -> Iterator[None]:
+        """Yields once per batch of ``parts`` (positions, in drawing order), after storing the
+        images that batch is the first to draw; loader workers decode them, running ahead."""
+        fresh = first_sightings(parts, self.filled)
+        loader = DataLoader(
+            self.source,
+            batch_sampler=[positions.tolist() for positions in fresh if len(positions)],
+            num_workers=self.workers,
+            collate_fn=list,
+        )
+        decoded = iter(loader)
+        for positions in fresh:
+            if len(positions):
+                block = torch.stack([row["pixels"] for row in next(decoded)])
+                self.pixels.index_copy_(
+                    0, positions.to(self.pixels.device), block.to(self.pixels.device)
+                )
+                self.filled[positions] = True
+            yield
 
     def take(self, positions: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
         """Pixels, sizes and labels at ``positions`` (on the cache's device), on ``device``;
@@ -97,6 +136,17 @@ class ImageCache:
             torch.index_select(part, 0, positions, out=pinned)
             taken.append(pinned.to(device, non_blocking=True))
         return tuple(taken)
+
+
+def first_sightings(parts: list[torch.Tensor], filled: torch.Tensor) -> list[torch.Tensor]:
+    """Per batch of ``parts``, the positions not ``filled`` that no earlier batch draws."""
+    seen, found = filled.clone(), []
+    for part in parts:
+        part = part.cpu()
+        fresh = part[~seen[part]].unique()
+        seen[fresh] = True
+        found.append(fresh)
+    return found
 
 
 def readable_bytes(count: int) -> str:
@@ -149,8 +199,13 @@ def cache_place(
     return place
 
 
-def plan_of(shard: Dataset, image_column: str, workers: int) -> CachePlan:
-    """The canvas and channels a shard needs, from its images' headers (no decoding)."""
+def plan_of(
+    shard: Dataset, image_column: str, workers: int, dicom: DicomSettings | None = None
+) -> tuple[CachePlan, torch.Tensor]:
+    """The canvas and channels a shard needs, and each image's (height, width), from the
+    images' headers. A few colour images among grey ones (at most `COLOUR_CHECKED` of them;
+    NIH's RGBA files, for one) are decoded: when their three channels are equal, the shard is
+    still held in one channel, the same pixels in a third of the memory."""
     stored = shard.cast_column(image_column, ImageFeature(decode=False))
 
     def headers(batch: dict[str, list]) -> dict[str, list]:
@@ -161,12 +216,26 @@ def plan_of(shard: Dataset, image_column: str, workers: int) -> CachePlan:
             "grey": [f[2] for f in found],
         }
 
-    heights, widths, grey = [], [], True
+    heights, widths, colour = [], [], []
     for rows in read(stored.with_transform(headers), workers):
+        colour += [len(heights) + at for at, row in enumerate(rows) if not row["grey"]]
         heights += [row["height"] for row in rows]
         widths += [row["width"] for row in rows]
-        grey &= all(row["grey"] for row in rows)
-    return CachePlan(len(shard), 1 if grey else 3, max(heights), max(widths))
+    grey = not colour or (
+        len(colour) <= COLOUR_CHECKED * len(shard)
+        and all_grey(shard.select(colour), image_column, dicom)
+    )
+    plan = CachePlan(len(shard), 1 if grey else 3, max(heights), max(widths))
+    return plan, torch.tensor(list(zip(heights, widths)), dtype=torch.long)
+
+
+def all_grey(images: Dataset, image_column: str, dicom: DicomSettings | None) -> bool:
+    """Whether every image's three channels, as the model sees them, are equal."""
+    for image in images.with_format(None)[image_column]:
+        pixels = pil_to_tensor(to_rgb(image, dicom))
+        if not (torch.equal(pixels[0], pixels[1]) and torch.equal(pixels[0], pixels[2])):
+            return False
+    return True
 
 
 def header(stored: dict[str, Any]) -> tuple[int, int, bool]:
@@ -181,36 +250,21 @@ def read(dataset: Dataset, workers: int) -> Iterator[list[dict[str, Any]]]:
     yield from loader
 
 
-def decode(
-    shard: Dataset,
-    plan: CachePlan,
-    task: TaskInfo,
-    dicom: DicomSettings | None,
-    place: torch.device,
-    workers: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The shard's pixels on their canvases, sizes and labels, on ``place``."""
+def decoded_rows(
+    shard: Dataset, plan: CachePlan, task: TaskInfo, dicom: DicomSettings | None
+) -> Dataset:
+    """``shard`` whose rows read as their pixels on the plan's canvas (in loader workers)."""
 
     def canvases(batch: dict[str, list]) -> dict[str, list]:
         use_one_thread_in_workers()
-        pixels = [stored_pixels(image, plan.channels, dicom) for image in batch[task.image_column]]
         return {
-            "pixels": [on_canvas(p, plan) for p in pixels],
-            "size": [torch.tensor(p.shape[1:]) for p in pixels],
-            "label": [task.target(value) for value in batch[task.label_column]],
+            "pixels": [
+                on_canvas(stored_pixels(image, plan.channels, dicom), plan)
+                for image in batch[task.image_column]
+            ]
         }
 
-    pixels = torch.empty(
-        (plan.images, plan.channels, plan.height, plan.width), dtype=torch.uint8, device=place
-    )
-    sizes, labels, start = [], [], 0
-    for rows in read(shard.with_transform(canvases), workers):
-        block = torch.stack([row["pixels"] for row in rows])
-        pixels[start : start + len(block)].copy_(block)
-        sizes += [row["size"] for row in rows]
-        labels += [row["label"] for row in rows]
-        start += len(block)
-    return pixels, torch.stack(sizes).to(place), torch.stack(labels).to(place)
+    return shard.with_transform(canvases)
 
 
 def stored_pixels(image: PIL.Image.Image, channels: int, dicom: DicomSettings | None):
@@ -249,19 +303,25 @@ def image_cache(
     rows = shard_rows(len(train_set), data_seed(args), args.world_size, args.process_index)
     shard = train_set.with_format(None).select(rows)
     workers = args.dataloader_num_workers
-    plan = plan_of(shard, task.image_column, workers)
+    plan, sizes = plan_of(shard, task.image_column, workers, dicom)
     place = cache_place(data_args.data_cache, plan, args.device, round(max(spec.size) * 8 / 7))
     if place is None:
         return None
     logger.info(
-        "data_cache %s: decoding the %s into %s: %s of %s free",
+        "data_cache %s: decoding the %s into %s as the first epoch draws them (loader workers "
+        "running ahead, each image once): %s of %s free",
         data_args.data_cache,
         plan.describe(),
         place_name(place),
         readable_bytes(plan.bytes),
         readable_bytes(free_memory(place)),
     )
-    return ImageCache(*decode(shard, plan, task, dicom, place, workers), rows)
+    pixels = torch.empty(
+        (plan.images, plan.channels, plan.height, plan.width), dtype=torch.uint8, device=place
+    )
+    labels = torch.stack([task.target(value) for value in shard[task.label_column]])
+    source = decoded_rows(shard, plan, task, dicom)
+    return ImageCache(pixels, sizes.to(place), labels.to(place), rows, source, workers)
 
 
 def cached_batches(
@@ -277,7 +337,13 @@ def cached_batches(
     generator = torch.Generator(device)
 
     def open_at(epoch: int, batch: int) -> Iterator[Batch]:
+        filling, filling_epoch = None, None
         for drawn, index, positions in batches.epochs(epoch, batch, cache.pixels.device):
+            if filling_epoch != drawn:  # an epoch begins: fill what it draws, if not held
+                filling_epoch, parts = drawn, batches.parts(drawn)[index:]
+                filling = None if cache.complete else cache.filled_as_drawn(parts)
+            if filling is not None:
+                next(filling)
             pixels, sizes, labels = cache.take(positions, device)
             generator.manual_seed(stream_seed(seed, drawn, index, process))
             yield {"pixel_values": augment(pixels, sizes, generator), "labels": labels}

@@ -94,6 +94,10 @@ class EpochBatches(Sampler[list[int]]):
         drawn = torch.tensor(list(self.sampler), dtype=torch.long)
         return drawn[torch.arange(self.per_epoch) % len(drawn)]
 
+    def parts(self, epoch: int) -> list[torch.Tensor]:
+        """Epoch ``epoch``'s batches of positions."""
+        return list(self.order(epoch).split(self.batch_size)[: self.batches_per_epoch])
+
     def epochs(
         self, epoch: int, batch: int, device: torch.device | str = "cpu"
     ) -> Iterator[tuple[int, int, torch.Tensor]]:
