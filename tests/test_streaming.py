@@ -236,28 +236,30 @@ def test_a_streamed_run_trains_and_resumes_where_its_checkpoint_left_the_stream(
 
 
 def test_two_processes_train_through_accelerate_across_a_pass_and_resume(shards, tmp_path):
-    """Two processes (gloo) of 80 images each, 16 a batch: a pass is 5 steps, so step 6 is
-    the next pass's first; the run resumed from step 3 picks up the stream there."""
+    """Two processes (gloo) of 80 images each, each read by two loader workers of 40, 16 a
+    batch: a pass is 6 steps (16, 16 and 8 from each worker), so step 7 is the next pass's
+    first; the run resumed from step 4 picks up the stream there."""
     output = tmp_path / "model"
     command = [sys.executable, "-m", "accelerate.commands.launch",
                "--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml"),
                str(REPO / "src" / "finetune.py"), str(FIXTURES / "tiny_vit.yaml"),
                "--dataset_name", str(shards["webdataset"]), "--output_dir", str(output),
-               "--max_steps", "6", "--eval_strategy", "steps", "--eval_steps", "3",
-               "--save_strategy", "steps", "--save_steps", "3"]  # fmt: skip
+               "--max_steps", "8", "--eval_strategy", "steps", "--eval_steps", "4",
+               "--save_strategy", "steps", "--save_steps", "4",
+               "--dataloader_num_workers", "2"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    for step, in_pass in [(3, 0), (6, 1)]:
+    for step, in_pass in [(4, 0), (8, 1)]:
         for rank in range(2):
             saved = output / f"checkpoint-{step}" / f"stream_position-{rank}.json"
             assert json.loads(saved.read_text())["pass"] == in_pass
     assert (output / "test_results.json").is_file()
-    shutil.rmtree(output / "checkpoint-6")
+    shutil.rmtree(output / "checkpoint-8")
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Streaming resumes in pass 1 where checkpoint-3 left it" in result.stdout
-    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 6
+    assert "Streaming resumes in pass 1 where checkpoint-4 left it" in result.stdout
+    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 8
 
 
 def test_a_hub_stream_is_loaded_as_the_hub_client_streams_it(
