@@ -69,6 +69,17 @@ def task_of(
     )
 
 
+def require_splits(available, required, name: str) -> None:
+    """Stop with the splits there are when one of ``required`` (train_split, eval_split) is
+    not among the ``available`` ones."""
+    missing = [split for split in required if split not in available]
+    if missing:
+        raise MedftError(
+            f"dataset {name} has no split(s) {', '.join(missing)} (it has "
+            f"{', '.join(available)}); set train_split / eval_split in the recipe."
+        )
+
+
 def load_training_data(
     name: str,
     *,
@@ -80,12 +91,7 @@ def load_training_data(
     """The dataset's ``splits`` (the first two required, the rest optional) and its task."""
     dataset = read_dataset(name, config)
     required, optional = splits[:2], [s for s in splits[2:] if s]
-    missing = [split for split in required if split not in dataset]
-    if missing:
-        raise MedftError(
-            f"dataset {name} has no split(s) {', '.join(missing)} (it has {', '.join(dataset)}); "
-            "set train_split / eval_split in the recipe."
-        )
+    require_splits(dataset, required, name)
     kept = DatasetDict(
         {split: dataset[split] for split in [*required, *optional] if split in dataset}
     )

@@ -17,7 +17,7 @@ from datasets.fingerprint import Hasher
 
 from medft.config import DataArguments, MedftTrainingArguments
 from medft.data.folds import fold_splits
-from medft.data.loading import load_training_data, task_of
+from medft.data.loading import load_training_data, require_splits, task_of
 from medft.data.sampling import data_seed
 from medft.data.sources import is_streamed, open_stream, refuse_unstreamable
 from medft.data.streamed import process_stream
@@ -177,12 +177,7 @@ def load_streamed(data_args: DataArguments, args: MedftTrainingArguments) -> Tra
     name, train_split = data_args.dataset_name, data_args.train_split
     splits = [s for s in (train_split, data_args.eval_split, data_args.test_split) if s]
     streams = open_stream(name, data_args.dataset_config, splits)
-    missing = [split for split in splits[:2] if split not in streams]
-    if missing:
-        raise MedftError(
-            f"dataset {name} has no split(s) {', '.join(missing)} (it has {', '.join(streams)}); "
-            "set train_split / eval_split in the recipe."
-        )
+    require_splits(streams, splits[:2], name)
     task = task_of(streams, train_split, data_args.image_column, data_args.label_column)
     eval_sets = {
         split: read_into_memory(streams[split], data_args.max_eval_samples)

@@ -277,25 +277,33 @@ class MedftTrainer(Trainer):
         """The loader whose workers decode and augment ``shard`` as ``batches`` say, set as
         the Trainer sets its own."""
         args = self.args
-        workers = args.dataloader_num_workers
         return DataLoader(
             shard,
             batch_sampler=batches,
             collate_fn=self.data_collator,
-            num_workers=workers,
-            pin_memory=args.dataloader_pin_memory and args.device.type == "cuda",
             persistent_workers=args.dataloader_persistent_workers,
-            prefetch_factor=args.dataloader_prefetch_factor,
-            multiprocessing_context=args.dataloader_multiprocessing_context,
-            in_order=args.dataloader_in_order,
-            worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index),
+            worker_init_fn=partial(
+                seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index
+            ),
+            **self.loader_settings(),
         )
+
+    def loader_settings(self) -> dict[str, Any]:
+        """The loader workers' settings, as the Trainer sets its own loader's."""
+        args = self.args
+        workers = args.dataloader_num_workers
+        return {
+            "num_workers": workers,
+            "pin_memory": args.dataloader_pin_memory and args.device.type == "cuda",
+            "prefetch_factor": args.dataloader_prefetch_factor if workers else None,
+            "multiprocessing_context": args.dataloader_multiprocessing_context,
+            "in_order": args.dataloader_in_order,
+        }
 
     def streamed_loader(self) -> StreamLoader:
         """Passes over this process's part of the streamed split, from loader workers set as
         the Trainer sets its own (they restart each pass: `datasets` hands each its shards)."""
         args = self.args
-        workers = args.dataloader_num_workers
         self.stream_loader = StreamLoader(
             self.train_dataset,
             self.stream_transform,
@@ -303,13 +311,7 @@ class MedftTrainer(Trainer):
             device=args.device,
             rank=args.process_index,
             processes=args.world_size,
-            loader_settings={
-                "num_workers": workers,
-                "pin_memory": args.dataloader_pin_memory and args.device.type == "cuda",
-                "prefetch_factor": args.dataloader_prefetch_factor if workers else None,
-                "multiprocessing_context": args.dataloader_multiprocessing_context,
-                "in_order": args.dataloader_in_order,
-            },
+            loader_settings=self.loader_settings(),
         )
         return self.stream_loader
 
