@@ -304,6 +304,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def leave_process_group(finished: bool) -> None:
+    """A process launched by `accelerate launch` (or torchrun) leaves its process group before
+    it exits: left to the interpreter's shutdown, gloo's worker threads abort it now and then
+    (SIGABRT, "terminate called without an active exception"; pytorch/pytorch#190489). After
+    a finished command every process waits for the others, so none returns before the main
+    one has written the model."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is None or not distributed.is_available() or not distributed.is_initialized():
+        return
+    from accelerate import PartialState
+
+    if finished:
+        PartialState().wait_for_everyone()
+    PartialState().destroy_process_group()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, overrides = parser.parse_known_args(argv)
@@ -311,16 +327,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = overrides
     elif overrides:
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+    finished = False
     try:
         max_megapixels()  # a bad MEDFT_MAX_MEGAPIXELS stops any command here, not file by file
         quiet_library_bars()
         args.handler(options_from(args, args.options))
+        finished = True
     except MedftError as error:
         print(f"medft: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("medft: interrupted", file=sys.stderr)
         return 130
+    finally:
+        leave_process_group(finished)
     return 0
 
 
