@@ -11,7 +11,7 @@ from transformers import AutoModelForImageClassification, pipeline
 
 from medft.cli import main
 from medft.errors import MedftError
-from medft.evaluation.calibration import fit_temperature
+from medft.evaluation.calibration import TEMPERATURE_RANGE, fit_temperature
 from medft.modeling import build_model
 from medft.modeling.heads import fold_prior_shift, fold_temperature
 from medft.tasks import TaskInfo
@@ -61,6 +61,41 @@ def test_the_fitted_temperature_is_the_one_the_labels_were_drawn_with():
     targets = (rng.random((4000, 2)) < 1 / (1 + np.exp(-logits / np.array([0.5, 2.0])))) * 1.0
     fitted = fit_temperature(logits, targets, findings, per_label=True)
     assert fitted == pytest.approx([0.5, 2.0], rel=0.1)
+
+
+def test_a_split_that_separates_the_labels_cannot_drive_the_temperature_to_zero(caplog):
+    """One validation image, a finding no image of the split has, scores on the right side
+    of every image: the loss falls without end as T goes to 0 (seen in a run: T = 0.0 for
+    rare findings, a test loss of 3.4 million). T = 1 is kept, and said."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (200, 3))
+    separated = np.where(logits[:, 0] > 0, 1.0, 0.0)
+    drawn = rng.random(200) < 1 / (1 + np.exp(-logits[:, 1] / 2.0))
+    targets = np.stack([separated, drawn, np.zeros(200)], axis=1)
+    findings = TaskInfo(["separated", "drawn", "never"], multi_label=True, label_column="labels")
+    with caplog.at_level("WARNING", logger="medft"):
+        fitted = fit_temperature(logits, targets, findings, per_label=True)
+        one_image = fit_temperature(np.array([[4.0, -1.0, 0.5]]), np.array([0]), THREE)
+        two_images = fit_temperature(np.array([[4.0, -1.0, 0.5], [0.0, 3.0, 1.0]]),
+                                     np.array([0, 1]), THREE)  # fmt: skip
+    assert fitted[0] == 1.0 and fitted[1] == pytest.approx(2.0, rel=0.25) and fitted[2] == 1.0
+    assert one_image[0] == 1.0 and two_images[0] == 1.0
+    assert "every image on the right side for separated" in caplog.text
+    assert "never has one value in every image" in caplog.text
+    assert "the label has one value in every image" in caplog.text
+    assert "every image on the right side for the label;" in caplog.text
+
+
+def test_the_temperature_stays_within_its_range(caplog):
+    """Scores 100 times too timid: T is held at the range's edge, and said."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 0.03, (2000, 3))
+    probs = np.exp(logits * 100) / np.exp(logits * 100).sum(1, keepdims=True)
+    labels = np.array([rng.choice(3, p=p) for p in probs])
+    with caplog.at_level("WARNING", logger="medft"):
+        (temperature,) = fit_temperature(logits, labels, THREE)
+    assert temperature == pytest.approx(TEMPERATURE_RANGE[0], rel=0.05)
+    assert "held at the edge" in caplog.text
 
 
 def test_calibrate_lowers_the_ece_of_an_over_confident_model(

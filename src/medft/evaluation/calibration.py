@@ -10,12 +10,15 @@ bin's mean score and its share of true.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from medft.tasks import CalibrationScores, TaskInfo
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,9 @@ class TemperatureScaling:
         return cls(list(content["values"]), content["fitted_on"], before)
 
 
+TEMPERATURE_RANGE = (0.05, 20.0)  # T and 1 / T: beyond it a split separates, not calibrates
+
+
 def fit_temperature(
     logits: np.ndarray,
     labels: np.ndarray,
@@ -128,20 +134,60 @@ def fit_temperature(
 ) -> np.ndarray:
     """The temperature T (one, or one per label) minimising the task's loss on ``logits`` / T
     (+ ``offset``, a prior shift added after it): cross-entropy of the softmax, or binary
-    cross-entropy of each sigmoid (Guo et al. 2017)."""
+    cross-entropy of each sigmoid (Guo et al. 2017), sought within TEMPERATURE_RANGE.
+
+    T = 1 is kept, and logged, where there is nothing to fit: a label with one value in every
+    image of the split (a finding in all or none), or scores that put every image on the right
+    side (a few images, a rare finding), where the loss falls without end as T goes to 0 and
+    would make every later score 0 or 1."""
     logits_t = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     offset_t = torch.as_tensor(0.0 if offset is None else offset, dtype=torch.float64)
     labels_t = task.loss_targets(labels)
-    log_t = torch.zeros(
-        logits_t.shape[1] if per_label else 1, dtype=torch.float64, requires_grad=True
+    if not per_label:
+        return np.array([label_temperature(task, logits_t, labels_t, offset_t, "the label")])
+    offsets = offset_t.expand(logits_t.shape[1])
+    return np.array(
+        [
+            label_temperature(task, logits_t[:, [i]], labels_t[:, [i]], offsets[[i]], name)
+            for i, name in enumerate(task.label_names)
+        ]
     )
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=500, line_search_fn="strong_wolfe")
+
+
+def label_temperature(
+    task: TaskInfo, logits: torch.Tensor, labels: torch.Tensor, offset: torch.Tensor, name: str
+) -> float:
+    """One temperature for ``logits`` (1 where there is nothing to fit, logged as ``name``)."""
+
+    def loss_at(log_t: torch.Tensor) -> torch.Tensor:
+        return task.loss(logits / log_t.exp() + offset, labels, None, 0.0)
+
+    if bool((labels == labels[0]).all()):
+        logger.warning(
+            "Calibration: %s has one value in every image of the split; temperature 1 kept", name
+        )
+        return 1.0
+    if loss_at(torch.tensor(np.log(1e-6), dtype=torch.float64)) < 1e-6:
+        logger.warning(
+            "Calibration: the split's scores put every image on the right side for "
+            "%s; no temperature can be fitted, 1 kept. A larger split calibrates.",
+            name,
+        )
+        return 1.0
+    bound = np.log(TEMPERATURE_RANGE[1])
+    free = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([free], lr=0.1, max_iter=500, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = task.loss(logits_t / log_t.exp() + offset_t, labels_t, None, 0.0)
+        loss = loss_at(bound * torch.tanh(free))
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    return log_t.detach().exp().numpy()
+    log_t = float(bound * torch.tanh(free.detach()))
+    if abs(log_t) > 0.99 * bound:
+        logger.warning(
+            "Calibration: the temperature for %s is held at the edge of %s", name, TEMPERATURE_RANGE
+        )
+    return float(np.exp(log_t))
