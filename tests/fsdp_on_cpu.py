@@ -1,5 +1,5 @@
-"""`medft train` under FSDP on the CPU, for the tests: launched by `accelerate launch` with an
-FSDP config that has `use_cpu: true` (gloo).
+"""`medft train` (or `medft cv`, named first) under FSDP on the CPU, for the tests: launched
+by `accelerate launch` with an FSDP config that has `use_cpu: true` (gloo).
 
 accelerate runs FSDP on GPUs only: on the CPU its state falls back to plain data parallel
 (`MULTI_CPU`) and drops the FSDP plugin, although torch's `fully_shard` shards over gloo
@@ -27,4 +27,5 @@ def with_fsdp_on_the_cpu(self, *args, fsdp_plugin=None, **kwargs):
 
 if __name__ == "__main__":
     AcceleratorState.__init__ = with_fsdp_on_the_cpu
-    sys.exit(main(["train", *sys.argv[1:]]))
+    arguments = sys.argv[1:]
+    sys.exit(main(arguments if arguments[0] == "cv" else ["train", *arguments]))

@@ -139,7 +139,8 @@ def test_predict_averages_the_fold_models(cross_validated, brain_raw, tmp_path, 
 
 def test_each_fold_runs_under_accelerate_as_one_training_does(brain_binary, tmp_path):
     """`accelerate launch -m medft.cli cv`: two processes share each fold's epochs; the held-out
-    predictions are gathered from both, and only the main process writes the summaries."""
+    predictions are gathered from both, and only the main process writes and prints the
+    summaries."""
     output = tmp_path / "cv"
     command = [sys.executable, "-m", "accelerate.commands.launch",
                "--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml"),
@@ -162,6 +163,7 @@ def test_each_fold_runs_under_accelerate_as_one_training_does(brain_binary, tmp_
         assert state["global_step"] == -(-steps_one_process // 2)  # each epoch shared by two
     assert summary["ensemble_test"]["auroc"] >= 0
     assert (output / "ensemble" / "metrics.json").is_file()
+    assert result.stdout.count("Cross-validation: 2 folds") == 1  # the main process reports
 
 
 def test_folds_of_another_cross_validation_are_refused_and_overwrite_replaces_them(

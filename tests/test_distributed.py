@@ -148,6 +148,22 @@ def test_the_shipped_fsdp_config_on_the_gpus(brain_binary, tmp_path):
     check_pipeline_serves(output, brain_binary)
 
 
+def test_cross_validation_under_fsdp_saves_each_fold_whole_and_reports_once(brain_binary, tmp_path):
+    output = tmp_path / "cv"
+    config = cpu_copy("fsdp.yaml", tmp_path)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+               str(FSDP_ON_CPU), "cv", str(FIXTURES / "tiny_vit.yaml"), "--folds", "2",
+               "--dataset_name", str(brain_binary), "--output_dir", str(output)]  # fmt: skip
+    result = run(command)
+    assert result.stdout.count("Cross-validation: 2 folds") == 1
+    summary = json.loads((output / "cv_summary.json").read_text())
+    assert [fold["fold"] for fold in summary["per_fold"]] == [0, 1]
+    for fold in range(2):
+        check_whole_model(output / f"fold-{fold}")
+        check_scores_reproduce(output / f"fold-{fold}", brain_binary)
+    assert (output / "ensemble" / "metrics.json").is_file()
+
+
 def test_a_killed_fsdp_run_resumes_from_its_sharded_checkpoint(brain_binary, tmp_path):
     output = tmp_path / "model"
     config = cpu_copy("fsdp.yaml", tmp_path)

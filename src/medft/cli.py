@@ -174,7 +174,9 @@ def run_search(options: commands.SearchArguments) -> None:
 def run_cv(options: commands.CvArguments) -> None:
     from medft.commands.cv import cross_validate, format_cv
 
-    print(format_cv(cross_validate(options)))
+    result = cross_validate(options)
+    if result is not None:  # None in the processes other than the main one
+        print(format_cv(result))
 
 
 def run_audit(options: commands.AuditArguments) -> None:

@@ -235,11 +235,13 @@ def write_fold_table(result: CvResult) -> Path:
     return path
 
 
-def cross_validate(options: CvArguments) -> CvResult:
+def cross_validate(options: CvArguments) -> CvResult | None:
     """Run every fold of the recipe, then evaluate the folds, pooled, and as an ensemble
     (with performance by the recipe's subgroups, else the dataset's declared ones).
     Folds of another cross-validation in ``output`` are refused before anything is trained;
-    ``overwrite`` trains every fold again instead."""
+    ``overwrite`` trains every fold again instead. Under `accelerate launch` every process
+    trains the folds and the main one evaluates, writes and returns the result; the others
+    return None."""
     recipe = parse_recipe(options.recipe, options.overrides)
     setup_logging(recipe.training)
     output = Path(options.output or recipe.training.output_dir)
@@ -258,6 +260,8 @@ def cross_validate(options: CvArguments) -> CvResult:
             if not any(folder.iterdir()):
                 folder.rmdir()
     results = [run_fold(fold, options.overwrite) for fold in plan]
+    if not recipe.training.should_save:
+        return None  # the main process evaluates, writes and reports
     dataset = read_dataset(recipe.data.dataset_name, recipe.data.dataset_config)
     task = task_of(
         dataset, recipe.data.train_split, recipe.data.image_column, recipe.data.label_column
@@ -269,44 +273,42 @@ def cross_validate(options: CvArguments) -> CvResult:
     )
     out_of_fold = pooled([fold.held_out for fold in results])
     oof_report = evaluate_scores(task, out_of_fold, split="out-of-fold", options=options)
+    output.mkdir(parents=True, exist_ok=True)
+    write_evaluation(oof_report, task, out_of_fold, output / "out-of-fold")
     ensemble = None
     test_split = recipe.data.test_split
-    if recipe.training.should_save:
-        output.mkdir(parents=True, exist_ok=True)
-        write_evaluation(oof_report, task, out_of_fold, output / "out-of-fold")
-        if test_split and test_split in dataset:
-            folders = [fold.folder for fold in results]
-            attributes = subgroup_attributes(
-                recipe.training.subgroups,
-                recipe.data.dataset_name,
-                dataset[test_split],
-                test_split,
-                "subgroups",
-            )
-            scores = ensemble_scores(
-                folders,
-                dataset[test_split],
-                task,
-                recipe.training.per_device_eval_batch_size,
-                attributes,
-            )
-            ensemble = evaluate_scores(
-                task,
-                scores,
-                split=test_split,
-                tuning=out_of_fold,
-                tuning_split="out-of-fold",
-                options=options,
-            )
-            ensemble.members = [model_name(folder) for folder in folders]
-            write_evaluation(ensemble, task, scores, output / "ensemble")
-    result = CvResult(output, task.main_metric, results, oof_report, ensemble)
-    if recipe.training.should_save:
-        write_fold_table(result)
-        plot_fold_metrics(
-            [f.metrics[result.metric] for f in results], result.metric, output / FOLDS_PLOT
+    if test_split and test_split in dataset:
+        folders = [fold.folder for fold in results]
+        attributes = subgroup_attributes(
+            recipe.training.subgroups,
+            recipe.data.dataset_name,
+            dataset[test_split],
+            test_split,
+            "subgroups",
         )
-        (output / SUMMARY_NAME).write_text(json.dumps(summary_json(result), indent=2) + "\n")
+        scores = ensemble_scores(
+            folders,
+            dataset[test_split],
+            task,
+            recipe.training.per_device_eval_batch_size,
+            attributes,
+        )
+        ensemble = evaluate_scores(
+            task,
+            scores,
+            split=test_split,
+            tuning=out_of_fold,
+            tuning_split="out-of-fold",
+            options=options,
+        )
+        ensemble.members = [model_name(folder) for folder in folders]
+        write_evaluation(ensemble, task, scores, output / "ensemble")
+    result = CvResult(output, task.main_metric, results, oof_report, ensemble)
+    write_fold_table(result)
+    plot_fold_metrics(
+        [f.metrics[result.metric] for f in results], result.metric, output / FOLDS_PLOT
+    )
+    (output / SUMMARY_NAME).write_text(json.dumps(summary_json(result), indent=2) + "\n")
     return result
 
 
@@ -365,11 +367,9 @@ def format_cv(result: CvResult) -> str:
             f"  medft predict --model '{result.output}/fold-*' --thresholds {thresholds} "
             "IMAGES --output predictions.csv",
         ]
-    lines += [
-        "",
-        f"Wrote {FOLDS_NAME}, {SUMMARY_NAME}, {FOLDS_PLOT}, out-of-fold/ and "
-        f"ensemble/ to {result.output}",
-    ]
+    written = [FOLDS_NAME, SUMMARY_NAME, FOLDS_PLOT, "out-of-fold/"]
+    written += ["ensemble/"] * (result.ensemble is not None)
+    lines += ["", f"Wrote {', '.join(written[:-1])} and {written[-1]} to {result.output}"]
     return "\n".join(lines)
 
 
