@@ -1,13 +1,21 @@
 import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
+from datasets import load_from_disk
 
 from medft.cli import main
 from medft.commands.search import check_space, search
 from medft.config.commands import SearchArguments
 from medft.errors import MedftError
 from medft.parsing import parse_recipe
+
+REPO = Path(__file__).parents[1]
 
 SPACE = {
     "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
@@ -16,8 +24,9 @@ SPACE = {
 }
 
 
-def test_a_three_trial_search_writes_a_ready_to_run_best_recipe(brain_binary, tmp_path, capsys):
-    recipe = tmp_path / "search.yaml"
+def search_recipe(folder: Path) -> Path:
+    """A one-epoch random-weights ResNet-18 recipe searching SPACE."""
+    recipe = folder / "search.yaml"
     recipe.write_text(
         yaml.safe_dump(
             {
@@ -32,6 +41,11 @@ def test_a_three_trial_search_writes_a_ready_to_run_best_recipe(brain_binary, tm
             }
         )
     )
+    return recipe
+
+
+def test_a_three_trial_search_writes_a_ready_to_run_best_recipe(brain_binary, tmp_path, capsys):
+    recipe = search_recipe(tmp_path)
     output = tmp_path / "search"
     code = main(["search", str(recipe), "--n-trials", "3", "--dataset_name", str(brain_binary),
                  "--output_dir", str(output)])  # fmt: skip
@@ -48,6 +62,27 @@ def test_a_three_trial_search_writes_a_ready_to_run_best_recipe(brain_binary, tm
     assert 1e-4 <= args.learning_rate <= 1e-2 and 0 <= model_args.head_dropout <= 0.5
     best = min(rows, key=lambda row: -float(row["objective"] or "nan"))
     assert float(best["learning_rate"]) == pytest.approx(args.learning_rate)
+
+
+def test_a_search_under_accelerate_shares_each_trial_and_reports_once(brain_binary, tmp_path):
+    """Two processes: Optuna runs on the main one, whose trial settings the Trainer sends to
+    the other; every trial's epoch is shared, and the main process alone writes and prints."""
+    output = tmp_path / "search"
+    command = [sys.executable, "-m", "accelerate.commands.launch",
+               "--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml"),
+               "-m", "medft.cli", "search", str(search_recipe(tmp_path)), "--n-trials", "2",
+               "--dataset_name", str(brain_binary), "--output_dir", str(output)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("Best recipe:") == 1
+    rows = list(csv.DictReader((output / "trials.csv").open()))
+    assert [(row["trial"], row["state"]) for row in rows] == [("0", "complete"), ("1", "complete")]
+    train_images = len(load_from_disk(str(brain_binary))["train"])
+    for trial in range(2):
+        (state,) = (output / f"run-{trial}").glob("checkpoint-*/trainer_state.json")
+        steps_one_process = -(-train_images // 32)
+        assert json.loads(state.read_text())["global_step"] == -(-steps_one_process // 2)
 
 
 @pytest.mark.parametrize(

@@ -165,6 +165,8 @@ def run_search(options: commands.SearchArguments) -> None:
     from medft.commands.search import format_trials, search
 
     result = search(options)
+    if result is None:  # a process other than the main one
+        return
     print(format_trials(result.trials, result.main_metric))
     print(f"\nBest: {result.best}")
     print(f"Trials: {result.table_path}\nBest recipe: {result.recipe_path}")

@@ -195,7 +195,7 @@ def search_probe(data, data_args, model_args, training_args, space, study, n_tri
     optuna.create_study(direction="maximize", **study).optimize(objective, n_trials=n_trials)
 
 
-def search(options: SearchArguments) -> SearchResult:
+def search(options: SearchArguments) -> SearchResult | None:
     parsed = parse_recipe(options.recipe, options.overrides)
     data_args, model_args, training_args = parsed
     space = check_space(training_args.search_space)
@@ -215,6 +215,8 @@ def search(options: SearchArguments) -> SearchResult:
     }
     run = search_probe if training_args.training_mode == LINEAR_PROBE else search_training
     run(data, data_args, model_args, training_args, space, settings, options.n_trials)
+    if not training_args.should_save:
+        return None  # under `accelerate launch`, the main process writes and reports
     study = optuna.load_study(study_name=output.name, storage=storage)
     rows = write_trials(study, output / "trials.csv")
     best_path = best_recipe(options.recipe, parsed.given, study.best_trial.params, output)
