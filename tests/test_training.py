@@ -258,6 +258,12 @@ def test_two_processes_on_the_cpu_through_accelerate(data_cache, brain_binary, t
     assert report["images"] == len(load_training_data(str(brain_binary))[0]["test"])
     assert report["metrics"]["auroc"] == pytest.approx(test_results["test_auroc"])
     check_pipeline_serves(output, brain_binary)
+    if data_cache == "none":  # once: a run cannot go on with another number of processes
+        one_process = command[command.index(str(REPO / "src" / "finetune.py")) :]
+        again = subprocess.run([sys.executable, *one_process], capture_output=True, text=True)
+        assert again.returncode == 2
+        assert "holds another run (differs in: processes (now 1))" in again.stderr
+        assert json.loads((output / "trainer_state.json").read_text()) == state
 
 
 def stripes_dataset(folder: Path, per_class: int = 60) -> Path:

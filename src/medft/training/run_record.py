@@ -149,12 +149,13 @@ def digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def recipe_settings(*arguments: Any) -> dict[str, Any]:
+def recipe_settings(data_args: Any, model_args: Any, training_args: Any) -> dict[str, Any]:
     """The values of the recipe's settings (data, model, training) that change what is
-    trained."""
-    values: dict[str, Any] = {}
-    for part in arguments:
-        values |= part.to_dict() if hasattr(part, "to_dict") else dataclasses.asdict(part)
+    trained, and the number of processes: they share out each step's batch, so a step of
+    two processes is another step than one of one (a run resumed with another number would
+    count its epochs in other steps)."""
+    values = dataclasses.asdict(data_args) | dataclasses.asdict(model_args)
+    values |= training_args.to_dict() | {"processes": training_args.world_size}
     return {name: value for name, value in values.items() if name not in NOT_TRAINED}
 
 
