@@ -1,5 +1,8 @@
 """Small models and recipes shared by the modeling and technique tests."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from medft.parsing import parse_recipe
 from medft.tasks import TaskInfo
 from medft.training import train
 
+REPO = Path(__file__).parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 THREE = TaskInfo(["benign", "malignant", "normal"], multi_label=False)
 FINDINGS = TaskInfo(["Mass", "Nodule"], multi_label=True, label_column="labels")
@@ -137,3 +141,17 @@ def binary_report() -> EvaluationReport:
     )
     report.files = ["roc_curves.png", "reliability_diagram.png"]
     return report
+
+
+def on_two_cpu_processes(*arguments: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`accelerate launch` of ``arguments`` (a script, or ``-m`` and a module, then its
+    arguments) as two CPU processes over gloo, from the shipped multi_cpu.yaml, one thread
+    each; checked to succeed."""
+    config = REPO / "accelerate_configs" / "multi_cpu.yaml"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [*command, *arguments], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result

@@ -2,11 +2,9 @@
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,10 +16,9 @@ from medft.data.loading import load_training_data
 from medft.errors import MedftError
 from medft.evaluation.saved_models import split_scores
 from medft.inference.classifier import load_members
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, on_two_cpu_processes
 
 FOLDS = 3
-REPO = Path(__file__).parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -142,13 +139,10 @@ def test_each_fold_runs_under_accelerate_as_one_training_does(brain_binary, tmp_
     predictions are gathered from both, and only the main process writes and prints the
     summaries."""
     output = tmp_path / "cv"
-    command = [sys.executable, "-m", "accelerate.commands.launch",
-               "--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml"),
-               "-m", "medft.cli", "cv", str(FIXTURES / "tiny_timm.yaml"), "--folds", "2",
-               "--dataset_name", str(brain_binary), "--output_dir", str(output)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = on_two_cpu_processes(
+        "-m", "medft.cli", "cv", str(FIXTURES / "tiny_timm.yaml"), "--folds", "2",
+        "--dataset_name", str(brain_binary), "--output_dir", str(output), timeout=900,
+    )  # fmt: skip
     dataset, _ = load_training_data(str(brain_binary))
     summary = json.loads((output / "cv_summary.json").read_text())
     assert [fold["validation"] for fold in summary["per_fold"]] == [

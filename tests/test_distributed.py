@@ -30,10 +30,9 @@ from medft.inference.scoring import score_images
 from medft.modeling import build_model
 from medft.parsing import parse_recipe
 from medft.training.sharding import embeddings_holders, shard_by_blocks, shard_units
-from tests.helpers import FIXTURES, THREE, tiny_timm, tiny_vit
+from tests.helpers import FIXTURES, REPO, THREE, tiny_timm, tiny_vit
 from tests.test_training import check_pipeline_serves
 
-REPO = Path(__file__).parents[1]
 FSDP_ON_CPU = Path(__file__).parent / "fsdp_on_cpu.py"
 FINETUNE = REPO / "src" / "finetune.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -1,8 +1,5 @@
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +11,7 @@ from medft.commands.search import check_space, search
 from medft.config.commands import SearchArguments
 from medft.errors import MedftError
 from medft.parsing import parse_recipe
-
-REPO = Path(__file__).parents[1]
+from tests.helpers import on_two_cpu_processes
 
 SPACE = {
     "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
@@ -68,13 +64,10 @@ def test_a_search_under_accelerate_shares_each_trial_and_reports_once(brain_bina
     """Two processes: Optuna runs on the main one, whose trial settings the Trainer sends to
     the other; every trial's epoch is shared, and the main process alone writes and prints."""
     output = tmp_path / "search"
-    command = [sys.executable, "-m", "accelerate.commands.launch",
-               "--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml"),
-               "-m", "medft.cli", "search", str(search_recipe(tmp_path)), "--n-trials", "2",
-               "--dataset_name", str(brain_binary), "--output_dir", str(output)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = on_two_cpu_processes(
+        "-m", "medft.cli", "search", str(search_recipe(tmp_path)), "--n-trials", "2",
+        "--dataset_name", str(brain_binary), "--output_dir", str(output),
+    )  # fmt: skip
     assert result.stdout.count("Best recipe:") == 1
     rows = list(csv.DictReader((output / "trials.csv").open()))
     assert [(row["trial"], row["state"]) for row in rows] == [("0", "complete"), ("1", "complete")]

@@ -9,8 +9,6 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,9 +29,8 @@ from medft.prepare import prepare_dataset
 from medft.prepare.private import private_file
 from medft.prepare.webdataset import write_split
 from medft.training.run import train
+from tests.helpers import FIXTURES, REPO, on_two_cpu_processes
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures"
 TRAIN_IMAGES, SHARDS = 160, 8  # equal shards: each process's part holds as many images
 
 
@@ -240,24 +237,19 @@ def test_two_processes_train_through_accelerate_across_a_pass_and_resume(shards,
     batch: a pass is 6 steps (16, 16 and 8 from each worker), so step 7 is the next pass's
     first; the run resumed from step 4 picks up the stream there."""
     output = tmp_path / "model"
-    command = [sys.executable, "-m", "accelerate.commands.launch",
-               "--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml"),
-               str(REPO / "src" / "finetune.py"), str(FIXTURES / "tiny_vit.yaml"),
-               "--dataset_name", str(shards["webdataset"]), "--output_dir", str(output),
-               "--max_steps", "8", "--eval_strategy", "steps", "--eval_steps", "4",
-               "--save_strategy", "steps", "--save_steps", "4",
-               "--dataloader_num_workers", "2"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    arguments = [str(REPO / "src" / "finetune.py"), str(FIXTURES / "tiny_vit.yaml"),
+                 "--dataset_name", str(shards["webdataset"]), "--output_dir", str(output),
+                 "--max_steps", "8", "--eval_strategy", "steps", "--eval_steps", "4",
+                 "--save_strategy", "steps", "--save_steps", "4",
+                 "--dataloader_num_workers", "2"]  # fmt: skip
+    on_two_cpu_processes(*arguments, timeout=300)
     for step, in_pass in [(4, 0), (8, 1)]:
         for rank in range(2):
             saved = output / f"checkpoint-{step}" / f"stream_position-{rank}.json"
             assert json.loads(saved.read_text())["pass"] == in_pass
     assert (output / "test_results.json").is_file()
     shutil.rmtree(output / "checkpoint-8")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = on_two_cpu_processes(*arguments, timeout=300)
     assert "Streaming resumes in pass 1 where checkpoint-4 left it" in result.stdout
     assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 8
 

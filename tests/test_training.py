@@ -24,9 +24,8 @@ from medft.errors import MedftError
 from medft.hub import files_to_push
 from medft.parsing import parse_recipe
 from medft.prepare import prepare_dataset
-from tests.helpers import FIXTURES, run_recipe
+from tests.helpers import FIXTURES, REPO, on_two_cpu_processes, run_recipe
 
-REPO = Path(__file__).parents[1]
 DATASETS = {
     "binary": "brain_binary",
     "multiclass": "brain_multiclass",
@@ -238,14 +237,10 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(brain_binary, tmp_path):
 @pytest.mark.parametrize("data_cache", ["none", "ram", "device"])
 def test_two_processes_on_the_cpu_through_accelerate(data_cache, brain_binary, tmp_path):
     output = tmp_path / "model"
-    command = [sys.executable, "-m", "accelerate.commands.launch",
-               "--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml"),
-               str(REPO / "src" / "finetune.py"), str(FIXTURES / "tiny_vit.yaml"),
-               "--dataset_name", str(brain_binary), "--output_dir", str(output),
-               "--data_cache", data_cache]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    arguments = [str(REPO / "src" / "finetune.py"), str(FIXTURES / "tiny_vit.yaml"),
+                 "--dataset_name", str(brain_binary), "--output_dir", str(output),
+                 "--data_cache", data_cache]  # fmt: skip
+    result = on_two_cpu_processes(*arguments)
     held = f"data_cache {data_cache}: decoding the" in result.stdout
     assert held == (data_cache != "none")  # the main process's log: its own shard
     state = json.loads((output / "trainer_state.json").read_text())
@@ -259,8 +254,7 @@ def test_two_processes_on_the_cpu_through_accelerate(data_cache, brain_binary, t
     assert report["metrics"]["auroc"] == pytest.approx(test_results["test_auroc"])
     check_pipeline_serves(output, brain_binary)
     if data_cache == "none":  # once: a run cannot go on with another number of processes
-        one_process = command[command.index(str(REPO / "src" / "finetune.py")) :]
-        again = subprocess.run([sys.executable, *one_process], capture_output=True, text=True)
+        again = subprocess.run([sys.executable, *arguments], capture_output=True, text=True)
         assert again.returncode == 2
         assert "holds another run (differs in: processes (now 1))" in again.stderr
         assert json.loads((output / "trainer_state.json").read_text()) == state
